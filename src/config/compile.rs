@@ -1,0 +1,750 @@
+//! Turns the raw schema into a checked [`Config`]: defaults, presets,
+//! cross-references (a target's routes exist), file loading (credentials,
+//! CAs, client certificates) and every value check, each failure located.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Uri};
+use rustls::RootCertStore;
+use toml::Spanned;
+
+use super::error::Locator;
+use super::raw::{AddressList, RawConfig, RawForward, RawRoute, RawTarget, StatusSpec};
+use super::{
+    AdminSettings, BodyMatch, Config, ConfigError, Endpoint, ForwardDefault, ForwardSettings,
+    HostPattern, Http2Mode, Listen, ProbeSettings, Proxy, ResolveOverrides, Route, RouteKind,
+    StatusSet, Target, parse_duration, presets, read_bounded,
+};
+use crate::dial::tls::{self, RootsMode, TlsClient};
+use crate::policy::Cidr;
+use crate::secret::Secret;
+
+/// The most bytes read from a credentials or certificate file.
+const MAX_SECRET_FILE: u64 = 256 * 1024;
+
+/// Label values (route and target names) are kept short and plain.
+const MAX_NAME_LEN: usize = 64;
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+pub(super) fn compile(path: &Path, text: &str) -> Result<Config> {
+    let loc = Locator { file: path, text };
+    let raw: RawConfig = {
+        let de = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            // Spanned<T> shows up in the path as a private field name.
+            let key = e.path().to_string().replace(".$__serde_spanned_private_value", "");
+            let inner = e.into_inner();
+            let key = if key == "." { String::new() } else { key };
+            loc.error(inner.span(), key, inner.message().trim().to_string())
+        })?
+    };
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let c = Compiler {
+        loc,
+        base_dir,
+        native_roots: None,
+    };
+    c.config(raw)
+}
+
+struct Compiler<'a> {
+    loc: Locator<'a>,
+    base_dir: PathBuf,
+    native_roots: Option<Arc<RootCertStore>>,
+}
+
+impl Compiler<'_> {
+    fn err(&self, span: Range<usize>, key: &str, msg: impl Into<String>) -> ConfigError {
+        self.loc.error(Some(span), key, msg)
+    }
+
+    fn config(mut self, raw: RawConfig) -> Result<Config> {
+        let listen = self.listen(&raw)?;
+        let probe = self.probe(&raw)?;
+        let admin = AdminSettings {
+            verify_cooldown: self
+                .duration(raw.admin.verify_cooldown.as_ref(), "admin.verify_cooldown")?
+                .unwrap_or(Duration::from_secs(10)),
+        };
+        let resolve = Arc::new(self.resolve(&raw)?);
+        let base_roots = self.base_roots(&raw)?;
+        let mut routes = vec![Arc::new(Route {
+            name: Route::DIRECT.to_string(),
+            kind: RouteKind::Direct,
+            connect_timeout: probe.timeout,
+        })];
+        for (i, r) in raw.routes.iter().enumerate() {
+            let route = self.route(i, r, &base_roots, &routes, probe.timeout)?;
+            routes.push(Arc::new(route));
+        }
+        let mut targets: Vec<Arc<Target>> = Vec::new();
+        for (i, t) in raw.targets.iter().enumerate() {
+            let target = self.target(i, t, &base_roots, &routes, &probe)?;
+            if targets.iter().any(|o| o.name == target.name) {
+                return Err(self.err(
+                    t.name.span(),
+                    &format!("target[{i}].name"),
+                    format!("a target named \"{}\" is already defined; names must be unique", target.name),
+                ));
+            }
+            targets.push(Arc::new(target));
+        }
+        let forward = self.forward(&raw.forward, &routes)?;
+        let state_dir = raw.state_dir.as_ref().map(|s| self.path(s.get_ref()));
+        Ok(Config {
+            file: self.loc.file.to_path_buf(),
+            listen,
+            probe,
+            admin,
+            resolve,
+            routes,
+            targets,
+            forward,
+            state_dir,
+        })
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn duration(&self, v: Option<&Spanned<String>>, key: &str) -> Result<Option<Duration>> {
+        let Some(v) = v else { return Ok(None) };
+        let d = parse_duration(v.get_ref()).map_err(|m| self.err(v.span(), key, m))?;
+        if d.is_zero() {
+            return Err(self.err(v.span(), key, "must be greater than zero"));
+        }
+        Ok(Some(d))
+    }
+
+    fn listen(&self, raw: &RawConfig) -> Result<Listen> {
+        let one = |v: &Option<Spanned<String>>, key: &str, default: &str| -> Result<Option<SocketAddr>> {
+            let (text, span) = match v {
+                Some(s) => (s.get_ref().as_str(), Some(s.span())),
+                None => (default, None),
+            };
+            if text == "off" {
+                return Ok(None);
+            }
+            text.parse::<SocketAddr>().map(Some).map_err(|_| {
+                self.loc.error(
+                    span,
+                    key,
+                    format!("`{text}` is not a listen address: expected \"IP:port\" (e.g. \"127.0.0.1:3128\") or \"off\""),
+                )
+            })
+        };
+        Ok(Listen {
+            metrics: one(&raw.listen.metrics, "listen.metrics", "0.0.0.0:9464")?,
+            admin: one(&raw.listen.admin, "listen.admin", "127.0.0.1:9465")?,
+            proxy: one(&raw.listen.proxy, "listen.proxy", "127.0.0.1:3128")?,
+        })
+    }
+
+    fn probe(&self, raw: &RawConfig) -> Result<ProbeSettings> {
+        let p = &raw.probe;
+        let count = |v: &Option<Spanned<u32>>, key: &str, default: u32| -> Result<u32> {
+            match v {
+                Some(v) if (1..=100).contains(v.get_ref()) => Ok(*v.get_ref()),
+                Some(v) => Err(self.err(v.span(), key, "must be between 1 and 100")),
+                None => Ok(default),
+            }
+        };
+        let max_body = match &p.max_body {
+            Some(v) if (1..=16 * 1024 * 1024).contains(v.get_ref()) => *v.get_ref() as usize,
+            Some(v) => {
+                return Err(self.err(v.span(), "probe.max_body", "must be between 1 and 16777216 bytes"));
+            }
+            None => 64 * 1024,
+        };
+        Ok(ProbeSettings {
+            interval: self
+                .duration(p.interval.as_ref(), "probe.interval")?
+                .unwrap_or(Duration::from_secs(10)),
+            unhealthy_interval: self
+                .duration(p.unhealthy_interval.as_ref(), "probe.unhealthy_interval")?
+                .unwrap_or(Duration::from_secs(2)),
+            timeout: self
+                .duration(p.timeout.as_ref(), "probe.timeout")?
+                .unwrap_or(Duration::from_secs(5)),
+            fall: count(&p.fall, "probe.fall", 2)?,
+            rise: count(&p.rise, "probe.rise", 2)?,
+            max_body,
+        })
+    }
+
+    fn resolve(&self, raw: &RawConfig) -> Result<ResolveOverrides> {
+        let mut map = HashMap::new();
+        for (name, addrs) in &raw.resolve {
+            let key = format!("resolve.\"{name}\"");
+            let texts: Vec<&str> = match addrs.get_ref() {
+                AddressList::One(s) => vec![s.as_str()],
+                AddressList::Many(v) => v.iter().map(String::as_str).collect(),
+            };
+            let mut ips = Vec::new();
+            for t in texts {
+                let ip: IpAddr = t.parse().map_err(|_| {
+                    self.err(
+                        addrs.span(),
+                        &key,
+                        format!("`{t}` is not an IP address: expected e.g. \"127.0.0.1\" or a list of them ([] makes the name fail to resolve)"),
+                    )
+                })?;
+                ips.push(ip);
+            }
+            map.insert(name.to_ascii_lowercase(), ips);
+        }
+        Ok(ResolveOverrides(map))
+    }
+
+    fn base_roots(&mut self, raw: &RawConfig) -> Result<Arc<RootCertStore>> {
+        let mode = match &raw.tls.roots {
+            None => RootsMode::Native,
+            Some(s) => match s.get_ref().as_str() {
+                "native" => RootsMode::Native,
+                "webpki" => RootsMode::Webpki,
+                "none" => RootsMode::None,
+                other => {
+                    return Err(self.err(
+                        s.span(),
+                        "tls.roots",
+                        format!("`{other}` is not a root set: expected \"native\", \"webpki\" or \"none\" (only ca_file)"),
+                    ));
+                }
+            },
+        };
+        let mut store = tls::base_roots(mode);
+        if let Some(ca) = &raw.tls.ca_file {
+            self.add_ca(&mut store, ca, "tls.ca_file")?;
+        }
+        let store = Arc::new(store);
+        self.native_roots = Some(store.clone());
+        Ok(store)
+    }
+
+    fn add_ca(&self, store: &mut RootCertStore, ca: &Spanned<String>, key: &str) -> Result<()> {
+        let path = self.path(ca.get_ref());
+        let certs = tls::load_ca_file(&path).map_err(|m| self.err(ca.span(), key, m))?;
+        for c in certs {
+            store.add(c).map_err(|e| {
+                self.err(
+                    ca.span(),
+                    key,
+                    format!("{} holds a certificate rustls cannot use as a root: {e}", path.display()),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    fn name(&self, s: &Spanned<String>, key: &str) -> Result<String> {
+        let n = s.get_ref();
+        let ok = !n.is_empty()
+            && n.len() <= MAX_NAME_LEN
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+        if !ok {
+            return Err(self.err(
+                s.span(),
+                key,
+                format!("`{n}` is not a valid name: use 1 to {MAX_NAME_LEN} of a-z, A-Z, 0-9, '-', '_', '.'"),
+            ));
+        }
+        Ok(n.clone())
+    }
+
+    fn route(
+        &self,
+        i: usize,
+        r: &RawRoute,
+        roots: &Arc<RootCertStore>,
+        existing: &[Arc<Route>],
+        default_timeout: Duration,
+    ) -> Result<Route> {
+        let key = |k: &str| format!("route[{i}].{k}");
+        let name = self.name(&r.name, &key("name"))?;
+        if existing.iter().any(|x| x.name == name) {
+            let msg = if name == Route::DIRECT {
+                "\"direct\" is built in and cannot be redefined; give this proxy route another name".to_string()
+            } else {
+                format!("a route named \"{name}\" is already defined; names must be unique")
+            };
+            return Err(self.err(r.name.span(), &key("name"), msg));
+        }
+        let (https, host, port) = self.proxy_url(&r.proxy, &key("proxy"))?;
+        let tls = if https {
+            let mut store = (**roots).clone();
+            if let Some(ca) = &r.ca_file {
+                self.add_ca(&mut store, ca, &key("ca_file"))?;
+            }
+            Some(
+                TlsClient::new(Arc::new(store), None, vec![b"http/1.1".to_vec()])
+                    .map_err(|m| self.err(r.proxy.span(), &key("proxy"), m))?,
+            )
+        } else {
+            if let Some(ca) = &r.ca_file {
+                return Err(self.err(ca.span(), &key("ca_file"), "only an https:// proxy uses a ca_file"));
+            }
+            None
+        };
+        let authorization = match &r.credentials_file {
+            Some(f) => Some(self.credentials(f, &key("credentials_file"))?),
+            None => None,
+        };
+        let connect_timeout = self
+            .duration(r.connect_timeout.as_ref(), &key("connect_timeout"))?
+            .unwrap_or(default_timeout);
+        Ok(Route {
+            name,
+            kind: RouteKind::Proxy(Proxy {
+                host,
+                port,
+                tls,
+                authorization,
+            }),
+            connect_timeout,
+        })
+    }
+
+    /// Parses a proxy URL. The message never echoes the URL: it may carry a password.
+    fn proxy_url(&self, v: &Spanned<String>, key: &str) -> Result<(bool, String, u16)> {
+        let err = |m: &str| self.err(v.span(), key, m.to_string());
+        let text = v.get_ref();
+        let uri: Uri = text
+            .parse()
+            .map_err(|_| err("not a URL: expected \"http://host:port\" or \"https://host:port\""))?;
+        let auth = uri
+            .authority()
+            .ok_or_else(|| err("no host: expected \"http://host:port\" or \"https://host:port\""))?;
+        if auth.as_str().contains('@') {
+            return Err(err(
+                "credentials in the proxy URL are refused: put \"user:password\" in a file and name it in credentials_file",
+            ));
+        }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(err("the scheme must be http:// or https://")),
+        };
+        if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
+            return Err(err("a proxy URL has no path or query: expected \"http://host:port\""));
+        }
+        let host = auth.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let port = auth.port_u16().unwrap_or(if https { 443 } else { 3128 });
+        Ok((https, host, port))
+    }
+
+    fn credentials(&self, f: &Spanned<String>, key: &str) -> Result<Secret<HeaderValue>> {
+        let path = self.path(f.get_ref());
+        let text = read_bounded(&path, MAX_SECRET_FILE).map_err(|m| self.err(f.span(), key, m))?;
+        let line = text.trim_end_matches(['\r', '\n']);
+        let bad = || {
+            self.err(
+                f.span(),
+                key,
+                format!(
+                    "{} must hold one line \"user:password\" (its content is not shown)",
+                    path.display()
+                ),
+            )
+        };
+        match line.split_once(':') {
+            Some((user, _)) if !user.is_empty() && !line.contains('\n') => {}
+            _ => return Err(bad()),
+        }
+        let mut value = HeaderValue::from_str(&format!("Basic {}", base64(line.as_bytes())))
+            .map_err(|_| bad())?;
+        value.set_sensitive(true);
+        Ok(Secret::new(value))
+    }
+
+    fn target(
+        &self,
+        i: usize,
+        t: &RawTarget,
+        base_roots: &Arc<RootCertStore>,
+        routes: &[Arc<Route>],
+        probe: &ProbeSettings,
+    ) -> Result<Target> {
+        let key = |k: &str| format!("target[{i}].{k}");
+        let name = self.name(&t.name, &key("name"))?;
+        let preset = match &t.preset {
+            Some(p) => Some(presets::find(p.get_ref()).ok_or_else(|| {
+                self.err(
+                    p.span(),
+                    &key("preset"),
+                    format!("unknown preset `{}`: expected one of {}", p.get_ref(), presets::names()),
+                )
+            })?),
+            None => None,
+        };
+        let endpoint = match (&t.url, preset) {
+            (Some(u), _) => self.endpoint(u.get_ref(), u.span(), &key("url"))?,
+            (None, Some(p)) => self.endpoint(p.url, t.name.span(), &key("preset"))?,
+            (None, None) => {
+                return Err(self.err(t.name.span(), &key("url"), "a target needs a url (or a preset)"));
+            }
+        };
+        let method = match (&t.method, preset) {
+            (Some(m), _) => Method::from_bytes(m.get_ref().as_bytes())
+                .map_err(|_| self.err(m.span(), &key("method"), "not an HTTP method (e.g. \"GET\")"))?,
+            (None, Some(p)) => Method::from_bytes(p.method.as_bytes()).unwrap_or(Method::GET),
+            (None, None) => Method::GET,
+        };
+        let mut headers = Vec::new();
+        if let Some(p) = preset {
+            for (n, v) in p.headers {
+                headers.push((HeaderName::from_static(n), HeaderValue::from_static(v)));
+            }
+        }
+        if let Some(h) = &t.headers {
+            for (n, v) in h.get_ref() {
+                let bad = |what: &str| self.err(h.span(), &key("headers"), format!("header `{n}`: {what}"));
+                let name = HeaderName::from_bytes(n.as_bytes()).map_err(|_| bad("not a valid header name"))?;
+                let value = HeaderValue::from_str(v).map_err(|_| bad("not a valid header value"))?;
+                headers.retain(|(existing, _)| *existing != name);
+                headers.push((name, value));
+            }
+        }
+        let body = match (&t.body, preset) {
+            (Some(b), _) => Bytes::from(b.clone()),
+            (None, Some(p)) => Bytes::from_static(p.body.as_bytes()),
+            (None, None) => Bytes::new(),
+        };
+        let expect_status = match (&t.expect_status, preset) {
+            (Some(s), _) => self.statuses(s, &key("expect_status"))?,
+            (None, Some(p)) => StatusSet(p.expect_status.iter().map(|c| (*c, *c)).collect()),
+            (None, None) => StatusSet(vec![(200, 399)]),
+        };
+        let expect_body = match (&t.expect_body, &t.expect_body_regex, preset) {
+            (Some(_), Some(r), _) => {
+                return Err(self.err(r.span(), &key("expect_body_regex"), "set expect_body or expect_body_regex, not both"));
+            }
+            (Some(s), None, _) => Some(BodyMatch::Substring(s.get_ref().clone())),
+            (None, Some(r), _) => Some(BodyMatch::Regex(regex::Regex::new(r.get_ref()).map_err(|e| {
+                self.err(r.span(), &key("expect_body_regex"), format!("not a valid regular expression: {e}"))
+            })?)),
+            (None, None, Some(p)) => p.expect_body.map(|s| BodyMatch::Substring(s.to_string())),
+            (None, None, None) => None,
+        };
+        let target_routes = self.route_list(t.routes.as_ref(), routes, &key("routes"), t.name.span())?;
+        let timeout = self
+            .duration(t.timeout.as_ref(), &key("timeout"))?
+            .unwrap_or(probe.timeout);
+        let http2 = match (&t.http2, preset) {
+            (Some(h), _) => match h.get_ref().as_str() {
+                "auto" => Http2Mode::Auto,
+                "required" => Http2Mode::Required,
+                "never" => Http2Mode::Never,
+                other => {
+                    return Err(self.err(h.span(), &key("http2"), format!("`{other}`: expected \"auto\", \"required\" or \"never\"")));
+                }
+            },
+            (None, Some(p)) if p.http2_required => Http2Mode::Required,
+            _ => Http2Mode::Auto,
+        };
+        let (tls, client_cert_not_after) = self.target_tls(i, t, base_roots, http2)?;
+        let mut hosts = Vec::new();
+        if let Some(hs) = &t.hosts {
+            for h in hs.get_ref() {
+                hosts.push(self.host_pattern(h, &key("hosts"))?);
+            }
+        }
+        let mut allow_addresses = Vec::new();
+        for a in t.allow_addresses.iter().flatten() {
+            allow_addresses.push(
+                a.get_ref()
+                    .parse::<Cidr>()
+                    .map_err(|e| self.err(a.span(), &key("allow_addresses"), e.to_string()))?,
+            );
+        }
+        Ok(Target {
+            name,
+            preset: preset.map(|p| p.name),
+            endpoint,
+            method,
+            headers,
+            body,
+            expect_status,
+            expect_body,
+            routes: target_routes,
+            timeout,
+            tls,
+            http2,
+            hosts,
+            allow_addresses,
+            client_cert_not_after,
+        })
+    }
+
+    fn target_tls(
+        &self,
+        i: usize,
+        t: &RawTarget,
+        base_roots: &Arc<RootCertStore>,
+        http2: Http2Mode,
+    ) -> Result<(TlsClient, Option<i64>)> {
+        let key = |k: &str| format!("target[{i}].{k}");
+        let roots = match &t.ca_file {
+            Some(ca) => {
+                let mut store = (**base_roots).clone();
+                self.add_ca(&mut store, ca, &key("ca_file"))?;
+                Arc::new(store)
+            }
+            None => base_roots.clone(),
+        };
+        if let Some(p) = &t.client_cert_password_file {
+            return Err(self.err(
+                p.span(),
+                &key("client_cert_password_file"),
+                "PKCS#12 client certificates are not supported yet: convert with `openssl pkcs12 -in cert.p12 -nodes -out cert.pem` and set client_cert and client_key to the PEM files",
+            ));
+        }
+        let (identity, not_after) = match (&t.client_cert, &t.client_key) {
+            (Some(c), Some(k)) => {
+                let id = tls::load_identity(&self.path(c.get_ref()), &self.path(k.get_ref()))
+                    .map_err(|m| self.err(c.span(), &key("client_cert"), m))?;
+                let not_after = tls::cert_not_after(&id.0[0]);
+                (Some(id), not_after)
+            }
+            (Some(c), None) => {
+                return Err(self.err(c.span(), &key("client_key"), "client_cert needs client_key (the PEM private key)"));
+            }
+            (None, Some(k)) => {
+                return Err(self.err(k.span(), &key("client_cert"), "client_key needs client_cert (the PEM certificate chain)"));
+            }
+            (None, None) => (None, None),
+        };
+        let alpn: Vec<Vec<u8>> = match http2 {
+            Http2Mode::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            Http2Mode::Required => vec![b"h2".to_vec()],
+            Http2Mode::Never => vec![b"http/1.1".to_vec()],
+        };
+        let client = TlsClient::new(roots, identity, alpn).map_err(|m| {
+            self.loc.error(t.client_cert.as_ref().map(|c| c.span()), key("client_cert"), m)
+        })?;
+        Ok((client, not_after))
+    }
+
+    fn endpoint(&self, text: &str, span: Range<usize>, key: &str) -> Result<Endpoint> {
+        let err = |m: String| self.err(span.clone(), key, m);
+        let uri: Uri = text
+            .parse()
+            .map_err(|_| err(format!("`{text}` is not a URL: expected e.g. \"https://api.example/health\"")))?;
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(err(format!("`{text}`: the scheme must be https:// or http://"))),
+        };
+        let auth = uri
+            .authority()
+            .ok_or_else(|| err(format!("`{text}` has no host")))?;
+        if auth.as_str().contains('@') {
+            return Err(err("credentials in a target URL are refused: use headers".to_string()));
+        }
+        let host = auth.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        if host.is_empty() {
+            return Err(err(format!("`{text}` has no host")));
+        }
+        let port = auth.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let path_and_query = uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "/".to_string());
+        Ok(Endpoint {
+            tls,
+            host,
+            port,
+            path_and_query,
+        })
+    }
+
+    fn statuses(&self, s: &Spanned<Vec<StatusSpec>>, key: &str) -> Result<StatusSet> {
+        let bad = |what: String| {
+            self.err(
+                s.span(),
+                key,
+                format!("{what}: expected codes and ranges, e.g. [200, 401] or [\"200-399\"]"),
+            )
+        };
+        let code = |n: i64| -> Option<u16> { u16::try_from(n).ok().filter(|c| (100..=599).contains(c)) };
+        let mut set = Vec::new();
+        for spec in s.get_ref() {
+            let range = match spec {
+                StatusSpec::Code(n) => {
+                    let c = code(*n).ok_or_else(|| bad(format!("{n} is not an HTTP status")))?;
+                    (c, c)
+                }
+                StatusSpec::Range(r) => {
+                    let parsed = r.split_once('-').and_then(|(a, b)| {
+                        Some((code(a.trim().parse().ok()?)?, code(b.trim().parse().ok()?)?))
+                    });
+                    match parsed {
+                        Some((lo, hi)) if lo <= hi => (lo, hi),
+                        _ => return Err(bad(format!("`{r}` is not a status range"))),
+                    }
+                }
+            };
+            set.push(range);
+        }
+        if set.is_empty() {
+            return Err(bad("the list is empty".to_string()));
+        }
+        Ok(StatusSet(set))
+    }
+
+    fn route_list(
+        &self,
+        list: Option<&Spanned<Vec<Spanned<String>>>>,
+        routes: &[Arc<Route>],
+        key: &str,
+        fallback_span: Range<usize>,
+    ) -> Result<Vec<Arc<Route>>> {
+        let Some(list) = list else {
+            let proxies: Vec<_> = routes.iter().filter(|r| !r.is_direct()).cloned().collect();
+            if proxies.is_empty() {
+                return Err(self.err(
+                    fallback_span,
+                    key,
+                    "no routes: define a [[route]] with a proxy, or list routes = [\"direct\"] explicitly",
+                ));
+            }
+            return Ok(proxies);
+        };
+        let mut out: Vec<Arc<Route>> = Vec::new();
+        let mut seen = HashSet::new();
+        for name in list.get_ref() {
+            let route = routes.iter().find(|r| r.name == *name.get_ref()).ok_or_else(|| {
+                let known: Vec<_> = routes.iter().map(|r| format!("\"{}\"", r.name)).collect();
+                self.err(
+                    name.span(),
+                    key,
+                    format!("no route named \"{}\": expected one of {}", name.get_ref(), known.join(", ")),
+                )
+            })?;
+            if !seen.insert(route.name.clone()) {
+                return Err(self.err(name.span(), key, format!("route \"{}\" is listed twice", route.name)));
+            }
+            out.push(route.clone());
+        }
+        if out.is_empty() {
+            return Err(self.err(list.span(), key, "the list is empty: name at least one route"));
+        }
+        Ok(out)
+    }
+
+    fn host_pattern(&self, h: &Spanned<String>, key: &str) -> Result<HostPattern> {
+        let text = h.get_ref().to_ascii_lowercase();
+        let body = text.strip_prefix("*.").unwrap_or(&text);
+        let ok = !body.is_empty()
+            && !body.contains('*')
+            && body
+                .split('.')
+                .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        if !ok {
+            return Err(self.err(
+                h.span(),
+                key,
+                format!("`{}` is not a host pattern: expected \"api.example\" or \"*.example\"", h.get_ref()),
+            ));
+        }
+        Ok(HostPattern(text))
+    }
+
+    fn forward(&self, f: &RawForward, routes: &[Arc<Route>]) -> Result<ForwardSettings> {
+        let default = match &f.default {
+            None => ForwardDefault::Proxy,
+            Some(d) => match d.get_ref().as_str() {
+                "proxy" => ForwardDefault::Proxy,
+                "deny" => ForwardDefault::Deny,
+                other => {
+                    return Err(self.err(d.span(), "forward.default", format!("`{other}`: expected \"proxy\" or \"deny\"")));
+                }
+            },
+        };
+        let default_routes = match &f.default_routes {
+            Some(list) => {
+                let out = self.route_list(Some(list), routes, "forward.default_routes", list.span())?;
+                if let Some(d) = list.get_ref().iter().find(|n| n.get_ref() == Route::DIRECT) {
+                    return Err(self.err(
+                        d.span(),
+                        "forward.default_routes",
+                        "unmatched destinations never go direct (the sidecar is not an open proxy): list proxy routes only",
+                    ));
+                }
+                out
+            }
+            None => routes.iter().filter(|r| !r.is_direct()).cloned().collect(),
+        };
+        let allow_ports = match &f.allow_ports {
+            Some(p) => {
+                let mut ports = Vec::new();
+                for n in p.get_ref() {
+                    let port = u16::try_from(*n).ok().filter(|p| *p != 0).ok_or_else(|| {
+                        self.err(p.span(), "forward.allow_ports", format!("{n} is not a port (1-65535)"))
+                    })?;
+                    ports.push(port);
+                }
+                ports
+            }
+            None => vec![443],
+        };
+        let max_connections = match &f.max_connections {
+            Some(m) if (1..=1_000_000).contains(m.get_ref()) => *m.get_ref(),
+            Some(m) => return Err(self.err(m.span(), "forward.max_connections", "must be between 1 and 1000000")),
+            None => 1024,
+        };
+        Ok(ForwardSettings {
+            default,
+            default_routes,
+            allow_ports,
+            idle_timeout: self
+                .duration(f.idle_timeout.as_ref(), "forward.idle_timeout")?
+                .unwrap_or(Duration::from_secs(300)),
+            max_connections,
+        })
+    }
+}
+
+/// Standard base64 with padding (RFC 4648), for Basic credentials.
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("Aladdin:open sesame", "QWxhZGRpbjpvcGVuIHNlc2FtZQ==")] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! Configuration: the TOML schema (`raw`), presets, validation, and the
+//! compiled [`Config`] every other module reads.
+//!
+//! Owns turning a file into a checked, immutable `Config`, with errors that
+//! name the file, line, column and key. It reads the files the config points
+//! at (credentials, CAs, client certificates) at load time, so a bad path is
+//! a config error, not a probe failure. It never dials anything.
+
+mod compile;
+mod duration;
+mod error;
+pub mod presets;
+mod raw;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method};
+
+pub use duration::parse_duration;
+pub use error::ConfigError;
+
+use crate::dial::tls::TlsClient;
+use crate::policy::Cidr;
+use crate::secret::Secret;
+
+/// The largest configuration file accepted.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// Listener addresses (`None`: that listener is off).
+    pub listen: Listen,
+    /// Probe scheduling and hysteresis.
+    pub probe: ProbeSettings,
+    /// Admin endpoint settings.
+    pub admin: AdminSettings,
+    /// Host name overrides for our own resolver.
+    pub resolve: Arc<ResolveOverrides>,
+    /// Every route by name, `direct` included.
+    pub routes: Vec<Arc<Route>>,
+    /// The targets, in file order.
+    pub targets: Vec<Arc<Target>>,
+    /// Policy of the app-facing forward proxy.
+    pub forward: ForwardSettings,
+    /// Where incident windows persist across restarts.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Listener addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub metrics: Option<SocketAddr>,
+    /// `/status`, `POST /verify`.
+    pub admin: Option<SocketAddr>,
+    /// The forward proxy the app uses.
+    pub proxy: Option<SocketAddr>,
+}
+
+/// `[probe]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeSettings {
+    /// Time between probes of a healthy route.
+    pub interval: Duration,
+    /// Time between probes of a failing or recovering route.
+    pub unhealthy_interval: Duration,
+    /// Default whole-probe timeout.
+    pub timeout: Duration,
+    /// Consecutive failures that make a route unhealthy.
+    pub fall: u32,
+    /// Consecutive successes that make it healthy again.
+    pub rise: u32,
+    /// The most body bytes a probe reads.
+    pub max_body: usize,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// How soon after one `POST /verify` another is accepted.
+    pub verify_cooldown: Duration,
+}
+
+/// Host name → addresses. An empty list makes the name fail to resolve.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolveOverrides(pub HashMap<String, Vec<IpAddr>>);
+
+impl ResolveOverrides {
+    /// The override for `host` (case-insensitive), if any.
+    pub fn get(&self, host: &str) -> Option<&[IpAddr]> {
+        self.0.get(&host.to_ascii_lowercase()).map(Vec::as_slice)
+    }
+}
+
+/// A way out: `direct`, or through a forward proxy.
+#[derive(Debug)]
+pub struct Route {
+    /// The route's name (a metric label).
+    pub name: String,
+    /// Direct, or the proxy it goes through.
+    pub kind: RouteKind,
+    /// Budget for reaching the proxy and getting its CONNECT reply.
+    pub connect_timeout: Duration,
+}
+
+impl Route {
+    /// The name of the implicit direct route.
+    pub const DIRECT: &'static str = "direct";
+
+    /// True for the direct route.
+    pub fn is_direct(&self) -> bool {
+        matches!(self.kind, RouteKind::Direct)
+    }
+
+    /// The proxy, for a proxy route.
+    pub fn proxy(&self) -> Option<&Proxy> {
+        match &self.kind {
+            RouteKind::Direct => None,
+            RouteKind::Proxy(p) => Some(p),
+        }
+    }
+}
+
+/// What a route goes through.
+#[derive(Debug)]
+pub enum RouteKind {
+    /// Straight to the destination.
+    Direct,
+    /// Through a forward proxy.
+    Proxy(Proxy),
+}
+
+/// A forward proxy.
+#[derive(Debug)]
+pub struct Proxy {
+    /// The proxy's host name or address.
+    pub host: String,
+    /// The proxy's port.
+    pub port: u16,
+    /// TLS to the proxy itself, for an `https://` proxy.
+    pub tls: Option<TlsClient>,
+    /// The `Proxy-Authorization` value, when credentials are configured.
+    pub authorization: Option<Secret<HeaderValue>>,
+}
+
+impl Proxy {
+    /// `http://host:port` or `https://host:port`, never with credentials.
+    pub fn display(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", authority(&self.host, self.port))
+    }
+}
+
+/// `host:port`, with brackets around an IPv6 literal.
+pub fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Where a target's probe goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `https` (true) or `http`.
+    pub tls: bool,
+    /// Host name or address, lower case, without brackets.
+    pub host: String,
+    /// Port (defaulted from the scheme).
+    pub port: u16,
+    /// Path and query, at least `/`.
+    pub path_and_query: String,
+}
+
+impl Endpoint {
+    /// The URL, for display.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!(
+            "{scheme}://{}{}",
+            authority(&self.host, self.port),
+            self.path_and_query
+        )
+    }
+}
+
+/// When a probe speaks HTTP/2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Http2Mode {
+    /// Offer `h2` and `http/1.1`; use what ALPN picks.
+    Auto,
+    /// Offer only `h2`; fail when the upstream does not pick it.
+    Required,
+    /// Offer only `http/1.1`.
+    Never,
+}
+
+/// What the body must contain.
+#[derive(Debug, Clone)]
+pub enum BodyMatch {
+    /// A literal substring.
+    Substring(String),
+    /// A regular expression, searched anywhere in the body.
+    Regex(regex::Regex),
+}
+
+impl BodyMatch {
+    /// True when `body` satisfies the expectation.
+    pub fn matches(&self, body: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(body);
+        match self {
+            Self::Substring(s) => text.contains(s.as_str()),
+            Self::Regex(r) => r.is_match(&text),
+        }
+    }
+
+    /// The expectation, for a report.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Substring(s) => format!("body containing {s:?}"),
+            Self::Regex(r) => format!("body matching /{}/", r.as_str()),
+        }
+    }
+}
+
+/// A set of accepted status codes, as inclusive ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSet(pub Vec<(u16, u16)>);
+
+impl StatusSet {
+    /// True when `code` is accepted.
+    pub fn contains(&self, code: u16) -> bool {
+        self.0.iter().any(|(lo, hi)| (*lo..=*hi).contains(&code))
+    }
+
+    /// The set, for a report (`200-399`, `401`).
+    pub fn describe(&self) -> String {
+        self.0
+            .iter()
+            .map(|(lo, hi)| {
+                if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}-{hi}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A destination host pattern: `api.sms.example` or `*.sms.example`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern(pub String);
+
+impl HostPattern {
+    /// True when `host` (any case) matches.
+    pub fn matches(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        match self.0.strip_prefix("*.") {
+            Some(suffix) => host
+                .strip_suffix(suffix)
+                .is_some_and(|head| head.ends_with('.') && head.len() > 1),
+            None => host == self.0,
+        }
+    }
+}
+
+/// Something the app depends on: probed on each of its routes.
+#[derive(Debug)]
+pub struct Target {
+    /// The target's name (a metric label).
+    pub name: String,
+    /// The preset it started from, if any.
+    pub preset: Option<&'static str>,
+    /// Where the probe goes.
+    pub endpoint: Endpoint,
+    /// The probe's method.
+    pub method: Method,
+    /// The probe's extra headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The probe's body.
+    pub body: Bytes,
+    /// Accepted statuses.
+    pub expect_status: StatusSet,
+    /// Body expectation, if any.
+    pub expect_body: Option<BodyMatch>,
+    /// Allowed routes, in preference order.
+    pub routes: Vec<Arc<Route>>,
+    /// Whole-probe timeout.
+    pub timeout: Duration,
+    /// TLS settings toward this upstream (trust, client certificate, ALPN).
+    pub tls: TlsClient,
+    /// When HTTP/2 is used.
+    pub http2: Http2Mode,
+    /// App destinations that belong to this target, beyond the URL's host.
+    pub hosts: Vec<HostPattern>,
+    /// Ranges lifted from the address policy for this target.
+    pub allow_addresses: Vec<Cidr>,
+    /// Expiry (Unix seconds) of the configured client certificate.
+    pub client_cert_not_after: Option<i64>,
+}
+
+impl Target {
+    /// True when the app destination `host:port` belongs to this target.
+    pub fn matches_destination(&self, host: &str, port: u16) -> bool {
+        let host_l = host.trim_end_matches('.').to_ascii_lowercase();
+        (host_l == self.endpoint.host && port == self.endpoint.port)
+            || self.hosts.iter().any(|p| p.matches(&host_l))
+    }
+
+    /// True when the target may use `direct`.
+    pub fn allows_direct(&self) -> bool {
+        self.routes.iter().any(|r| r.is_direct())
+    }
+}
+
+/// What happens to app traffic that matches no target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardDefault {
+    /// Through `default_routes` (proxy routes only).
+    Proxy,
+    /// Refused.
+    Deny,
+}
+
+/// `[forward]`.
+#[derive(Debug, Clone)]
+pub struct ForwardSettings {
+    /// Unmatched destinations: proxy or deny.
+    pub default: ForwardDefault,
+    /// Routes for unmatched destinations, in order.
+    pub default_routes: Vec<Arc<Route>>,
+    /// Ports the app may CONNECT to (a target's own URL port is always allowed for it).
+    pub allow_ports: Vec<u16>,
+    /// A tunnel with no bytes either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// The most app connections at once.
+    pub max_connections: u32,
+}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = read_bounded(path, MAX_CONFIG_BYTES)
+            .map_err(|e| ConfigError::whole_file(path, e))?;
+        Self::parse(path, &text)
+    }
+
+    /// Checks `text` as if read from `path` (relative file paths in it are
+    /// taken from `path`'s folder).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        compile::compile(path, text)
+    }
+
+    /// The route called `name`.
+    pub fn route(&self, name: &str) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+
+    /// The target called `name`.
+    pub fn target(&self, name: &str) -> Option<&Arc<Target>> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+}
+
+/// Reads a file of at most `limit` bytes as UTF-8, with a message that says
+/// what went wrong (and never the content).
+pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut buf = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if buf.len() as u64 > limit {
+        return Err(format!(
+            "{} is larger than {limit} bytes; is it the right file?",
+            path.display()
+        ));
+    }
+    String::from_utf8(buf).map_err(|_| format!("{} is not UTF-8 text", path.display()))
+}

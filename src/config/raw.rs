@@ -1,0 +1,139 @@
+//! The configuration file as written: the serde schema, with spans kept on
+//! the values that validation may need to point at. Unknown keys are
+//! rejected everywhere. Nothing here interprets a value; `config::compile`
+//! does that.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    /// Listener addresses.
+    #[serde(default)]
+    pub listen: RawListen,
+    /// Probe scheduling and hysteresis.
+    #[serde(default)]
+    pub probe: RawProbe,
+    /// Host name overrides, like curl's `--resolve`.
+    #[serde(default)]
+    pub resolve: BTreeMap<String, Spanned<AddressList>>,
+    /// Global trust settings.
+    #[serde(default)]
+    pub tls: RawTls,
+    /// Named proxy routes.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RawRoute>,
+    /// What to probe and where the app's traffic goes.
+    #[serde(default, rename = "target")]
+    pub targets: Vec<RawTarget>,
+    /// The app-facing forward proxy's policy.
+    #[serde(default)]
+    pub forward: RawForward,
+    /// Admin listener settings.
+    #[serde(default)]
+    pub admin: RawAdmin,
+    /// Where incident windows are kept across restarts.
+    pub state_dir: Option<Spanned<String>>,
+}
+
+/// `[listen]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawListen {
+    pub metrics: Option<Spanned<String>>,
+    pub admin: Option<Spanned<String>>,
+    pub proxy: Option<Spanned<String>>,
+}
+
+/// `[probe]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProbe {
+    pub interval: Option<Spanned<String>>,
+    pub unhealthy_interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub fall: Option<Spanned<u32>>,
+    pub rise: Option<Spanned<u32>>,
+    pub max_body: Option<Spanned<u64>>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub verify_cooldown: Option<Spanned<String>>,
+}
+
+/// One address or several.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum AddressList {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `[tls]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub ca_file: Option<Spanned<String>>,
+    pub roots: Option<Spanned<String>>,
+}
+
+/// `[[route]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub name: Spanned<String>,
+    pub proxy: Spanned<String>,
+    pub credentials_file: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+}
+
+/// `[[target]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTarget {
+    pub name: Spanned<String>,
+    pub preset: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub method: Option<Spanned<String>>,
+    pub headers: Option<Spanned<BTreeMap<String, String>>>,
+    pub body: Option<String>,
+    pub expect_status: Option<Spanned<Vec<StatusSpec>>>,
+    pub expect_body: Option<Spanned<String>>,
+    pub expect_body_regex: Option<Spanned<String>>,
+    pub routes: Option<Spanned<Vec<Spanned<String>>>>,
+    pub timeout: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub client_cert: Option<Spanned<String>>,
+    pub client_key: Option<Spanned<String>>,
+    pub client_cert_password_file: Option<Spanned<String>>,
+    pub http2: Option<Spanned<String>>,
+    pub hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    pub allow_addresses: Option<Vec<Spanned<String>>>,
+}
+
+/// An expected status: a code (`200`) or a range (`"200-399"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum StatusSpec {
+    Code(i64),
+    Range(String),
+}
+
+/// `[forward]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawForward {
+    pub default: Option<Spanned<String>>,
+    pub default_routes: Option<Spanned<Vec<Spanned<String>>>>,
+    pub allow_ports: Option<Spanned<Vec<i64>>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<u32>>,
+}

@@ -1,0 +1,137 @@
+//! Maps typed errors to the closed [`FailureReason`] set. Walks error
+//! `source()` chains (and the payloads of `io::Error`s, which `source()`
+//! skips) looking for the typed error underneath — never at message text.
+
+use std::error::Error;
+use std::io;
+
+use rustls::{AlertDescription, CertificateError};
+
+use super::{ConnectError, DialError};
+use crate::reason::FailureReason;
+
+impl DialError {
+    /// The failure reason this error stands for.
+    pub fn reason(&self) -> FailureReason {
+        match self {
+            Self::Policy { .. } => FailureReason::PolicyDenied,
+            Self::ProxyResolve { .. } => FailureReason::ProxyResolve,
+            Self::ProxyConnect { .. } | Self::ProxyTls { .. } => FailureReason::ProxyConnect,
+            Self::ProxyTimeout { .. } => FailureReason::ProxyTimeout,
+            Self::Tunnel { source, .. } => connect_reason(source),
+            Self::Resolve { .. } => FailureReason::Resolve,
+            Self::Connect { .. } => FailureReason::Connect,
+            Self::Timeout { .. } => FailureReason::Timeout,
+        }
+    }
+}
+
+/// The reason for a failed CONNECT exchange.
+pub fn connect_reason(e: &ConnectError) -> FailureReason {
+    match e {
+        ConnectError::Refused(reply) => match reply.status {
+            407 => FailureReason::ProxyAuthRequired,
+            400..=499 => FailureReason::ProxyDenied,
+            500..=599 => FailureReason::ProxyUpstreamError,
+            _ => FailureReason::ProxyProtocol,
+        },
+        ConnectError::Malformed(_) | ConnectError::Oversized | ConnectError::Closed { .. } => {
+            FailureReason::ProxyProtocol
+        }
+        ConnectError::Io(_) => FailureReason::ProxyConnect,
+    }
+}
+
+/// The rustls error somewhere in `err`'s chain.
+pub fn find_rustls<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(r) = e.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        if let Some(inner) = e.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+            if let Some(r) = find_rustls(inner) {
+                return Some(r);
+            }
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// The reason for a rustls error with the upstream.
+pub fn rustls_reason(e: &rustls::Error) -> FailureReason {
+    match e {
+        rustls::Error::InvalidCertificate(
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. },
+        ) => FailureReason::TlsExpired,
+        rustls::Error::InvalidCertificate(_) => FailureReason::TlsUntrusted,
+        rustls::Error::AlertReceived(alert) if is_client_cert_alert(*alert) => FailureReason::ClientCertRejected,
+        _ => FailureReason::TlsHandshake,
+    }
+}
+
+/// Alerts a server sends about the client's certificate (or its absence).
+fn is_client_cert_alert(alert: AlertDescription) -> bool {
+    matches!(
+        alert,
+        AlertDescription::BadCertificate
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateRequired
+    )
+}
+
+/// The reason for an error during the TLS stage with the upstream.
+pub fn tls_stage_reason(err: &io::Error) -> FailureReason {
+    match find_rustls(err) {
+        Some(r) => rustls_reason(r),
+        None => FailureReason::TlsHandshake,
+    }
+}
+
+/// The reason for an error after TLS (request, response, body): a TLS alert
+/// that arrives late (TLS 1.3 rejects client certificates after the client
+/// thinks the handshake is done) keeps its TLS meaning; a timeout is a
+/// timeout; anything else is `io`.
+pub fn after_tls_reason(err: &(dyn Error + 'static)) -> FailureReason {
+    if let Some(r) = find_rustls(err) {
+        return rustls_reason(r);
+    }
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if io.kind() == io::ErrorKind::TimedOut {
+                return FailureReason::Timeout;
+            }
+        }
+        current = e.source();
+    }
+    FailureReason::Io
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rustls_errors_inside_io_errors_are_found() {
+        let inner = rustls::Error::InvalidCertificate(CertificateError::Expired);
+        let io = io::Error::new(io::ErrorKind::InvalidData, inner);
+        assert_eq!(tls_stage_reason(&io), FailureReason::TlsExpired);
+        let alert = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+        );
+        assert_eq!(after_tls_reason(&alert), FailureReason::ClientCertRejected);
+        let plain = io::Error::new(io::ErrorKind::ConnectionReset, "reset");
+        assert_eq!(after_tls_reason(&plain), FailureReason::Io);
+        assert_eq!(tls_stage_reason(&plain), FailureReason::TlsHandshake);
+    }
+}

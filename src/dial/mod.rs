@@ -1,0 +1,384 @@
+//! The dialer: the one path every connection takes, probes and app traffic
+//! alike. It opens a byte stream to a destination over a route, stage by
+//! stage — resolve → TCP connect → (proxy) CONNECT → — timing each stage and
+//! failing with a typed [`DialError`] that names the stage. TLS with the
+//! upstream is a separate stage ([`tls::TlsClient::handshake`]) that probes
+//! add and tunnelled app traffic does not (the app does its own TLS).
+//!
+//! Owns the address policy's enforcement for direct dials: resolve once,
+//! check every address, dial exactly a checked address.
+//! Never retries on another route: choosing routes is the caller's job.
+
+pub mod classify;
+pub mod connect;
+pub mod resolve;
+pub mod stream;
+pub mod tls;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::config::{Route, RouteKind, authority};
+use crate::policy::{AddressDenied, Cidr, check_address};
+use crate::reason::Phase;
+pub use connect::{ConnectError, ConnectReply};
+pub use resolve::{ResolveError, Resolver};
+pub use stream::BoxStream;
+
+/// Where a connection should end up.
+#[derive(Debug, Clone, Copy)]
+pub struct Destination<'a> {
+    /// Host name or IP literal (no brackets).
+    pub host: &'a str,
+    /// Port.
+    pub port: u16,
+    /// Address ranges the target lifts from the policy.
+    pub allow: &'a [Cidr],
+}
+
+/// An open stream to the destination (through the proxy's tunnel, or direct).
+pub struct Tunnel {
+    /// The bytes to and from the destination.
+    pub stream: BoxStream,
+    /// The proxy's CONNECT reply, on a proxy route.
+    pub connect: Option<ConnectReply>,
+    /// The address dialed: the proxy's, or the destination's.
+    pub peer: SocketAddr,
+}
+
+/// Durations of the phases that ran (a failed phase counts up to its failure).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Phases {
+    /// Name resolution.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "secs")]
+    pub resolve: Option<Duration>,
+    /// TCP connect (and TLS to an https proxy).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "secs")]
+    pub connect: Option<Duration>,
+    /// The CONNECT exchange.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "secs")]
+    pub tunnel: Option<Duration>,
+    /// TLS with the upstream.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "secs")]
+    pub tls: Option<Duration>,
+    /// Request sent to response head.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "secs")]
+    pub first_byte: Option<Duration>,
+    /// Body read.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "secs")]
+    pub body: Option<Duration>,
+}
+
+fn secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+impl Phases {
+    /// The slot for `phase`.
+    pub fn slot(&mut self, phase: Phase) -> &mut Option<Duration> {
+        match phase {
+            Phase::Resolve => &mut self.resolve,
+            Phase::Connect => &mut self.connect,
+            Phase::Tunnel => &mut self.tunnel,
+            Phase::Tls => &mut self.tls,
+            Phase::FirstByte => &mut self.first_byte,
+            Phase::Body => &mut self.body,
+        }
+    }
+
+    /// The duration of `phase`, if it ran.
+    pub fn get(&self, phase: Phase) -> Option<Duration> {
+        let mut copy = *self;
+        *copy.slot(phase)
+    }
+}
+
+/// Runs `fut` as `phase`, recording its duration, bounded by `deadline`.
+pub(crate) async fn timed<T, E>(
+    phases: &mut Phases,
+    phase: Phase,
+    deadline: Instant,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<Result<T, E>, Duration> {
+    let start = Instant::now();
+    let out = tokio::time::timeout_at(deadline, fut).await;
+    let took = start.elapsed();
+    *phases.slot(phase) = Some(took);
+    out.map_err(|_| took)
+}
+
+/// A failure to open a stream, naming the stage.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// Our address policy refused every address of the destination.
+    #[error("{host}: {source}")]
+    Policy {
+        /// The destination.
+        host: String,
+        /// The refusal.
+        source: AddressDenied,
+    },
+    /// The proxy's name did not resolve.
+    #[error("resolving proxy {proxy}: {source}")]
+    ProxyResolve {
+        /// The proxy, `scheme://host:port`.
+        proxy: String,
+        /// Why.
+        source: ResolveError,
+    },
+    /// TCP to the proxy failed.
+    #[error("connecting to proxy {proxy} ({addr}): {source}")]
+    ProxyConnect {
+        /// The proxy.
+        proxy: String,
+        /// The address tried last.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// TLS to an `https://` proxy failed.
+    #[error("TLS to proxy {proxy}: {source}")]
+    ProxyTls {
+        /// The proxy.
+        proxy: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// A stage toward the proxy ran out of time.
+    #[error("{phase} with proxy {proxy} timed out after {}", fmt_duration(*after))]
+    ProxyTimeout {
+        /// The stage.
+        phase: Phase,
+        /// The proxy.
+        proxy: String,
+        /// How long it ran.
+        after: Duration,
+    },
+    /// The CONNECT exchange failed.
+    #[error("{}", TunnelDisplay { authority, source })]
+    Tunnel {
+        /// The authority asked for (`host:port`).
+        authority: String,
+        /// Why.
+        source: ConnectError,
+    },
+    /// The destination's name did not resolve.
+    #[error("resolving {host}: {source}")]
+    Resolve {
+        /// The destination.
+        host: String,
+        /// Why.
+        source: ResolveError,
+    },
+    /// TCP to the destination failed.
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        /// The address tried last.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// A stage past the proxy ran out of time.
+    #[error("{phase} timed out after {}", fmt_duration(*after))]
+    Timeout {
+        /// The stage.
+        phase: Phase,
+        /// How long it ran.
+        after: Duration,
+    },
+}
+
+struct TunnelDisplay<'a> {
+    authority: &'a str,
+    source: &'a ConnectError,
+}
+
+impl fmt::Display for TunnelDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.source {
+            ConnectError::Refused(reply) => write!(f, "CONNECT {} -> {reply}", self.authority),
+            other => write!(f, "CONNECT {}: {other}", self.authority),
+        }
+    }
+}
+
+impl DialError {
+    /// The stage that failed.
+    pub fn phase(&self) -> Phase {
+        match self {
+            Self::Policy { .. } | Self::ProxyResolve { .. } | Self::Resolve { .. } => Phase::Resolve,
+            Self::ProxyConnect { .. } | Self::ProxyTls { .. } | Self::Connect { .. } => Phase::Connect,
+            Self::Tunnel { .. } => Phase::Tunnel,
+            Self::ProxyTimeout { phase, .. } | Self::Timeout { phase, .. } => *phase,
+        }
+    }
+
+    /// The proxy's CONNECT reply, when it refused.
+    pub fn connect_reply(&self) -> Option<&ConnectReply> {
+        match self {
+            Self::Tunnel {
+                source: ConnectError::Refused(r),
+                ..
+            } => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// `1.2s`, `350ms`, `12.3ms` for messages and tables.
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms >= 1000.0 {
+        format!("{:.1}s", ms / 1000.0)
+    } else if ms >= 10.0 {
+        format!("{ms:.0}ms")
+    } else {
+        format!("{ms:.1}ms")
+    }
+}
+
+/// Opens streams over routes. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Dialer {
+    /// Our resolver (overrides first).
+    resolver: Resolver,
+}
+
+impl Dialer {
+    /// A dialer resolving with `resolver`.
+    pub fn new(resolver: Resolver) -> Self {
+        Self { resolver }
+    }
+
+    /// Opens a stream to `dest` over `route`, recording phase times into
+    /// `phases`. Every stage ends by `deadline`; stages toward a proxy also
+    /// by the route's `connect_timeout`.
+    pub async fn open(
+        &self,
+        route: &Route,
+        dest: Destination<'_>,
+        deadline: Instant,
+        phases: &mut Phases,
+    ) -> Result<Tunnel, DialError> {
+        match &route.kind {
+            RouteKind::Direct => self.direct(dest, deadline, phases).await,
+            RouteKind::Proxy(proxy) => {
+                let proxy_deadline = deadline.min(Instant::now() + route.connect_timeout);
+                let name = proxy.display();
+                let timeout = |phase, after| DialError::ProxyTimeout {
+                    phase,
+                    proxy: name.clone(),
+                    after,
+                };
+                let addrs = timed(phases, Phase::Resolve, proxy_deadline, self.resolver.resolve(&proxy.host, proxy.port))
+                    .await
+                    .map_err(|after| timeout(Phase::Resolve, after))?
+                    .map_err(|source| DialError::ProxyResolve {
+                        proxy: name.clone(),
+                        source,
+                    })?;
+                let (mut stream, peer) = timed(phases, Phase::Connect, proxy_deadline, async {
+                    let (tcp, peer) = connect_any(&addrs)
+                        .await
+                        .map_err(|(addr, source)| DialError::ProxyConnect {
+                            proxy: name.clone(),
+                            addr,
+                            source,
+                        })?;
+                    let stream: BoxStream = Box::new(tcp);
+                    match &proxy.tls {
+                        None => Ok((stream, peer)),
+                        Some(tls) => tls
+                            .handshake(stream, &proxy.host)
+                            .await
+                            .map(|(s, _)| (s, peer))
+                            .map_err(|f| DialError::ProxyTls {
+                                proxy: name.clone(),
+                                source: f.error,
+                            }),
+                    }
+                })
+                .await
+                .map_err(|after| timeout(Phase::Connect, after))??;
+                let target = authority(dest.host, dest.port);
+                let (s, reply) = timed(
+                    phases,
+                    Phase::Tunnel,
+                    proxy_deadline,
+                    connect::exchange(stream, &target, proxy.authorization.as_ref()),
+                )
+                .await
+                .map_err(|after| timeout(Phase::Tunnel, after))?
+                .map_err(|source| DialError::Tunnel {
+                    authority: target.clone(),
+                    source,
+                })?;
+                stream = s;
+                Ok(Tunnel {
+                    stream,
+                    connect: Some(reply),
+                    peer,
+                })
+            }
+        }
+    }
+
+    async fn direct(&self, dest: Destination<'_>, deadline: Instant, phases: &mut Phases) -> Result<Tunnel, DialError> {
+        let timeout = |phase, after| DialError::Timeout { phase, after };
+        let resolved = timed(phases, Phase::Resolve, deadline, self.resolver.resolve(dest.host, dest.port))
+            .await
+            .map_err(|after| timeout(Phase::Resolve, after))?
+            .map_err(|source| DialError::Resolve {
+                host: dest.host.to_string(),
+                source,
+            })?;
+        // Resolve once, check every address, dial only checked ones: a name
+        // that also points at a denied range is refused outright, so an
+        // attacker cannot rely on which address is tried first.
+        for addr in &resolved {
+            check_address(addr.ip(), dest.allow).map_err(|source| DialError::Policy {
+                host: dest.host.to_string(),
+                source,
+            })?;
+        }
+        let (tcp, peer) = timed(phases, Phase::Connect, deadline, connect_any(&resolved))
+            .await
+            .map_err(|after| timeout(Phase::Connect, after))?
+            .map_err(|(addr, source)| DialError::Connect { addr, source })?;
+        Ok(Tunnel {
+            stream: Box::new(tcp),
+            connect: None,
+            peer,
+        })
+    }
+}
+
+/// Connects to the first address that accepts; the last error otherwise.
+async fn connect_any(addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), (SocketAddr, io::Error)> {
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(s) => {
+                // Latency matters more than packet count for handshakes.
+                let _ = s.set_nodelay(true);
+                return Ok((s, *addr));
+            }
+            Err(e) => last = Some((*addr, e)),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        (
+            SocketAddr::from(([0, 0, 0, 0], 0)),
+            io::Error::new(io::ErrorKind::NotFound, "no address to connect to"),
+        )
+    }))
+}

@@ -1,0 +1,328 @@
+//! TLS as a client, with rustls: trust stores (native roots, webpki roots,
+//! extra CA files), client identities, the handshake stage, and what a report
+//! needs to know about the peer's certificate — even when verification fails.
+//!
+//! Owns [`TlsClient`] (one per target or `https://` proxy, built at config
+//! load) and [`CertInfo`]. It never decides what a failure *means*; that is
+//! `dial::classify`'s job.
+
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use serde::Serialize;
+use tokio_rustls::TlsConnector;
+
+use super::stream::BoxStream;
+
+/// The most bytes read from a CA or certificate file.
+const MAX_PEM_FILE: u64 = 4 * 1024 * 1024;
+
+/// Installs rustls' `ring` provider as the process default. Idempotent.
+pub fn install_default_provider() {
+    // An error only means a provider is already installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Which built-in roots to start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootsMode {
+    /// The operating system's store (`rustls-native-certs`).
+    Native,
+    /// Mozilla's roots compiled in (`webpki-roots`).
+    Webpki,
+    /// None: only the configured CA files.
+    None,
+}
+
+/// The root store for `mode`, before any CA file is added.
+pub fn base_roots(mode: RootsMode) -> RootCertStore {
+    let mut store = RootCertStore::empty();
+    match mode {
+        RootsMode::Native => {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::warn!(error = %e, "could not load some native root certificates");
+            }
+            let (added, ignored) = store.add_parsable_certificates(found.certs);
+            tracing::debug!(added, ignored, "loaded native root certificates");
+        }
+        RootsMode::Webpki => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        RootsMode::None => {}
+    }
+    store
+}
+
+/// Reads every certificate in a PEM file.
+pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = read_pem(path)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{} is not valid PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// A client certificate chain and its private key.
+pub type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// Reads a PEM certificate chain and a PEM private key. Messages never quote the key.
+pub fn load_identity(cert: &Path, key: &Path) -> Result<Identity, String> {
+    let certs = load_ca_file(cert)?;
+    let key_pem = read_pem(key)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
+        format!(
+            "{} holds no usable PEM private key (PKCS#8, PKCS#1 or SEC1); its content is not shown",
+            key.display()
+        )
+    })?;
+    Ok((certs, key))
+}
+
+fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut buf = Vec::new();
+    file.take(MAX_PEM_FILE + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if buf.len() as u64 > MAX_PEM_FILE {
+        return Err(format!("{} is larger than {MAX_PEM_FILE} bytes", path.display()));
+    }
+    Ok(buf)
+}
+
+/// Expiry of a DER certificate, in Unix seconds.
+pub fn cert_not_after(der: &CertificateDer<'_>) -> Option<i64> {
+    CertInfo::from_der(der).map(|c| c.not_after_unix)
+}
+
+/// TLS client settings toward one kind of peer.
+#[derive(Clone)]
+pub struct TlsClient {
+    /// The shared settings; each handshake clones them with its own recording verifier.
+    base: Arc<ClientConfig>,
+    /// The real verifier, wrapped per handshake.
+    verifier: Arc<WebPkiServerVerifier>,
+}
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsClient")
+            .field("alpn", &self.base.alpn_protocols)
+            .field("client_auth", &self.base.client_auth_cert_resolver.has_certs())
+            .finish()
+    }
+}
+
+/// What a finished handshake tells.
+#[derive(Debug, Clone, Default)]
+pub struct TlsInfo {
+    /// The negotiated ALPN protocol.
+    pub alpn: Option<String>,
+    /// The peer's end-entity certificate.
+    pub peer: Option<CertInfo>,
+}
+
+/// A failed handshake: the error, and the certificate the peer showed, if any.
+#[derive(Debug)]
+pub struct TlsFailure {
+    /// The I/O error (a rustls error inside, for TLS problems).
+    pub error: io::Error,
+    /// The peer's certificate, when it got that far.
+    pub peer: Option<CertInfo>,
+}
+
+impl TlsClient {
+    /// Builds settings with `roots`, an optional client identity, and ALPN protocols.
+    pub fn new(roots: Arc<RootCertStore>, identity: Option<Identity>, alpn: Vec<Vec<u8>>) -> Result<Self, String> {
+        if roots.is_empty() {
+            return Err("no trusted roots: set tls.roots to \"native\" or \"webpki\", or name a ca_file".into());
+        }
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider())
+            .build()
+            .map_err(|e| format!("cannot build the certificate verifier: {e}"))?;
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS settings: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone());
+        let mut config = match identity {
+            Some((certs, key)) => builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| format!("the client certificate and key do not fit together: {e}"))?,
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = alpn;
+        Ok(Self {
+            base: Arc::new(config),
+            verifier,
+        })
+    }
+
+    /// True when a client certificate is configured.
+    pub fn has_client_cert(&self) -> bool {
+        self.base.client_auth_cert_resolver.has_certs()
+    }
+
+    /// The TLS stage: handshakes with `server_name` over `stream`.
+    pub async fn handshake(&self, stream: BoxStream, server_name: &str) -> Result<(BoxStream, TlsInfo), TlsFailure> {
+        let seen = Arc::new(Mutex::new(None));
+        let mut config = (*self.base).clone();
+        config.dangerous().set_certificate_verifier(Arc::new(Recording {
+            inner: self.verifier.clone(),
+            seen: seen.clone(),
+        }));
+        let peer_of = |seen: &Mutex<Option<CertificateDer<'static>>>| {
+            seen.lock()
+                .ok()
+                .and_then(|g| g.as_ref().and_then(CertInfo::from_der))
+        };
+        let name = ServerName::try_from(server_name.to_string()).map_err(|_| TlsFailure {
+            error: io::Error::new(io::ErrorKind::InvalidInput, format!("`{server_name}` is not a valid TLS server name")),
+            peer: None,
+        })?;
+        match TlsConnector::from(Arc::new(config)).connect(name, stream).await {
+            Ok(tls) => {
+                let alpn = tls
+                    .get_ref()
+                    .1
+                    .alpn_protocol()
+                    .map(|p| String::from_utf8_lossy(p).into_owned());
+                let info = TlsInfo {
+                    alpn,
+                    peer: peer_of(&seen),
+                };
+                Ok((Box::new(tls), info))
+            }
+            Err(error) => Err(TlsFailure {
+                error,
+                peer: peer_of(&seen),
+            }),
+        }
+    }
+}
+
+/// Records the end-entity certificate, then lets the real verifier decide.
+#[derive(Debug)]
+struct Recording {
+    inner: Arc<WebPkiServerVerifier>,
+    seen: Arc<Mutex<Option<CertificateDer<'static>>>>,
+}
+
+impl ServerCertVerifier for Recording {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Ok(mut slot) = self.seen.lock() {
+            *slot = Some(end_entity.clone().into_owned());
+        }
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// What a report shows of a certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CertInfo {
+    /// Subject distinguished name.
+    pub subject: String,
+    /// Issuer distinguished name.
+    pub issuer: String,
+    /// Expiry, RFC 3339 UTC.
+    pub not_after: String,
+    /// Expiry, Unix seconds.
+    #[serde(skip)]
+    pub not_after_unix: i64,
+    /// SHA-256 of the DER encoding, lower-case hex.
+    pub sha256: String,
+}
+
+impl CertInfo {
+    /// Parses a DER certificate; `None` when it is not parseable X.509.
+    pub fn from_der(der: &CertificateDer<'_>) -> Option<Self> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+        let not_after_unix = cert.validity().not_after.timestamp();
+        let digest = ring::digest::digest(&ring::digest::SHA256, der.as_ref());
+        Some(Self {
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            not_after: rfc3339(not_after_unix),
+            not_after_unix,
+            sha256: digest.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
+        })
+    }
+}
+
+/// Formats Unix seconds as RFC 3339 UTC (`2026-11-23T20:06:23Z`).
+pub fn rfc3339(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_464_383), "2026-11-23T20:06:23Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+    }
+}

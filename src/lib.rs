@@ -1,0 +1,32 @@
+//! egress-sentinel: keeps an application's outbound HTTPS path honest.
+//!
+//! It probes every upstream the app depends on (push, SMS, identity) over
+//! every allowed route — through the hosting provider's forward proxy and,
+//! where policy allows, directly — and names precisely where a path breaks:
+//! resolving the proxy, reaching it, the proxy refusing CONNECT, TLS to the
+//! upstream, or the upstream's own answer.
+//!
+//! # Layout
+//! - [`config`]: the TOML schema, presets, validation with located errors.
+//! - [`reason`]: the closed [`FailureReason`](reason::FailureReason) and
+//!   [`Phase`](reason::Phase) sets, the only sources of those labels.
+//! - [`policy`]: the address policy for direct dials (pure functions).
+//! - [`dial`]: the one dialer (resolve → TCP → CONNECT → TLS), shared by
+//!   probes and app traffic, with typed errors and their classification.
+//! - [`probe`]: one request over one route, checked against expectations.
+//! - [`verify`]: the `verify` command's run, report and baseline comparison.
+//! - [`secret`]: the redacting wrapper for credentials.
+//!
+//! Data flows one way: config → probes → outcomes → reports.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod dial;
+pub mod policy;
+pub mod probe;
+pub mod reason;
+pub mod secret;
+pub mod verify;

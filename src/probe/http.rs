@@ -1,0 +1,148 @@
+//! The HTTP stage of a probe: one request over an already-open stream, with
+//! HTTP/1.1 or HTTP/2 as ALPN chose, the response head (first byte) and a
+//! bounded body read. Each step ends by the probe's deadline.
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::outcome::Failure;
+use crate::config::{Target, authority};
+use crate::dial::classify::after_tls_reason;
+use crate::dial::{BoxStream, Phases, fmt_duration, timed};
+use crate::reason::{FailureReason, Phase};
+
+/// What the upstream answered.
+#[derive(Debug)]
+pub struct Answer {
+    /// The status.
+    pub status: StatusCode,
+    /// The body, at most `max_body` bytes of it.
+    pub body: Bytes,
+}
+
+/// Aborts the connection task when the probe is done with it.
+struct ConnTask(JoinHandle<()>);
+
+impl Drop for ConnTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn hyper_failure(phase: Phase, what: &str, e: &hyper::Error) -> Failure {
+    let mut detail = format!("{what}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    Failure::new(after_tls_reason(e), phase, detail)
+}
+
+fn timeout(phase: Phase, after: std::time::Duration) -> Failure {
+    Failure::new(
+        FailureReason::Timeout,
+        phase,
+        format!("{phase} timed out after {}", fmt_duration(after)),
+    )
+}
+
+/// Sends the target's request over `stream` and reads the answer.
+pub async fn exchange(
+    stream: BoxStream,
+    h2: bool,
+    target: &Target,
+    max_body: usize,
+    deadline: Instant,
+    phases: &mut Phases,
+) -> Result<Answer, Failure> {
+    let ep = &target.endpoint;
+    let default_port = if ep.tls { 443 } else { 80 };
+    let host = if ep.port == default_port {
+        if ep.host.contains(':') { format!("[{}]", ep.host) } else { ep.host.clone() }
+    } else {
+        authority(&ep.host, ep.port)
+    };
+    let uri = if h2 {
+        format!("{}://{host}{}", if ep.tls { "https" } else { "http" }, ep.path_and_query)
+    } else {
+        ep.path_and_query.clone()
+    };
+    let mut builder = Request::builder().method(target.method.clone()).uri(uri);
+    if !h2 {
+        builder = builder.header(header::HOST, host.as_str());
+    }
+    builder = builder.header(
+        header::USER_AGENT,
+        concat!("egress-sentinel/", env!("CARGO_PKG_VERSION")),
+    );
+    let mut request = builder
+        .body(Full::new(target.body.clone()))
+        .map_err(|e| Failure::new(FailureReason::Io, Phase::FirstByte, format!("building the request: {e}")))?;
+    for (name, value) in &target.headers {
+        request.headers_mut().insert(name.clone(), value.clone());
+    }
+
+    let io = TokioIo::new(stream);
+    let response = if h2 {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| hyper_failure(Phase::FirstByte, "HTTP/2 handshake", &e))?;
+        let _task = ConnTask(tokio::spawn(async move {
+            let _ = conn.await;
+        }));
+        let sent = timed(phases, Phase::FirstByte, deadline, sender.send_request(request)).await;
+        let response = sent
+            .map_err(|after| timeout(Phase::FirstByte, after))?
+            .map_err(|e| hyper_failure(Phase::FirstByte, "HTTP/2 request", &e))?;
+        read_body(response, max_body, deadline, phases, _task).await?
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| hyper_failure(Phase::FirstByte, "HTTP/1.1 handshake", &e))?;
+        let _task = ConnTask(tokio::spawn(async move {
+            let _ = conn.await;
+        }));
+        let sent = timed(phases, Phase::FirstByte, deadline, sender.send_request(request)).await;
+        let response = sent
+            .map_err(|after| timeout(Phase::FirstByte, after))?
+            .map_err(|e| hyper_failure(Phase::FirstByte, "HTTP/1.1 request", &e))?;
+        read_body(response, max_body, deadline, phases, _task).await?
+    };
+    Ok(response)
+}
+
+async fn read_body(
+    response: http::Response<hyper::body::Incoming>,
+    max_body: usize,
+    deadline: Instant,
+    phases: &mut Phases,
+    _task: ConnTask,
+) -> Result<Answer, Failure> {
+    let status = response.status();
+    let mut body = response.into_body();
+    let read = timed(phases, Phase::Body, deadline, async {
+        let mut buf = BytesMut::new();
+        while buf.len() < max_body {
+            match body.frame().await {
+                None => break,
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        let room = max_body - buf.len();
+                        buf.extend_from_slice(&data[..data.len().min(room)]);
+                    }
+                }
+                Some(Err(e)) => return Err(e),
+            }
+        }
+        Ok(buf.freeze())
+    })
+    .await
+    .map_err(|after| timeout(Phase::Body, after))?
+    .map_err(|e| hyper_failure(Phase::Body, "reading the body", &e))?;
+    Ok(Answer { status, body: read })
+}

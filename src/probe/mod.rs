@@ -1,0 +1,205 @@
+//! The probe: one request to a target over one route, through the shared
+//! dialer, with TLS and HTTP on top, checked against the target's
+//! expectations. Produces a [`ProbeOutcome`]; never panics, never outlives
+//! the target's timeout.
+
+mod http;
+pub mod outcome;
+
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+pub use outcome::{Failure, ProbeOutcome};
+
+use crate::config::{Http2Mode, Route, Target};
+use crate::dial::classify::tls_stage_reason;
+use crate::dial::tls::{CertInfo, TlsInfo};
+use crate::dial::{BoxStream, ConnectReply, Destination, Dialer, Phases, fmt_duration, timed};
+use crate::reason::{FailureReason, Phase};
+
+/// Runs probes.
+#[derive(Debug, Clone)]
+pub struct Prober {
+    /// The one dialer, shared with the forward proxy.
+    dialer: Dialer,
+    /// The most body bytes read.
+    max_body: usize,
+}
+
+/// What the stages learned, whether or not they all passed.
+#[derive(Debug, Default)]
+struct Seen {
+    proxy_reply: Option<ConnectReply>,
+    http_status: Option<u16>,
+    alpn: Option<String>,
+    peer_cert: Option<CertInfo>,
+}
+
+impl Prober {
+    /// A prober dialing with `dialer`.
+    pub fn new(dialer: Dialer, max_body: usize) -> Self {
+        Self { dialer, max_body }
+    }
+
+    /// Probes `target` over `route` once.
+    pub async fn probe(&self, target: &Target, route: &Route) -> ProbeOutcome {
+        let started = SystemTime::now();
+        let start = Instant::now();
+        let deadline = start + target.timeout;
+        let mut phases = Phases::default();
+        let mut seen = Seen::default();
+        let result = self.stages(target, route, deadline, &mut phases, &mut seen).await;
+        let (ok, reason, detail, failed_phase) = match result {
+            Ok(detail) => (true, FailureReason::Ok, detail, None),
+            Err(f) => (false, f.reason, f.detail, Some(f.phase)),
+        };
+        ProbeOutcome {
+            target: target.name.clone(),
+            route: route.name.clone(),
+            ok,
+            reason,
+            detail,
+            failed_phase,
+            connect_status: seen.proxy_reply.as_ref().map(|r| r.status),
+            proxy_reply: seen.proxy_reply,
+            http_status: seen.http_status,
+            alpn: seen.alpn,
+            phases,
+            duration: start.elapsed(),
+            peer_cert: seen.peer_cert,
+            started,
+        }
+    }
+
+    async fn stages(
+        &self,
+        target: &Target,
+        route: &Route,
+        deadline: Instant,
+        phases: &mut Phases,
+        seen: &mut Seen,
+    ) -> Result<String, Failure> {
+        let ep = &target.endpoint;
+        let dest = Destination {
+            host: &ep.host,
+            port: ep.port,
+            allow: &target.allow_addresses,
+        };
+        let tunnel = match self.dialer.open(route, dest, deadline, phases).await {
+            Ok(t) => t,
+            Err(e) => {
+                seen.proxy_reply = e.connect_reply().cloned();
+                return Err(Failure::new(e.reason(), e.phase(), e.to_string()));
+            }
+        };
+        seen.proxy_reply = tunnel.connect;
+        let (stream, h2) = if ep.tls {
+            let (stream, info) = self.tls(target, tunnel.stream, deadline, phases, seen).await?;
+            let h2 = info.alpn.as_deref() == Some("h2");
+            if target.http2 == Http2Mode::Required && !h2 {
+                return Err(Failure::new(
+                    FailureReason::TlsHandshake,
+                    Phase::Tls,
+                    format!(
+                        "{} did not negotiate HTTP/2 (ALPN: {}); this target requires h2",
+                        ep.host,
+                        info.alpn.as_deref().unwrap_or("none")
+                    ),
+                ));
+            }
+            (stream, h2)
+        } else {
+            (tunnel.stream, false)
+        };
+        let answer = http::exchange(stream, h2, target, self.max_body, deadline, phases).await?;
+        let status = answer.status.as_u16();
+        seen.http_status = Some(status);
+        let status_text = format!(
+            "HTTP {status} {}",
+            answer.status.canonical_reason().unwrap_or("")
+        );
+        let status_text = status_text.trim_end();
+        if !target.expect_status.contains(status) {
+            return Err(Failure::new(
+                FailureReason::HttpStatus,
+                Phase::FirstByte,
+                format!(
+                    "{status_text}, expected {}{}",
+                    target.expect_status.describe(),
+                    body_excerpt(&answer.body)
+                ),
+            ));
+        }
+        if let Some(m) = &target.expect_body {
+            if !m.matches(&answer.body) {
+                return Err(Failure::new(
+                    FailureReason::HttpBody,
+                    Phase::Body,
+                    format!(
+                        "{status_text} but no {} in the first {} bytes{}",
+                        m.describe(),
+                        answer.body.len(),
+                        body_excerpt(&answer.body)
+                    ),
+                ));
+            }
+        }
+        let proto = if h2 { "h2" } else { "http/1.1" };
+        Ok(match &seen.proxy_reply {
+            Some(r) => format!("{status_text} over {proto}, CONNECT {}", r.status),
+            None => format!("{status_text} over {proto}"),
+        })
+    }
+
+    async fn tls(
+        &self,
+        target: &Target,
+        stream: BoxStream,
+        deadline: Instant,
+        phases: &mut Phases,
+        seen: &mut Seen,
+    ) -> Result<(BoxStream, TlsInfo), Failure> {
+        let host = &target.endpoint.host;
+        let done = timed(phases, Phase::Tls, deadline, target.tls.handshake(stream, host))
+            .await
+            .map_err(|after| {
+                Failure::new(
+                    FailureReason::Timeout,
+                    Phase::Tls,
+                    format!("TLS with {host} timed out after {}", fmt_duration(after)),
+                )
+            })?;
+        match done {
+            Ok((stream, info)) => {
+                seen.alpn = info.alpn.clone();
+                seen.peer_cert = info.peer.clone();
+                Ok((stream, info))
+            }
+            Err(f) => {
+                seen.peer_cert = f.peer.clone();
+                let reason = tls_stage_reason(&f.error);
+                let mut detail = format!("TLS with {host}: {}", f.error);
+                if let Some(c) = &f.peer {
+                    detail.push_str(&format!(
+                        "; certificate {} issued by {}, valid until {}",
+                        c.subject, c.issuer, c.not_after
+                    ));
+                }
+                if reason == FailureReason::TlsUntrusted && f.peer.is_some() {
+                    detail.push_str(" (an intercepting proxy presents its own CA)");
+                }
+                Err(Failure::new(reason, Phase::Tls, detail))
+            }
+        }
+    }
+}
+
+/// ` (body: "...")` with the first bytes of a body, sanitised.
+fn body_excerpt(body: &[u8]) -> String {
+    if body.is_empty() {
+        return String::new();
+    }
+    let text = crate::dial::connect::sanitize(&body[..body.len().min(120)]);
+    format!(" (body: {text:?})")
+}

@@ -1,0 +1,84 @@
+//! [`ProbeOutcome`]: the typed result of one probe of one target over one
+//! route — the reason, the human detail, the phase that failed, every phase
+//! time, and what the proxy, TLS and HTTP layers said. Reports, metrics and
+//! health all read this one struct.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::dial::tls::CertInfo;
+use crate::dial::{ConnectReply, Phases};
+use crate::reason::{FailureReason, Phase};
+
+/// The result of one probe.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeOutcome {
+    /// The target's name.
+    pub target: String,
+    /// The route's name.
+    pub route: String,
+    /// True when every stage passed and every expectation held.
+    pub ok: bool,
+    /// Why it failed (`ok` when it did not).
+    pub reason: FailureReason,
+    /// What happened, in words: the CONNECT reply, the TLS error and the
+    /// certificate, the HTTP status...
+    pub detail: String,
+    /// The phase that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_phase: Option<Phase>,
+    /// The proxy's CONNECT status.
+    pub connect_status: Option<u16>,
+    /// The proxy's CONNECT reply (status line and diagnostic headers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_reply: Option<ConnectReply>,
+    /// The upstream's HTTP status.
+    pub http_status: Option<u16>,
+    /// The protocol ALPN negotiated with the upstream.
+    pub alpn: Option<String>,
+    /// Phase durations, in seconds.
+    pub phases: Phases,
+    /// The whole probe, in seconds.
+    #[serde(rename = "duration_seconds", serialize_with = "secs")]
+    pub duration: Duration,
+    /// The upstream's certificate (also when it was refused).
+    pub peer_cert: Option<CertInfo>,
+    /// When the probe started (Unix seconds).
+    #[serde(rename = "started_at", serialize_with = "unix")]
+    pub started: SystemTime,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+fn unix<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    s.serialize_f64(secs)
+}
+
+/// A failed stage, before it becomes an outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The reason.
+    pub reason: FailureReason,
+    /// The phase that failed.
+    pub phase: Phase,
+    /// The detail, in words.
+    pub detail: String,
+}
+
+impl Failure {
+    /// A failure of `phase` for `reason`.
+    pub fn new(reason: FailureReason, phase: Phase, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            phase,
+            detail: detail.into(),
+        }
+    }
+}
