@@ -1,6 +1,9 @@
 //! Maps typed errors to the closed [`FailureReason`] set. Walks error
 //! `source()` chains (and the payloads of `io::Error`s, which `source()`
 //! skips) looking for the typed error underneath — never at message text.
+//! Where a library flattens errors to text (h2 keeps only an I/O error's
+//! kind and message), [`ErrorTap`](super::stream::ErrorTap) records the
+//! typed error at the stream before it is lost.
 
 use std::error::Error;
 use std::io;

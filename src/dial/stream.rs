@@ -1,12 +1,17 @@
-//! The byte streams the dialer hands out: [`BoxStream`], and [`Rewind`],
-//! which gives back bytes read past the end of a CONNECT reply.
+//! The byte streams the dialer hands out: [`BoxStream`]; [`Rewind`], which
+//! gives back bytes read past the end of a CONNECT reply; and [`ErrorTap`],
+//! which keeps the first TLS error seen on a stream for classification.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::classify::{find_rustls, rustls_reason};
+use crate::reason::FailureReason;
 
 /// Anything the dialer can return: TCP, TLS over TCP, TLS over TLS, ...
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -65,5 +70,66 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+/// The first TLS failure seen on a tapped stream: its reason and message.
+pub type TlsErrorSlot = Arc<Mutex<Option<(FailureReason, String)>>>;
+
+/// Passes bytes through and records the first rustls error a read or write
+/// returns, typed, before a protocol layer above (h2) turns it into text.
+pub struct ErrorTap<S> {
+    /// The stream.
+    inner: S,
+    /// Where the first TLS error goes.
+    slot: TlsErrorSlot,
+}
+
+impl<S> ErrorTap<S> {
+    /// Taps `inner`; read the slot after a failure.
+    pub fn new(inner: S) -> (Self, TlsErrorSlot) {
+        let slot = TlsErrorSlot::default();
+        (
+            Self {
+                inner,
+                slot: slot.clone(),
+            },
+            slot,
+        )
+    }
+
+    fn record<T>(&self, res: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if let Poll::Ready(Err(e)) = &res {
+            if let Some(r) = find_rustls(e) {
+                if let Ok(mut slot) = self.slot.lock() {
+                    slot.get_or_insert_with(|| (rustls_reason(r), r.to_string()));
+                }
+            }
+        }
+        res
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ErrorTap<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.record(res)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ErrorTap<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.record(res)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let res = Pin::new(&mut self.inner).poll_flush(cx);
+        self.record(res)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let res = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.record(res)
     }
 }

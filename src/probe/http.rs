@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::outcome::Failure;
 use crate::config::{Target, authority};
 use crate::dial::classify::after_tls_reason;
+use crate::dial::stream::{ErrorTap, TlsErrorSlot};
 use crate::dial::{BoxStream, Phases, fmt_duration, timed};
 use crate::reason::{FailureReason, Phase};
 
@@ -33,14 +34,16 @@ impl Drop for ConnTask {
     }
 }
 
-fn hyper_failure(phase: Phase, what: &str, e: &hyper::Error) -> Failure {
+fn hyper_failure(phase: Phase, what: &str, e: &hyper::Error, tap: &TlsErrorSlot) -> Failure {
     let mut detail = format!("{what}: {e}");
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         detail.push_str(&format!(": {s}"));
         source = s.source();
     }
-    Failure::new(after_tls_reason(e), phase, detail)
+    // A TLS alert seen at the stream wins over what the HTTP layer made of it.
+    let tapped = tap.lock().ok().and_then(|slot| slot.as_ref().map(|(r, _)| *r));
+    Failure::new(tapped.unwrap_or_else(|| after_tls_reason(e)), phase, detail)
 }
 
 fn timeout(phase: Phase, after: std::time::Duration) -> Failure {
@@ -87,31 +90,32 @@ pub async fn exchange(
         request.headers_mut().insert(name.clone(), value.clone());
     }
 
-    let io = TokioIo::new(stream);
+    let (tapped, tap) = ErrorTap::new(stream);
+    let io = TokioIo::new(tapped);
     let response = if h2 {
         let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await
-            .map_err(|e| hyper_failure(Phase::FirstByte, "HTTP/2 handshake", &e))?;
+            .map_err(|e| hyper_failure(Phase::FirstByte, "HTTP/2 handshake", &e, &tap))?;
         let _task = ConnTask(tokio::spawn(async move {
             let _ = conn.await;
         }));
         let sent = timed(phases, Phase::FirstByte, deadline, sender.send_request(request)).await;
         let response = sent
             .map_err(|after| timeout(Phase::FirstByte, after))?
-            .map_err(|e| hyper_failure(Phase::FirstByte, "HTTP/2 request", &e))?;
-        read_body(response, max_body, deadline, phases, _task).await?
+            .map_err(|e| hyper_failure(Phase::FirstByte, "HTTP/2 request", &e, &tap))?;
+        read_body(response, max_body, deadline, phases, _task, &tap).await?
     } else {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
-            .map_err(|e| hyper_failure(Phase::FirstByte, "HTTP/1.1 handshake", &e))?;
+            .map_err(|e| hyper_failure(Phase::FirstByte, "HTTP/1.1 handshake", &e, &tap))?;
         let _task = ConnTask(tokio::spawn(async move {
             let _ = conn.await;
         }));
         let sent = timed(phases, Phase::FirstByte, deadline, sender.send_request(request)).await;
         let response = sent
             .map_err(|after| timeout(Phase::FirstByte, after))?
-            .map_err(|e| hyper_failure(Phase::FirstByte, "HTTP/1.1 request", &e))?;
-        read_body(response, max_body, deadline, phases, _task).await?
+            .map_err(|e| hyper_failure(Phase::FirstByte, "HTTP/1.1 request", &e, &tap))?;
+        read_body(response, max_body, deadline, phases, _task, &tap).await?
     };
     Ok(response)
 }
@@ -122,6 +126,7 @@ async fn read_body(
     deadline: Instant,
     phases: &mut Phases,
     _task: ConnTask,
+    tap: &TlsErrorSlot,
 ) -> Result<Answer, Failure> {
     let status = response.status();
     let mut body = response.into_body();
@@ -143,6 +148,6 @@ async fn read_body(
     })
     .await
     .map_err(|after| timeout(Phase::Body, after))?
-    .map_err(|e| hyper_failure(Phase::Body, "reading the body", &e))?;
+    .map_err(|e| hyper_failure(Phase::Body, "reading the body", &e, tap))?;
     Ok(Answer { status, body: read })
 }

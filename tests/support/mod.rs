@@ -1,0 +1,70 @@
+//! Test fixtures shared by the integration tests: a CA and certificates
+//! (`pki`), TLS upstreams (`upstream`), a scriptable CONNECT proxy
+//! (`proxy`), real Squid (`squid`), and config helpers. Everything listens
+//! on 127.0.0.1 only.
+
+// Each test binary uses a different part of the fixtures.
+#![allow(dead_code)]
+
+pub mod pki;
+pub mod proxy;
+pub mod squid;
+pub mod upstream;
+
+use std::path::{Path, PathBuf};
+
+use egress_sentinel::config::Config;
+use egress_sentinel::probe::ProbeOutcome;
+use egress_sentinel::verify;
+
+/// A temporary folder holding a config and the files it names.
+pub struct Workspace {
+    /// The folder (deleted on drop).
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    /// A new empty workspace, with the test CA written to `ca.pem`.
+    pub fn new() -> Self {
+        egress_sentinel::dial::tls::install_default_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ws = Self { dir };
+        ws.write("ca.pem", &pki::ca().cert_pem);
+        ws
+    }
+
+    /// The path of `name` inside the workspace.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `name` with `content`.
+    pub fn write(&self, name: &str, content: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, content).expect("write fixture file");
+        p
+    }
+
+    /// Writes `config.toml` and loads it; panics with the error if invalid.
+    pub fn config(&self, toml: &str) -> Config {
+        let p = self.write("config.toml", toml);
+        Config::load(&p).unwrap_or_else(|e| panic!("fixture config invalid: {e}\n{toml}"))
+    }
+}
+
+/// Probes every route of every target in `config` (the verify run).
+pub async fn check_all(config: &Config) -> Vec<ProbeOutcome> {
+    verify::run_checks(config, &verify::prober_for(config)).await
+}
+
+/// Probes the single check of `config` (one target, one route).
+pub async fn check_one(config: &Config) -> ProbeOutcome {
+    let mut all = check_all(config).await;
+    assert_eq!(all.len(), 1, "fixture config should have one target × route");
+    all.remove(0)
+}
+
+/// The built binary.
+pub fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_egress-sentinel"))
+}
