@@ -95,7 +95,10 @@ fn run_verify(
             return verify::EXIT_USAGE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -112,7 +115,9 @@ fn run_verify(
     let _ = out.write_all(report.as_bytes());
     if let Some(path) = baseline {
         match verify::compare_baseline(&path, &results) {
-            Ok(lines) if lines.is_empty() => eprintln!("no change since the baseline {}", path.display()),
+            Ok(lines) if lines.is_empty() => {
+                eprintln!("no change since the baseline {}", path.display())
+            }
             Ok(lines) => {
                 eprintln!("changes since the baseline {}:", path.display());
                 for l in lines {

@@ -123,27 +123,77 @@ const fn v6(segments: [u16; 8], prefix: u8) -> Cidr {
 }
 
 const DENIED: &[DeniedRange] = &[
-    DeniedRange { net: Cidr::new_v4([0, 0, 0, 0], 8), name: "unspecified/this-network" },
-    DeniedRange { net: Cidr::new_v4([127, 0, 0, 0], 8), name: "loopback" },
-    DeniedRange { net: Cidr::new_v4([169, 254, 0, 0], 16), name: "link-local (cloud metadata)" },
-    DeniedRange { net: Cidr::new_v4([10, 0, 0, 0], 8), name: "private" },
-    DeniedRange { net: Cidr::new_v4([172, 16, 0, 0], 12), name: "private" },
-    DeniedRange { net: Cidr::new_v4([192, 168, 0, 0], 16), name: "private" },
-    DeniedRange { net: Cidr::new_v4([100, 64, 0, 0], 10), name: "shared (carrier-grade NAT)" },
-    DeniedRange { net: Cidr::new_v4([192, 0, 0, 0], 24), name: "IETF protocol assignments" },
-    DeniedRange { net: Cidr::new_v4([198, 18, 0, 0], 15), name: "benchmarking" },
-    DeniedRange { net: Cidr::new_v4([224, 0, 0, 0], 4), name: "multicast" },
-    DeniedRange { net: Cidr::new_v4([240, 0, 0, 0], 4), name: "reserved/broadcast" },
-    DeniedRange { net: v6([0, 0, 0, 0, 0, 0, 0, 0], 128), name: "unspecified" },
-    DeniedRange { net: v6([0, 0, 0, 0, 0, 0, 0, 1], 128), name: "loopback" },
-    DeniedRange { net: v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10), name: "link-local" },
-    DeniedRange { net: v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7), name: "unique-local" },
-    DeniedRange { net: v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8), name: "multicast" },
+    DeniedRange {
+        net: Cidr::new_v4([0, 0, 0, 0], 8),
+        name: "unspecified/this-network",
+    },
+    DeniedRange {
+        net: Cidr::new_v4([127, 0, 0, 0], 8),
+        name: "loopback",
+    },
+    DeniedRange {
+        net: Cidr::new_v4([169, 254, 0, 0], 16),
+        name: "link-local (cloud metadata)",
+    },
+    DeniedRange {
+        net: Cidr::new_v4([10, 0, 0, 0], 8),
+        name: "private",
+    },
+    DeniedRange {
+        net: Cidr::new_v4([172, 16, 0, 0], 12),
+        name: "private",
+    },
+    DeniedRange {
+        net: Cidr::new_v4([192, 168, 0, 0], 16),
+        name: "private",
+    },
+    DeniedRange {
+        net: Cidr::new_v4([100, 64, 0, 0], 10),
+        name: "shared (carrier-grade NAT)",
+    },
+    DeniedRange {
+        net: Cidr::new_v4([192, 0, 0, 0], 24),
+        name: "IETF protocol assignments",
+    },
+    DeniedRange {
+        net: Cidr::new_v4([198, 18, 0, 0], 15),
+        name: "benchmarking",
+    },
+    DeniedRange {
+        net: Cidr::new_v4([224, 0, 0, 0], 4),
+        name: "multicast",
+    },
+    DeniedRange {
+        net: Cidr::new_v4([240, 0, 0, 0], 4),
+        name: "reserved/broadcast",
+    },
+    DeniedRange {
+        net: v6([0, 0, 0, 0, 0, 0, 0, 0], 128),
+        name: "unspecified",
+    },
+    DeniedRange {
+        net: v6([0, 0, 0, 0, 0, 0, 0, 1], 128),
+        name: "loopback",
+    },
+    DeniedRange {
+        net: v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),
+        name: "link-local",
+    },
+    DeniedRange {
+        net: v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),
+        name: "unique-local",
+    },
+    DeniedRange {
+        net: v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),
+        name: "multicast",
+    },
 ];
 
 /// A refusal by the address policy, naming the address and the range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("address {ip} is {range}; refused by the address policy (list it in the target's allow_addresses to permit it)")]
+#[error(
+    "address {ip} is {range}; refused by the address policy (list it in the target's allow_addresses to permit it)"
+)]
 pub struct AddressDenied {
     /// The address as checked (IPv4-mapped IPv6 unwrapped).
     pub ip: IpAddr,

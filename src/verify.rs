@@ -60,7 +60,11 @@ pub async fn run_checks(config: &Config, prober: &Prober) -> Vec<ProbeOutcome> {
 
 /// The exit code for a set of results.
 pub fn exit_code(results: &[ProbeOutcome]) -> u8 {
-    if results.iter().all(|r| r.ok) { EXIT_OK } else { EXIT_FAILED }
+    if results.iter().all(|r| r.ok) {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
 }
 
 /// The JSON report: an array of checks.
@@ -155,20 +159,29 @@ pub fn compare_baseline(path: &Path, results: &[ProbeOutcome]) -> Result<Vec<Str
     for r in results {
         let key = (r.target.clone(), r.route.clone());
         match before.get(&key) {
-            None => lines.push(format!("{}/{}: new check, now {}", r.target, r.route, r.reason)),
+            None => lines.push(format!(
+                "{}/{}: new check, now {}",
+                r.target, r.route, r.reason
+            )),
             Some(was) if *was != r.reason => {
                 let verdict = match (was, r.reason) {
                     (FailureReason::Ok, _) => "REGRESSED",
                     (_, FailureReason::Ok) => "recovered",
                     _ => "changed",
                 };
-                lines.push(format!("{}/{}: {verdict}: {was} -> {}", r.target, r.route, r.reason));
+                lines.push(format!(
+                    "{}/{}: {verdict}: {was} -> {}",
+                    r.target, r.route, r.reason
+                ));
             }
             Some(_) => {}
         }
     }
     for (target, route) in before.keys() {
-        if !results.iter().any(|r| &r.target == target && &r.route == route) {
+        if !results
+            .iter()
+            .any(|r| &r.target == target && &r.route == route)
+        {
             lines.push(format!("{target}/{route}: no longer checked"));
         }
     }

@@ -61,7 +61,11 @@ fn url(port: u16) -> String {
 
 #[tokio::test]
 async fn healthy_path_through_the_proxy_is_ok_with_every_phase_timed() {
-    let up = Opts::new("push.test").h2_only().reply(403, r#"{"reason":"MissingProviderToken"}"#).start().await;
+    let up = Opts::new("push.test")
+        .h2_only()
+        .reply(403, r#"{"reason":"MissingProviderToken"}"#)
+        .start()
+        .await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
     let cfg = ws.config(&via_proxy(
@@ -74,11 +78,22 @@ async fn healthy_path_through_the_proxy_is_ok_with_every_phase_timed() {
     assert_eq!(o.connect_status, Some(200));
     assert_eq!(o.http_status, Some(403));
     assert_eq!(o.alpn.as_deref(), Some("h2"));
-    for phase in [Phase::Resolve, Phase::Connect, Phase::Tunnel, Phase::Tls, Phase::FirstByte, Phase::Body] {
+    for phase in [
+        Phase::Resolve,
+        Phase::Connect,
+        Phase::Tunnel,
+        Phase::Tls,
+        Phase::FirstByte,
+        Phase::Body,
+    ] {
         assert!(o.phases.get(phase).is_some(), "phase {phase} not timed");
     }
     let cert = o.peer_cert.expect("peer certificate recorded");
-    assert!(cert.issuer.contains("egress-sentinel test CA"), "{}", cert.issuer);
+    assert!(
+        cert.issuer.contains("egress-sentinel test CA"),
+        "{}",
+        cert.issuer
+    );
     // The proxy was asked for the host name, never an address.
     let r = proxy.received();
     assert_eq!(r.len(), 1);
@@ -95,7 +110,10 @@ async fn healthy_path_through_the_proxy_is_ok_with_every_phase_timed() {
 async fn direct_http1_upstream_is_ok() {
     let up = Opts::new("push.test").h1_only().start().await;
     let ws = Workspace::new();
-    let cfg = ws.config(&direct(&format!("{}\nallow_addresses = [\"127.0.0.1/32\"]", url(up.port()))));
+    let cfg = ws.config(&direct(&format!(
+        "{}\nallow_addresses = [\"127.0.0.1/32\"]",
+        url(up.port())
+    )));
     let o = check_one(&cfg).await;
     assert_eq!(o.reason, FailureReason::Ok, "{}", o.detail);
     assert_eq!(o.alpn.as_deref(), Some("http/1.1"));
@@ -121,7 +139,8 @@ async fn unresolvable_proxy_is_proxy_resolve() {
 async fn proxy_port_with_nothing_listening_is_proxy_connect() {
     let port = closed_port().await;
     let ws = Workspace::new();
-    let o = check_one(&ws.config(&via_proxy(&format!("http://proxy.test:{port}"), &url(443)))).await;
+    let o =
+        check_one(&ws.config(&via_proxy(&format!("http://proxy.test:{port}"), &url(443)))).await;
     assert_eq!(o.reason, FailureReason::ProxyConnect, "{}", o.detail);
     assert_eq!(o.failed_phase, Some(Phase::Connect));
     assert!(o.detail.contains("refused"), "{}", o.detail);
@@ -157,11 +176,17 @@ async fn connect_answered_403_is_proxy_denied_with_the_status_line_and_via() {
     assert_eq!(o.connect_status, Some(403));
     assert_eq!(o.failed_phase, Some(Phase::Tunnel));
     assert!(
-        o.detail.starts_with("CONNECT push.test:8443 -> 403 Forbidden, Via: 1.1 script-proxy"),
+        o.detail
+            .starts_with("CONNECT push.test:8443 -> 403 Forbidden, Via: 1.1 script-proxy"),
         "{}",
         o.detail
     );
-    assert!(o.detail.contains("Proxy-Status: script-proxy; error=http_request_denied"), "{}", o.detail);
+    assert!(
+        o.detail
+            .contains("Proxy-Status: script-proxy; error=http_request_denied"),
+        "{}",
+        o.detail
+    );
 }
 
 #[tokio::test]
@@ -184,7 +209,12 @@ async fn proxy_closing_garbage_or_endless_headers_is_proxy_protocol() {
         let proxy = ScriptProxy::start(mode.clone()).await;
         let ws = Workspace::new();
         let o = check_one(&ws.config(&via_proxy(&proxy.url(), &url(443)))).await;
-        assert_eq!(o.reason, FailureReason::ProxyProtocol, "{mode:?}: {}", o.detail);
+        assert_eq!(
+            o.reason,
+            FailureReason::ProxyProtocol,
+            "{mode:?}: {}",
+            o.detail
+        );
         assert_eq!(o.failed_phase, Some(Phase::Tunnel), "{mode:?}");
         assert!(o.detail.contains(needle), "{mode:?}: {}", o.detail);
     }
@@ -202,7 +232,11 @@ async fn unresolvable_destination_on_direct_is_resolve() {
 async fn closed_port_on_direct_is_connect() {
     let port = closed_port().await;
     let ws = Workspace::new();
-    let o = check_one(&ws.config(&direct(&format!("{}\nallow_addresses = [\"127.0.0.1/32\"]", url(port))))).await;
+    let o = check_one(&ws.config(&direct(&format!(
+        "{}\nallow_addresses = [\"127.0.0.1/32\"]",
+        url(port)
+    ))))
+    .await;
     assert_eq!(o.reason, FailureReason::Connect, "{}", o.detail);
     assert_eq!(o.failed_phase, Some(Phase::Connect));
 }
@@ -217,7 +251,12 @@ async fn intercepting_proxy_certificate_is_tls_untrusted_and_names_the_issuer() 
     assert_eq!(o.reason, FailureReason::TlsUntrusted, "{}", o.detail);
     assert_eq!(o.failed_phase, Some(Phase::Tls));
     assert!(o.detail.contains("Intercepting Proxy CA"), "{}", o.detail);
-    assert!(o.peer_cert.expect("cert kept").issuer.contains("Intercepting Proxy CA"));
+    assert!(
+        o.peer_cert
+            .expect("cert kept")
+            .issuer
+            .contains("Intercepting Proxy CA")
+    );
 }
 
 #[tokio::test]
@@ -225,7 +264,11 @@ async fn certificate_for_another_name_is_tls_untrusted() {
     let leaf = pki::ca().server(&["other.test"], false);
     let up = Opts::new("push.test").leaf(leaf).start().await;
     let ws = Workspace::new();
-    let o = check_one(&ws.config(&direct(&format!("{}\nallow_addresses = [\"127.0.0.1/32\"]", url(up.port()))))).await;
+    let o = check_one(&ws.config(&direct(&format!(
+        "{}\nallow_addresses = [\"127.0.0.1/32\"]",
+        url(up.port())
+    ))))
+    .await;
     assert_eq!(o.reason, FailureReason::TlsUntrusted, "{}", o.detail);
 }
 
@@ -244,7 +287,10 @@ async fn expired_certificate_is_tls_expired_with_its_expiry() {
 
 #[tokio::test]
 async fn plain_http_where_tls_was_expected_is_tls_handshake() {
-    let up = Opts::new("push.test").behavior(Behavior::Plaintext).start().await;
+    let up = Opts::new("push.test")
+        .behavior(Behavior::Plaintext)
+        .start()
+        .await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
     let o = check_one(&ws.config(&via_proxy(&proxy.url(), &url(up.port())))).await;
@@ -276,7 +322,10 @@ async fn upstream_demanding_a_client_certificate_is_client_cert_rejected() {
     let rogue = pki::rogue_ca().client("app");
     ws.write("client.pem", &rogue.cert_pem);
     ws.write("client.key", &rogue.key_pem);
-    let cfg = format!("{}\nclient_cert = \"client.pem\"\nclient_key = \"client.key\"", url(up.port()));
+    let cfg = format!(
+        "{}\nclient_cert = \"client.pem\"\nclient_key = \"client.key\"",
+        url(up.port())
+    );
     let o = check_one(&ws.config(&via_proxy(&proxy.url(), &cfg))).await;
     assert_eq!(o.reason, FailureReason::ClientCertRejected, "{}", o.detail);
     // The right one passes.
@@ -289,19 +338,30 @@ async fn upstream_demanding_a_client_certificate_is_client_cert_rejected() {
 
 #[tokio::test]
 async fn unexpected_status_is_http_status() {
-    let up = Opts::new("push.test").reply(500, "nginx: worker_connections are not enough").start().await;
+    let up = Opts::new("push.test")
+        .reply(500, "nginx: worker_connections are not enough")
+        .start()
+        .await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
     let o = check_one(&ws.config(&via_proxy(&proxy.url(), &url(up.port())))).await;
     assert_eq!(o.reason, FailureReason::HttpStatus, "{}", o.detail);
     assert_eq!(o.http_status, Some(500));
-    assert!(o.detail.starts_with("HTTP 500 Internal Server Error, expected 200-399"), "{}", o.detail);
+    assert!(
+        o.detail
+            .starts_with("HTTP 500 Internal Server Error, expected 200-399"),
+        "{}",
+        o.detail
+    );
     assert!(o.detail.contains("worker_connections"), "{}", o.detail);
 }
 
 #[tokio::test]
 async fn body_without_the_expected_text_is_http_body() {
-    let up = Opts::new("push.test").reply(200, "{\"hello\":1}").start().await;
+    let up = Opts::new("push.test")
+        .reply(200, "{\"hello\":1}")
+        .start()
+        .await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
     let cfg = format!("{}\nexpect_body = \"\\\"issuer\\\"\"", url(up.port()));
@@ -315,7 +375,10 @@ async fn body_without_the_expected_text_is_http_body() {
 
 #[tokio::test]
 async fn upstream_silent_after_the_tunnel_is_timeout_in_tls() {
-    let up = Opts::new("push.test").behavior(Behavior::Silent).start().await;
+    let up = Opts::new("push.test")
+        .behavior(Behavior::Silent)
+        .start()
+        .await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
     let cfg = format!("{}\ntimeout = \"500ms\"", url(up.port()));
@@ -327,7 +390,11 @@ async fn upstream_silent_after_the_tunnel_is_timeout_in_tls() {
 
 #[tokio::test]
 async fn upstream_closing_after_tls_is_io() {
-    let up = Opts::new("push.test").h1_only().behavior(Behavior::CloseAfterTls).start().await;
+    let up = Opts::new("push.test")
+        .h1_only()
+        .behavior(Behavior::CloseAfterTls)
+        .start()
+        .await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
     let o = check_one(&ws.config(&via_proxy(&proxy.url(), &url(up.port())))).await;
@@ -338,8 +405,7 @@ async fn upstream_closing_after_tls_is_io() {
 #[tokio::test]
 async fn name_resolving_to_a_denied_loopback_address_is_policy_denied_and_never_dialed() {
     // A decoy listens where the name points; it must see no connection.
-    let decoy = Opts::new("decoy.test")
-        .h1_only();
+    let decoy = Opts::new("decoy.test").h1_only();
     let mut decoy = decoy;
     decoy.bind = "127.0.0.2:0".parse().expect("addr");
     let decoy = decoy.start().await;
@@ -357,7 +423,9 @@ async fn name_resolving_to_a_denied_loopback_address_is_policy_denied_and_never_
 
 /// A loopback port with nothing listening.
 async fn closed_port() -> u16 {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = l.local_addr().expect("addr").port();
     drop(l);
     port

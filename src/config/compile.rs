@@ -39,7 +39,10 @@ pub(super) fn compile(path: &Path, text: &str) -> Result<Config> {
         let de = toml::Deserializer::new(text);
         serde_path_to_error::deserialize(de).map_err(|e| {
             // Spanned<T> shows up in the path as a private field name.
-            let key = e.path().to_string().replace(".$__serde_spanned_private_value", "");
+            let key = e
+                .path()
+                .to_string()
+                .replace(".$__serde_spanned_private_value", "");
             let inner = e.into_inner();
             let key = if key == "." { String::new() } else { key };
             loc.error(inner.span(), key, inner.message().trim().to_string())
@@ -91,7 +94,10 @@ impl Compiler<'_> {
                 return Err(self.err(
                     t.name.span(),
                     &format!("target[{i}].name"),
-                    format!("a target named \"{}\" is already defined; names must be unique", target.name),
+                    format!(
+                        "a target named \"{}\" is already defined; names must be unique",
+                        target.name
+                    ),
                 ));
             }
             targets.push(Arc::new(target));
@@ -130,7 +136,10 @@ impl Compiler<'_> {
     }
 
     fn listen(&self, raw: &RawConfig) -> Result<Listen> {
-        let one = |v: &Option<Spanned<String>>, key: &str, default: &str| -> Result<Option<SocketAddr>> {
+        let one = |v: &Option<Spanned<String>>,
+                   key: &str,
+                   default: &str|
+         -> Result<Option<SocketAddr>> {
             let (text, span) = match v {
                 Some(s) => (s.get_ref().as_str(), Some(s.span())),
                 None => (default, None),
@@ -165,7 +174,11 @@ impl Compiler<'_> {
         let max_body = match &p.max_body {
             Some(v) if (1..=16 * 1024 * 1024).contains(v.get_ref()) => *v.get_ref() as usize,
             Some(v) => {
-                return Err(self.err(v.span(), "probe.max_body", "must be between 1 and 16777216 bytes"));
+                return Err(self.err(
+                    v.span(),
+                    "probe.max_body",
+                    "must be between 1 and 16777216 bytes",
+                ));
             }
             None => 64 * 1024,
         };
@@ -242,7 +255,10 @@ impl Compiler<'_> {
                 self.err(
                     ca.span(),
                     key,
-                    format!("{} holds a certificate rustls cannot use as a root: {e}", path.display()),
+                    format!(
+                        "{} holds a certificate rustls cannot use as a root: {e}",
+                        path.display()
+                    ),
                 )
             })?;
         }
@@ -277,7 +293,8 @@ impl Compiler<'_> {
         let name = self.name(&r.name, &key("name"))?;
         if existing.iter().any(|x| x.name == name) {
             let msg = if name == Route::DIRECT {
-                "\"direct\" is built in and cannot be redefined; give this proxy route another name".to_string()
+                "\"direct\" is built in and cannot be redefined; give this proxy route another name"
+                    .to_string()
             } else {
                 format!("a route named \"{name}\" is already defined; names must be unique")
             };
@@ -295,7 +312,11 @@ impl Compiler<'_> {
             )
         } else {
             if let Some(ca) = &r.ca_file {
-                return Err(self.err(ca.span(), &key("ca_file"), "only an https:// proxy uses a ca_file"));
+                return Err(self.err(
+                    ca.span(),
+                    &key("ca_file"),
+                    "only an https:// proxy uses a ca_file",
+                ));
             }
             None
         };
@@ -322,12 +343,12 @@ impl Compiler<'_> {
     fn proxy_url(&self, v: &Spanned<String>, key: &str) -> Result<(bool, String, u16)> {
         let err = |m: &str| self.err(v.span(), key, m.to_string());
         let text = v.get_ref();
-        let uri: Uri = text
-            .parse()
-            .map_err(|_| err("not a URL: expected \"http://host:port\" or \"https://host:port\""))?;
-        let auth = uri
-            .authority()
-            .ok_or_else(|| err("no host: expected \"http://host:port\" or \"https://host:port\""))?;
+        let uri: Uri = text.parse().map_err(|_| {
+            err("not a URL: expected \"http://host:port\" or \"https://host:port\"")
+        })?;
+        let auth = uri.authority().ok_or_else(|| {
+            err("no host: expected \"http://host:port\" or \"https://host:port\"")
+        })?;
         if auth.as_str().contains('@') {
             return Err(err(
                 "credentials in the proxy URL are refused: put \"user:password\" in a file and name it in credentials_file",
@@ -339,9 +360,15 @@ impl Compiler<'_> {
             _ => return Err(err("the scheme must be http:// or https://")),
         };
         if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
-            return Err(err("a proxy URL has no path or query: expected \"http://host:port\""));
+            return Err(err(
+                "a proxy URL has no path or query: expected \"http://host:port\"",
+            ));
         }
-        let host = auth.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = auth
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         let port = auth.port_u16().unwrap_or(if https { 443 } else { 3128 });
         Ok((https, host, port))
     }
@@ -385,7 +412,11 @@ impl Compiler<'_> {
                 self.err(
                     p.span(),
                     &key("preset"),
-                    format!("unknown preset `{}`: expected one of {}", p.get_ref(), presets::names()),
+                    format!(
+                        "unknown preset `{}`: expected one of {}",
+                        p.get_ref(),
+                        presets::names()
+                    ),
                 )
             })?),
             None => None,
@@ -394,12 +425,21 @@ impl Compiler<'_> {
             (Some(u), _) => self.endpoint(u.get_ref(), u.span(), &key("url"))?,
             (None, Some(p)) => self.endpoint(p.url, t.name.span(), &key("preset"))?,
             (None, None) => {
-                return Err(self.err(t.name.span(), &key("url"), "a target needs a url (or a preset)"));
+                return Err(self.err(
+                    t.name.span(),
+                    &key("url"),
+                    "a target needs a url (or a preset)",
+                ));
             }
         };
         let method = match (&t.method, preset) {
-            (Some(m), _) => Method::from_bytes(m.get_ref().as_bytes())
-                .map_err(|_| self.err(m.span(), &key("method"), "not an HTTP method (e.g. \"GET\")"))?,
+            (Some(m), _) => Method::from_bytes(m.get_ref().as_bytes()).map_err(|_| {
+                self.err(
+                    m.span(),
+                    &key("method"),
+                    "not an HTTP method (e.g. \"GET\")",
+                )
+            })?,
             (None, Some(p)) => Method::from_bytes(p.method.as_bytes()).unwrap_or(Method::GET),
             (None, None) => Method::GET,
         };
@@ -411,9 +451,13 @@ impl Compiler<'_> {
         }
         if let Some(h) = &t.headers {
             for (n, v) in h.get_ref() {
-                let bad = |what: &str| self.err(h.span(), &key("headers"), format!("header `{n}`: {what}"));
-                let name = HeaderName::from_bytes(n.as_bytes()).map_err(|_| bad("not a valid header name"))?;
-                let value = HeaderValue::from_str(v).map_err(|_| bad("not a valid header value"))?;
+                let bad = |what: &str| {
+                    self.err(h.span(), &key("headers"), format!("header `{n}`: {what}"))
+                };
+                let name = HeaderName::from_bytes(n.as_bytes())
+                    .map_err(|_| bad("not a valid header name"))?;
+                let value =
+                    HeaderValue::from_str(v).map_err(|_| bad("not a valid header value"))?;
                 headers.retain(|(existing, _)| *existing != name);
                 headers.push((name, value));
             }
@@ -430,16 +474,27 @@ impl Compiler<'_> {
         };
         let expect_body = match (&t.expect_body, &t.expect_body_regex, preset) {
             (Some(_), Some(r), _) => {
-                return Err(self.err(r.span(), &key("expect_body_regex"), "set expect_body or expect_body_regex, not both"));
+                return Err(self.err(
+                    r.span(),
+                    &key("expect_body_regex"),
+                    "set expect_body or expect_body_regex, not both",
+                ));
             }
             (Some(s), None, _) => Some(BodyMatch::Substring(s.get_ref().clone())),
-            (None, Some(r), _) => Some(BodyMatch::Regex(regex::Regex::new(r.get_ref()).map_err(|e| {
-                self.err(r.span(), &key("expect_body_regex"), format!("not a valid regular expression: {e}"))
-            })?)),
+            (None, Some(r), _) => Some(BodyMatch::Regex(regex::Regex::new(r.get_ref()).map_err(
+                |e| {
+                    self.err(
+                        r.span(),
+                        &key("expect_body_regex"),
+                        format!("not a valid regular expression: {e}"),
+                    )
+                },
+            )?)),
             (None, None, Some(p)) => p.expect_body.map(|s| BodyMatch::Substring(s.to_string())),
             (None, None, None) => None,
         };
-        let target_routes = self.route_list(t.routes.as_ref(), routes, &key("routes"), t.name.span())?;
+        let target_routes =
+            self.route_list(t.routes.as_ref(), routes, &key("routes"), t.name.span())?;
         let timeout = self
             .duration(t.timeout.as_ref(), &key("timeout"))?
             .unwrap_or(probe.timeout);
@@ -449,7 +504,11 @@ impl Compiler<'_> {
                 "required" => Http2Mode::Required,
                 "never" => Http2Mode::Never,
                 other => {
-                    return Err(self.err(h.span(), &key("http2"), format!("`{other}`: expected \"auto\", \"required\" or \"never\"")));
+                    return Err(self.err(
+                        h.span(),
+                        &key("http2"),
+                        format!("`{other}`: expected \"auto\", \"required\" or \"never\""),
+                    ));
                 }
             },
             (None, Some(p)) if p.http2_required => Http2Mode::Required,
@@ -520,10 +579,18 @@ impl Compiler<'_> {
                 (Some(id), not_after)
             }
             (Some(c), None) => {
-                return Err(self.err(c.span(), &key("client_key"), "client_cert needs client_key (the PEM private key)"));
+                return Err(self.err(
+                    c.span(),
+                    &key("client_key"),
+                    "client_cert needs client_key (the PEM private key)",
+                ));
             }
             (None, Some(k)) => {
-                return Err(self.err(k.span(), &key("client_cert"), "client_key needs client_cert (the PEM certificate chain)"));
+                return Err(self.err(
+                    k.span(),
+                    &key("client_cert"),
+                    "client_key needs client_cert (the PEM certificate chain)",
+                ));
             }
             (None, None) => (None, None),
         };
@@ -533,28 +600,44 @@ impl Compiler<'_> {
             Http2Mode::Never => vec![b"http/1.1".to_vec()],
         };
         let client = TlsClient::new(roots, identity, alpn).map_err(|m| {
-            self.loc.error(t.client_cert.as_ref().map(|c| c.span()), key("client_cert"), m)
+            self.loc.error(
+                t.client_cert.as_ref().map(|c| c.span()),
+                key("client_cert"),
+                m,
+            )
         })?;
         Ok((client, not_after))
     }
 
     fn endpoint(&self, text: &str, span: Range<usize>, key: &str) -> Result<Endpoint> {
         let err = |m: String| self.err(span.clone(), key, m);
-        let uri: Uri = text
-            .parse()
-            .map_err(|_| err(format!("`{text}` is not a URL: expected e.g. \"https://api.example/health\"")))?;
+        let uri: Uri = text.parse().map_err(|_| {
+            err(format!(
+                "`{text}` is not a URL: expected e.g. \"https://api.example/health\""
+            ))
+        })?;
         let tls = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
-            _ => return Err(err(format!("`{text}`: the scheme must be https:// or http://"))),
+            _ => {
+                return Err(err(format!(
+                    "`{text}`: the scheme must be https:// or http://"
+                )));
+            }
         };
         let auth = uri
             .authority()
             .ok_or_else(|| err(format!("`{text}` has no host")))?;
         if auth.as_str().contains('@') {
-            return Err(err("credentials in a target URL are refused: use headers".to_string()));
+            return Err(err(
+                "credentials in a target URL are refused: use headers".to_string()
+            ));
         }
-        let host = auth.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = auth
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         if host.is_empty() {
             return Err(err(format!("`{text}` has no host")));
         }
@@ -580,7 +663,8 @@ impl Compiler<'_> {
                 format!("{what}: expected codes and ranges, e.g. [200, 401] or [\"200-399\"]"),
             )
         };
-        let code = |n: i64| -> Option<u16> { u16::try_from(n).ok().filter(|c| (100..=599).contains(c)) };
+        let code =
+            |n: i64| -> Option<u16> { u16::try_from(n).ok().filter(|c| (100..=599).contains(c)) };
         let mut set = Vec::new();
         for spec in s.get_ref() {
             let range = match spec {
@@ -627,21 +711,36 @@ impl Compiler<'_> {
         let mut out: Vec<Arc<Route>> = Vec::new();
         let mut seen = HashSet::new();
         for name in list.get_ref() {
-            let route = routes.iter().find(|r| r.name == *name.get_ref()).ok_or_else(|| {
-                let known: Vec<_> = routes.iter().map(|r| format!("\"{}\"", r.name)).collect();
-                self.err(
+            let route = routes
+                .iter()
+                .find(|r| r.name == *name.get_ref())
+                .ok_or_else(|| {
+                    let known: Vec<_> = routes.iter().map(|r| format!("\"{}\"", r.name)).collect();
+                    self.err(
+                        name.span(),
+                        key,
+                        format!(
+                            "no route named \"{}\": expected one of {}",
+                            name.get_ref(),
+                            known.join(", ")
+                        ),
+                    )
+                })?;
+            if !seen.insert(route.name.clone()) {
+                return Err(self.err(
                     name.span(),
                     key,
-                    format!("no route named \"{}\": expected one of {}", name.get_ref(), known.join(", ")),
-                )
-            })?;
-            if !seen.insert(route.name.clone()) {
-                return Err(self.err(name.span(), key, format!("route \"{}\" is listed twice", route.name)));
+                    format!("route \"{}\" is listed twice", route.name),
+                ));
             }
             out.push(route.clone());
         }
         if out.is_empty() {
-            return Err(self.err(list.span(), key, "the list is empty: name at least one route"));
+            return Err(self.err(
+                list.span(),
+                key,
+                "the list is empty: name at least one route",
+            ));
         }
         Ok(out)
     }
@@ -658,7 +757,10 @@ impl Compiler<'_> {
             return Err(self.err(
                 h.span(),
                 key,
-                format!("`{}` is not a host pattern: expected \"api.example\" or \"*.example\"", h.get_ref()),
+                format!(
+                    "`{}` is not a host pattern: expected \"api.example\" or \"*.example\"",
+                    h.get_ref()
+                ),
             ));
         }
         Ok(HostPattern(text))
@@ -671,13 +773,18 @@ impl Compiler<'_> {
                 "proxy" => ForwardDefault::Proxy,
                 "deny" => ForwardDefault::Deny,
                 other => {
-                    return Err(self.err(d.span(), "forward.default", format!("`{other}`: expected \"proxy\" or \"deny\"")));
+                    return Err(self.err(
+                        d.span(),
+                        "forward.default",
+                        format!("`{other}`: expected \"proxy\" or \"deny\""),
+                    ));
                 }
             },
         };
         let default_routes = match &f.default_routes {
             Some(list) => {
-                let out = self.route_list(Some(list), routes, "forward.default_routes", list.span())?;
+                let out =
+                    self.route_list(Some(list), routes, "forward.default_routes", list.span())?;
                 if let Some(d) = list.get_ref().iter().find(|n| n.get_ref() == Route::DIRECT) {
                     return Err(self.err(
                         d.span(),
@@ -694,7 +801,11 @@ impl Compiler<'_> {
                 let mut ports = Vec::new();
                 for n in p.get_ref() {
                     let port = u16::try_from(*n).ok().filter(|p| *p != 0).ok_or_else(|| {
-                        self.err(p.span(), "forward.allow_ports", format!("{n} is not a port (1-65535)"))
+                        self.err(
+                            p.span(),
+                            "forward.allow_ports",
+                            format!("{n} is not a port (1-65535)"),
+                        )
                     })?;
                     ports.push(port);
                 }
@@ -704,7 +815,13 @@ impl Compiler<'_> {
         };
         let max_connections = match &f.max_connections {
             Some(m) if (1..=1_000_000).contains(m.get_ref()) => *m.get_ref(),
-            Some(m) => return Err(self.err(m.span(), "forward.max_connections", "must be between 1 and 1000000")),
+            Some(m) => {
+                return Err(self.err(
+                    m.span(),
+                    "forward.max_connections",
+                    "must be between 1 and 1000000",
+                ));
+            }
             None => 1024,
         };
         Ok(ForwardSettings {
@@ -724,7 +841,11 @@ fn base64(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
             if i <= chunk.len() {
@@ -743,7 +864,14 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("Aladdin:open sesame", "QWxhZGRpbjpvcGVuIHNlc2FtZQ==")] {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("Aladdin:open sesame", "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="),
+        ] {
             assert_eq!(base64(i.as_bytes()), o);
         }
     }

@@ -351,8 +351,8 @@ pub struct ForwardSettings {
 impl Config {
     /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = read_bounded(path, MAX_CONFIG_BYTES)
-            .map_err(|e| ConfigError::whole_file(path, e))?;
+        let text =
+            read_bounded(path, MAX_CONFIG_BYTES).map_err(|e| ConfigError::whole_file(path, e))?;
         Self::parse(path, &text)
     }
 
@@ -377,8 +377,8 @@ impl Config {
 /// what went wrong (and never the content).
 pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<String, String> {
     use std::io::Read;
-    let file = std::fs::File::open(path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let mut buf = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut buf)

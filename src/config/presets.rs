@@ -44,7 +44,10 @@ pub const PRESETS: &[Preset] = &[
         name: "apns",
         url: "https://api.push.apple.com/3/device/0000000000000000000000000000000000000000000000000000000000000000",
         method: "POST",
-        headers: &[("apns-push-type", "alert"), ("content-type", "application/json")],
+        headers: &[
+            ("apns-push-type", "alert"),
+            ("content-type", "application/json"),
+        ],
         body: "{\"aps\":{}}",
         expect_status: &[400, 403],
         expect_body: Some("\"reason\""),

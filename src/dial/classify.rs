@@ -72,7 +72,9 @@ pub fn rustls_reason(e: &rustls::Error) -> FailureReason {
             | CertificateError::NotValidYetContext { .. },
         ) => FailureReason::TlsExpired,
         rustls::Error::InvalidCertificate(_) => FailureReason::TlsUntrusted,
-        rustls::Error::AlertReceived(alert) if is_client_cert_alert(*alert) => FailureReason::ClientCertRejected,
+        rustls::Error::AlertReceived(alert) if is_client_cert_alert(*alert) => {
+            FailureReason::ClientCertRejected
+        }
         _ => FailureReason::TlsHandshake,
     }
 }

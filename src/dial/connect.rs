@@ -72,7 +72,7 @@ impl fmt::Display for ConnectReply {
 pub enum ConnectError {
     /// The proxy answered, but not with 2xx.
     #[error("CONNECT refused: {0}")]
-    Refused(ConnectReply),
+    Refused(Box<ConnectReply>),
     /// The reply was not HTTP.
     #[error("malformed CONNECT reply: {0}")]
     Malformed(String),
@@ -98,13 +98,22 @@ pub async fn exchange(
     authorization: Option<&Secret<HeaderValue>>,
 ) -> Result<(BoxStream, ConnectReply), ConnectError> {
     let mut request = Vec::with_capacity(256);
-    request.extend_from_slice(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n").as_bytes());
+    request.extend_from_slice(
+        format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n").as_bytes(),
+    );
     if let Some(auth) = authorization {
         request.extend_from_slice(b"Proxy-Authorization: ");
         request.extend_from_slice(auth.expose().as_bytes());
         request.extend_from_slice(b"\r\n");
     }
-    request.extend_from_slice(concat!("User-Agent: egress-sentinel/", env!("CARGO_PKG_VERSION"), "\r\n\r\n").as_bytes());
+    request.extend_from_slice(
+        concat!(
+            "User-Agent: egress-sentinel/",
+            env!("CARGO_PKG_VERSION"),
+            "\r\n\r\n"
+        )
+        .as_bytes(),
+    );
     stream.write_all(&request).await?;
     stream.flush().await?;
     // Let the request (and its credentials) go as soon as it is sent.
@@ -120,12 +129,14 @@ pub async fn exchange(
         let want = room.min(chunk.len());
         let n = stream.read(&mut chunk[..want]).await?;
         if n == 0 {
-            return Err(ConnectError::Closed { received: buf.len() });
+            return Err(ConnectError::Closed {
+                received: buf.len(),
+            });
         }
         buf.extend_from_slice(&chunk[..n]);
         if let Some((reply, head_len)) = parse_reply(&buf)? {
             if !(200..300).contains(&reply.status) {
-                return Err(ConnectError::Refused(reply));
+                return Err(ConnectError::Refused(Box::new(reply)));
             }
             let rest = Bytes::copy_from_slice(&buf[head_len..]);
             let stream: BoxStream = if rest.is_empty() {
@@ -148,7 +159,10 @@ fn parse_reply(buf: &[u8]) -> Result<Option<(ConnectReply, usize)>, ConnectError
         Err(httparse::Error::TooManyHeaders) => return Err(ConnectError::Oversized),
         Err(e) => {
             let first = buf.split(|b| *b == b'\n').next().unwrap_or(buf);
-            return Err(ConnectError::Malformed(format!("{e} (first line: {:?})", sanitize(first))));
+            return Err(ConnectError::Malformed(format!(
+                "{e} (first line: {:?})",
+                sanitize(first)
+            )));
         }
     };
     let status = response.code.unwrap_or(0);
@@ -165,7 +179,10 @@ fn parse_reply(buf: &[u8]) -> Result<Option<(ConnectReply, usize)>, ConnectError
     };
     let reply = ConnectReply {
         status,
-        status_line: format!("{version} {status} {}", sanitize(response.reason.unwrap_or("").as_bytes())),
+        status_line: format!(
+            "{version} {status} {}",
+            sanitize(response.reason.unwrap_or("").as_bytes())
+        ),
         via: header("via"),
         server: header("server"),
         proxy_status: header("proxy-status"),
@@ -179,7 +196,13 @@ pub fn sanitize(raw: &[u8]) -> String {
     let mut out: String = raw
         .iter()
         .take(MAX_KEPT)
-        .map(|b| if (0x20..0x7f).contains(b) { char::from(*b) } else { '?' })
+        .map(|b| {
+            if (0x20..0x7f).contains(b) {
+                char::from(*b)
+            } else {
+                '?'
+            }
+        })
         .collect();
     if raw.len() > MAX_KEPT {
         out.push('…');
@@ -207,8 +230,15 @@ mod tests {
 
     #[test]
     fn partial_garbage_and_control_bytes() {
-        assert!(parse_reply(b"HTTP/1.1 200 OK\r\nVia: x").expect("partial").is_none());
-        assert!(matches!(parse_reply(b"SSH-2.0-OpenSSH\r\n\r\n"), Err(ConnectError::Malformed(_))));
+        assert!(
+            parse_reply(b"HTTP/1.1 200 OK\r\nVia: x")
+                .expect("partial")
+                .is_none()
+        );
+        assert!(matches!(
+            parse_reply(b"SSH-2.0-OpenSSH\r\n\r\n"),
+            Err(ConnectError::Malformed(_))
+        ));
         assert_eq!(sanitize(b"a\x1b[31mb\x00"), "a?[31mb?");
     }
 }

@@ -215,8 +215,12 @@ impl DialError {
     /// The stage that failed.
     pub fn phase(&self) -> Phase {
         match self {
-            Self::Policy { .. } | Self::ProxyResolve { .. } | Self::Resolve { .. } => Phase::Resolve,
-            Self::ProxyConnect { .. } | Self::ProxyTls { .. } | Self::Connect { .. } => Phase::Connect,
+            Self::Policy { .. } | Self::ProxyResolve { .. } | Self::Resolve { .. } => {
+                Phase::Resolve
+            }
+            Self::ProxyConnect { .. } | Self::ProxyTls { .. } | Self::Connect { .. } => {
+                Phase::Connect
+            }
             Self::Tunnel { .. } => Phase::Tunnel,
             Self::ProxyTimeout { phase, .. } | Self::Timeout { phase, .. } => *phase,
         }
@@ -228,7 +232,7 @@ impl DialError {
             Self::Tunnel {
                 source: ConnectError::Refused(r),
                 ..
-            } => Some(r),
+            } => Some(r.as_ref()),
             _ => None,
         }
     }
@@ -279,21 +283,26 @@ impl Dialer {
                     proxy: name.clone(),
                     after,
                 };
-                let addrs = timed(phases, Phase::Resolve, proxy_deadline, self.resolver.resolve(&proxy.host, proxy.port))
-                    .await
-                    .map_err(|after| timeout(Phase::Resolve, after))?
-                    .map_err(|source| DialError::ProxyResolve {
-                        proxy: name.clone(),
-                        source,
-                    })?;
+                let addrs = timed(
+                    phases,
+                    Phase::Resolve,
+                    proxy_deadline,
+                    self.resolver.resolve(&proxy.host, proxy.port),
+                )
+                .await
+                .map_err(|after| timeout(Phase::Resolve, after))?
+                .map_err(|source| DialError::ProxyResolve {
+                    proxy: name.clone(),
+                    source,
+                })?;
                 let (mut stream, peer) = timed(phases, Phase::Connect, proxy_deadline, async {
-                    let (tcp, peer) = connect_any(&addrs)
-                        .await
-                        .map_err(|(addr, source)| DialError::ProxyConnect {
+                    let (tcp, peer) = connect_any(&addrs).await.map_err(|(addr, source)| {
+                        DialError::ProxyConnect {
                             proxy: name.clone(),
                             addr,
                             source,
-                        })?;
+                        }
+                    })?;
                     let stream: BoxStream = Box::new(tcp);
                     match &proxy.tls {
                         None => Ok((stream, peer)),
@@ -332,15 +341,25 @@ impl Dialer {
         }
     }
 
-    async fn direct(&self, dest: Destination<'_>, deadline: Instant, phases: &mut Phases) -> Result<Tunnel, DialError> {
+    async fn direct(
+        &self,
+        dest: Destination<'_>,
+        deadline: Instant,
+        phases: &mut Phases,
+    ) -> Result<Tunnel, DialError> {
         let timeout = |phase, after| DialError::Timeout { phase, after };
-        let resolved = timed(phases, Phase::Resolve, deadline, self.resolver.resolve(dest.host, dest.port))
-            .await
-            .map_err(|after| timeout(Phase::Resolve, after))?
-            .map_err(|source| DialError::Resolve {
-                host: dest.host.to_string(),
-                source,
-            })?;
+        let resolved = timed(
+            phases,
+            Phase::Resolve,
+            deadline,
+            self.resolver.resolve(dest.host, dest.port),
+        )
+        .await
+        .map_err(|after| timeout(Phase::Resolve, after))?
+        .map_err(|source| DialError::Resolve {
+            host: dest.host.to_string(),
+            source,
+        })?;
         // Resolve once, check every address, dial only checked ones: a name
         // that also points at a denied range is refused outright, so an
         // attacker cannot rely on which address is tried first.
@@ -363,7 +382,9 @@ impl Dialer {
 }
 
 /// Connects to the first address that accepts; the last error otherwise.
-async fn connect_any(addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), (SocketAddr, io::Error)> {
+async fn connect_any(
+    addrs: &[SocketAddr],
+) -> Result<(TcpStream, SocketAddr), (SocketAddr, io::Error)> {
     let mut last = None;
     for addr in addrs {
         match TcpStream::connect(addr).await {

@@ -92,13 +92,17 @@ pub fn load_identity(cert: &Path, key: &Path) -> Result<Identity, String> {
 
 fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let mut buf = Vec::new();
     file.take(MAX_PEM_FILE + 1)
         .read_to_end(&mut buf)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if buf.len() as u64 > MAX_PEM_FILE {
-        return Err(format!("{} is larger than {MAX_PEM_FILE} bytes", path.display()));
+        return Err(format!(
+            "{} is larger than {MAX_PEM_FILE} bytes",
+            path.display()
+        ));
     }
     Ok(buf)
 }
@@ -121,7 +125,10 @@ impl std::fmt::Debug for TlsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsClient")
             .field("alpn", &self.base.alpn_protocols)
-            .field("client_auth", &self.base.client_auth_cert_resolver.has_certs())
+            .field(
+                "client_auth",
+                &self.base.client_auth_cert_resolver.has_certs(),
+            )
             .finish()
     }
 }
@@ -146,9 +153,16 @@ pub struct TlsFailure {
 
 impl TlsClient {
     /// Builds settings with `roots`, an optional client identity, and ALPN protocols.
-    pub fn new(roots: Arc<RootCertStore>, identity: Option<Identity>, alpn: Vec<Vec<u8>>) -> Result<Self, String> {
+    pub fn new(
+        roots: Arc<RootCertStore>,
+        identity: Option<Identity>,
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<Self, String> {
         if roots.is_empty() {
-            return Err("no trusted roots: set tls.roots to \"native\" or \"webpki\", or name a ca_file".into());
+            return Err(
+                "no trusted roots: set tls.roots to \"native\" or \"webpki\", or name a ca_file"
+                    .into(),
+            );
         }
         let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider())
             .build()
@@ -177,23 +191,35 @@ impl TlsClient {
     }
 
     /// The TLS stage: handshakes with `server_name` over `stream`.
-    pub async fn handshake(&self, stream: BoxStream, server_name: &str) -> Result<(BoxStream, TlsInfo), TlsFailure> {
+    pub async fn handshake(
+        &self,
+        stream: BoxStream,
+        server_name: &str,
+    ) -> Result<(BoxStream, TlsInfo), TlsFailure> {
         let seen = Arc::new(Mutex::new(None));
         let mut config = (*self.base).clone();
-        config.dangerous().set_certificate_verifier(Arc::new(Recording {
-            inner: self.verifier.clone(),
-            seen: seen.clone(),
-        }));
+        config
+            .dangerous()
+            .set_certificate_verifier(Arc::new(Recording {
+                inner: self.verifier.clone(),
+                seen: seen.clone(),
+            }));
         let peer_of = |seen: &Mutex<Option<CertificateDer<'static>>>| {
             seen.lock()
                 .ok()
                 .and_then(|g| g.as_ref().and_then(CertInfo::from_der))
         };
         let name = ServerName::try_from(server_name.to_string()).map_err(|_| TlsFailure {
-            error: io::Error::new(io::ErrorKind::InvalidInput, format!("`{server_name}` is not a valid TLS server name")),
+            error: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{server_name}` is not a valid TLS server name"),
+            ),
             peer: None,
         })?;
-        match TlsConnector::from(Arc::new(config)).connect(name, stream).await {
+        match TlsConnector::from(Arc::new(config))
+            .connect(name, stream)
+            .await
+        {
             Ok(tls) => {
                 let alpn = tls
                     .get_ref()

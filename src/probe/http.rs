@@ -42,7 +42,10 @@ fn hyper_failure(phase: Phase, what: &str, e: &hyper::Error, tap: &TlsErrorSlot)
         source = s.source();
     }
     // A TLS alert seen at the stream wins over what the HTTP layer made of it.
-    let tapped = tap.lock().ok().and_then(|slot| slot.as_ref().map(|(r, _)| *r));
+    let tapped = tap
+        .lock()
+        .ok()
+        .and_then(|slot| slot.as_ref().map(|(r, _)| *r));
     Failure::new(tapped.unwrap_or_else(|| after_tls_reason(e)), phase, detail)
 }
 
@@ -66,12 +69,20 @@ pub async fn exchange(
     let ep = &target.endpoint;
     let default_port = if ep.tls { 443 } else { 80 };
     let host = if ep.port == default_port {
-        if ep.host.contains(':') { format!("[{}]", ep.host) } else { ep.host.clone() }
+        if ep.host.contains(':') {
+            format!("[{}]", ep.host)
+        } else {
+            ep.host.clone()
+        }
     } else {
         authority(&ep.host, ep.port)
     };
     let uri = if h2 {
-        format!("{}://{host}{}", if ep.tls { "https" } else { "http" }, ep.path_and_query)
+        format!(
+            "{}://{host}{}",
+            if ep.tls { "https" } else { "http" },
+            ep.path_and_query
+        )
     } else {
         ep.path_and_query.clone()
     };
@@ -83,9 +94,13 @@ pub async fn exchange(
         header::USER_AGENT,
         concat!("egress-sentinel/", env!("CARGO_PKG_VERSION")),
     );
-    let mut request = builder
-        .body(Full::new(target.body.clone()))
-        .map_err(|e| Failure::new(FailureReason::Io, Phase::FirstByte, format!("building the request: {e}")))?;
+    let mut request = builder.body(Full::new(target.body.clone())).map_err(|e| {
+        Failure::new(
+            FailureReason::Io,
+            Phase::FirstByte,
+            format!("building the request: {e}"),
+        )
+    })?;
     for (name, value) in &target.headers {
         request.headers_mut().insert(name.clone(), value.clone());
     }
@@ -99,7 +114,13 @@ pub async fn exchange(
         let _task = ConnTask(tokio::spawn(async move {
             let _ = conn.await;
         }));
-        let sent = timed(phases, Phase::FirstByte, deadline, sender.send_request(request)).await;
+        let sent = timed(
+            phases,
+            Phase::FirstByte,
+            deadline,
+            sender.send_request(request),
+        )
+        .await;
         let response = sent
             .map_err(|after| timeout(Phase::FirstByte, after))?
             .map_err(|e| hyper_failure(Phase::FirstByte, "HTTP/2 request", &e, &tap))?;
@@ -111,7 +132,13 @@ pub async fn exchange(
         let _task = ConnTask(tokio::spawn(async move {
             let _ = conn.await;
         }));
-        let sent = timed(phases, Phase::FirstByte, deadline, sender.send_request(request)).await;
+        let sent = timed(
+            phases,
+            Phase::FirstByte,
+            deadline,
+            sender.send_request(request),
+        )
+        .await;
         let response = sent
             .map_err(|after| timeout(Phase::FirstByte, after))?
             .map_err(|e| hyper_failure(Phase::FirstByte, "HTTP/1.1 request", &e, &tap))?;

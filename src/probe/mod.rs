@@ -49,7 +49,9 @@ impl Prober {
         let deadline = start + target.timeout;
         let mut phases = Phases::default();
         let mut seen = Seen::default();
-        let result = self.stages(target, route, deadline, &mut phases, &mut seen).await;
+        let result = self
+            .stages(target, route, deadline, &mut phases, &mut seen)
+            .await;
         let (ok, reason, detail, failed_phase) = match result {
             Ok(detail) => (true, FailureReason::Ok, detail, None),
             Err(f) => (false, f.reason, f.detail, Some(f.phase)),
@@ -95,7 +97,9 @@ impl Prober {
         };
         seen.proxy_reply = tunnel.connect;
         let (stream, h2) = if ep.tls {
-            let (stream, info) = self.tls(target, tunnel.stream, deadline, phases, seen).await?;
+            let (stream, info) = self
+                .tls(target, tunnel.stream, deadline, phases, seen)
+                .await?;
             let h2 = info.alpn.as_deref() == Some("h2");
             if target.http2 == Http2Mode::Required && !h2 {
                 return Err(Failure::new(
@@ -161,15 +165,20 @@ impl Prober {
         seen: &mut Seen,
     ) -> Result<(BoxStream, TlsInfo), Failure> {
         let host = &target.endpoint.host;
-        let done = timed(phases, Phase::Tls, deadline, target.tls.handshake(stream, host))
-            .await
-            .map_err(|after| {
-                Failure::new(
-                    FailureReason::Timeout,
-                    Phase::Tls,
-                    format!("TLS with {host} timed out after {}", fmt_duration(after)),
-                )
-            })?;
+        let done = timed(
+            phases,
+            Phase::Tls,
+            deadline,
+            target.tls.handshake(stream, host),
+        )
+        .await
+        .map_err(|after| {
+            Failure::new(
+                FailureReason::Timeout,
+                Phase::Tls,
+                format!("TLS with {host} timed out after {}", fmt_duration(after)),
+            )
+        })?;
         match done {
             Ok((stream, info)) => {
                 seen.alpn = info.alpn.clone();

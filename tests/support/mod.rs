@@ -60,7 +60,11 @@ pub async fn check_all(config: &Config) -> Vec<ProbeOutcome> {
 /// Probes the single check of `config` (one target, one route).
 pub async fn check_one(config: &Config) -> ProbeOutcome {
     let mut all = check_all(config).await;
-    assert_eq!(all.len(), 1, "fixture config should have one target × route");
+    assert_eq!(
+        all.len(),
+        1,
+        "fixture config should have one target × route"
+    );
     all.remove(0)
 }
 

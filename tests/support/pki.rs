@@ -4,7 +4,10 @@
 
 use std::sync::OnceLock;
 
-use rcgen::{BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
 
 /// A CA that can issue.
 pub struct Ca {
@@ -41,8 +44,9 @@ impl Ca {
 
     /// A server certificate for `names`, valid now unless `expired`.
     pub fn server(&self, names: &[&str], expired: bool) -> Leaf {
-        let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .expect("leaf params");
+        let mut params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("leaf params");
         params.distinguished_name.push(DnType::CommonName, names[0]);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         if expired {
@@ -62,7 +66,9 @@ impl Ca {
 
     fn sign(&self, params: CertificateParams) -> Leaf {
         let key = KeyPair::generate().expect("leaf key");
-        let cert = params.signed_by(&key, &self.cert, &self.key).expect("sign leaf");
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("sign leaf");
         Leaf {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),

@@ -72,7 +72,9 @@ impl ScriptProxy {
         let st = state.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
                 let st = st.clone();
                 tokio::spawn(async move { handle(tcp, st).await });
             }
@@ -128,7 +130,12 @@ async fn handle(mut tcp: TcpStream, st: Arc<State>) {
         host_header: header("host"),
     };
     st.received.lock().expect("lock").push(received.clone());
-    let mode = st.mode.lock().expect("lock").clone().unwrap_or(Mode::Tunnel);
+    let mode = st
+        .mode
+        .lock()
+        .expect("lock")
+        .clone()
+        .unwrap_or(Mode::Tunnel);
     match mode {
         Mode::Tunnel => tunnel(tcp, &authority).await,
         Mode::RequireAuth(expected) => {
@@ -151,10 +158,14 @@ async fn handle(mut tcp: TcpStream, st: Arc<State>) {
         }
         Mode::Close => {}
         Mode::Garbage => {
-            let _ = tcp.write_all(b"\x16\x03\x01 definitely not http\r\n\r\n").await;
+            let _ = tcp
+                .write_all(b"\x16\x03\x01 definitely not http\r\n\r\n")
+                .await;
         }
         Mode::EndlessHeader => {
-            let _ = tcp.write_all(b"HTTP/1.1 200 Connection established\r\n").await;
+            let _ = tcp
+                .write_all(b"HTTP/1.1 200 Connection established\r\n")
+                .await;
             let filler = format!("X-Filler: {}\r\n", "a".repeat(1000));
             for _ in 0..10_000 {
                 if tcp.write_all(filler.as_bytes()).await.is_err() {
@@ -166,14 +177,24 @@ async fn handle(mut tcp: TcpStream, st: Arc<State>) {
 }
 
 async fn tunnel(mut tcp: TcpStream, authority: &str) {
-    let port: u16 = authority.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let port: u16 = authority
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", port)).await else {
         let _ = tcp
-            .write_all(b"HTTP/1.1 502 Bad Gateway\r\nVia: 1.1 script-proxy\r\nContent-Length: 0\r\n\r\n")
+            .write_all(
+                b"HTTP/1.1 502 Bad Gateway\r\nVia: 1.1 script-proxy\r\nContent-Length: 0\r\n\r\n",
+            )
             .await;
         return;
     };
-    if tcp.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.is_err() {
+    if tcp
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .await
+        .is_err()
+    {
         return;
     }
     let _ = tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await;

@@ -38,7 +38,9 @@ pub fn available() -> Option<&'static Path> {
     if std::env::var("EGRESS_REQUIRE_SQUID").as_deref() == Ok("1") {
         panic!("EGRESS_REQUIRE_SQUID=1 but {SQUID} is missing: apt-get install squid");
     }
-    eprintln!("SKIPPED: {SQUID} not installed (apt-get install squid); set EGRESS_REQUIRE_SQUID=1 to fail instead");
+    eprintln!(
+        "SKIPPED: {SQUID} not installed (apt-get install squid); set EGRESS_REQUIRE_SQUID=1 to fail instead"
+    );
     None
 }
 
@@ -84,7 +86,10 @@ impl Squid {
             d = d.display(),
         );
         if !denied.is_empty() {
-            conf.push_str(&format!("acl blocked dstdomain {}\nhttp_access deny blocked\n", denied.join(" ")));
+            conf.push_str(&format!(
+                "acl blocked dstdomain {}\nhttp_access deny blocked\n",
+                denied.join(" ")
+            ));
         }
         conf.push_str("http_access allow all\n");
         let conf_path = d.join("squid.conf");
@@ -115,7 +120,11 @@ impl Squid {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("squid did not listen on {} within 20 s; cache.log:\n{}", self.addr, self.log());
+        panic!(
+            "squid did not listen on {} within 20 s; cache.log:\n{}",
+            self.addr,
+            self.log()
+        );
     }
 
     /// squid's cache.log, for failure messages.

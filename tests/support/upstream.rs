@@ -170,7 +170,9 @@ impl Upstream {
         let behavior = opts.behavior;
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, peer)) = listener.accept().await else { continue };
+                let Ok((tcp, peer)) = listener.accept().await else {
+                    continue;
+                };
                 st.connections.fetch_add(1, Ordering::SeqCst);
                 let (acceptor, st) = (acceptor.clone(), st.clone());
                 tokio::spawn(async move { serve(tcp, peer, acceptor, st, behavior).await });
@@ -201,9 +203,10 @@ impl Upstream {
 }
 
 fn server_config(opts: &Opts) -> rustls::ServerConfig {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(opts.leaf.cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .expect("leaf pem");
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(opts.leaf.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("leaf pem");
     let key = PrivateKeyDer::from_pem_slice(opts.leaf.key_pem.as_bytes()).expect("key pem");
     let builder = rustls::ServerConfig::builder();
     let builder = match &opts.client_ca {
@@ -225,7 +228,13 @@ fn server_config(opts: &Opts) -> rustls::ServerConfig {
     config
 }
 
-async fn serve(mut tcp: tokio::net::TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, st: Arc<State>, behavior: Behavior) {
+async fn serve(
+    mut tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    st: Arc<State>,
+    behavior: Behavior,
+) {
     match behavior {
         Behavior::Silent => {
             // Hold the socket open, say nothing.
@@ -243,18 +252,29 @@ async fn serve(mut tcp: tokio::net::TcpStream, peer: SocketAddr, acceptor: TlsAc
             }
         }
         Behavior::Serve => {
-            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let st = st.clone();
                 async move {
                     st.requests.lock().expect("lock").push(Seen {
                         method: req.method().to_string(),
-                        path: req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+                        path: req
+                            .uri()
+                            .path_and_query()
+                            .map(|p| p.to_string())
+                            .unwrap_or_default(),
                         version: format!("{:?}", req.version()),
                         peer,
                     });
-                    let reply = st.reply.lock().expect("lock").clone().unwrap_or(Reply::new(200, "ok"));
+                    let reply = st
+                        .reply
+                        .lock()
+                        .expect("lock")
+                        .clone()
+                        .unwrap_or(Reply::new(200, "ok"));
                     let resp = Response::builder()
                         .status(reply.status)
                         .header("content-type", "application/json")
@@ -269,7 +289,9 @@ async fn serve(mut tcp: tokio::net::TcpStream, peer: SocketAddr, acceptor: TlsAc
                     .serve_connection(io, svc)
                     .await;
             } else {
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
             }
         }
     }

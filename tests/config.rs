@@ -1,0 +1,230 @@
+//! Configuration checks: presets fill and are overridden field by field,
+//! defaults hold, and each kind of mistake is refused with its place.
+
+mod support;
+
+use egress_sentinel::config::{Config, ConfigError, ForwardDefault, Http2Mode};
+use std::time::Duration;
+use support::Workspace;
+
+fn parse(ws: &Workspace, text: &str) -> Result<Config, ConfigError> {
+    let p = ws.write("config.toml", text);
+    Config::load(&p)
+}
+
+#[test]
+fn presets_fill_every_field_and_keys_override_them_one_by_one() {
+    let ws = Workspace::new();
+    let cfg = parse(
+        &ws,
+        r#"
+[[target]]
+name = "apns"
+preset = "apns"
+routes = ["direct"]
+url = "https://push.test:8443/3/device/abc"
+
+[[target]]
+name = "ad"
+preset = "azure-ad"
+routes = ["direct"]
+"#,
+    )
+    .expect("valid");
+    let apns = cfg.target("apns").expect("apns");
+    assert_eq!(apns.endpoint.host, "push.test");
+    assert_eq!(apns.endpoint.port, 8443);
+    assert_eq!(apns.method, http::Method::POST);
+    assert_eq!(apns.http2, Http2Mode::Required);
+    assert!(apns.expect_status.contains(403) && apns.expect_status.contains(400));
+    assert!(!apns.expect_status.contains(200));
+    let ad = cfg.target("ad").expect("ad");
+    assert_eq!(
+        ad.endpoint.url(),
+        "https://login.microsoftonline.com:443/common/v2.0/.well-known/openid-configuration"
+    );
+    assert!(
+        ad.expect_body
+            .as_ref()
+            .expect("body")
+            .matches(b"{\"issuer\":\"x\"}")
+    );
+    // Defaults.
+    assert_eq!(cfg.probe.interval, Duration::from_secs(10));
+    assert_eq!((cfg.probe.fall, cfg.probe.rise), (2, 2));
+    assert_eq!(
+        cfg.listen.proxy,
+        Some("127.0.0.1:3128".parse().expect("addr"))
+    );
+    assert_eq!(cfg.forward.default, ForwardDefault::Proxy);
+    assert_eq!(cfg.forward.allow_ports, vec![443]);
+}
+
+#[test]
+fn targets_default_to_the_proxy_routes_and_never_to_direct() {
+    let ws = Workspace::new();
+    let cfg = parse(
+        &ws,
+        "[[route]]\nname = \"a\"\nproxy = \"http://a.test:3128\"\n[[route]]\nname = \"b\"\nproxy = \"https://b.test\"\n[[target]]\nname = \"t\"\nurl = \"https://t.test/\"\n",
+    )
+    .expect("valid");
+    let names: Vec<_> = cfg.targets[0]
+        .routes
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    assert!(!cfg.targets[0].allows_direct());
+    assert_eq!(
+        cfg.route("b")
+            .and_then(|r| r.proxy())
+            .map(|p| p.display())
+            .as_deref(),
+        Some("https://b.test:443")
+    );
+    let err =
+        parse(&ws, "[[target]]\nname = \"t\"\nurl = \"https://t.test/\"\n").expect_err("no route");
+    assert!(err.message.contains("no routes"), "{err}");
+}
+
+#[test]
+fn each_mistake_is_located_and_explained() {
+    let ws = Workspace::new();
+    let cases: &[(&str, &str, (usize, usize), &str)] = &[
+        (
+            "[probe]\ninterval = \"10 seconds\"\n",
+            "probe.interval",
+            (2, 12),
+            "not a duration",
+        ),
+        (
+            "[probe]\nfall = 0\n",
+            "probe.fall",
+            (2, 8),
+            "between 1 and 100",
+        ),
+        (
+            "[listen]\nproxy = \"localhost\"\n",
+            "listen.proxy",
+            (2, 9),
+            "not a listen address",
+        ),
+        (
+            "[[target]]\nname = \"t\"\npreset = \"apn\"\nroutes = [\"direct\"]\n",
+            "target[0].preset",
+            (3, 10),
+            "unknown preset",
+        ),
+        (
+            "[[target]]\nname = \"t\"\nurl = \"ftp://x\"\nroutes = [\"direct\"]\n",
+            "target[0].url",
+            (3, 7),
+            "scheme",
+        ),
+        (
+            "[[target]]\nname = \"t\"\nurl = \"https://x/\"\nroutes = [\"direct\"]\nexpect_status = [200, 999]\n",
+            "target[0].expect_status",
+            (5, 17),
+            "999 is not an HTTP status",
+        ),
+        (
+            "[[target]]\nname = \"t\"\nurl = \"https://x/\"\nroutes = [\"direct\"]\nallow_addresses = [\"10.0.0.1/8\"]\n",
+            "target[0].allow_addresses",
+            (5, 20),
+            "host bits",
+        ),
+        (
+            "[[target]]\nname = \"bad name\"\nurl = \"https://x/\"\n",
+            "target[0].name",
+            (2, 8),
+            "not a valid name",
+        ),
+        (
+            "[[route]]\nname = \"direct\"\nproxy = \"http://p:1\"\n",
+            "route[0].name",
+            (2, 8),
+            "built in",
+        ),
+        (
+            "[[route]]\nname = \"p\"\nproxy = \"socks5://p:1\"\n",
+            "route[0].proxy",
+            (3, 9),
+            "http:// or https://",
+        ),
+        (
+            "[[route]]\nname = \"p\"\nproxy = \"http://p:1\"\ncredentials_file = \"missing\"\n",
+            "route[0].credentials_file",
+            (4, 20),
+            "cannot open",
+        ),
+        (
+            "[forward]\ndefault = \"allow\"\n",
+            "forward.default",
+            (2, 11),
+            "\"proxy\" or \"deny\"",
+        ),
+        (
+            "[forward]\ndefault_routes = [\"direct\"]\n",
+            "forward.default_routes",
+            (2, 19),
+            "never go direct",
+        ),
+        (
+            "[forward]\nallow_ports = [0]\n",
+            "forward.allow_ports",
+            (2, 15),
+            "not a port",
+        ),
+        (
+            "[[target]]\nname = \"t\"\nurl = \"https://x/\"\nroutes = [\"direct\"]\nclient_cert = \"c.p12\"\nclient_cert_password_file = \"pw\"\n",
+            "target[0].client_cert_password_file",
+            (6, 29),
+            "PKCS#12",
+        ),
+        (
+            "[[target]]\nname = \"t\"\nurl = \"https://x/\"\nroutes = [\"direct\"]\nhttps2 = true\n",
+            "target[0].https2",
+            (5, 1),
+            "unknown field",
+        ),
+        (
+            "[tls]\nroots = \"system\"\n",
+            "tls.roots",
+            (2, 9),
+            "\"native\", \"webpki\" or \"none\"",
+        ),
+        (
+            "[[target]]\nname = \"t\"\nurl = \"https://x/\"\nroutes = [\"direct\"]\nca_file = \"nope.pem\"\n",
+            "target[0].ca_file",
+            (5, 11),
+            "cannot open",
+        ),
+    ];
+    for (text, key, (line, col), needle) in cases {
+        let err = parse(&ws, text).expect_err(text);
+        assert_eq!(err.key, *key, "{text}\n{err}");
+        assert_eq!(
+            (err.line, err.column),
+            (Some(*line), Some(*col)),
+            "{text}\n{err}"
+        );
+        assert!(err.message.contains(needle), "{text}\n{err}");
+        assert!(err.to_string().contains("config.toml:"), "{err}");
+    }
+}
+
+#[test]
+fn hosts_patterns_match_subdomains_only() {
+    let ws = Workspace::new();
+    let cfg = parse(
+        &ws,
+        "[[target]]\nname = \"apns\"\nurl = \"https://api.push.apple.com/\"\nroutes = [\"direct\"]\nhosts = [\"*.push.apple.com\"]\n",
+    )
+    .expect("valid");
+    let t = &cfg.targets[0];
+    assert!(t.matches_destination("api.push.apple.com", 443));
+    assert!(t.matches_destination("API.development.push.apple.com.", 443));
+    assert!(!t.matches_destination("push.apple.com", 443));
+    assert!(!t.matches_destination("evilpush.apple.com", 443));
+    assert!(!t.matches_destination("api.push.apple.com.evil.test", 443));
+}

@@ -1,0 +1,123 @@
+//! Proxy credentials never appear in a report, a log line or an error
+//! message — in clear or in their base64 wire form — while still being sent
+//! to the proxy that asks for them.
+
+mod support;
+
+use support::proxy::{Mode, ScriptProxy};
+use support::upstream::Opts;
+use support::{Workspace, binary};
+
+const PASSWORD: &str = "s3cr3t-Hunter2-pw";
+
+/// `user:PASSWORD` as base64, the form it takes on the wire.
+fn wire_form() -> &'static str {
+    "ZWdyZXNzOnMzY3IzdC1IdW50ZXIyLXB3"
+}
+
+fn assert_clean(what: &str, text: &str) {
+    assert!(
+        !text.contains(PASSWORD),
+        "{what} leaks the password:\n{text}"
+    );
+    assert!(
+        !text.contains(wire_form()),
+        "{what} leaks the encoded credentials:\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_reach_the_proxy_and_nothing_else() {
+    let up = Opts::new("push.test").start().await;
+    let expected = format!("Basic {}", wire_form());
+    let good = ScriptProxy::start(Mode::RequireAuth(expected.clone())).await;
+    let refusing = ScriptProxy::start(Mode::RequireAuth("Basic other".into())).await;
+    let ws = Workspace::new();
+    ws.write("credentials", &format!("egress:{PASSWORD}\n"));
+    let config = format!(
+        r#"
+[[route]]
+name = "good"
+proxy = "{}"
+credentials_file = "credentials"
+
+[[route]]
+name = "refusing"
+proxy = "{}"
+credentials_file = "credentials"
+
+[[route]]
+name = "down"
+proxy = "http://127.0.0.1:1"
+credentials_file = "credentials"
+
+[[target]]
+name = "push"
+url = "https://push.test:{}/"
+ca_file = "ca.pem"
+"#,
+        good.url(),
+        refusing.url(),
+        up.port()
+    );
+    let path = ws.write("config.toml", &config);
+    let p = path.to_str().expect("utf8");
+    let cfg = ws.config(&config);
+    assert_clean("Debug of the config", &format!("{cfg:?}"));
+
+    for format in ["table", "json"] {
+        let out = tokio::process::Command::new(binary())
+            .args(["verify", "--config", p, "--format", format])
+            .env("RUST_LOG", "trace")
+            .output()
+            .await
+            .expect("run");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+        assert!(stdout.contains("proxy_auth_required"), "{stdout}");
+        assert!(stdout.contains("proxy_connect"), "{stdout}");
+        assert_clean(&format!("{format} report"), &stdout);
+        assert_clean("trace logs", &stderr);
+    }
+    // The proxy that wanted them got exactly the configured credentials.
+    let sent: Vec<_> = good
+        .received()
+        .into_iter()
+        .filter_map(|r| r.authorization)
+        .collect();
+    assert!(!sent.is_empty());
+    assert!(sent.iter().all(|a| *a == expected));
+    assert!(
+        up.requests().len() >= 2,
+        "the authenticated route reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn config_errors_never_quote_credentials() {
+    let ws = Workspace::new();
+    ws.write("credentials", &format!("no-colon-{PASSWORD}\n"));
+    let path = ws.write(
+        "config.toml",
+        "[[route]]\nname = \"p\"\nproxy = \"http://proxy.test:3128\"\ncredentials_file = \"credentials\"\n",
+    );
+    let err = egress_sentinel::config::Config::load(&path).expect_err("bad credentials file");
+    assert!(
+        err.to_string()
+            .contains("must hold one line \"user:password\""),
+        "{err}"
+    );
+    assert_clean("config error", &err.to_string());
+    let inline = ws.write(
+        "inline.toml",
+        &format!("[[route]]\nname = \"p\"\nproxy = \"http://egress:{PASSWORD}@proxy.test:3128\"\n"),
+    );
+    let err = egress_sentinel::config::Config::load(&inline).expect_err("inline credentials");
+    assert!(
+        err.to_string()
+            .contains("credentials in the proxy URL are refused"),
+        "{err}"
+    );
+    assert_clean("config error", &err.to_string());
+}
