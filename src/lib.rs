@@ -30,3 +30,5 @@ pub mod probe;
 pub mod reason;
 pub mod secret;
 pub mod verify;
+pub mod telemetry;
+pub mod health;

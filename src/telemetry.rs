@@ -1,0 +1,229 @@
+//! Metrics: every Prometheus name in one place (the names in DESIGN.md are a
+//! contract), their help texts and buckets, and [`Metrics`], the one
+//! recorder a sidecar instance writes to and `/metrics` renders.
+//!
+//! Each instance owns its own recorder (no global), so tests can run many
+//! sidecars in one process. Label values come only from the config (target
+//! and route names), the closed reason and phase sets, and fixed words.
+
+use std::time::Duration;
+
+use metrics::{Key, KeyName, Label, Metadata, Recorder, SharedString};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_util::MetricKindMask;
+
+use crate::probe::ProbeOutcome;
+use crate::reason::Phase;
+
+/// `egress_probe_success{target,route}`: 0/1 of the last probe.
+pub const PROBE_SUCCESS: &str = "egress_probe_success";
+/// `egress_probe_duration_seconds{target,route}`: histogram of whole probes.
+pub const PROBE_DURATION: &str = "egress_probe_duration_seconds";
+/// `egress_probe_phase_seconds{target,route,phase}`: the last probe's phases.
+pub const PROBE_PHASE: &str = "egress_probe_phase_seconds";
+/// `egress_probe_failures_total{target,route,reason}`.
+pub const PROBE_FAILURES: &str = "egress_probe_failures_total";
+/// `egress_proxy_connect_status{target,route}`: last CONNECT status (0: none).
+pub const PROXY_CONNECT_STATUS: &str = "egress_proxy_connect_status";
+/// `egress_route_healthy{target,route}`: 0/1 after hysteresis.
+pub const ROUTE_HEALTHY: &str = "egress_route_healthy";
+/// `egress_route_active{target,route}`: 1 for the route traffic uses now.
+pub const ROUTE_ACTIVE: &str = "egress_route_active";
+/// `egress_failovers_total{target,from,to}`.
+pub const FAILOVERS: &str = "egress_failovers_total";
+/// `egress_cert_not_after_timestamp_seconds{target,source}`, source ∈ client, peer.
+pub const CERT_NOT_AFTER: &str = "egress_cert_not_after_timestamp_seconds";
+/// `egress_forward_connections_total{target,route,result}`.
+pub const FORWARD_CONNECTIONS: &str = "egress_forward_connections_total";
+/// `egress_forward_active_connections{route}`.
+pub const FORWARD_ACTIVE: &str = "egress_forward_active_connections";
+/// `egress_process_open_fds{process,kind}`.
+pub const PROCESS_OPEN_FDS: &str = "egress_process_open_fds";
+/// `egress_process_max_fds{process}`.
+pub const PROCESS_MAX_FDS: &str = "egress_process_max_fds";
+/// `egress_config_last_reload_success`: 0/1.
+pub const CONFIG_RELOAD_SUCCESS: &str = "egress_config_last_reload_success";
+/// `egress_build_info{version}`: always 1.
+pub const BUILD_INFO: &str = "egress_build_info";
+
+/// Latency buckets from 1 ms to 30 s.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+const HELP: &[(&str, &str)] = &[
+    (PROBE_SUCCESS, "1 if the last probe of this target over this route passed, else 0."),
+    (PROBE_DURATION, "Duration of whole probes, from resolve to the end of the body."),
+    (PROBE_PHASE, "Duration of each phase of the last probe (NaN for phases it did not reach)."),
+    (PROBE_FAILURES, "Failed probes by failure reason."),
+    (PROXY_CONNECT_STATUS, "Status code the proxy gave the last probe's CONNECT (0 when none came)."),
+    (ROUTE_HEALTHY, "1 if the route is healthy for the target after fall/rise hysteresis."),
+    (ROUTE_ACTIVE, "1 for the route the target's traffic uses now."),
+    (FAILOVERS, "Changes of a target's active route."),
+    (CERT_NOT_AFTER, "Expiry of a certificate: the configured client certificate, or the upstream's."),
+    (FORWARD_CONNECTIONS, "App connections through the forward proxy by route and result."),
+    (FORWARD_ACTIVE, "App tunnels open now, by route."),
+    (PROCESS_OPEN_FDS, "Open file descriptors by kind (socket, pipe, file, anon, other)."),
+    (PROCESS_MAX_FDS, "The soft limit on open file descriptors."),
+    (CONFIG_RELOAD_SUCCESS, "1 if the last configuration load or reload succeeded."),
+    (BUILD_INFO, "Build information; always 1."),
+];
+
+static META: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// One sidecar's metrics.
+pub struct Metrics {
+    /// Where values are recorded.
+    recorder: PrometheusRecorder,
+    /// Renders the text format and runs upkeep.
+    handle: PrometheusHandle,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn labels(pairs: &[(&'static str, &str)]) -> Vec<Label> {
+    pairs.iter().map(|(k, v)| Label::new(*k, v.to_string())).collect()
+}
+
+impl Metrics {
+    /// A new registry. Gauges and histograms not updated for `idle` vanish
+    /// (a target removed by a reload stops being exported).
+    pub fn new(idle: Duration) -> Self {
+        let builder = PrometheusBuilder::new()
+            .idle_timeout(MetricKindMask::GAUGE | MetricKindMask::HISTOGRAM, Some(idle));
+        let builder = match builder.set_buckets_for_metric(Matcher::Full(PROBE_DURATION.into()), &LATENCY_BUCKETS) {
+            Ok(b) => b,
+            // Unreachable: the bucket list is a non-empty constant.
+            Err(_) => PrometheusBuilder::new(),
+        };
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        for (name, help) in HELP {
+            let key = KeyName::from_const_str(name);
+            let help = SharedString::const_str(help);
+            match *name {
+                PROBE_FAILURES | FAILOVERS | FORWARD_CONNECTIONS => {
+                    recorder.describe_counter(key, None, help)
+                }
+                PROBE_DURATION => recorder.describe_histogram(key, Some(metrics::Unit::Seconds), help),
+                _ => recorder.describe_gauge(key, None, help),
+            }
+        }
+        let m = Self { recorder, handle };
+        m.build_info();
+        m
+    }
+
+    /// The Prometheus text format.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Drains histogram buffers; call periodically.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    fn gauge(&self, name: &'static str, l: &[(&'static str, &str)], value: f64) {
+        self.recorder
+            .register_gauge(&Key::from_parts(name, labels(l)), &META)
+            .set(value);
+    }
+
+    fn counter(&self, name: &'static str, l: &[(&'static str, &str)], by: u64) {
+        self.recorder
+            .register_counter(&Key::from_parts(name, labels(l)), &META)
+            .increment(by);
+    }
+
+    /// Makes a counter exist at 0 so `rate()` and `increase()` see its first step.
+    fn touch_counter(&self, name: &'static str, l: &[(&'static str, &str)]) {
+        self.counter(name, l, 0);
+    }
+
+    /// Records one probe's outcome.
+    pub fn record_probe(&self, o: &ProbeOutcome, via_proxy: bool) {
+        let tr = [("target", o.target.as_str()), ("route", o.route.as_str())];
+        self.gauge(PROBE_SUCCESS, &tr, if o.ok { 1.0 } else { 0.0 });
+        self.recorder
+            .register_histogram(&Key::from_parts(PROBE_DURATION, labels(&tr)), &META)
+            .record(o.duration.as_secs_f64());
+        for phase in Phase::ALL {
+            if phase == Phase::Tunnel && !via_proxy {
+                continue;
+            }
+            let v = o.phases.get(phase).map_or(f64::NAN, |d| d.as_secs_f64());
+            self.gauge(
+                PROBE_PHASE,
+                &[tr[0], tr[1], ("phase", phase.as_str())],
+                v,
+            );
+        }
+        if o.ok {
+            self.touch_counter(PROBE_FAILURES, &[tr[0], tr[1], ("reason", "ok")]);
+        } else {
+            self.counter(PROBE_FAILURES, &[tr[0], tr[1], ("reason", o.reason.as_str())], 1);
+        }
+        if via_proxy {
+            self.gauge(PROXY_CONNECT_STATUS, &tr, f64::from(o.connect_status.unwrap_or(0)));
+        }
+        if let Some(c) = &o.peer_cert {
+            self.gauge(CERT_NOT_AFTER, &[tr[0], ("source", "peer")], c.not_after_unix as f64);
+        }
+    }
+
+    /// Sets the health and active gauges of one target × route.
+    pub fn route_state(&self, target: &str, route: &str, healthy: bool, active: bool) {
+        let tr = [("target", target), ("route", route)];
+        self.gauge(ROUTE_HEALTHY, &tr, if healthy { 1.0 } else { 0.0 });
+        self.gauge(ROUTE_ACTIVE, &tr, if active { 1.0 } else { 0.0 });
+    }
+
+    /// Counts a change of a target's active route.
+    pub fn failover(&self, target: &str, from: &str, to: &str) {
+        self.counter(FAILOVERS, &[("target", target), ("from", from), ("to", to)], 1);
+    }
+
+    /// The configured client certificate's expiry.
+    pub fn client_cert_not_after(&self, target: &str, unix: i64) {
+        self.gauge(CERT_NOT_AFTER, &[("target", target), ("source", "client")], unix as f64);
+    }
+
+    /// Result of the last config load or reload.
+    pub fn config_reload(&self, ok: bool) {
+        self.gauge(CONFIG_RELOAD_SUCCESS, &[], if ok { 1.0 } else { 0.0 });
+    }
+
+    /// `egress_build_info{version}`.
+    pub fn build_info(&self) {
+        self.gauge(BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+    }
+
+    /// Open descriptors of `process` by kind.
+    pub fn open_fds(&self, process: &str, kind: &str, n: u64) {
+        self.gauge(PROCESS_OPEN_FDS, &[("process", process), ("kind", kind)], n as f64);
+    }
+
+    /// The descriptor limit of `process`.
+    pub fn max_fds(&self, process: &str, n: u64) {
+        self.gauge(PROCESS_MAX_FDS, &[("process", process)], n as f64);
+    }
+
+    /// Counts one app connection through the forward proxy.
+    pub fn forward_connection(&self, target: &str, route: &str, result: &str) {
+        self.counter(
+            FORWARD_CONNECTIONS,
+            &[("target", target), ("route", route), ("result", result)],
+            1,
+        );
+    }
+
+    /// Sets the number of open app tunnels on `route`.
+    pub fn forward_active(&self, route: &str, n: u64) {
+        self.gauge(FORWARD_ACTIVE, &[("route", route)], n as f64);
+    }
+}
