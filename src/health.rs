@@ -158,8 +158,14 @@ impl RouteHealth {
             let hold = self.hold(s);
             self.held_until = (!hold.is_zero()).then(|| now + hold);
         } else {
-            let recent = self.last_down.is_some_and(|d| now.duration_since(d) <= s.hold_down_max);
-            self.flaps = if recent { self.flaps.saturating_add(1) } else { 1 };
+            let recent = self
+                .last_down
+                .is_some_and(|d| now.duration_since(d) <= s.hold_down_max);
+            self.flaps = if recent {
+                self.flaps.saturating_add(1)
+            } else {
+                1
+            };
             self.last_down = Some(now);
             self.held_until = None;
         }
@@ -173,7 +179,9 @@ impl RouteHealth {
             return Duration::ZERO;
         }
         let doublings = (self.flaps - 2).min(20);
-        s.hold_down.saturating_mul(1 << doublings).min(s.hold_down_max)
+        s.hold_down
+            .saturating_mul(1 << doublings)
+            .min(s.hold_down_max)
     }
 }
 
@@ -194,7 +202,10 @@ impl TargetHealth {
     /// Routes `(name, is_direct)` in preference order.
     pub fn new(routes: &[(String, bool)]) -> Self {
         Self {
-            routes: routes.iter().map(|(n, d)| RouteHealth::new(n, *d)).collect(),
+            routes: routes
+                .iter()
+                .map(|(n, d)| RouteHealth::new(n, *d))
+                .collect(),
             active: 0,
             down: false,
             force: Force::Auto,
@@ -203,7 +214,9 @@ impl TargetHealth {
 
     /// The active route's name.
     pub fn active_route(&self) -> &str {
-        self.routes.get(self.active).map_or("", |r| r.route.as_str())
+        self.routes
+            .get(self.active)
+            .map_or("", |r| r.route.as_str())
     }
 
     fn allowed(&self, r: &RouteHealth) -> bool {
@@ -220,7 +233,11 @@ impl TargetHealth {
             .routes
             .iter()
             .position(|r| self.allowed(r) && r.eligible(now));
-        let fallback = self.routes.iter().position(|r| self.allowed(r)).unwrap_or(0);
+        let fallback = self
+            .routes
+            .iter()
+            .position(|r| self.allowed(r))
+            .unwrap_or(0);
         self.down = eligible.is_none();
         let next = eligible.unwrap_or(fallback);
         if next == self.active {
@@ -331,8 +348,16 @@ mod tests {
             target: "apns".into(),
             route: route.into(),
             ok,
-            reason: if ok { FailureReason::Ok } else { FailureReason::ProxyUpstreamError },
-            detail: if ok { "HTTP 403".into() } else { "CONNECT -> 502 Bad Gateway".into() },
+            reason: if ok {
+                FailureReason::Ok
+            } else {
+                FailureReason::ProxyUpstreamError
+            },
+            detail: if ok {
+                "HTTP 403".into()
+            } else {
+                "CONNECT -> 502 Bad Gateway".into()
+            },
             failed_phase: None,
             connect_status: None,
             proxy_reply: None,
@@ -373,26 +398,44 @@ mod tests {
     async fn fall_rise_and_failover_follow_the_thresholds_exactly() {
         let mut b = book();
         let t0 = Instant::now();
-        assert!(b.observe(&outcome("direct", true), t0).iter().all(|e| !matches!(e, Event::Failover { .. })));
+        assert!(
+            b.observe(&outcome("direct", true), t0)
+                .iter()
+                .all(|e| !matches!(e, Event::Failover { .. }))
+        );
         // First verdict on the proxy is immediate.
         let e = b.observe(&outcome("provider", true), t0);
         assert!(matches!(&e[..], [Event::RouteHealth { healthy: true, .. }]));
         assert_eq!(b.active_route("apns"), Some("provider"));
         // One failure is not enough.
-        assert!(b.observe(&outcome("provider", false), t0 + Duration::from_secs(2)).is_empty());
+        assert!(
+            b.observe(&outcome("provider", false), t0 + Duration::from_secs(2))
+                .is_empty()
+        );
         assert_eq!(b.active_route("apns"), Some("provider"));
         // The second one is: down, and traffic moves to direct.
         let e = b.observe(&outcome("provider", false), t0 + Duration::from_secs(4));
         assert_eq!(failovers(&e), [("provider".into(), "direct".into())]);
         match &e[0] {
-            Event::RouteHealth { healthy, preferred, cause, .. } => {
+            Event::RouteHealth {
+                healthy,
+                preferred,
+                cause,
+                ..
+            } => {
                 assert!(!healthy && *preferred);
-                assert_eq!(cause.as_ref().map(|c| c.reason), Some(FailureReason::ProxyUpstreamError));
+                assert_eq!(
+                    cause.as_ref().map(|c| c.reason),
+                    Some(FailureReason::ProxyUpstreamError)
+                );
             }
             other => panic!("unexpected {other:?}"),
         }
         // One success is not enough to come back; two are, with no hold the first time.
-        assert!(failovers(&b.observe(&outcome("provider", true), t0 + Duration::from_secs(6))).is_empty());
+        assert!(
+            failovers(&b.observe(&outcome("provider", true), t0 + Duration::from_secs(6)))
+                .is_empty()
+        );
         let e = b.observe(&outcome("provider", true), t0 + Duration::from_secs(8));
         assert_eq!(failovers(&e), [("direct".into(), "provider".into())]);
     }
@@ -403,12 +446,17 @@ mod tests {
         let mut now = Instant::now();
         let step = Duration::from_secs(1);
         b.observe(&outcome("direct", true), now);
-        let mut cycle = |b: &mut HealthBook, now: &mut Instant| -> Option<Duration> {
+        let cycle = |b: &mut HealthBook, now: &mut Instant| -> Option<Duration> {
             for ok in [false, false, true, true] {
                 *now += step;
                 let events = b.observe(&outcome("provider", ok), *now);
                 for e in events {
-                    if let Event::RouteHealth { healthy: true, held_for, .. } = e {
+                    if let Event::RouteHealth {
+                        healthy: true,
+                        held_for,
+                        ..
+                    } = e
+                    {
                         return held_for;
                     }
                 }
@@ -418,13 +466,21 @@ mod tests {
         b.observe(&outcome("provider", true), now);
         assert_eq!(cycle(&mut b, &mut now), None, "first down: no hold");
         assert_eq!(cycle(&mut b, &mut now), Some(Duration::from_secs(10)));
-        assert_eq!(b.active_route("apns"), Some("direct"), "held: traffic stays direct");
+        assert_eq!(
+            b.active_route("apns"),
+            Some("direct"),
+            "held: traffic stays direct"
+        );
         assert!(b.tick(now + Duration::from_secs(9)).is_empty());
         let e = b.tick(now + Duration::from_secs(10));
         assert_eq!(failovers(&e), [("direct".into(), "provider".into())]);
         assert_eq!(cycle(&mut b, &mut now), Some(Duration::from_secs(20)));
         assert_eq!(cycle(&mut b, &mut now), Some(Duration::from_secs(40)));
-        assert_eq!(cycle(&mut b, &mut now), Some(Duration::from_secs(60)), "capped");
+        assert_eq!(
+            cycle(&mut b, &mut now),
+            Some(Duration::from_secs(60)),
+            "capped"
+        );
         // Quiet for longer than the window: the count starts over.
         now += Duration::from_secs(600);
         assert_eq!(cycle(&mut b, &mut now), None);
@@ -435,11 +491,18 @@ mod tests {
         let mut b = book();
         let now = Instant::now();
         let e = b.observe(&outcome("provider", false), now);
-        assert_eq!(failovers(&e), [("provider".into(), "direct".into())], "direct is not known bad yet");
+        assert_eq!(
+            failovers(&e),
+            [("provider".into(), "direct".into())],
+            "direct is not known bad yet"
+        );
         let e = b.observe(&outcome("direct", false), now);
         assert_eq!(b.active_route("apns"), Some("provider"));
         assert!(b.targets["apns"].down);
-        assert!(matches!(e.last(), Some(Event::Failover { down: true, .. })), "{e:?}");
+        assert!(
+            matches!(e.last(), Some(Event::Failover { down: true, .. })),
+            "{e:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -448,9 +511,15 @@ mod tests {
         let now = Instant::now();
         b.observe(&outcome("provider", true), now);
         b.observe(&outcome("direct", true), now);
-        assert_eq!(failovers(&b.force("apns", Force::Direct, now)), [("provider".into(), "direct".into())]);
+        assert_eq!(
+            failovers(&b.force("apns", Force::Direct, now)),
+            [("provider".into(), "direct".into())]
+        );
         b.observe(&outcome("provider", true), now);
         assert_eq!(b.active_route("apns"), Some("direct"));
-        assert_eq!(failovers(&b.force("apns", Force::Auto, now)), [("direct".into(), "provider".into())]);
+        assert_eq!(
+            failovers(&b.force("apns", Force::Auto, now)),
+            [("direct".into(), "provider".into())]
+        );
     }
 }

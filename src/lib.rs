@@ -15,9 +15,15 @@
 //!   probes and app traffic, with typed errors and their classification.
 //! - [`probe`]: one request over one route, checked against expectations.
 //! - [`verify`]: the `verify` command's run, report and baseline comparison.
+//! - [`health`]: fall/rise hysteresis, hold-down, the route table (pure).
+//! - [`incidents`]: incident windows, merged by cause, persisted in `state_dir`.
+//! - [`telemetry`]: every metric name, and the per-instance recorder.
+//! - [`watch`]: file-descriptor usage by kind.
+//! - [`sidecar`]: `run` — scheduler, shared state, listeners, reload, shutdown.
 //! - [`secret`]: the redacting wrapper for credentials.
 //!
-//! Data flows one way: config → probes → outcomes → reports.
+//! Data flows one way: config → probes → outcomes → health → route table →
+//! metrics, status and incidents.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -25,10 +31,13 @@
 
 pub mod config;
 pub mod dial;
+pub mod health;
+pub mod incidents;
 pub mod policy;
 pub mod probe;
 pub mod reason;
 pub mod secret;
-pub mod verify;
+pub mod sidecar;
 pub mod telemetry;
-pub mod health;
+pub mod verify;
+pub mod watch;

@@ -23,6 +23,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the sidecar: scheduled probes, metrics, status, reload on SIGHUP, stop on SIGTERM/SIGINT.
+    Run {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Log format; default: text on a terminal, JSON otherwise.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
+    },
     /// Check every target over every allowed route once, now; exit 0 when all pass, 1 when any fails.
     Verify {
         /// The configuration file.
@@ -46,6 +55,12 @@ enum Command {
     },
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Format {
     Table,
@@ -54,9 +69,12 @@ enum Format {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs();
     egress_sentinel::dial::tls::install_default_provider();
     let code = match cli.command {
+        Command::Run { config, log_format } => {
+            init_logs("info", log_format);
+            run_sidecar(config)
+        }
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
                 println!(
@@ -77,7 +95,10 @@ fn main() -> ExitCode {
             format,
             baseline,
             record_baseline,
-        } => run_verify(config, format, baseline, record_baseline),
+        } => {
+            init_logs("warn", Some(LogFormat::Text));
+            run_verify(config, format, baseline, record_baseline)
+        }
     };
     ExitCode::from(code)
 }
@@ -139,11 +160,89 @@ fn run_verify(
     verify::exit_code(&results)
 }
 
-fn init_logs() {
+/// Logs to stderr; the level from `RUST_LOG` (else `default`); text on a
+/// terminal, JSON lines otherwise, unless `format` says.
+fn init_logs(default: &str, format: Option<LogFormat>) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let format = format.unwrap_or(if std::io::stderr().is_terminal() {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    });
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn run_sidecar(path: PathBuf) -> u8 {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "invalid configuration");
+            eprintln!("error: {e}");
+            return verify::EXIT_USAGE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return verify::EXIT_FAILED;
+        }
+    };
+    runtime.block_on(async move {
+        let listeners = match egress_sentinel::sidecar::Listeners::bind(&config.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot bind");
+                eprintln!("error: {e}");
+                return verify::EXIT_FAILED;
+            }
+        };
+        match egress_sentinel::sidecar::run(config, listeners, shutdown_signal()).await {
+            Ok(()) => verify::EXIT_OK,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot run");
+                eprintln!("error: {e}");
+                verify::EXIT_FAILED
+            }
+        }
+    })
+}
+
+/// SIGTERM or SIGINT. As PID 1 in a container, SIGTERM is ignored unless a
+/// handler is installed: this is that handler.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM"),
+                    _ = int.recv() => tracing::info!("SIGINT"),
+                }
+            }
+            _ => {
+                tracing::warn!("cannot install signal handlers; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

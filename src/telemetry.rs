@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use metrics::{Key, KeyName, Label, Metadata, Recorder, SharedString};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 use metrics_util::MetricKindMask;
 
 use crate::probe::ProbeOutcome;
@@ -52,24 +54,55 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 ];
 
 const HELP: &[(&str, &str)] = &[
-    (PROBE_SUCCESS, "1 if the last probe of this target over this route passed, else 0."),
-    (PROBE_DURATION, "Duration of whole probes, from resolve to the end of the body."),
-    (PROBE_PHASE, "Duration of each phase of the last probe (NaN for phases it did not reach)."),
+    (
+        PROBE_SUCCESS,
+        "1 if the last probe of this target over this route passed, else 0.",
+    ),
+    (
+        PROBE_DURATION,
+        "Duration of whole probes, from resolve to the end of the body.",
+    ),
+    (
+        PROBE_PHASE,
+        "Duration of each phase of the last probe (NaN for phases it did not reach).",
+    ),
     (PROBE_FAILURES, "Failed probes by failure reason."),
-    (PROXY_CONNECT_STATUS, "Status code the proxy gave the last probe's CONNECT (0 when none came)."),
-    (ROUTE_HEALTHY, "1 if the route is healthy for the target after fall/rise hysteresis."),
-    (ROUTE_ACTIVE, "1 for the route the target's traffic uses now."),
+    (
+        PROXY_CONNECT_STATUS,
+        "Status code the proxy gave the last probe's CONNECT (0 when none came).",
+    ),
+    (
+        ROUTE_HEALTHY,
+        "1 if the route is healthy for the target after fall/rise hysteresis.",
+    ),
+    (
+        ROUTE_ACTIVE,
+        "1 for the route the target's traffic uses now.",
+    ),
     (FAILOVERS, "Changes of a target's active route."),
-    (CERT_NOT_AFTER, "Expiry of a certificate: the configured client certificate, or the upstream's."),
-    (FORWARD_CONNECTIONS, "App connections through the forward proxy by route and result."),
+    (
+        CERT_NOT_AFTER,
+        "Expiry of a certificate: the configured client certificate, or the upstream's.",
+    ),
+    (
+        FORWARD_CONNECTIONS,
+        "App connections through the forward proxy by route and result.",
+    ),
     (FORWARD_ACTIVE, "App tunnels open now, by route."),
-    (PROCESS_OPEN_FDS, "Open file descriptors by kind (socket, pipe, file, anon, other)."),
+    (
+        PROCESS_OPEN_FDS,
+        "Open file descriptors by kind (socket, pipe, file, anon, other).",
+    ),
     (PROCESS_MAX_FDS, "The soft limit on open file descriptors."),
-    (CONFIG_RELOAD_SUCCESS, "1 if the last configuration load or reload succeeded."),
+    (
+        CONFIG_RELOAD_SUCCESS,
+        "1 if the last configuration load or reload succeeded.",
+    ),
     (BUILD_INFO, "Build information; always 1."),
 ];
 
-static META: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+static META: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
 /// One sidecar's metrics.
 pub struct Metrics {
@@ -86,16 +119,23 @@ impl std::fmt::Debug for Metrics {
 }
 
 fn labels(pairs: &[(&'static str, &str)]) -> Vec<Label> {
-    pairs.iter().map(|(k, v)| Label::new(*k, v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| Label::new(*k, v.to_string()))
+        .collect()
 }
 
 impl Metrics {
     /// A new registry. Gauges and histograms not updated for `idle` vanish
     /// (a target removed by a reload stops being exported).
     pub fn new(idle: Duration) -> Self {
-        let builder = PrometheusBuilder::new()
-            .idle_timeout(MetricKindMask::GAUGE | MetricKindMask::HISTOGRAM, Some(idle));
-        let builder = match builder.set_buckets_for_metric(Matcher::Full(PROBE_DURATION.into()), &LATENCY_BUCKETS) {
+        let builder = PrometheusBuilder::new().idle_timeout(
+            MetricKindMask::GAUGE | MetricKindMask::HISTOGRAM,
+            Some(idle),
+        );
+        let builder = match builder
+            .set_buckets_for_metric(Matcher::Full(PROBE_DURATION.into()), &LATENCY_BUCKETS)
+        {
             Ok(b) => b,
             // Unreachable: the bucket list is a non-empty constant.
             Err(_) => PrometheusBuilder::new(),
@@ -109,7 +149,9 @@ impl Metrics {
                 PROBE_FAILURES | FAILOVERS | FORWARD_CONNECTIONS => {
                     recorder.describe_counter(key, None, help)
                 }
-                PROBE_DURATION => recorder.describe_histogram(key, Some(metrics::Unit::Seconds), help),
+                PROBE_DURATION => {
+                    recorder.describe_histogram(key, Some(metrics::Unit::Seconds), help)
+                }
                 _ => recorder.describe_gauge(key, None, help),
             }
         }
@@ -140,11 +182,6 @@ impl Metrics {
             .increment(by);
     }
 
-    /// Makes a counter exist at 0 so `rate()` and `increase()` see its first step.
-    fn touch_counter(&self, name: &'static str, l: &[(&'static str, &str)]) {
-        self.counter(name, l, 0);
-    }
-
     /// Records one probe's outcome.
     pub fn record_probe(&self, o: &ProbeOutcome, via_proxy: bool) {
         let tr = [("target", o.target.as_str()), ("route", o.route.as_str())];
@@ -157,22 +194,28 @@ impl Metrics {
                 continue;
             }
             let v = o.phases.get(phase).map_or(f64::NAN, |d| d.as_secs_f64());
-            self.gauge(
-                PROBE_PHASE,
-                &[tr[0], tr[1], ("phase", phase.as_str())],
-                v,
+            self.gauge(PROBE_PHASE, &[tr[0], tr[1], ("phase", phase.as_str())], v);
+        }
+        if !o.ok {
+            self.counter(
+                PROBE_FAILURES,
+                &[tr[0], tr[1], ("reason", o.reason.as_str())],
+                1,
             );
         }
-        if o.ok {
-            self.touch_counter(PROBE_FAILURES, &[tr[0], tr[1], ("reason", "ok")]);
-        } else {
-            self.counter(PROBE_FAILURES, &[tr[0], tr[1], ("reason", o.reason.as_str())], 1);
-        }
         if via_proxy {
-            self.gauge(PROXY_CONNECT_STATUS, &tr, f64::from(o.connect_status.unwrap_or(0)));
+            self.gauge(
+                PROXY_CONNECT_STATUS,
+                &tr,
+                f64::from(o.connect_status.unwrap_or(0)),
+            );
         }
         if let Some(c) = &o.peer_cert {
-            self.gauge(CERT_NOT_AFTER, &[tr[0], ("source", "peer")], c.not_after_unix as f64);
+            self.gauge(
+                CERT_NOT_AFTER,
+                &[tr[0], ("source", "peer")],
+                c.not_after_unix as f64,
+            );
         }
     }
 
@@ -185,12 +228,20 @@ impl Metrics {
 
     /// Counts a change of a target's active route.
     pub fn failover(&self, target: &str, from: &str, to: &str) {
-        self.counter(FAILOVERS, &[("target", target), ("from", from), ("to", to)], 1);
+        self.counter(
+            FAILOVERS,
+            &[("target", target), ("from", from), ("to", to)],
+            1,
+        );
     }
 
     /// The configured client certificate's expiry.
     pub fn client_cert_not_after(&self, target: &str, unix: i64) {
-        self.gauge(CERT_NOT_AFTER, &[("target", target), ("source", "client")], unix as f64);
+        self.gauge(
+            CERT_NOT_AFTER,
+            &[("target", target), ("source", "client")],
+            unix as f64,
+        );
     }
 
     /// Result of the last config load or reload.
@@ -205,7 +256,11 @@ impl Metrics {
 
     /// Open descriptors of `process` by kind.
     pub fn open_fds(&self, process: &str, kind: &str, n: u64) {
-        self.gauge(PROCESS_OPEN_FDS, &[("process", process), ("kind", kind)], n as f64);
+        self.gauge(
+            PROCESS_OPEN_FDS,
+            &[("process", process), ("kind", kind)],
+            n as f64,
+        );
     }
 
     /// The descriptor limit of `process`.

@@ -19,7 +19,7 @@ use super::raw::{AddressList, RawConfig, RawForward, RawRoute, RawTarget, Status
 use super::{
     AdminSettings, BodyMatch, Config, ConfigError, Endpoint, ForwardDefault, ForwardSettings,
     HostPattern, Http2Mode, Listen, ProbeSettings, Proxy, ResolveOverrides, Route, RouteKind,
-    StatusSet, Target, parse_duration, presets, read_bounded,
+    RunSettings, StatusSet, Target, parse_duration, presets, read_bounded,
 };
 use crate::dial::tls::{self, RootsMode, TlsClient};
 use crate::policy::Cidr;
@@ -49,10 +49,12 @@ pub(super) fn compile(path: &Path, text: &str) -> Result<Config> {
         })?
     };
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let tables: toml::Table = text.parse().unwrap_or_default();
     let c = Compiler {
         loc,
         base_dir,
         native_roots: None,
+        tables,
     };
     c.config(raw)
 }
@@ -61,6 +63,15 @@ struct Compiler<'a> {
     loc: Locator<'a>,
     base_dir: PathBuf,
     native_roots: Option<Arc<RootCertStore>>,
+    /// The file as plain TOML values, for fingerprints.
+    tables: toml::Table,
+}
+
+fn hash_of(parts: &[&str]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parts.hash(&mut h);
+    h.finish()
 }
 
 impl Compiler<'_> {
@@ -82,6 +93,7 @@ impl Compiler<'_> {
             name: Route::DIRECT.to_string(),
             kind: RouteKind::Direct,
             connect_timeout: probe.timeout,
+            fingerprint: 0,
         })];
         for (i, r) in raw.routes.iter().enumerate() {
             let route = self.route(i, r, &base_roots, &routes, probe.timeout)?;
@@ -104,6 +116,18 @@ impl Compiler<'_> {
         }
         let forward = self.forward(&raw.forward, &routes)?;
         let state_dir = raw.state_dir.as_ref().map(|s| self.path(s.get_ref()));
+        let run = RunSettings {
+            shutdown_timeout: self
+                .duration(raw.run.shutdown_timeout.as_ref(), "run.shutdown_timeout")?
+                .unwrap_or(Duration::from_secs(5)),
+            reload_poll: match &raw.run.reload_poll {
+                Some(v) if v.get_ref() == "off" => None,
+                other => Some(
+                    self.duration(other.as_ref(), "run.reload_poll")?
+                        .unwrap_or(Duration::from_secs(5)),
+                ),
+            },
+        };
         Ok(Config {
             file: self.loc.file.to_path_buf(),
             listen,
@@ -114,7 +138,28 @@ impl Compiler<'_> {
             targets,
             forward,
             state_dir,
+            run,
         })
+    }
+
+    /// A fingerprint of the `index`th entry of the array `table` plus the
+    /// tables every entry depends on.
+    fn fingerprint(&self, table: &str, index: usize, extra: &[u64]) -> u64 {
+        let entry = self
+            .tables
+            .get(table)
+            .and_then(|v| v.as_array())
+            .and_then(|a| a.get(index))
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let shared = |k: &str| {
+            self.tables
+                .get(k)
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        };
+        let extra = format!("{extra:?}");
+        hash_of(&[&entry, &shared("tls"), &shared("resolve"), &extra])
     }
 
     fn path(&self, p: &str) -> PathBuf {
@@ -195,6 +240,12 @@ impl Compiler<'_> {
             fall: count(&p.fall, "probe.fall", 2)?,
             rise: count(&p.rise, "probe.rise", 2)?,
             max_body,
+            hold_down: self
+                .duration(p.hold_down.as_ref(), "probe.hold_down")?
+                .unwrap_or(Duration::from_secs(30)),
+            hold_down_max: self
+                .duration(p.hold_down_max.as_ref(), "probe.hold_down_max")?
+                .unwrap_or(Duration::from_secs(600)),
         })
     }
 
@@ -328,6 +379,7 @@ impl Compiler<'_> {
             .duration(r.connect_timeout.as_ref(), &key("connect_timeout"))?
             .unwrap_or(default_timeout);
         Ok(Route {
+            fingerprint: self.fingerprint("route", i, &[default_timeout.as_millis() as u64]),
             name,
             kind: RouteKind::Proxy(Proxy {
                 host,
@@ -529,7 +581,9 @@ impl Compiler<'_> {
                     .map_err(|e| self.err(a.span(), &key("allow_addresses"), e.to_string()))?,
             );
         }
+        let route_prints: Vec<u64> = target_routes.iter().map(|r| r.fingerprint).collect();
         Ok(Target {
+            fingerprint: self.fingerprint("target", i, &route_prints),
             name,
             preset: preset.map(|p| p.name),
             endpoint,

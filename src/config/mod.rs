@@ -52,6 +52,8 @@ pub struct Config {
     pub forward: ForwardSettings,
     /// Where incident windows persist across restarts.
     pub state_dir: Option<PathBuf>,
+    /// The sidecar's lifecycle settings.
+    pub run: RunSettings,
 }
 
 /// Listener addresses.
@@ -80,6 +82,19 @@ pub struct ProbeSettings {
     pub rise: u32,
     /// The most body bytes a probe reads.
     pub max_body: usize,
+    /// Hold after the second flap of a route; doubles per further flap.
+    pub hold_down: Duration,
+    /// The longest hold, and the window in which downs count as flaps.
+    pub hold_down_max: Duration,
+}
+
+/// `[run]`: the sidecar's lifecycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSettings {
+    /// How long in-flight probes and requests may finish after SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// How often the config file is checked for a change (`None`: never).
+    pub reload_poll: Option<Duration>,
 }
 
 /// `[admin]`.
@@ -109,6 +124,8 @@ pub struct Route {
     pub kind: RouteKind,
     /// Budget for reaching the proxy and getting its CONNECT reply.
     pub connect_timeout: Duration,
+    /// Identifies the route's settings: equal fingerprints, same route.
+    pub fingerprint: u64,
 }
 
 impl Route {
@@ -308,6 +325,9 @@ pub struct Target {
     pub allow_addresses: Vec<Cidr>,
     /// Expiry (Unix seconds) of the configured client certificate.
     pub client_cert_not_after: Option<i64>,
+    /// Identifies the target's settings (and the trust and resolve tables):
+    /// a reload keeps the health of pairs whose fingerprints did not change.
+    pub fingerprint: u64,
 }
 
 impl Target {

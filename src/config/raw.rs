@@ -38,6 +38,9 @@ pub(crate) struct RawConfig {
     pub admin: RawAdmin,
     /// Where incident windows are kept across restarts.
     pub state_dir: Option<Spanned<String>>,
+    /// Lifecycle of `run`.
+    #[serde(default)]
+    pub run: RawRun,
 }
 
 /// `[listen]`.
@@ -59,6 +62,16 @@ pub(crate) struct RawProbe {
     pub fall: Option<Spanned<u32>>,
     pub rise: Option<Spanned<u32>>,
     pub max_body: Option<Spanned<u64>>,
+    pub hold_down: Option<Spanned<String>>,
+    pub hold_down_max: Option<Spanned<String>>,
+}
+
+/// `[run]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRun {
+    pub shutdown_timeout: Option<Spanned<String>>,
+    pub reload_poll: Option<Spanned<String>>,
 }
 
 /// `[admin]`.

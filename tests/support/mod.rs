@@ -8,6 +8,7 @@
 
 pub mod pki;
 pub mod proxy;
+pub mod sidecar;
 pub mod squid;
 pub mod upstream;
 

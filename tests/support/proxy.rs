@@ -75,6 +75,7 @@ impl ScriptProxy {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                let _ = tcp.set_nodelay(true);
                 let st = st.clone();
                 tokio::spawn(async move { handle(tcp, st).await });
             }
@@ -190,6 +191,7 @@ async fn tunnel(mut tcp: TcpStream, authority: &str) {
             .await;
         return;
     };
+    let _ = upstream.set_nodelay(true);
     if tcp
         .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
         .await

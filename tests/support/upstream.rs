@@ -173,6 +173,7 @@ impl Upstream {
                 let Ok((tcp, peer)) = listener.accept().await else {
                     continue;
                 };
+                let _ = tcp.set_nodelay(true);
                 st.connections.fetch_add(1, Ordering::SeqCst);
                 let (acceptor, st) = (acceptor.clone(), st.clone());
                 tokio::spawn(async move { serve(tcp, peer, acceptor, st, behavior).await });

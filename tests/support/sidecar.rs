@@ -1,0 +1,164 @@
+//! The sidecar run in-process on port 0, with a tiny HTTP client for its
+//! endpoints and a helper that waits for a condition with a deadline.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use egress_sentinel::config::Config;
+use egress_sentinel::sidecar::{Listeners, run_with};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+
+/// A running sidecar.
+pub struct Running {
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub metrics: SocketAddr,
+    /// `/status`, `POST /verify`.
+    pub admin: SocketAddr,
+    /// The forward proxy.
+    pub proxy: SocketAddr,
+    /// Triggers a reload, as SIGHUP would.
+    pub reload: Arc<Notify>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Starts `config` on loopback port-0 listeners.
+    pub async fn start(config: Config) -> Self {
+        let bind = || async { TcpListener::bind("127.0.0.1:0").await.expect("bind") };
+        let (m, a, p) = (bind().await, bind().await, bind().await);
+        let (metrics, admin, proxy) = (
+            m.local_addr().expect("addr"),
+            a.local_addr().expect("addr"),
+            p.local_addr().expect("addr"),
+        );
+        let listeners = Listeners {
+            metrics: Some(m),
+            admin: Some(a),
+            proxy: Some(p),
+        };
+        let reload = Arc::new(Notify::new());
+        let (tx, rx) = oneshot::channel();
+        let r = reload.clone();
+        let task = tokio::spawn(async move {
+            run_with(
+                config,
+                listeners,
+                async move {
+                    let _ = rx.await;
+                },
+                r,
+            )
+            .await
+            .expect("sidecar run");
+        });
+        Self {
+            metrics,
+            admin,
+            proxy,
+            reload,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops it and waits for `run` to return.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .expect("sidecar stops within 10 s")
+                .expect("sidecar task");
+        }
+    }
+
+    /// GET on the metrics listener.
+    pub async fn metrics_text(&self) -> String {
+        let (status, body) = request(self.metrics, "GET", "/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// `/status` as JSON.
+    pub async fn status(&self) -> serde_json::Value {
+        let (code, body) = request(self.admin, "GET", "/status").await;
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("status JSON")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+/// One HTTP/1.1 request; returns the status and the body.
+pub async fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut raw))
+        .await
+        .expect("response within 30 s")
+        .expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text exposition,
+/// where `labels` lists `key="value"` pairs that must all be present.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+        if n != name {
+            return None;
+        }
+        labels
+            .iter()
+            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+            .then(|| value.parse().ok())?
+    })
+}
+
+/// Polls `check` every 50 ms until it returns `Some` or `within` passes.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
