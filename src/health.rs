@@ -339,34 +339,18 @@ impl HealthBook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dial::Phases;
     use crate::reason::FailureReason;
-    use std::time::SystemTime;
 
     fn outcome(route: &str, ok: bool) -> ProbeOutcome {
-        ProbeOutcome {
-            target: "apns".into(),
-            route: route.into(),
-            ok,
-            reason: if ok {
-                FailureReason::Ok
-            } else {
-                FailureReason::ProxyUpstreamError
-            },
-            detail: if ok {
-                "HTTP 403".into()
-            } else {
-                "CONNECT -> 502 Bad Gateway".into()
-            },
-            failed_phase: None,
-            connect_status: None,
-            proxy_reply: None,
-            http_status: None,
-            alpn: None,
-            phases: Phases::default(),
-            duration: Duration::ZERO,
-            peer_cert: None,
-            started: SystemTime::UNIX_EPOCH,
+        if ok {
+            ProbeOutcome::observed("apns", route, FailureReason::Ok, "HTTP 403")
+        } else {
+            ProbeOutcome::observed(
+                "apns",
+                route,
+                FailureReason::ProxyUpstreamError,
+                "CONNECT -> 502 Bad Gateway",
+            )
         }
     }
 

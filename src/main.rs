@@ -109,22 +109,9 @@ fn run_verify(
     baseline: Option<PathBuf>,
     record: Option<PathBuf>,
 ) -> u8 {
-    let config = match Config::load(&config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return verify::EXIT_USAGE;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return verify::EXIT_USAGE;
-        }
+    let (config, runtime) = match load_and_start(&config) {
+        Ok(both) => both,
+        Err(code) => return code,
     };
     let prober = verify::prober_for(&config);
     let results = runtime.block_on(verify::run_checks(&config, &prober));
@@ -180,24 +167,28 @@ fn init_logs(default: &str, format: Option<LogFormat>) {
     }
 }
 
-fn run_sidecar(path: PathBuf) -> u8 {
-    let config = match Config::load(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "invalid configuration");
-            eprintln!("error: {e}");
-            return verify::EXIT_USAGE;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+/// Loads the config and starts the async runtime; on failure, says why and
+/// returns the exit code (2 for a config error).
+fn load_and_start(path: &std::path::Path) -> Result<(Config, tokio::runtime::Runtime), u8> {
+    let config = Config::load(path).map_err(|e| {
+        tracing::error!(error = %e, "invalid configuration");
+        eprintln!("error: {e}");
+        verify::EXIT_USAGE
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("error: cannot start the async runtime: {e}");
-            return verify::EXIT_FAILED;
-        }
+            verify::EXIT_FAILED
+        })?;
+    Ok((config, runtime))
+}
+
+fn run_sidecar(path: PathBuf) -> u8 {
+    let (config, runtime) = match load_and_start(&path) {
+        Ok(both) => both,
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let listeners = match egress_sentinel::sidecar::Listeners::bind(&config.listen).await {

@@ -7,10 +7,9 @@ mod support;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use egress_sentinel::config::{Route, Target};
-use egress_sentinel::dial::Phases;
 use egress_sentinel::incidents::IncidentLog;
 use egress_sentinel::probe::ProbeOutcome;
 use egress_sentinel::reason::FailureReason;
@@ -44,30 +43,15 @@ impl ProbeRunner for Script {
             } else {
                 true
             };
-            ProbeOutcome {
-                target: target.name.clone(),
-                route: route.name.clone(),
-                ok,
-                reason: if ok {
-                    FailureReason::Ok
-                } else {
-                    FailureReason::ProxyUpstreamError
-                },
-                detail: if ok {
-                    "HTTP 403".into()
-                } else {
-                    "CONNECT api.push.apple.com:443 -> 502 Bad Gateway".into()
-                },
-                failed_phase: None,
-                connect_status: Some(if ok { 200 } else { 502 }),
-                proxy_reply: None,
-                http_status: None,
-                alpn: None,
-                phases: Phases::default(),
-                duration: Duration::ZERO,
-                peer_cert: None,
-                started: SystemTime::now(),
-            }
+            let (reason, detail) = if ok {
+                (FailureReason::Ok, "HTTP 403")
+            } else {
+                (
+                    FailureReason::ProxyUpstreamError,
+                    "CONNECT api.push.apple.com:443 -> 502 Bad Gateway",
+                )
+            };
+            ProbeOutcome::observed(&target.name, &route.name, reason, detail)
         })
     }
 }

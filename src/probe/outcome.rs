@@ -61,6 +61,35 @@ fn unix<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(secs)
 }
 
+impl ProbeOutcome {
+    /// An outcome observed outside a probe (app traffic through the forward
+    /// proxy, a scripted test): no phases, no HTTP layer.
+    pub fn observed(
+        target: &str,
+        route: &str,
+        reason: FailureReason,
+        detail: impl Into<String>,
+    ) -> Self {
+        let ok = reason == FailureReason::Ok;
+        Self {
+            target: target.to_string(),
+            route: route.to_string(),
+            ok,
+            reason,
+            detail: detail.into(),
+            failed_phase: None,
+            connect_status: None,
+            proxy_reply: None,
+            http_status: None,
+            alpn: None,
+            phases: Phases::default(),
+            duration: Duration::ZERO,
+            peer_cert: None,
+            started: SystemTime::now(),
+        }
+    }
+}
+
 /// A failed stage, before it becomes an outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
