@@ -228,3 +228,49 @@ fn hosts_patterns_match_subdomains_only() {
     assert!(!t.matches_destination("evilpush.apple.com", 443));
     assert!(!t.matches_destination("api.push.apple.com.evil.test", 443));
 }
+
+#[test]
+fn the_kubernetes_example_config_is_valid() {
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/k8s/deployment.yaml"))
+            .expect("read");
+    let start = manifest
+        .find("egress-sentinel.toml: |\n")
+        .expect("config in the ConfigMap")
+        + "egress-sentinel.toml: |\n".len();
+    let end = manifest[start..]
+        .find("\n---")
+        .map_or(manifest.len(), |i| start + i);
+    let ws = Workspace::new();
+    ws.write("credentials", "egress:password\n");
+    let toml: String = manifest[start..end]
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("/var/run/secrets/egress/proxy-credentials", "credentials");
+    let cfg = parse(&ws, &toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    assert_eq!(
+        cfg.state_dir.as_deref(),
+        Some(std::path::Path::new("/var/lib/egress-sentinel"))
+    );
+    assert_eq!(cfg.targets.len(), 3);
+}
+
+#[test]
+fn the_readme_configuration_reference_is_valid() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("read");
+    let start = readme
+        .find("```toml\nstate_dir")
+        .expect("the reference block")
+        + "```toml\n".len();
+    let end = start + readme[start..].find("```").expect("end of block");
+    let ws = Workspace::new();
+    ws.write("credentials", "egress:password\n");
+    ws.write("extra-ca.pem", &support::pki::ca().cert_pem);
+    let toml = readme[start..end]
+        .replace("/var/run/secrets/egress/proxy-credentials", "credentials")
+        .replace("/etc/egress/extra-ca.pem", "extra-ca.pem");
+    parse(&ws, &toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+}
