@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::probe::ProbeOutcome;
+use crate::reason::FailureReason;
 
 /// Hysteresis settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,6 +295,35 @@ impl HealthBook {
         events
     }
 
+    /// Feeds one outcome seen on app traffic. A failure counts like a probe's.
+    /// A success only proves the path up to the tunnel, so it counts only
+    /// against failures that lie there (resolve, connect, the proxy's CONNECT
+    /// reply, our policy): it must not cancel a probe's TLS or HTTP failure.
+    pub fn observe_traffic(&mut self, outcome: &ProbeOutcome, now: Instant) -> Vec<Event> {
+        if outcome.ok {
+            let last_reason = self
+                .targets
+                .get(&outcome.target)
+                .and_then(|t| t.routes.iter().find(|r| r.route == outcome.route))
+                .and_then(|r| r.last.as_ref())
+                .map(|o| o.reason);
+            let tunnel_level = |r: FailureReason| {
+                r.is_proxy_fault()
+                    || matches!(
+                        r,
+                        FailureReason::Ok
+                            | FailureReason::Resolve
+                            | FailureReason::Connect
+                            | FailureReason::PolicyDenied
+                    )
+            };
+            if last_reason.is_some_and(|r| !tunnel_level(r)) {
+                return Vec::new();
+            }
+        }
+        self.observe(outcome, now)
+    }
+
     /// Re-derives every target's active route (holds expire with time alone).
     pub fn tick(&mut self, now: Instant) -> Vec<Event> {
         let mut events = Vec::new();
@@ -339,7 +369,6 @@ impl HealthBook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reason::FailureReason;
 
     fn outcome(route: &str, ok: bool) -> ProbeOutcome {
         if ok {
@@ -487,6 +516,39 @@ mod tests {
             matches!(e.last(), Some(Event::Failover { down: true, .. })),
             "{e:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn traffic_success_does_not_cancel_a_tls_failure_behind_the_tunnel() {
+        let mut b = book();
+        let now = Instant::now();
+        b.observe(&outcome("provider", true), now);
+        let tls = ProbeOutcome::observed(
+            "apns",
+            "provider",
+            FailureReason::TlsUntrusted,
+            "intercepted",
+        );
+        b.observe(&tls, now);
+        let tunnel_ok = ProbeOutcome::observed(
+            "apns",
+            "provider",
+            FailureReason::Ok,
+            "app tunnel established",
+        );
+        assert!(b.observe_traffic(&tunnel_ok, now).is_empty());
+        assert_eq!(
+            b.targets["apns"].routes[0].consecutive_fail, 1,
+            "the probe's failure still counts"
+        );
+        let e = b.observe(&tls, now);
+        assert_eq!(failovers(&e), [("provider".into(), "direct".into())]);
+        // A tunnel failure on traffic counts at once.
+        let mut b = book();
+        b.observe(&outcome("provider", true), now);
+        b.observe_traffic(&outcome("provider", false), now);
+        let e = b.observe_traffic(&outcome("provider", false), now);
+        assert_eq!(failovers(&e), [("provider".into(), "direct".into())]);
     }
 
     #[tokio::test(start_paused = true)]

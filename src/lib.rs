@@ -14,6 +14,8 @@
 //! - [`dial`]: the one dialer (resolve → TCP → CONNECT → TLS), shared by
 //!   probes and app traffic, with typed errors and their classification.
 //! - [`probe`]: one request over one route, checked against expectations.
+//! - [`forward`]: the app's forward proxy: route choice, failover before the
+//!   tunnel stands, the open-proxy guard, the compliance trail.
 //! - [`verify`]: the `verify` command's run, report and baseline comparison.
 //! - [`health`]: fall/rise hysteresis, hold-down, the route table (pure).
 //! - [`incidents`]: incident windows, merged by cause, persisted in `state_dir`.
@@ -31,6 +33,7 @@
 
 pub mod config;
 pub mod dial;
+pub mod forward;
 pub mod health;
 pub mod incidents;
 pub mod policy;

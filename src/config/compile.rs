@@ -885,6 +885,9 @@ impl Compiler<'_> {
             idle_timeout: self
                 .duration(f.idle_timeout.as_ref(), "forward.idle_timeout")?
                 .unwrap_or(Duration::from_secs(300)),
+            header_timeout: self
+                .duration(f.header_timeout.as_ref(), "forward.header_timeout")?
+                .unwrap_or(Duration::from_secs(10)),
             max_connections,
         })
     }

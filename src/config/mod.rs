@@ -364,6 +364,8 @@ pub struct ForwardSettings {
     pub allow_ports: Vec<u16>,
     /// A tunnel with no bytes either way for this long is closed.
     pub idle_timeout: Duration,
+    /// The app must send its whole request head within this time.
+    pub header_timeout: Duration,
     /// The most app connections at once.
     pub max_connections: u32,
 }

@@ -148,5 +148,6 @@ pub(crate) struct RawForward {
     pub default_routes: Option<Spanned<Vec<Spanned<String>>>>,
     pub allow_ports: Option<Spanned<Vec<i64>>>,
     pub idle_timeout: Option<Spanned<String>>,
+    pub header_timeout: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<u32>>,
 }

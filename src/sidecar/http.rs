@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 
 use super::state::Shared;
 use super::status;
+use crate::health::Force;
 use crate::verify;
 
 /// Connections served at once per listener.
@@ -111,11 +112,62 @@ impl Endpoints {
                 json(StatusCode::OK, status::render(&self.shared))
             }
             (Surface::Admin, &Method::POST, "/verify") => self.verify().await,
+            (Surface::Admin, &Method::POST, p) if p.starts_with("/routes/") => {
+                self.force(req).await
+            }
             (Surface::Metrics, _, "/metrics" | "/healthz" | "/readyz")
             | (Surface::Admin, _, "/status" | "/verify") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
             }
             _ => text(StatusCode::NOT_FOUND, "not found"),
+        }
+    }
+
+    /// `POST /routes/<target>` with `force=proxy|direct|auto` in the query
+    /// string or a form body.
+    async fn force(&self, req: Request<Incoming>) -> Reply {
+        use http_body_util::BodyExt;
+        let target = req.uri().path().trim_start_matches("/routes/").to_string();
+        let query = req.uri().query().unwrap_or("").to_string();
+        // A form body is tiny; anything larger is not one.
+        let body = match http_body_util::Limited::new(req.into_body(), 1024)
+            .collect()
+            .await
+        {
+            Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+            Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "body larger than 1 KiB"),
+        };
+        let value = query
+            .split('&')
+            .chain(body.trim().split('&'))
+            .find_map(|kv| kv.strip_prefix("force="))
+            .unwrap_or("");
+        let force = match value {
+            "auto" => Force::Auto,
+            "proxy" => Force::Proxy,
+            "direct" => Force::Direct,
+            other => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "force must be proxy, direct or auto (got {:?})",
+                        crate::dial::connect::sanitize(other.as_bytes())
+                    ),
+                );
+            }
+        };
+        match self.shared.force(&target, force) {
+            Ok(()) => {
+                let active = self.shared.active_route(&target).unwrap_or_default();
+                json(
+                    StatusCode::OK,
+                    format!(
+                        "{{\"target\":{target:?},\"force\":{value:?},\"active_route\":{active:?}}}"
+                    ),
+                )
+            }
+            Err(why) if why.starts_with("no target") => text(StatusCode::NOT_FOUND, &why),
+            Err(why) => text(StatusCode::CONFLICT, &why),
         }
     }
 

@@ -1,7 +1,7 @@
 //! `run`: the sidecar. Probes every target × route on schedule, keeps health
-//! and the route table, exports metrics, serves the status and admin
-//! endpoints, reloads its config on SIGHUP or when the file changes, and
-//! shuts down gracefully.
+//! and the route table, serves the app's forward proxy, exports metrics,
+//! serves the status and admin endpoints, reloads its config on SIGHUP or
+//! when the file changes, and shuts down gracefully (draining tunnels).
 //!
 //! [`run`] takes an already-loaded config, already-bound listeners and a
 //! shutdown future, so tests run the whole sidecar in-process on port 0.
@@ -141,9 +141,8 @@ pub async fn run_with(
         );
     }
     if let Some(l) = listeners.proxy {
-        // The forward proxy arrives with its own issue; until then the port
-        // is held but not served.
-        tracing::warn!(addr = ?l.local_addr().ok(), "the forward proxy listener is not served by this version");
+        log_listen("forward proxy", &l);
+        servers.spawn(crate::forward::serve(l, shared.clone(), stop_rx.clone()));
     }
     let mut probes = scheduler::spawn(&shared, &stop_rx);
     endpoints.ready.store(true, Ordering::SeqCst);

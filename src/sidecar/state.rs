@@ -12,7 +12,8 @@ use tokio::time::Instant;
 
 use super::scheduler::ProbeRunner;
 use crate::config::Config;
-use crate::health::{Event, HealthBook, HealthSettings, TargetHealth};
+use crate::dial::{Dialer, Resolver};
+use crate::health::{Event, Force, HealthBook, HealthSettings, TargetHealth};
 use crate::incidents::{Change, IncidentLog};
 use crate::probe::ProbeOutcome;
 use crate::telemetry::Metrics;
@@ -32,6 +33,7 @@ pub struct ReloadStatus {
 pub struct Shared {
     config: RwLock<Arc<Config>>,
     prober: RwLock<Arc<dyn ProbeRunner>>,
+    dialer: RwLock<Dialer>,
     health: Mutex<HealthBook>,
     incidents: Mutex<IncidentLog>,
     /// The metrics registry.
@@ -97,6 +99,7 @@ impl Shared {
     ) -> Self {
         let book = book_for(&config, None);
         let shared = Self {
+            dialer: RwLock::new(Dialer::new(Resolver::new(config.resolve.clone()))),
             config: RwLock::new(config),
             prober: RwLock::new(prober),
             health: Mutex::new(book),
@@ -125,6 +128,15 @@ impl Shared {
     /// The prober in force.
     pub fn prober(&self) -> Arc<dyn ProbeRunner> {
         self.prober
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The dialer app traffic uses: the same kind, with the same resolver
+    /// table, as the prober's.
+    pub fn dialer(&self) -> Dialer {
+        self.dialer
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
@@ -199,6 +211,71 @@ impl Shared {
         let events = lock(&self.health).observe(outcome, Instant::now());
         self.apply(&events);
         self.publish_target(&outcome.target);
+    }
+
+    /// Feeds an outcome seen on app traffic into health (not into probe
+    /// metrics), and wakes the pair's probe at once after a failure so
+    /// detection does not wait for the interval.
+    pub fn record_traffic(&self, outcome: &ProbeOutcome) {
+        let events = lock(&self.health).observe_traffic(outcome, Instant::now());
+        self.apply(&events);
+        if !outcome.ok {
+            self.waker(&outcome.target, &outcome.route).notify_one();
+        }
+    }
+
+    /// The active route and the operator's override of `target`.
+    pub fn route_choice(&self, target: &str) -> Option<(String, Force)> {
+        let health = lock(&self.health);
+        let t = health.targets.get(target)?;
+        Some((t.active_route().to_string(), t.force))
+    }
+
+    /// Sets the operator's override of `target`. `Err` says why it is refused.
+    pub fn force(&self, target: &str, force: Force) -> Result<(), String> {
+        let config = self.config();
+        let t = config
+            .target(target)
+            .ok_or_else(|| format!("no target named {target:?}"))?;
+        match force {
+            Force::Direct if !t.allows_direct() => {
+                return Err(format!("{target} does not list \"direct\" in its routes"));
+            }
+            Force::Proxy if t.routes.iter().all(|r| r.is_direct()) => {
+                return Err(format!("{target} has no proxy route"));
+            }
+            _ => {}
+        }
+        let events = lock(&self.health).force(target, force, Instant::now());
+        tracing::warn!(target_name = %target, force = ?force, "operator override of the route choice");
+        self.apply(&events);
+        self.publish_target(target);
+        Ok(())
+    }
+
+    /// The proxy routes of `target` and why each is not in use, for the
+    /// compliance log of a direct connection.
+    pub fn proxy_state_summary(&self, target: &str) -> String {
+        let health = lock(&self.health);
+        let Some(t) = health.targets.get(target) else {
+            return "no target".into();
+        };
+        if t.force == Force::Direct {
+            return "operator forced direct".into();
+        }
+        let parts: Vec<String> = t
+            .routes
+            .iter()
+            .filter(|r| !r.direct)
+            .map(|r| match (&r.healthy, &r.last) {
+                (Some(false), Some(o)) => {
+                    format!("{}: unhealthy, {} ({})", r.route, o.reason, o.detail)
+                }
+                (Some(true), _) => format!("{}: healthy but held down after flapping", r.route),
+                _ => format!("{}: not yet probed", r.route),
+            })
+            .collect();
+        parts.join("; ")
     }
 
     /// Re-derives active routes (holds expire with time alone).

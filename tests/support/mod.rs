@@ -6,6 +6,7 @@
 // Each test binary uses a different part of the fixtures.
 #![allow(dead_code)]
 
+pub mod app;
 pub mod pki;
 pub mod proxy;
 pub mod sidecar;

@@ -53,13 +53,26 @@ pub struct ScriptProxy {
     /// Where it listens.
     pub addr: SocketAddr,
     state: Arc<State>,
-    task: JoinHandle<()>,
+    task: Mutex<JoinHandle<()>>,
 }
 
 impl Drop for ScriptProxy {
     fn drop(&mut self) {
-        self.task.abort();
+        self.task.lock().expect("lock").abort();
     }
+}
+
+fn accept_loop(listener: TcpListener, st: Arc<State>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let st = st.clone();
+            tokio::spawn(async move { handle(tcp, st).await });
+        }
+    })
 }
 
 impl ScriptProxy {
@@ -69,17 +82,7 @@ impl ScriptProxy {
         let addr = listener.local_addr().expect("proxy addr");
         let state = Arc::new(State::default());
         *state.mode.lock().expect("lock") = Some(mode);
-        let st = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = tcp.set_nodelay(true);
-                let st = st.clone();
-                tokio::spawn(async move { handle(tcp, st).await });
-            }
-        });
+        let task = Mutex::new(accept_loop(listener, state.clone()));
         Self { addr, state, task }
     }
 
@@ -91,6 +94,20 @@ impl ScriptProxy {
     /// Switches mode for the next connections.
     pub fn set_mode(&self, mode: Mode) {
         *self.state.mode.lock().expect("lock") = Some(mode);
+    }
+
+    /// Stops listening: connections are refused (the proxy is down).
+    pub fn refuse_connections(&self) {
+        self.task.lock().expect("lock").abort();
+    }
+
+    /// Listens again on the same address.
+    pub async fn accept_connections(&self) {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_reuseaddr(true).expect("reuseaddr");
+        socket.bind(self.addr).expect("rebind the proxy's port");
+        let listener = socket.listen(128).expect("listen");
+        *self.task.lock().expect("lock") = accept_loop(listener, self.state.clone());
     }
 
     /// The CONNECTs received so far.
@@ -183,7 +200,16 @@ async fn tunnel(mut tcp: TcpStream, authority: &str) {
         .next()
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
-    let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", port)).await else {
+    // Dial from 127.0.0.2, so an upstream can tell tunnelled connections
+    // (peer 127.0.0.2) from direct ones (peer 127.0.0.1).
+    let dialed = async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind("127.0.0.2:0".parse().expect("addr"))?;
+        socket
+            .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+    };
+    let Ok(mut upstream) = dialed.await else {
         let _ = tcp
             .write_all(
                 b"HTTP/1.1 502 Bad Gateway\r\nVia: 1.1 script-proxy\r\nContent-Length: 0\r\n\r\n",

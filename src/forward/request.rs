@@ -1,0 +1,362 @@
+//! Reading and checking what the app sends the forward proxy: a request
+//! head, bounded in size, header count and time, that must be either
+//! `CONNECT host:port HTTP/1.1` or an absolute-form `http://` request.
+//! Everything else is refused with the status that says why.
+//!
+//! Owns parsing only; it decides nothing about where a request may go.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::Instant;
+
+/// The largest request head accepted.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// The most headers accepted.
+pub const MAX_HEADERS: usize = 64;
+
+/// What the app asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ask {
+    /// `CONNECT host:port`.
+    Connect {
+        /// Destination host (no brackets), lower case.
+        host: String,
+        /// Destination port.
+        port: u16,
+    },
+    /// An absolute-form `http://` request, rewritten for the origin.
+    Http {
+        /// Destination host, lower case.
+        host: String,
+        /// Destination port.
+        port: u16,
+        /// The head to send upstream: origin-form, hop-by-hop and
+        /// `Proxy-Authorization` headers removed, `Connection: close`.
+        head: Vec<u8>,
+    },
+}
+
+/// A request the proxy refuses before any routing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// 400, 408, 431...
+    pub status: u16,
+    /// Why, for the app and the log.
+    pub why: String,
+}
+
+fn refuse(status: u16, why: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        why: why.into(),
+    }
+}
+
+/// Reads one request head within `timeout` (a slow drip counts against the
+/// whole head, not each read). Returns the request and any bytes the app
+/// sent after the head (a pipelined TLS ClientHello, a request body).
+pub async fn read<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    timeout: Duration,
+) -> Result<(Ask, Bytes), Refusal> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        if let Some(head_len) = head_end(&buf) {
+            let ask = parse(&buf[..head_len])?;
+            return Ok((ask, Bytes::copy_from_slice(&buf[head_len..])));
+        }
+        if buf.len() >= MAX_HEAD {
+            return Err(refuse(
+                431,
+                format!("request head larger than {MAX_HEAD} bytes"),
+            ));
+        }
+        let want = (MAX_HEAD - buf.len()).min(chunk.len());
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut chunk[..want])).await {
+            Err(_) => {
+                return Err(refuse(
+                    408,
+                    format!("request head not complete within {timeout:?}"),
+                ));
+            }
+            Ok(Err(e)) => return Err(refuse(400, format!("reading the request: {e}"))),
+            Ok(Ok(0)) => {
+                return Err(refuse(
+                    400,
+                    "connection closed before a complete request head",
+                ));
+            }
+            Ok(Ok(n)) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+}
+
+/// Checks one complete head.
+pub fn parse(head: &[u8]) -> Result<Ask, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(refuse(400, "incomplete request head")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(refuse(
+                431,
+                format!("more than {MAX_HEADERS} request headers"),
+            ));
+        }
+        Err(e) => return Err(refuse(400, format!("malformed request: {e}"))),
+    }
+    let method = req.method.unwrap_or("");
+    let target = req.path.unwrap_or("");
+    let version = req.version.unwrap_or(0);
+    let has = |name: &str| {
+        req.headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case(name))
+    };
+    if has("content-length") && has("transfer-encoding") {
+        return Err(refuse(
+            400,
+            "both Content-Length and Transfer-Encoding: refused (request smuggling)",
+        ));
+    }
+    if method == "CONNECT" {
+        if version != 1 {
+            return Err(refuse(400, "CONNECT needs HTTP/1.1"));
+        }
+        let (host, port) = authority(target).ok_or_else(|| {
+            refuse(
+                400,
+                format!(
+                    "CONNECT target must be host:port, got {:?}",
+                    sanitize(target)
+                ),
+            )
+        })?;
+        return Ok(Ask::Connect { host, port });
+    }
+    let rest = target.strip_prefix("http://").ok_or_else(|| {
+        if target.starts_with("https://") {
+            refuse(
+                400,
+                "https:// URLs go through CONNECT, not an absolute-form request",
+            )
+        } else {
+            refuse(
+                400,
+                format!(
+                    "a proxy request needs an absolute http:// URL or CONNECT, got {:?}",
+                    sanitize(target)
+                ),
+            )
+        }
+    })?;
+    let (auth, path) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let path = if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_string()
+    };
+    let (host, port) = if auth.contains(':') && !auth.ends_with(']') {
+        authority(auth)
+    } else {
+        host_only(auth).map(|h| (h, 80))
+    }
+    .ok_or_else(|| refuse(400, format!("bad host in URL {:?}", sanitize(target))))?;
+    let mut out = Vec::with_capacity(head.len());
+    out.extend_from_slice(format!("{method} {path} HTTP/1.1\r\n").as_bytes());
+    let connection_tokens: Vec<String> = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| {
+            String::from_utf8_lossy(h.value)
+                .split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for h in req.headers.iter() {
+        let name = h.name.to_ascii_lowercase();
+        if HOP_BY_HOP.contains(&name.as_str()) || connection_tokens.contains(&name) {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if !has("host") {
+        out.extend_from_slice(format!("Host: {auth}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    Ok(Ask::Http {
+        host,
+        port,
+        head: out,
+    })
+}
+
+/// Headers that belong to one hop (RFC 9110 §7.6.1), plus the app's proxy
+/// credentials, which never travel further.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// `host:port` (host a name, an IPv4 address or a bracketed IPv6 address).
+fn authority(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    Some((host_only(host)?, port))
+}
+
+fn host_only(host: &str) -> Option<String> {
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(|ip| ip.to_string());
+    }
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    ok.then(|| host.trim_end_matches('.').to_ascii_lowercase())
+}
+
+fn sanitize(s: &str) -> String {
+    crate::dial::connect::sanitize(s.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(head: &str) -> u16 {
+        parse(head.as_bytes()).expect_err(head).status
+    }
+
+    #[test]
+    fn connect_needs_authority_form_with_a_port_over_http_1_1() {
+        assert_eq!(
+            parse(b"CONNECT API.push.apple.com:443 HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Ok(Ask::Connect {
+                host: "api.push.apple.com".into(),
+                port: 443
+            })
+        );
+        assert_eq!(
+            parse(b"CONNECT [::1]:443 HTTP/1.1\r\n\r\n"),
+            Ok(Ask::Connect {
+                host: "::1".into(),
+                port: 443
+            })
+        );
+        assert_eq!(status("CONNECT api.push.apple.com HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status("CONNECT /index.html HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status("CONNECT * HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status("CONNECT a.example:0 HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status("CONNECT a.example:99999 HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status("CONNECT a.example:443 HTTP/1.0\r\n\r\n"), 400);
+        assert_eq!(status("CONNECT a b:443 HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+        assert_eq!(status("GET https://x/ HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(
+            status(
+                "POST http://x/ HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ),
+            400
+        );
+        let many: String = (0..70).map(|i| format!("X-{i}: y\r\n")).collect();
+        assert_eq!(
+            status(&format!("CONNECT a:443 HTTP/1.1\r\n{many}\r\n")),
+            431
+        );
+    }
+
+    #[test]
+    fn absolute_form_is_rewritten_without_hop_by_hop_or_proxy_credentials() {
+        let Ok(Ask::Http { host, port, head }) = parse(
+            b"GET http://Example.test:8080/a?b=1 HTTP/1.1\r\nHost: example.test:8080\r\nProxy-Authorization: Basic c2VjcmV0\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\nKeep-Alive: 5\r\nAccept: */*\r\n\r\n",
+        ) else {
+            panic!("valid request");
+        };
+        assert_eq!((host.as_str(), port), ("example.test", 8080));
+        let head = String::from_utf8(head).expect("utf8");
+        assert_eq!(
+            head,
+            "GET /a?b=1 HTTP/1.1\r\nHost: example.test:8080\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        );
+        let Ok(Ask::Http { port, head, .. }) = parse(b"GET http://example.test HTTP/1.1\r\n\r\n")
+        else {
+            panic!("valid request");
+        };
+        assert_eq!(port, 80);
+        assert!(
+            String::from_utf8_lossy(&head).starts_with("GET / HTTP/1.1\r\nHost: example.test\r\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slow_drip_gets_408_and_an_oversized_head_431() {
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        use tokio::io::AsyncWriteExt;
+        client
+            .write_all(b"CONNECT a.example:443 HTTP/1.1\r\nX-Slow: ")
+            .await
+            .expect("write");
+        let err = read(&mut server, Duration::from_millis(100))
+            .await
+            .expect_err("timeout");
+        assert_eq!(err.status, 408);
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        client
+            .write_all(
+                format!(
+                    "CONNECT a.example:443 HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+                    "a".repeat(20_000)
+                )
+                .as_bytes(),
+            )
+            .await
+            .expect("write");
+        assert_eq!(
+            read(&mut server, Duration::from_secs(1))
+                .await
+                .expect_err("big")
+                .status,
+            431
+        );
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        client
+            .write_all(b"CONNECT a.example:443 HTTP/1.1\r\n\r\n\x16\x03\x01")
+            .await
+            .expect("write");
+        let (ask, rest) = read(&mut server, Duration::from_secs(1)).await.expect("ok");
+        assert!(matches!(ask, Ask::Connect { port: 443, .. }));
+        assert_eq!(&rest[..], b"\x16\x03\x01");
+    }
+}
