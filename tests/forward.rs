@@ -379,12 +379,12 @@ async fn operator_override_forces_a_route_where_policy_allows_it() {
         get_via(sidecar.proxy, "push.test", up.port()).await,
         Ok(200)
     );
+    // Probes share the upstream, so count the app's connection by route.
+    let m = sidecar.metrics_text().await;
+    let direct_ok = [("target", "apns"), ("route", "direct"), ("result", "ok")];
     assert_eq!(
-        up.requests()
-            .last()
-            .map(|r| r.peer.ip().to_string())
-            .as_deref(),
-        Some("127.0.0.1")
+        sample(&m, "egress_forward_connections_total", &direct_ok),
+        Some(1.0)
     );
     let s = sidecar.status().await;
     assert_eq!(s["targets"][0]["force"], "direct");
