@@ -23,6 +23,7 @@
 //! - [`watch`]: file-descriptor usage by kind.
 //! - [`sidecar`]: `run` — scheduler, shared state, listeners, reload, shutdown.
 //! - [`secret`]: the redacting wrapper for credentials.
+//! - [`demo`]: `egress-sentinel demo`, the incident replayed on loopback.
 //!
 //! Data flows one way: config → probes → outcomes → health → route table →
 //! metrics, status and incidents.
@@ -32,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod demo;
 pub mod dial;
 pub mod forward;
 pub mod health;

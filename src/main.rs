@@ -47,6 +47,8 @@ enum Command {
         #[arg(long)]
         record_baseline: Option<PathBuf>,
     },
+    /// Replay the outbound-proxy incident on loopback: the sidecar detects, fails over and back.
+    Demo,
     /// Parse and validate the configuration; exit 0 when valid, 2 when not.
     CheckConfig {
         /// The configuration file.
@@ -74,6 +76,10 @@ fn main() -> ExitCode {
         Command::Run { config, log_format } => {
             init_logs("info", log_format);
             run_sidecar(config)
+        }
+        Command::Demo => {
+            init_logs("off", Some(LogFormat::Text));
+            run_demo()
         }
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
@@ -183,6 +189,26 @@ fn load_and_start(path: &std::path::Path) -> Result<(Config, tokio::runtime::Run
             verify::EXIT_FAILED
         })?;
     Ok((config, runtime))
+}
+
+fn run_demo() -> u8 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return verify::EXIT_FAILED;
+        }
+    };
+    match runtime.block_on(egress_sentinel::demo::run(Box::new(std::io::stdout()))) {
+        Ok(()) => verify::EXIT_OK,
+        Err(e) => {
+            eprintln!("DEMO FAILED: {e}");
+            verify::EXIT_FAILED
+        }
+    }
 }
 
 fn run_sidecar(path: PathBuf) -> u8 {

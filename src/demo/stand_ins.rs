@@ -1,0 +1,202 @@
+//! The demo's stand-ins, all on 127.0.0.1: a demo CA (rcgen), TLS upstreams
+//! playing push, SMS and Azure AD, and the hosting provider's forward proxy,
+//! which an operator can "reconfigure" to answer CONNECT with 502. The proxy
+//! tunnels every CONNECT to 127.0.0.1 at the requested port, whatever the
+//! name: nothing here resolves a name or leaves the machine.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+/// A CA for the demo, and the server identities it issued.
+pub struct DemoPki {
+    /// The CA certificate, PEM (the sidecar and the app trust it).
+    pub ca_pem: String,
+    /// The server chain and key for every stand-in name.
+    pub server: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+}
+
+/// Makes the demo CA and one server certificate for `names`.
+pub fn pki(names: &[&str]) -> Result<DemoPki, String> {
+    let e = |e: rcgen::Error| format!("making the demo certificates: {e}");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "egress-sentinel demo CA");
+    let ca_key = KeyPair::generate().map_err(e)?;
+    let ca_cert = ca.self_signed(&ca_key).map_err(e)?;
+    let mut leaf = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .map_err(e)?;
+    leaf.distinguished_name
+        .push(DnType::CommonName, names.first().copied().unwrap_or("demo"));
+    let leaf_key = KeyPair::generate().map_err(e)?;
+    let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key).map_err(e)?;
+    Ok(DemoPki {
+        ca_pem: ca_cert.pem(),
+        server: (
+            vec![leaf_cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+        ),
+    })
+}
+
+/// A running task that stops when dropped.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A TLS upstream answering every request with `status` and `body`.
+pub async fn upstream(pki: &DemoPki, status: u16, body: &'static str) -> Result<Running, String> {
+    let (certs, key) = (pki.server.0.clone(), pki.server.1.clone_key());
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| format!("demo server certificate: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let svc = service_fn(move |_req| async move {
+                    let mut r =
+                        hyper::Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+                    *r.status_mut() =
+                        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+                    Ok::<_, Infallible>(r)
+                });
+                let io = TokioIo::new(tls);
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, svc)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await;
+                }
+            });
+        }
+    });
+    Ok(Running { addr, task })
+}
+
+/// The hosting provider's forward proxy.
+pub struct ProviderProxy {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// True while the provider's bad change is in place.
+    broken: Arc<AtomicBool>,
+    _task: Running,
+}
+
+impl ProviderProxy {
+    /// Starts the proxy, working.
+    pub async fn start() -> Result<Self, String> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let broken = Arc::new(AtomicBool::new(false));
+        let b = broken.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                let b = b.clone();
+                tokio::spawn(async move { connect(tcp, b.load(Ordering::SeqCst)).await });
+            }
+        });
+        Ok(Self {
+            addr,
+            broken,
+            _task: Running { addr, task },
+        })
+    }
+
+    /// Applies (true) or reverts (false) the provider's bad change.
+    pub fn set_broken(&self, broken: bool) {
+        self.broken.store(broken, Ordering::SeqCst);
+    }
+}
+
+async fn connect(mut tcp: TcpStream, broken: bool) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tcp.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if buf.len() > 16 * 1024 {
+            return;
+        }
+    }
+    if broken {
+        let _ = tcp
+            .write_all(
+                b"HTTP/1.1 502 Bad Gateway\r\nVia: 1.1 provider-proxy\r\nContent-Length: 0\r\n\r\n",
+            )
+            .await;
+        return;
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let port: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", port)).await else {
+        let _ = tcp
+            .write_all(b"HTTP/1.1 502 Bad Gateway\r\nVia: 1.1 provider-proxy\r\n\r\n")
+            .await;
+        return;
+    };
+    let _ = upstream.set_nodelay(true);
+    if tcp
+        .write_all(b"HTTP/1.1 200 Connection established\r\nVia: 1.1 provider-proxy\r\n\r\n")
+        .await
+        .is_ok()
+    {
+        let _ = tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await;
+    }
+}

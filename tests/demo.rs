@@ -1,0 +1,34 @@
+//! `egress-sentinel demo` (the README's first command) tells the incident's
+//! story end to end and exits 0.
+
+mod support;
+
+#[tokio::test]
+async fn the_demo_detects_fails_over_reports_sms_and_fails_back() {
+    let out = tokio::process::Command::new(support::binary())
+        .arg("demo")
+        .output()
+        .await
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    for needle in [
+        "PROVIDER  a configuration change: the proxy now answers CONNECT with 502 Bad Gateway",
+        "sidecar  push over provider: UNHEALTHY: proxy_upstream_error (CONNECT push.demo.test:",
+        "sidecar  push: traffic moves provider -> direct",
+        "sidecar  azure-ad: traffic moves provider -> direct",
+        "sidecar  sms: DOWN: no allowed route works",
+        "app      sms: requests FAIL: the sidecar answers 502, Proxy-Status: egress-sentinel; error=destination_unavailable",
+        "sidecar  INCIDENT opened: Incident window: ",
+        "sidecar  push: traffic moves direct -> provider",
+        "sidecar  INCIDENT closed: Incident window: ",
+        "ok (100%)  failed over to direct",
+        "detection: ",
+        "push: failover ",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
+    }
+    assert!(stdout.contains("impact: azure-ad, push, sms"), "{stdout}");
+    assert!(!stdout.contains("lost"), "{stdout}");
+}
