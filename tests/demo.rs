@@ -29,6 +29,12 @@ async fn the_demo_detects_fails_over_reports_sms_and_fails_back() {
     ] {
         assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
     }
-    assert!(stdout.contains("impact: azure-ad, push, sms"), "{stdout}");
+    let impact = stdout
+        .lines()
+        .find_map(|l| l.split_once("· impact: ").map(|(_, i)| i))
+        .expect("an impact list");
+    let mut impacted: Vec<&str> = impact.split(" (").next().unwrap_or("").split(", ").collect();
+    impacted.sort_unstable();
+    assert_eq!(impacted, ["azure-ad", "push", "sms"], "{stdout}");
     assert!(!stdout.contains("lost"), "{stdout}");
 }
