@@ -18,7 +18,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A sink: reads and discards; answers one byte per 1 MiB so the sender
@@ -28,7 +31,9 @@ async fn sink() -> SocketAddr {
     let addr = l.local_addr().expect("addr");
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { continue };
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 256 * 1024];
                 let mut total = 0u64;
@@ -69,7 +74,10 @@ impl Drop for Proxy {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
 }
 
 fn wait_listening(addr: SocketAddr, child: &mut Child, name: &str) {
@@ -128,7 +136,12 @@ max_connections = 100000
         .expect("spawn egress-sentinel");
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(addr, &mut child, "egress-sentinel");
-    Proxy { name: "egress-sentinel", addr: Some(addr), child: Some(child), _dir: Some(dir) }
+    Proxy {
+        name: "egress-sentinel",
+        addr: Some(addr),
+        child: Some(child),
+        _dir: Some(dir),
+    }
 }
 
 fn tinyproxy() -> Option<Proxy> {
@@ -145,10 +158,22 @@ fn tinyproxy() -> Option<Proxy> {
         format!("Port {port}\nListen 127.0.0.1\nTimeout 600\nMaxClients 20000\nAllow 127.0.0.1\nLogLevel Critical\nUser nobody\nGroup nogroup\n"),
     )
     .expect("conf");
-    let mut child = Command::new(bin).arg("-d").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
+    let mut child = Command::new(bin)
+        .arg("-d")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(addr, &mut child, "tinyproxy");
-    Some(Proxy { name: "tinyproxy", addr: Some(addr), child: Some(child), _dir: Some(dir) })
+    Some(Proxy {
+        name: "tinyproxy",
+        addr: Some(addr),
+        child: Some(child),
+        _dir: Some(dir),
+    })
 }
 
 fn squid() -> Option<Proxy> {
@@ -160,7 +185,8 @@ fn squid() -> Option<Proxy> {
     let dir = tempfile::tempdir().expect("dir");
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
     }
     let port = free_port();
     let d = dir.path().display();
@@ -172,10 +198,22 @@ fn squid() -> Option<Proxy> {
         ),
     )
     .expect("conf");
-    let mut child = Command::new(bin).arg("-N").arg("-f").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
+    let mut child = Command::new(bin)
+        .arg("-N")
+        .arg("-f")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(addr, &mut child, "squid");
-    Some(Proxy { name: "squid", addr: Some(addr), child: Some(child), _dir: Some(dir) })
+    Some(Proxy {
+        name: "squid",
+        addr: Some(addr),
+        child: Some(child),
+        _dir: Some(dir),
+    })
 }
 
 /// Opens a stream to `sink`, through `proxy` when given.
@@ -187,7 +225,9 @@ async fn open(proxy: Option<SocketAddr>, sink: SocketAddr) -> TcpStream {
     };
     let mut s = TcpStream::connect(p).await.expect("connect proxy");
     s.set_nodelay(true).ok();
-    s.write_all(format!("CONNECT {sink} HTTP/1.1\r\nHost: {sink}\r\n\r\n").as_bytes()).await.expect("write");
+    s.write_all(format!("CONNECT {sink} HTTP/1.1\r\nHost: {sink}\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -195,7 +235,11 @@ async fn open(proxy: Option<SocketAddr>, sink: SocketAddr) -> TcpStream {
         assert!(n == 1, "proxy closed: {}", String::from_utf8_lossy(&head));
         head.push(b[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"), "{}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
     s
 }
 
@@ -240,7 +284,11 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 fn rss_kib(pid: u32) -> u64 {
     let own = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0);
     let children: u64 = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
@@ -280,12 +328,33 @@ async fn main() {
     let dials = env_or("BENCH_DIALS", 2000);
     let idle = env_or("BENCH_IDLE", 1000);
     let sink = sink().await;
-    let mut proxies = vec![Proxy { name: "direct", addr: None, child: None, _dir: None }, sidecar(sink)];
+    let mut proxies = vec![
+        Proxy {
+            name: "direct",
+            addr: None,
+            child: None,
+            _dir: None,
+        },
+        sidecar(sink),
+    ];
     proxies.extend(tinyproxy());
     proxies.extend(squid());
 
-    println!("one tunnel: {} MiB; new tunnels: {dials} in a row; idle tunnels: {idle}", bytes >> 20);
-    println!("{:<16} {:>10} {:>8} {:>10} {:>10} {:>12} {:>12} {:>14}", "path", "MiB/s", "x direct", "dial p50", "dial p99", "added p50", "added p99", "KiB/idle tun.");
+    println!(
+        "one tunnel: {} MiB; new tunnels: {dials} in a row; idle tunnels: {idle}",
+        bytes >> 20
+    );
+    println!(
+        "{:<16} {:>10} {:>8} {:>10} {:>10} {:>12} {:>12} {:>14}",
+        "path",
+        "MiB/s",
+        "x direct",
+        "dial p50",
+        "dial p99",
+        "added p50",
+        "added p99",
+        "KiB/idle tun."
+    );
     let mut direct_tp = 0.0;
     let mut direct_lat = Vec::new();
     for p in &proxies {

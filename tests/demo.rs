@@ -33,7 +33,12 @@ async fn the_demo_detects_fails_over_reports_sms_and_fails_back() {
         .lines()
         .find_map(|l| l.split_once("· impact: ").map(|(_, i)| i))
         .expect("an impact list");
-    let mut impacted: Vec<&str> = impact.split(" (").next().unwrap_or("").split(", ").collect();
+    let mut impacted: Vec<&str> = impact
+        .split(" (")
+        .next()
+        .unwrap_or("")
+        .split(", ")
+        .collect();
     impacted.sort_unstable();
     assert_eq!(impacted, ["azure-ad", "push", "sms"], "{stdout}");
     assert!(!stdout.contains("lost"), "{stdout}");
