@@ -9,6 +9,7 @@
 pub mod app;
 pub mod pki;
 pub mod proxy;
+pub mod scenario;
 pub mod sidecar;
 pub mod squid;
 pub mod upstream;
