@@ -98,15 +98,6 @@ pub enum Event {
     },
 }
 
-impl PartialEq for ProbeOutcome {
-    fn eq(&self, other: &Self) -> bool {
-        self.target == other.target
-            && self.route == other.route
-            && self.reason == other.reason
-            && self.detail == other.detail
-    }
-}
-
 impl RouteHealth {
     fn new(route: &str, direct: bool) -> Self {
         Self {

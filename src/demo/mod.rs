@@ -279,6 +279,8 @@ default = "deny"
 struct Watch {
     healthy: BTreeMap<(String, String), bool>,
     active: BTreeMap<String, String>,
+    /// Targets reported down (every allowed route failing).
+    down: std::collections::BTreeSet<String>,
     incidents: BTreeMap<u64, bool>,
     /// (time, target, route, healthy)
     health_changes: Vec<(Duration, String, String, bool)>,
@@ -324,15 +326,14 @@ impl Watch {
             }
             if down
                 && self.healthy.get(&(name.clone(), active.clone())) == Some(&false)
-                && !self.active.contains_key(&format!("{name}!down"))
+                && self.down.insert(name.clone())
             {
                 clock.say(&format!(
                     "sidecar  {name}: DOWN: no allowed route works (direct is not allowed for it)"
                 ));
-                self.active.insert(format!("{name}!down"), String::new());
             }
             if !down {
-                self.active.remove(&format!("{name}!down"));
+                self.down.remove(&name);
             }
         }
         for w in status["incidents"].as_array().into_iter().flatten() {

@@ -61,6 +61,17 @@ fn unix<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(secs)
 }
 
+/// Outcomes are equal when they say the same thing about the same pair
+/// (timings and timestamps aside): what health events compare.
+impl PartialEq for ProbeOutcome {
+    fn eq(&self, other: &Self) -> bool {
+        self.target == other.target
+            && self.route == other.route
+            && self.reason == other.reason
+            && self.detail == other.detail
+    }
+}
+
 impl ProbeOutcome {
     /// An outcome observed outside a probe (app traffic through the forward
     /// proxy, a scripted test): no phases, no HTTP layer.
