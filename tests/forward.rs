@@ -301,3 +301,87 @@ async fn operator_override_forces_a_route_where_policy_allows_it() {
     assert!(proxy.received().iter().all(|c| c.authorization.is_none()));
     sidecar.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_http_is_forwarded_without_hop_by_hop_headers_or_app_credentials() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A plain HTTP origin that keeps every request head it receives.
+    let origin = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = origin.local_addr().expect("addr").port();
+    let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+    let h = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = origin.accept().await {
+            let h = h.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut b = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&b[..n]),
+                    }
+                }
+                h.lock()
+                    .expect("lock")
+                    .push(String::from_utf8_lossy(&buf).into_owned());
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nplain",
+                    )
+                    .await;
+            });
+        }
+    });
+    let up = upstream().await;
+    let proxy = ScriptProxy::start(Mode::Tunnel).await;
+    let ws = Workspace::new();
+    let extra = format!(
+        "allow_ports = [443]\n\n[[target]]\nname = \"plain\"\nurl = \"http://plain.test:{port}/health\"\nroutes = [\"provider\"]\n"
+    );
+    let sidecar = Running::start(ws.config(&config(&proxy.url(), up.port(), &extra))).await;
+    let reply = support::app::raw_exchange(
+        sidecar.proxy,
+        format!(
+            "GET http://plain.test:{port}/x?y=1 HTTP/1.1\r\nHost: plain.test:{port}\r\nProxy-Authorization: Basic YXBwOnNlY3JldA==\r\nProxy-Connection: keep-alive\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nX-Keep: 2\r\n\r\n"
+        )
+        .as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        reply.starts_with("HTTP/1.1 200 OK") && reply.ends_with("plain"),
+        "{reply}"
+    );
+    let seen = heads.lock().expect("lock").clone();
+    let app_request = seen
+        .iter()
+        .find(|h| h.starts_with("GET /x?y=1 HTTP/1.1\r\n"))
+        .unwrap_or_else(|| panic!("origin-form request not seen: {seen:?}"));
+    assert!(app_request.contains("X-Keep: 2\r\n"), "{app_request}");
+    assert!(
+        app_request.contains("Connection: close\r\n"),
+        "{app_request}"
+    );
+    for gone in [
+        "Proxy-Authorization",
+        "Proxy-Connection",
+        "X-Hop",
+        "keep-alive",
+    ] {
+        assert!(
+            !app_request.contains(gone),
+            "{gone} reached the origin: {app_request}"
+        );
+    }
+    // It went through the provider's proxy (the only route for this target).
+    assert!(
+        proxy
+            .received()
+            .iter()
+            .any(|c| c.authority == format!("plain.test:{port}"))
+    );
+    sidecar.stop().await;
+}
