@@ -248,6 +248,20 @@ async fn never_an_open_proxy() {
         r.body
     );
     assert_eq!(decoy.connections(), 0, "the decoy was dialed");
+    let m = sidecar.metrics_text().await;
+    let refused = |target| {
+        sample(
+            &m,
+            "egress_forward_connections_total",
+            &[("target", target), ("route", "none"), ("result", "refused")],
+        )
+    };
+    assert_eq!(refused("apns"), Some(1.0), "port 25:\n{m}");
+    assert_eq!(
+        refused("_unmatched"),
+        Some(2.0),
+        "evil.test and the metadata literal:\n{m}"
+    );
     assert!(
         proxy
             .received()

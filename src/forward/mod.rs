@@ -178,11 +178,9 @@ async fn handle(mut app: TcpStream, peer: SocketAddr, shared: &Shared, active: &
     let destination = authority(&host, port);
     let plan = match plan::plan(&config, &host, port, |t| shared.route_choice(t)) {
         Ok(p) => p,
-        Err(why) => {
+        Err(plan::Refused { label, why }) => {
             tracing::warn!(client = %peer, destination = %destination, why = %why, "refused by policy");
-            shared
-                .metrics
-                .forward_connection(plan::UNMATCHED, "none", "refused");
+            shared.metrics.forward_connection(&label, "none", "refused");
             reply::write(
                 &mut app,
                 403,

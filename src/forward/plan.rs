@@ -25,14 +25,29 @@ pub struct Plan {
     pub allow: Vec<Cidr>,
 }
 
+/// A refused destination: the target label (for metrics) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The target's name, or [`UNMATCHED`].
+    pub label: String,
+    /// Why, for the app and the log.
+    pub why: String,
+}
+
 /// Plans `host:port`. `choice(target)` gives the route table's active route
-/// and the operator's override for a target. `Err` says why it is refused.
+/// and the operator's override for a target.
 pub fn plan(
     config: &Config,
     host: &str,
     port: u16,
     choice: impl Fn(&str) -> Option<(String, Force)>,
-) -> Result<Plan, String> {
+) -> Result<Plan, Refused> {
+    let label =
+        |t: Option<&Arc<Target>>| t.map_or_else(|| UNMATCHED.to_string(), |t| t.name.clone());
+    let refuse = |t: Option<&Arc<Target>>, why: String| Refused {
+        label: label(t),
+        why,
+    };
     let target = config
         .targets
         .iter()
@@ -40,9 +55,12 @@ pub fn plan(
     let plan = match target {
         Some(t) => {
             if port != t.endpoint.port && !config.forward.allow_ports.contains(&port) {
-                return Err(format!(
-                    "port {port} is not allowed for {} (allowed: {} and [forward] allow_ports {:?})",
-                    t.name, t.endpoint.port, config.forward.allow_ports
+                return Err(refuse(
+                    Some(t),
+                    format!(
+                        "port {port} is not allowed for {} (allowed: {} and [forward] allow_ports {:?})",
+                        t.name, t.endpoint.port, config.forward.allow_ports
+                    ),
                 ));
             }
             let (active, force) = choice(&t.name).unwrap_or_else(|| (String::new(), Force::Auto));
@@ -71,14 +89,18 @@ pub fn plan(
         }
         None => {
             if config.forward.default == ForwardDefault::Deny {
-                return Err(format!(
-                    "{host} matches no target and [forward] default = \"deny\""
+                return Err(refuse(
+                    None,
+                    format!("{host} matches no target and [forward] default = \"deny\""),
                 ));
             }
             if !config.forward.allow_ports.contains(&port) {
-                return Err(format!(
-                    "port {port} is not in [forward] allow_ports {:?}",
-                    config.forward.allow_ports
+                return Err(refuse(
+                    None,
+                    format!(
+                        "port {port} is not in [forward] allow_ports {:?}",
+                        config.forward.allow_ports
+                    ),
                 ));
             }
             Plan {
@@ -92,10 +114,13 @@ pub fn plan(
     // An address literal is checked on every route, not only direct: the
     // sidecar must not relay the app to the metadata service through a proxy.
     if let Ok(ip) = host.parse::<IpAddr>() {
-        check_address(ip, &plan.allow).map_err(|e| e.to_string())?;
+        check_address(ip, &plan.allow).map_err(|e| refuse(target, e.to_string()))?;
     }
     if plan.routes.is_empty() {
-        return Err(format!("no route is allowed for {host}:{port}"));
+        return Err(refuse(
+            target,
+            format!("no route is allowed for {host}:{port}"),
+        ));
     }
     Ok(plan)
 }
