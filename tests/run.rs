@@ -478,3 +478,40 @@ async fn sigterm_stops_the_binary_with_exit_0_within_the_deadline() {
         .expect("wait");
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incident_windows_survive_a_restart_through_state_dir() {
+    let up = upstream().await;
+    let proxy = ScriptProxy::start(Mode::Status(403, "Forbidden")).await;
+    let ws = Workspace::new();
+    let state = ws.path("state");
+    let text = format!(
+        "state_dir = \"{}\"\n{}",
+        state.display(),
+        config(&proxy.url(), up.port(), "")
+    );
+    let sidecar = Running::start(ws.config(&text)).await;
+    let opened = eventually(Duration::from_secs(5), "an open window", || async {
+        let s = sidecar.status().await;
+        s["incidents"][0]["text"].as_str().map(str::to_string)
+    })
+    .await;
+    assert!(opened.contains("cause: proxy_denied (CONNECT "), "{opened}");
+    sidecar.stop().await;
+
+    // Restarted after the provider fixed its proxy: the window is still
+    // there, and closes when the preferred route is healthy again.
+    proxy.set_mode(Mode::Tunnel);
+    let sidecar = Running::start(ws.config(&text)).await;
+    let s = sidecar.status().await;
+    assert_eq!(s["incidents"][0]["reason"], "proxy_denied", "{s:#}");
+    let s = eventually(Duration::from_secs(5), "the window closed", || async {
+        let s = sidecar.status().await;
+        s["incidents"][0]["end"].is_number().then_some(s)
+    })
+    .await;
+    assert_eq!(s["incidents"].as_array().map(Vec::len), Some(1), "{s:#}");
+    sidecar.stop().await;
+    let file = std::fs::read_to_string(state.join("incidents.jsonl")).expect("incident file");
+    assert_eq!(file.lines().count(), 1, "compacted at shutdown: {file}");
+}

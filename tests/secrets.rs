@@ -121,3 +121,130 @@ async fn config_errors_never_quote_credentials() {
     );
     assert_clean("config error", &err.to_string());
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_sidecar_keeps_credentials_out_of_logs_metrics_and_status() {
+    let up = Opts::new("push.test").start().await;
+    let expected = format!("Basic {}", wire_form());
+    let good = ScriptProxy::start(Mode::RequireAuth(expected.clone())).await;
+    let refusing = ScriptProxy::start(Mode::RequireAuth("Basic other".into())).await;
+    let ws = Workspace::new();
+    ws.write("credentials", &format!("egress:{PASSWORD}\n"));
+    let (metrics, admin, proxy) = (free_port(), free_port(), free_port());
+    let config = format!(
+        r#"
+[listen]
+metrics = "127.0.0.1:{metrics}"
+admin = "127.0.0.1:{admin}"
+proxy = "127.0.0.1:{proxy}"
+
+[probe]
+interval = "200ms"
+unhealthy_interval = "100ms"
+
+[run]
+shutdown_timeout = "1s"
+
+[resolve]
+"push.test" = "127.0.0.1"
+
+[[route]]
+name = "good"
+proxy = "{}"
+credentials_file = "credentials"
+
+[[route]]
+name = "refusing"
+proxy = "{}"
+credentials_file = "credentials"
+
+[[target]]
+name = "push"
+url = "https://push.test:{}/"
+ca_file = "ca.pem"
+"#,
+        good.url(),
+        refusing.url(),
+        up.port()
+    );
+    let path = ws.write("config.toml", &config);
+    let mut child = tokio::process::Command::new(binary())
+        .args([
+            "run",
+            "--config",
+            path.to_str().expect("utf8"),
+            "--log-format",
+            "text",
+        ])
+        .env("RUST_LOG", "trace")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Drain the logs while it runs: a full pipe would block the sidecar.
+    let mut stderr = child.stderr.take().expect("stderr");
+    let logs = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err).await;
+        err
+    });
+    let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+    let status = support::sidecar::eventually(
+        std::time::Duration::from_secs(10),
+        "a probe of both routes",
+        || async {
+            if tokio::net::TcpStream::connect(addr(admin)).await.is_err() {
+                return None;
+            }
+            let (code, body) = support::sidecar::request(addr(admin), "GET", "/status").await;
+            (code == 200
+                && body.contains("proxy_auth_required")
+                && body.contains("\"reason\": \"ok\""))
+            .then_some(body)
+        },
+    )
+    .await;
+    // App traffic through the forward proxy, with the credentials in play.
+    assert_eq!(
+        support::app::get_via(addr(proxy), "push.test", up.port()).await,
+        Ok(200)
+    );
+    let (_, metrics_text) = support::sidecar::request(addr(metrics), "GET", "/metrics").await;
+    let (_, verify) = support::sidecar::request(addr(admin), "POST", "/verify").await;
+    let pid = child.id().expect("pid").to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let out = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let _ = child.wait().await;
+        logs.await.expect("logs")
+    })
+    .await
+    .expect("stopped");
+    assert!(
+        out.contains("TRACE") || out.contains("DEBUG"),
+        "trace logs expected:\n{out}"
+    );
+    for (what, text) in [
+        ("trace logs", &out),
+        ("/status", &status),
+        ("/metrics", &metrics_text),
+        ("POST /verify", &verify),
+    ] {
+        assert_clean(what, text);
+    }
+    assert!(
+        good.received()
+            .iter()
+            .all(|r| r.authorization.as_deref() == Some(expected.as_str()))
+    );
+}
