@@ -111,7 +111,7 @@ impl IncidentLog {
             ..Self::default()
         };
         if file.exists() {
-            let text = crate::config::read_bounded(&file, MAX_FILE)?;
+            let text = crate::files::read_text(&file, MAX_FILE)?;
             for (n, line) in text.lines().enumerate() {
                 if line.trim().is_empty() {
                     continue;

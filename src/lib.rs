@@ -7,6 +7,7 @@
 //! upstream, or the upstream's own answer.
 //!
 //! # Layout
+//! - [`accept`]: accept loops that back off on EMFILE instead of spinning.
 //! - [`config`]: the TOML schema, presets, validation with located errors.
 //! - [`reason`]: the closed [`FailureReason`](reason::FailureReason) and
 //!   [`Phase`](reason::Phase) sets, the only sources of those labels.
@@ -22,6 +23,7 @@
 //! - [`telemetry`]: every metric name, and the per-instance recorder.
 //! - [`watch`]: file-descriptor usage by kind.
 //! - [`sidecar`]: `run` — scheduler, shared state, listeners, reload, shutdown.
+//! - [`files`]: bounded reads of the files the config names.
 //! - [`secret`]: the redacting wrapper for credentials.
 //! - [`demo`]: `egress-sentinel demo`, the incident replayed on loopback.
 //!
@@ -32,9 +34,11 @@
 #![deny(rust_2018_idioms)]
 #![warn(missing_docs)]
 
+pub mod accept;
 pub mod config;
 pub mod demo;
 pub mod dial;
+pub mod files;
 pub mod forward;
 pub mod health;
 pub mod incidents;

@@ -144,7 +144,7 @@ struct BaselineCheck {
 /// Compares `results` with a baseline file written by `--record-baseline`
 /// (the JSON report). Returns the lines to print.
 pub fn compare_baseline(path: &Path, results: &[ProbeOutcome]) -> Result<Vec<String>, String> {
-    let text = crate::config::read_bounded(path, 16 * 1024 * 1024)?;
+    let text = crate::files::read_text(path, 16 * 1024 * 1024)?;
     let checks: Vec<BaselineCheck> = serde_json::from_str(&text).map_err(|e| {
         format!(
             "{}: not a baseline written by --record-baseline: {e}",

@@ -19,7 +19,7 @@ use super::raw::{AddressList, RawConfig, RawForward, RawRoute, RawTarget, Status
 use super::{
     AdminSettings, BodyMatch, Config, ConfigError, Endpoint, ForwardDefault, ForwardSettings,
     HostPattern, Http2Mode, Listen, ProbeSettings, Proxy, ResolveOverrides, Route, RouteKind,
-    RunSettings, StatusSet, Target, parse_duration, presets, read_bounded,
+    RunSettings, StatusSet, Target, parse_duration, presets,
 };
 use crate::dial::tls::{self, RootsMode, TlsClient};
 use crate::policy::Cidr;
@@ -427,7 +427,8 @@ impl Compiler<'_> {
 
     fn credentials(&self, f: &Spanned<String>, key: &str) -> Result<Secret<HeaderValue>> {
         let path = self.path(f.get_ref());
-        let text = read_bounded(&path, MAX_SECRET_FILE).map_err(|m| self.err(f.span(), key, m))?;
+        let text = crate::files::read_text(&path, MAX_SECRET_FILE)
+            .map_err(|m| self.err(f.span(), key, m))?;
         let line = text.trim_end_matches(['\r', '\n']);
         let bad = || {
             self.err(

@@ -373,8 +373,8 @@ pub struct ForwardSettings {
 impl Config {
     /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text =
-            read_bounded(path, MAX_CONFIG_BYTES).map_err(|e| ConfigError::whole_file(path, e))?;
+        let text = crate::files::read_text(path, MAX_CONFIG_BYTES)
+            .map_err(|e| ConfigError::whole_file(path, e))?;
         Self::parse(path, &text)
     }
 
@@ -393,23 +393,4 @@ impl Config {
     pub fn target(&self, name: &str) -> Option<&Arc<Target>> {
         self.targets.iter().find(|t| t.name == name)
     }
-}
-
-/// Reads a file of at most `limit` bytes as UTF-8, with a message that says
-/// what went wrong (and never the content).
-pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<String, String> {
-    use std::io::Read;
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let mut buf = Vec::new();
-    file.take(limit + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if buf.len() as u64 > limit {
-        return Err(format!(
-            "{} is larger than {limit} bytes; is it the right file?",
-            path.display()
-        ));
-    }
-    String::from_utf8(buf).map_err(|_| format!("{} is not UTF-8 text", path.display()))
 }

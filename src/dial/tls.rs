@@ -91,20 +91,7 @@ pub fn load_identity(cert: &Path, key: &Path) -> Result<Identity, String> {
 }
 
 fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let mut buf = Vec::new();
-    file.take(MAX_PEM_FILE + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if buf.len() as u64 > MAX_PEM_FILE {
-        return Err(format!(
-            "{} is larger than {MAX_PEM_FILE} bytes",
-            path.display()
-        ));
-    }
-    Ok(buf)
+    crate::files::read_bytes(path, MAX_PEM_FILE)
 }
 
 /// Expiry of a DER certificate, in Unix seconds.

@@ -105,7 +105,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
     let slots = Arc::new(Semaphore::new(cap));
     let active = Arc::new(Active::default());
     let mut conns = JoinSet::new();
-    let mut backoff = Duration::from_millis(10);
+    let mut backoff = crate::accept::Backoff::default();
     tracing::info!(max_connections = cap, "forward proxy accepting");
     loop {
         let accepted = tokio::select! {
@@ -115,14 +115,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
         };
         let (mut tcp, peer) = match accepted {
             Ok(a) => {
-                backoff = Duration::from_millis(10);
+                backoff.succeeded();
                 a
             }
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning a core.
-                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "forward proxy accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                backoff.failed("forward proxy", &e).await;
                 continue;
             }
         };

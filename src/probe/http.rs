@@ -25,6 +25,24 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+/// The request side of an HTTP/1.1 or HTTP/2 connection.
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    async fn send(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> hyper::Result<http::Response<hyper::body::Incoming>> {
+        match self {
+            Self::H1(s) => s.send_request(req).await,
+            Self::H2(s) => s.send_request(req).await,
+        }
+    }
+}
+
 /// Aborts the connection task when the probe is done with it.
 struct ConnTask(JoinHandle<()>);
 
@@ -107,43 +125,32 @@ pub async fn exchange(
 
     let (tapped, tap) = ErrorTap::new(stream);
     let io = TokioIo::new(tapped);
-    let response = if h2 {
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .map_err(|e| hyper_failure(Phase::FirstByte, "HTTP/2 handshake", &e, &tap))?;
-        let _task = ConnTask(tokio::spawn(async move {
-            let _ = conn.await;
-        }));
-        let sent = timed(
-            phases,
-            Phase::FirstByte,
-            deadline,
-            sender.send_request(request),
-        )
-        .await;
-        let response = sent
-            .map_err(|after| timeout(Phase::FirstByte, after))?
-            .map_err(|e| hyper_failure(Phase::FirstByte, "HTTP/2 request", &e, &tap))?;
-        read_body(response, max_body, deadline, phases, _task, &tap).await?
-    } else {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| hyper_failure(Phase::FirstByte, "HTTP/1.1 handshake", &e, &tap))?;
-        let _task = ConnTask(tokio::spawn(async move {
-            let _ = conn.await;
-        }));
-        let sent = timed(
-            phases,
-            Phase::FirstByte,
-            deadline,
-            sender.send_request(request),
-        )
-        .await;
-        let response = sent
-            .map_err(|after| timeout(Phase::FirstByte, after))?
-            .map_err(|e| hyper_failure(Phase::FirstByte, "HTTP/1.1 request", &e, &tap))?;
-        read_body(response, max_body, deadline, phases, _task, &tap).await?
+    let what = if h2 { "HTTP/2" } else { "HTTP/1.1" };
+    let failed = |step: &str, e: &hyper::Error| {
+        hyper_failure(Phase::FirstByte, &format!("{what} {step}"), e, &tap)
     };
+    let (mut sender, task) = if h2 {
+        let (s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| failed("handshake", &e))?;
+        (
+            Sender::H2(s),
+            ConnTask(tokio::spawn(async move { drop(conn.await) })),
+        )
+    } else {
+        let (s, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| failed("handshake", &e))?;
+        (
+            Sender::H1(s),
+            ConnTask(tokio::spawn(async move { drop(conn.await) })),
+        )
+    };
+    let response = timed(phases, Phase::FirstByte, deadline, sender.send(request))
+        .await
+        .map_err(|after| timeout(Phase::FirstByte, after))?
+        .map_err(|e| failed("request", &e))?;
+    let response = read_body(response, max_body, deadline, phases, task, &tap).await?;
     Ok(response)
 }
 

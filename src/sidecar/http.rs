@@ -265,7 +265,7 @@ pub fn spawn(
 async fn accept_loop(listener: TcpListener, handler: Handler, mut stop: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut conns = JoinSet::new();
-    let mut backoff = Duration::from_millis(10);
+    let mut backoff = crate::accept::Backoff::default();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -274,14 +274,11 @@ async fn accept_loop(listener: TcpListener, handler: Handler, mut stop: watch::R
         };
         let (tcp, _) = match accepted {
             Ok(a) => {
-                backoff = Duration::from_millis(10);
+                backoff.succeeded();
                 a
             }
             Err(e) => {
-                // EMFILE and friends: wait instead of spinning on the error.
-                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                backoff.failed("metrics/admin", &e).await;
                 continue;
             }
         };

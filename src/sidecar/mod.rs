@@ -216,7 +216,7 @@ fn log_listen(what: &str, l: &TcpListener) {
 /// when it can't be read.
 fn file_fingerprint(path: &Path) -> Option<u64> {
     use std::hash::{Hash, Hasher};
-    let text = crate::config::read_bounded(path, 1024 * 1024).ok()?;
+    let text = crate::files::read_text(path, 1024 * 1024).ok()?;
     let mut h = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut h);
     Some(h.finish())
