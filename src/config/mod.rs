@@ -11,6 +11,7 @@ mod duration;
 mod error;
 pub mod presets;
 mod raw;
+mod targets;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
