@@ -416,3 +416,60 @@ async fn absolute_form_http_is_forwarded_without_hop_by_hop_headers_or_app_crede
     );
     sidecar.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_accepting_but_lets_an_open_tunnel_finish() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upstream().await;
+    let proxy = ScriptProxy::start(Mode::Tunnel).await;
+    let ws = Workspace::new();
+    let text = config(&proxy.url(), up.port(), "") + "\n[run]\nshutdown_timeout = \"5s\"\n";
+    let mut sidecar = Running::start(ws.config(&text)).await;
+    // An app tunnel, open before shutdown begins.
+    let mut tunnel = tokio::net::TcpStream::connect(sidecar.proxy)
+        .await
+        .expect("connect");
+    let connect = format!(
+        "CONNECT push.test:{0} HTTP/1.1\r\nHost: push.test:{0}\r\n\r\n",
+        up.port()
+    );
+    tunnel.write_all(connect.as_bytes()).await.expect("write");
+    let mut head = [0u8; 39];
+    tunnel.read_exact(&mut head).await.expect("200");
+    assert!(head.starts_with(b"HTTP/1.1 200 Connection established"));
+
+    let stopping = Instant::now();
+    let done = sidecar.begin_stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // No new connections...
+    assert!(
+        tokio::net::TcpStream::connect(sidecar.proxy).await.is_err(),
+        "the forward proxy still accepts during shutdown"
+    );
+    // ...but the open tunnel still carries bytes (a TLS ClientHello gets an answer).
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new({
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(
+                rustls::pki_types::pem::PemObject::from_pem_slice(
+                    support::pki::ca().cert_pem.as_bytes(),
+                )
+                .expect("ca"),
+            )
+            .expect("root");
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth()
+    }));
+    let name = rustls::pki_types::ServerName::try_from("push.test").expect("name");
+    let stream = tls
+        .connect(name, tunnel)
+        .await
+        .expect("TLS through the draining tunnel");
+    drop(stream);
+    // Once it closes, the sidecar finishes well before the 5 s deadline.
+    tokio::time::timeout(Duration::from_secs(3), done)
+        .await
+        .expect("stopped after the tunnel closed");
+    assert!(stopping.elapsed() < Duration::from_secs(4));
+}

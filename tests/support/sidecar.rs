@@ -67,6 +67,19 @@ impl Running {
         }
     }
 
+    /// Starts the shutdown; the returned future completes when `run` returns.
+    pub fn begin_stop(&mut self) -> impl Future<Output = ()> + use<> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let task = self.task.take();
+        async move {
+            if let Some(t) = task {
+                t.await.expect("sidecar task");
+            }
+        }
+    }
+
     /// Stops it and waits for `run` to return.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
