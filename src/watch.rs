@@ -1,6 +1,8 @@
-//! Watches this process's file descriptors: how many are open, of which
-//! kind (socket, pipe, file, anon, other), against the soft limit — the
-//! detail the fd-exhaustion incident's watchdog lacked.
+//! Watches file descriptors — this process's and, with `[watch] processes`,
+//! the app's (same pod with `shareProcessNamespace`, same user or
+//! CAP_SYS_PTRACE): how many are open, of which kind (socket, pipe, file,
+//! anon, other), against the soft limit. The detail the fd-exhaustion
+//! incident's watchdog lacked.
 //!
 //! Linux `/proc` only; elsewhere it reports nothing. Reads are bounded.
 
@@ -67,6 +69,46 @@ pub fn fd_usage(proc_dir: &Path) -> FdUsage {
     usage
 }
 
+/// The most `/proc` entries looked at when searching processes by name.
+const MAX_PROCS: usize = 100_000;
+
+/// The `/proc/<pid>` folders of processes whose command name (`comm`) is
+/// `name` (the kernel keeps its first 15 bytes).
+pub fn processes_named(name: &str) -> Vec<std::path::PathBuf> {
+    let want = name.get(..name.len().min(15)).unwrap_or(name);
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .take(MAX_PROCS)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == want)
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+/// The usage of the most loaded process named `name` (highest share of its
+/// limit, or most descriptors when the limit is unknown). `None` when no
+/// such process exists or none lets us read its descriptors.
+pub fn worst_usage(name: &str) -> Option<FdUsage> {
+    processes_named(name)
+        .iter()
+        .filter(|p| std::fs::read_dir(p.join("fd")).is_ok())
+        .map(|p| fd_usage(p))
+        .max_by(|a, b| {
+            let load = |u: &FdUsage| u.total() as f64 / u.max.unwrap_or(u64::MAX).max(1) as f64;
+            load(a).total_cmp(&load(b)).then(a.total().cmp(&b.total()))
+        })
+}
+
 /// The number of descriptors open in this process (for tests and caps).
 pub fn open_fds() -> u64 {
     fd_usage(Path::new("/proc/self")).total()
@@ -87,5 +129,26 @@ mod tests {
         );
         assert!(after.max.is_some_and(|m| m > 0));
         drop(l);
+    }
+
+    #[test]
+    fn finds_another_process_by_name_and_reads_its_descriptors() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn sleep");
+        let found = processes_named("sleep");
+        let usage = worst_usage("sleep");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            found.iter().any(|p| p.ends_with(child.id().to_string())),
+            "{found:?}"
+        );
+        let usage = usage.expect("usage of sleep");
+        assert!(usage.total() >= 1, "{usage:?}");
+        assert!(usage.max.is_some());
+        assert!(worst_usage("no-such-process-egress").is_none());
     }
 }

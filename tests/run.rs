@@ -251,7 +251,12 @@ async fn metrics_carry_every_contract_name_and_pass_promtool() {
     let client = support::pki::ca().client("app");
     ws.write("client.pem", &client.cert_pem);
     ws.write("client.key", &client.key_pem);
-    let extra = "client_cert = \"client.pem\"\nclient_key = \"client.key\"";
+    let extra = "client_cert = \"client.pem\"\nclient_key = \"client.key\"\n\n[watch]\nprocesses = [\"sleep\"]";
+    // The "app" whose descriptors the sidecar watches.
+    let mut app = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("spawn sleep");
     let sidecar = Running::start(ws.config(&config(&proxy.url(), up.port(), extra))).await;
     let m = eventually(Duration::from_secs(5), "a probe of every pair", || async {
         let m = sidecar.metrics_text().await;
@@ -319,7 +324,29 @@ async fn metrics_carry_every_contract_name_and_pass_promtool() {
         )
         .is_some()
     );
-    assert!(sample(&m, "egress_process_open_fds", &[("kind", "socket")]).is_some_and(|n| n >= 3.0));
+    assert!(
+        sample(
+            &m,
+            "egress_process_open_fds",
+            &[("process", "egress-sentinel"), ("kind", "socket")]
+        )
+        .is_some_and(|n| n >= 3.0)
+    );
+    assert!(
+        sample(&m, "egress_process_max_fds", &[("process", "sleep")]).is_some(),
+        "{m}"
+    );
+    assert!(
+        sample(
+            &m,
+            "egress_process_open_fds",
+            &[("process", "sleep"), ("kind", "other")]
+        )
+        .is_some(),
+        "{m}"
+    );
+    let _ = app.kill();
+    let _ = app.wait();
     promtool_check(&m).await;
     sidecar.stop().await;
 }

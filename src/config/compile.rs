@@ -137,7 +137,24 @@ impl Compiler<'_> {
             forward,
             state_dir,
             run,
+            watch_processes: self.watch_processes(&raw)?,
         })
+    }
+
+    fn watch_processes(&self, raw: &RawConfig) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for p in raw.watch.processes.iter().flatten() {
+            let n = p.get_ref();
+            if n.is_empty() || n.len() > 15 || n.contains('/') || n == "egress-sentinel" {
+                return Err(self.err(
+                    p.span(),
+                    "watch.processes",
+                    format!("`{n}` is not a process command name: 1 to 15 bytes as in /proc/<pid>/comm, e.g. \"nginx\" (egress-sentinel itself is always watched)"),
+                ));
+            }
+            names.push(n.clone());
+        }
+        Ok(names)
     }
 
     /// A fingerprint of the `index`th entry of the array `table` plus the

@@ -55,6 +55,8 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// The sidecar's lifecycle settings.
     pub run: RunSettings,
+    /// Command names of other processes whose descriptors are exported.
+    pub watch_processes: Vec<String>,
 }
 
 /// Listener addresses.

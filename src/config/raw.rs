@@ -41,6 +41,16 @@ pub(crate) struct RawConfig {
     /// Lifecycle of `run`.
     #[serde(default)]
     pub run: RawRun,
+    /// Other processes to watch.
+    #[serde(default)]
+    pub watch: RawWatch,
+}
+
+/// `[watch]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWatch {
+    pub processes: Option<Vec<Spanned<String>>>,
 }
 
 /// `[listen]`.
