@@ -241,4 +241,28 @@ mod tests {
         ));
         assert_eq!(sanitize(b"a\x1b[31mb\x00"), "a?[31mb?");
     }
+
+    #[test]
+    fn hostile_replies_never_panic_and_stay_bounded() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let seed = b"HTTP/1.1 502 Bad Gateway\r\nVia: 1.1 p\r\nProxy-Status: p; error=x\r\n\r\n";
+        for _ in 0..50_000 {
+            let mut input = seed.to_vec();
+            for _ in 0..(next() % 8) {
+                let pos = (next() as usize) % input.len();
+                input[pos] = next() as u8;
+            }
+            if let Ok(Some((reply, n))) = parse_reply(&input) {
+                assert!(n <= input.len());
+                assert!(reply.status_line.len() < 300);
+                assert!(reply.to_string().chars().all(|c| !c.is_control()));
+            }
+        }
+    }
 }

@@ -359,4 +359,39 @@ mod tests {
         assert!(matches!(ask, Ask::Connect { port: 443, .. }));
         assert_eq!(&rest[..], b"\x16\x03\x01");
     }
+
+    #[test]
+    fn hostile_bytes_never_panic() {
+        // Mutations of valid heads plus random bytes: every one must give an
+        // answer (Ok or a refusal), never a panic.
+        let seeds: [&[u8]; 3] = [
+            b"CONNECT api.push.apple.com:443 HTTP/1.1\r\nHost: api.push.apple.com:443\r\n\r\n",
+            b"GET http://a.example:8080/x?y HTTP/1.1\r\nConnection: a, b\r\nA: 1\r\n\r\n",
+            b"CONNECT [::1]:443 HTTP/1.1\r\n\r\n",
+        ];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..50_000 {
+            let mut input = seeds[i % seeds.len()].to_vec();
+            for _ in 0..(next() % 8) {
+                let pos = (next() as usize) % input.len();
+                match next() % 3 {
+                    0 => input[pos] = next() as u8,
+                    1 => {
+                        input.remove(pos);
+                    }
+                    _ => input.insert(pos, b":/[]% \r\n"[(next() % 8) as usize]),
+                }
+                if input.is_empty() {
+                    input.push(b'C');
+                }
+            }
+            let _ = parse(&input);
+        }
+    }
 }
