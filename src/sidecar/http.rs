@@ -111,7 +111,7 @@ impl Endpoints {
             (Surface::Admin, &Method::GET, "/status") => {
                 json(StatusCode::OK, status::render(&self.shared))
             }
-            (Surface::Admin, &Method::POST, "/verify") => self.verify().await,
+            (Surface::Admin, &Method::POST, "/verify") => self.clone().verify().await,
             (Surface::Admin, &Method::POST, p) if p.starts_with("/routes/") => {
                 self.force(req).await
             }
@@ -194,8 +194,10 @@ impl Endpoints {
         }
     }
 
-    /// One verify run shared by concurrent callers, refused within the cool-down.
-    async fn verify(&self) -> Reply {
+    /// One verify run shared by concurrent callers, refused within the
+    /// cool-down. The run is its own task: a caller that hangs up does not
+    /// cancel it for the others (or leave the gate stuck).
+    async fn verify(self: Arc<Self>) -> Reply {
         let cooldown = self.shared.config().admin.verify_cooldown;
         let mut gate = self.verify.lock().await;
         if let Some(tx) = &gate.in_flight {
@@ -226,22 +228,28 @@ impl Endpoints {
                 return r;
             }
         }
-        let (tx, _) = broadcast::channel(1);
+        let (tx, mut rx) = broadcast::channel(1);
         gate.in_flight = Some(tx.clone());
         drop(gate);
-        let config = self.shared.config();
-        let prober = verify::prober_for(&config);
-        let results = verify::run_checks(&config, &prober).await;
-        let outcome = Arc::new((
-            verify::exit_code(&results) == verify::EXIT_OK,
-            verify::render_json(&results),
-        ));
-        let mut gate = self.verify.lock().await;
-        gate.in_flight = None;
-        gate.finished = Some(StdInstant::now());
-        drop(gate);
-        let _ = tx.send(outcome.clone());
-        verify_reply(&outcome)
+        let this = self.clone();
+        tokio::spawn(async move {
+            let config = this.shared.config();
+            let prober = verify::prober_for(&config);
+            let results = verify::run_checks(&config, &prober).await;
+            let outcome = Arc::new((
+                verify::exit_code(&results) == verify::EXIT_OK,
+                verify::render_json(&results),
+            ));
+            let mut gate = this.verify.lock().await;
+            gate.in_flight = None;
+            gate.finished = Some(StdInstant::now());
+            drop(gate);
+            let _ = tx.send(outcome);
+        });
+        match rx.recv().await {
+            Ok(r) => verify_reply(&r),
+            Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "the verify run failed"),
+        }
     }
 }
 
