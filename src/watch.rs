@@ -138,6 +138,19 @@ mod tests {
             .stdin(std::process::Stdio::null())
             .spawn()
             .expect("spawn sleep");
+        // Between fork and exec the child still carries our name.
+        let comm = format!("/proc/{}/comm", child.id());
+        let start = std::time::Instant::now();
+        while std::fs::read_to_string(&comm)
+            .map(|c| c.trim_end() != "sleep")
+            .unwrap_or(true)
+        {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(5),
+                "sleep did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let found = processes_named("sleep");
         let usage = worst_usage("sleep");
         let _ = child.kill();
