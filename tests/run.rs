@@ -332,19 +332,22 @@ async fn metrics_carry_every_contract_name_and_pass_promtool() {
         )
         .is_some_and(|n| n >= 3.0)
     );
-    assert!(
-        sample(&m, "egress_process_max_fds", &[("process", "sleep")]).is_some(),
-        "{m}"
-    );
-    assert!(
-        sample(
-            &m,
-            "egress_process_open_fds",
-            &[("process", "sleep"), ("kind", "other")]
-        )
-        .is_some(),
-        "{m}"
-    );
+    // The watched process appears once it has exec'd and been scraped.
+    eventually(
+        Duration::from_secs(5),
+        "the watched process's descriptors",
+        || async {
+            let m = sidecar.metrics_text().await;
+            let sleep = |name, labels: &[(&str, &str)]| sample(&m, name, labels).is_some();
+            (sleep("egress_process_max_fds", &[("process", "sleep")])
+                && sleep(
+                    "egress_process_open_fds",
+                    &[("process", "sleep"), ("kind", "other")],
+                ))
+            .then_some(())
+        },
+    )
+    .await;
     let _ = app.kill();
     let _ = app.wait();
     promtool_check(&m).await;
