@@ -430,3 +430,68 @@ async fn closed_port() -> u16 {
     drop(l);
     port
 }
+
+/// A TLS front for a proxy: terminates TLS for `proxy.test` and relays the
+/// plaintext to `behind`, making an `https://` forward proxy.
+async fn tls_front(behind: std::net::SocketAddr) -> (u16, tokio::task::JoinHandle<()>) {
+    use rustls::pki_types::pem::PemObject;
+    let leaf = pki::ca().server(&["proxy.test"], false);
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("cert");
+    let key =
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key");
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(behind).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn an_https_proxy_is_reached_over_tls_and_tunnels() {
+    let up = Opts::new("push.test").start().await;
+    let proxy = ScriptProxy::start(Mode::Tunnel).await;
+    let (port, front) = tls_front(proxy.addr).await;
+    let ws = Workspace::new();
+    let text = via_proxy(&format!("https://proxy.test:{port}"), &url(up.port())).replace(
+        "connect_timeout = \"1s\"",
+        "connect_timeout = \"1s\"\nca_file = \"ca.pem\"",
+    );
+    let o = check_one(&ws.config(&text)).await;
+    assert_eq!(o.reason, FailureReason::Ok, "{}", o.detail);
+    assert_eq!(o.connect_status, Some(200));
+    assert_eq!(proxy.received().len(), 1);
+    // A proxy certificate we do not trust is a failure to reach the proxy.
+    let untrusted = format!(
+        "[tls]\nroots = \"webpki\"\n{}",
+        via_proxy(&format!("https://proxy.test:{port}"), &url(up.port()))
+    );
+    let o = check_one(&ws.config(&untrusted)).await;
+    assert_eq!(o.reason, FailureReason::ProxyConnect, "{}", o.detail);
+    assert!(
+        o.detail.contains("TLS to proxy https://proxy.test:"),
+        "{}",
+        o.detail
+    );
+    front.abort();
+}
