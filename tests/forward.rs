@@ -437,6 +437,16 @@ async fn shutdown_stops_accepting_but_lets_an_open_tunnel_finish() {
     let mut head = [0u8; 39];
     tunnel.read_exact(&mut head).await.expect("200");
     assert!(head.starts_with(b"HTTP/1.1 200 Connection established"));
+    let m = sidecar.metrics_text().await;
+    assert_eq!(
+        sample(
+            &m,
+            "egress_forward_active_connections",
+            &[("route", "provider")]
+        ),
+        Some(1.0),
+        "{m}"
+    );
 
     let stopping = Instant::now();
     let done = sidecar.begin_stop();
