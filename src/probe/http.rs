@@ -129,18 +129,27 @@ pub async fn exchange(
     let failed = |step: &str, e: &hyper::Error| {
         hyper_failure(Phase::FirstByte, &format!("{what} {step}"), e, &tap)
     };
+    let handshake_start = Instant::now();
+    let late = || timeout(Phase::FirstByte, handshake_start.elapsed());
+    // The handshake writes (the h2 preface): bounded like every other step.
     let (mut sender, task) = if h2 {
-        let (s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .map_err(|e| failed("handshake", &e))?;
+        let (s, conn) = tokio::time::timeout_at(
+            deadline,
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io),
+        )
+        .await
+        .map_err(|_| late())?
+        .map_err(|e| failed("handshake", &e))?;
         (
             Sender::H2(s),
             ConnTask(tokio::spawn(async move { drop(conn.await) })),
         )
     } else {
-        let (s, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| failed("handshake", &e))?;
+        let (s, conn) =
+            tokio::time::timeout_at(deadline, hyper::client::conn::http1::handshake(io))
+                .await
+                .map_err(|_| late())?
+                .map_err(|e| failed("handshake", &e))?;
         (
             Sender::H1(s),
             ConnTask(tokio::spawn(async move { drop(conn.await) })),
