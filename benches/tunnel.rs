@@ -144,6 +144,28 @@ max_connections = 100000
     }
 }
 
+/// Starts a proxy from its prepared command and waits until it listens.
+fn spawn_proxy(
+    name: &'static str,
+    cmd: &mut Command,
+    port: u16,
+    dir: tempfile::TempDir,
+) -> Option<Proxy> {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(addr, &mut child, name);
+    Some(Proxy {
+        name,
+        addr: Some(addr),
+        child: Some(child),
+        _dir: Some(dir),
+    })
+}
+
 fn tinyproxy() -> Option<Proxy> {
     let bin = Path::new("/usr/bin/tinyproxy");
     if !bin.exists() {
@@ -158,22 +180,12 @@ fn tinyproxy() -> Option<Proxy> {
         format!("Port {port}\nListen 127.0.0.1\nTimeout 600\nMaxClients 20000\nAllow 127.0.0.1\nLogLevel Critical\nUser nobody\nGroup nogroup\n"),
     )
     .expect("conf");
-    let mut child = Command::new(bin)
-        .arg("-d")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_listening(addr, &mut child, "tinyproxy");
-    Some(Proxy {
-        name: "tinyproxy",
-        addr: Some(addr),
-        child: Some(child),
-        _dir: Some(dir),
-    })
+    spawn_proxy(
+        "tinyproxy",
+        Command::new(bin).args(["-d", "-c"]).arg(&conf),
+        port,
+        dir,
+    )
 }
 
 fn squid() -> Option<Proxy> {
@@ -198,22 +210,12 @@ fn squid() -> Option<Proxy> {
         ),
     )
     .expect("conf");
-    let mut child = Command::new(bin)
-        .arg("-N")
-        .arg("-f")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_listening(addr, &mut child, "squid");
-    Some(Proxy {
-        name: "squid",
-        addr: Some(addr),
-        child: Some(child),
-        _dir: Some(dir),
-    })
+    spawn_proxy(
+        "squid",
+        Command::new(bin).args(["-N", "-f"]).arg(&conf),
+        port,
+        dir,
+    )
 }
 
 /// Opens a stream to `sink`, through `proxy` when given.

@@ -15,6 +15,23 @@ fn wire_form() -> &'static str {
     "ZWdyZXNzOnMzY3IzdC1IdW50ZXIyLXB3"
 }
 
+/// Two routes with the credentials file: one proxy that accepts them, one
+/// that refuses them.
+fn routes(good: &ScriptProxy, refusing: &ScriptProxy) -> String {
+    format!(
+        "[[route]]\nname = \"good\"\nproxy = \"{}\"\ncredentials_file = \"credentials\"\n\n[[route]]\nname = \"refusing\"\nproxy = \"{}\"\ncredentials_file = \"credentials\"\n",
+        good.url(),
+        refusing.url()
+    )
+}
+
+/// The one target, at the upstream on `port`.
+fn push_target(port: u16) -> String {
+    format!(
+        "[[target]]\nname = \"push\"\nurl = \"https://push.test:{port}/\"\nca_file = \"ca.pem\"\n"
+    )
+}
+
 fn assert_clean(what: &str, text: &str) {
     assert!(
         !text.contains(PASSWORD),
@@ -36,29 +53,15 @@ async fn credentials_reach_the_proxy_and_nothing_else() {
     ws.write("credentials", &format!("egress:{PASSWORD}\n"));
     let config = format!(
         r#"
-[[route]]
-name = "good"
-proxy = "{}"
-credentials_file = "credentials"
-
-[[route]]
-name = "refusing"
-proxy = "{}"
-credentials_file = "credentials"
-
+{routes}
 [[route]]
 name = "down"
 proxy = "http://127.0.0.1:1"
 credentials_file = "credentials"
 
-[[target]]
-name = "push"
-url = "https://push.test:{}/"
-ca_file = "ca.pem"
-"#,
-        good.url(),
-        refusing.url(),
-        up.port()
+{target}"#,
+        routes = routes(&good, &refusing),
+        target = push_target(up.port()),
     );
     let path = ws.write("config.toml", &config);
     let p = path.to_str().expect("utf8");
@@ -155,24 +158,10 @@ shutdown_timeout = "1s"
 [resolve]
 "push.test" = "127.0.0.1"
 
-[[route]]
-name = "good"
-proxy = "{}"
-credentials_file = "credentials"
-
-[[route]]
-name = "refusing"
-proxy = "{}"
-credentials_file = "credentials"
-
-[[target]]
-name = "push"
-url = "https://push.test:{}/"
-ca_file = "ca.pem"
-"#,
-        good.url(),
-        refusing.url(),
-        up.port()
+{routes}
+{target}"#,
+        routes = routes(&good, &refusing),
+        target = push_target(up.port()),
     );
     let path = ws.write("config.toml", &config);
     let mut child = tokio::process::Command::new(binary())
