@@ -12,6 +12,7 @@
 pub mod classify;
 pub mod connect;
 pub mod resolve;
+pub mod route;
 pub mod stream;
 pub mod tls;
 
@@ -24,7 +25,7 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::config::{Route, RouteKind, authority};
+pub use route::{Route, RouteKind, authority};
 use crate::policy::{AddressDenied, Cidr, check_address};
 use crate::reason::Phase;
 pub use connect::{ConnectError, ConnectReply};
