@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::dial::{Dialer, Resolver, fmt_duration};
-use crate::probe::{ProbeOutcome, Prober};
+use crate::probe::{ProbeOutcome, ProbeRunner, Prober};
 use crate::reason::{FailureReason, Phase};
 
 /// Exit code: every check passed.
@@ -25,17 +25,18 @@ pub const EXIT_FAILED: u8 = 1;
 /// Exit code: usage or configuration error.
 pub const EXIT_USAGE: u8 = 2;
 
-/// The prober a config calls for.
-pub fn prober_for(config: &Config) -> Prober {
-    Prober::new(
+/// The prober a config calls for (with a dialer of its own: the `verify`
+/// command has no running generation to share one with).
+pub fn prober_for(config: &Config) -> Arc<dyn ProbeRunner> {
+    Arc::new(Prober::new(
         Dialer::new(Resolver::new(config.resolve.clone())),
         config.probe.max_body,
-    )
+    ))
 }
 
 /// Probes every target × allowed route once, concurrently. Results come back
 /// in config order (targets, then their routes in preference order).
-pub async fn run_checks(config: &Config, prober: &Prober) -> Vec<ProbeOutcome> {
+pub async fn run_checks(config: &Config, prober: &Arc<dyn ProbeRunner>) -> Vec<ProbeOutcome> {
     let mut set = JoinSet::new();
     let mut index = 0usize;
     for target in &config.targets {

@@ -29,9 +29,12 @@ async fn the_demo_detects_fails_over_reports_sms_and_fails_back() {
     ] {
         assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
     }
+    // The summary's window (the last one printed): the window that opened
+    // lists only the targets impacted at that moment.
     let impact = stdout
         .lines()
-        .find_map(|l| l.split_once("· impact: ").map(|(_, i)| i))
+        .filter_map(|l| l.split_once("· impact: ").map(|(_, i)| i))
+        .last()
         .expect("an impact list");
     let mut impacted: Vec<&str> = impact
         .split(" (")

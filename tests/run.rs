@@ -31,7 +31,10 @@ rise = 2
 
 [run]
 reload_poll = "100ms"
-shutdown_timeout = "2s"
+
+[shutdown]
+drain = "0s"
+deadline = "2s"
 
 [resolve]
 "push.test" = "127.0.0.1"

@@ -7,6 +7,7 @@
 //! a config error, not a probe failure. It never dials anything.
 
 mod compile;
+pub mod defaults;
 mod duration;
 mod error;
 pub mod presets;
@@ -24,8 +25,8 @@ use http::{HeaderName, HeaderValue, Method};
 pub use duration::parse_duration;
 pub use error::ConfigError;
 
-use crate::dial::tls::TlsClient;
 pub use crate::dial::route::{Proxy, ResolveOverrides, Route, RouteKind, authority};
+use crate::dial::tls::TlsClient;
 use crate::policy::Cidr;
 
 /// The largest configuration file accepted.
@@ -54,6 +55,12 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// The sidecar's lifecycle settings.
     pub run: RunSettings,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownSettings,
+    /// Every file the config names (credentials, CAs, client certificates):
+    /// a change to any of them, like one to the config file, builds a new
+    /// generation.
+    pub files: Vec<PathBuf>,
     /// Command names of other processes whose descriptors are exported.
     pub watch_processes: Vec<String>,
 }
@@ -93,10 +100,18 @@ pub struct ProbeSettings {
 /// `[run]`: the sidecar's lifecycle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunSettings {
-    /// How long in-flight probes and requests may finish after SIGTERM.
-    pub shutdown_timeout: Duration,
-    /// How often the config file is checked for a change (`None`: never).
+    /// How often the config file and the files it names are checked for a
+    /// change (`None`: never; SIGHUP still reloads).
     pub reload_poll: Option<Duration>,
+}
+
+/// `[shutdown]`: what SIGTERM starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownSettings {
+    /// `/readyz` says 503 while every listener keeps serving, this long.
+    pub drain: Duration,
+    /// From SIGTERM to exit: what is still open then is closed.
+    pub deadline: Duration,
 }
 
 /// `[admin]`.
@@ -289,6 +304,9 @@ pub struct ForwardSettings {
     pub header_timeout: Duration,
     /// The most app connections at once.
     pub max_connections: u32,
+    /// After fail-back to a proxy route, direct tunnels are closed this
+    /// long later (`None`: kept until they end).
+    pub failback_grace: Option<Duration>,
 }
 
 impl Config {

@@ -197,7 +197,7 @@ impl Compiler<'_> {
         }
         let (identity, not_after) = match (&t.client_cert, &t.client_key) {
             (Some(c), Some(k)) => {
-                let id = tls::load_identity(&self.path(c.get_ref()), &self.path(k.get_ref()))
+                let id = tls::load_identity(&self.file(c.get_ref()), &self.file(k.get_ref()))
                     .map_err(|m| self.err(c.span(), &key("client_cert"), m))?;
                 let not_after = tls::cert_not_after(&id.0[0]);
                 (Some(id), not_after)

@@ -25,11 +25,11 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-pub use route::{Route, RouteKind, authority};
 use crate::policy::{AddressDenied, Cidr, check_address};
 use crate::reason::Phase;
 pub use connect::{ConnectError, ConnectReply};
 pub use resolve::{ResolveError, Resolver};
+pub use route::{Route, RouteKind, authority};
 pub use stream::BoxStream;
 
 /// Where a connection should end up.

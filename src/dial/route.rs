@@ -92,4 +92,3 @@ pub fn authority(host: &str, port: u16) -> String {
         format!("{host}:{port}")
     }
 }
-

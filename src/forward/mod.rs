@@ -7,6 +7,10 @@
 //! when every route failed. Never an open proxy: unmatched destinations
 //! follow `[forward] default`, ports are checked, address literals too.
 //!
+//! It sees the runtime only through [`Routing`]: the generation in force,
+//! each target's route choice, and a place to report what happened. It
+//! never decides health.
+//!
 //! Every connection that goes direct is logged with the reason the proxy
 //! route was not used, and counted.
 
@@ -14,10 +18,10 @@ pub mod plan;
 pub mod relay;
 pub mod reply;
 pub mod request;
+pub mod tunnels;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -27,65 +31,34 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{Route, authority};
-use crate::dial::{Destination, Phases};
-use crate::probe::ProbeOutcome;
-use crate::reason::FailureReason;
-use crate::sidecar::state::Shared;
+use crate::dial::{BoxStream, Destination, Phases, Tunnel};
+use crate::generation::Generation;
+use crate::health::{Force, HostPort, TrafficResult};
+use crate::telemetry::Metrics;
+use plan::Plan;
 use reply::Tried;
 use request::Ask;
+pub use tunnels::DirectTunnels;
+use tunnels::{Active, Ticket};
 
 /// One side of a tunnel that has ended is given this long to follow.
 pub const HALF_CLOSE: Duration = Duration::from_secs(30);
 /// Descriptors kept free for everything else when capping connections.
 const FD_RESERVE: u64 = 128;
 
-/// Open tunnels per route, mirrored in `egress_forward_active_connections`.
-#[derive(Debug, Default)]
-struct Active {
-    counts: Mutex<HashMap<String, u64>>,
-}
-
-/// Decrements the route's count when the tunnel ends.
-struct ActiveGuard<'a> {
-    active: &'a Active,
-    shared: &'a Shared,
-    route: String,
-}
-
-impl Active {
-    fn enter<'a>(&'a self, shared: &'a Shared, route: &str) -> ActiveGuard<'a> {
-        let n = {
-            let mut c = self
-                .counts
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let n = c.entry(route.to_string()).or_insert(0);
-            *n += 1;
-            *n
-        };
-        shared.metrics.forward_active(route, n);
-        ActiveGuard {
-            active: self,
-            shared,
-            route: route.to_string(),
-        }
-    }
-}
-
-impl Drop for ActiveGuard<'_> {
-    fn drop(&mut self) {
-        let n = {
-            let mut c = self
-                .active
-                .counts
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let n = c.entry(self.route.clone()).or_insert(1);
-            *n = n.saturating_sub(1);
-            *n
-        };
-        self.shared.metrics.forward_active(&self.route, n);
-    }
+/// What the forward proxy needs of the runtime.
+pub trait Routing: Send + Sync + 'static {
+    /// The generation in force; taken once per app connection.
+    fn generation(&self) -> Arc<Generation>;
+    /// The active route of `target` and the operator's override.
+    fn choice(&self, target: &str) -> Option<(String, Force)>;
+    /// What one attempt on a route learned (the runtime decides whether it
+    /// counts for health).
+    fn report(&self, result: TrafficResult);
+    /// Why `target`'s proxy routes are not in use, for the compliance trail.
+    fn why_not_proxy(&self, target: &str) -> String;
+    /// The metrics registry.
+    fn metrics(&self) -> &Metrics;
 }
 
 /// The most connections served at once: the configured cap, kept below what
@@ -98,12 +71,29 @@ fn connection_cap(configured: u32) -> usize {
     u64::from(configured).min(by_fds) as usize
 }
 
+/// The forward proxy's shared parts.
+struct Proxy {
+    routing: Arc<dyn Routing>,
+    active: Active,
+    direct: Arc<DirectTunnels>,
+}
+
 /// Serves the forward proxy on `listener` until `stop` turns true, then
-/// waits for the tunnels in flight (the caller bounds how long).
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let cap = connection_cap(shared.config().forward.max_connections);
+/// waits for the tunnels in flight (the caller bounds how long). Direct
+/// tunnels register in `direct`, so fail-back can close them.
+pub async fn serve(
+    listener: TcpListener,
+    routing: Arc<dyn Routing>,
+    direct: Arc<DirectTunnels>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let cap = connection_cap(routing.generation().config.forward.max_connections);
     let slots = Arc::new(Semaphore::new(cap));
-    let active = Arc::new(Active::default());
+    let proxy = Arc::new(Proxy {
+        routing,
+        active: Active::default(),
+        direct,
+    });
     let mut conns = JoinSet::new();
     let mut backoff = crate::accept::Backoff::default();
     tracing::info!(max_connections = cap, "forward proxy accepting");
@@ -138,10 +128,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let (shared, active) = (shared.clone(), active.clone());
+        let proxy = proxy.clone();
         conns.spawn(async move {
             let _permit = permit;
-            handle(tcp, peer, &shared, &active).await;
+            proxy.handle(tcp, peer).await;
         });
     }
     drop(listener);
@@ -152,127 +142,205 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
     while conns.join_next().await.is_some() {}
 }
 
-async fn handle(mut app: TcpStream, peer: SocketAddr, shared: &Shared, active: &Active) {
-    let config = shared.config();
-    let (ask, early) = match request::read(&mut app, config.forward.header_timeout).await {
-        Ok(r) => r,
-        Err(refusal) => {
-            tracing::info!(client = %peer, status = refusal.status, why = %refusal.why, "refused a malformed request");
-            reply::write(
-                &mut app,
-                refusal.status,
-                "http_request_error",
-                &refusal.why,
-                &format!("egress-sentinel: {}\n", refusal.why),
-            )
-            .await;
+/// A request read and planned: where it goes and the routes to try.
+struct Planned {
+    ask: Ask,
+    early: bytes::Bytes,
+    host: String,
+    port: u16,
+    plan: Plan,
+}
+
+impl Planned {
+    fn destination(&self) -> String {
+        authority(&self.host, self.port)
+    }
+}
+
+impl Proxy {
+    /// One app connection, top-down: read the request, plan it, open a
+    /// tunnel on the first route that works, relay.
+    async fn handle(&self, mut app: TcpStream, peer: SocketAddr) {
+        let generation = self.routing.generation();
+        let Some(req) = self.read_and_plan(&mut app, peer, &generation).await else {
             return;
-        }
-    };
-    let (host, port) = match &ask {
-        Ask::Connect { host, port } | Ask::Http { host, port, .. } => (host.clone(), *port),
-    };
-    let destination = authority(&host, port);
-    let plan = match plan::plan(&config, &host, port, |t| shared.route_choice(t)) {
-        Ok(p) => p,
-        Err(plan::Refused { label, why }) => {
-            tracing::warn!(client = %peer, destination = %destination, why = %why, "refused by policy");
-            shared.metrics.forward_connection(&label, "none", "refused");
-            reply::write(
-                &mut app,
-                403,
-                "http_request_denied",
-                &why,
-                &format!("egress-sentinel: {why}\n"),
-            )
-            .await;
-            return;
-        }
-    };
-    let timeout = plan
-        .target
-        .as_ref()
-        .map_or(config.probe.timeout, |t| t.timeout);
-    let dialer = shared.dialer();
-    let mut tried: Vec<Tried> = Vec::new();
-    for route in &plan.routes {
-        let mut phases = Phases::default();
-        let dest = Destination {
-            host: &host,
-            port,
-            allow: &plan.allow,
         };
-        match dialer
-            .open(route, dest, Instant::now() + timeout, &mut phases)
-            .await
-        {
-            Ok(tunnel) => {
-                if let Some(t) = &plan.target {
-                    shared.record_traffic(&ProbeOutcome::observed(
-                        &t.name,
-                        &route.name,
-                        FailureReason::Ok,
-                        "app tunnel established",
-                    ));
+        let mut tried: Vec<Tried> = Vec::new();
+        let routes = req.plan.routes.clone();
+        for route in &routes {
+            match self.open(&generation, &req, route).await {
+                Ok(tunnel) => {
+                    self.serve_tunnel(app, tunnel, &generation, req, route, &tried)
+                        .await;
+                    return;
                 }
-                if route.is_direct() {
-                    log_direct(shared, &plan.label, &destination, &tried);
-                }
-                shared
-                    .metrics
-                    .forward_connection(&plan.label, &route.name, "ok");
-                let _guard = active.enter(shared, &route.name);
-                serve_tunnel(app, tunnel.stream, ask, early, &config.forward, route).await;
-                return;
+                Err(t) => tried.push(t),
             }
-            Err(e) => {
-                let reason = e.reason();
-                tracing::warn!(target_name = %plan.label, route = %route.name, destination = %destination, reason = %reason, detail = %e, "app connection failed on route");
-                shared
-                    .metrics
-                    .forward_connection(&plan.label, &route.name, "failed");
-                if let Some(t) = &plan.target {
-                    shared.record_traffic(&ProbeOutcome::observed(
-                        &t.name,
-                        &route.name,
-                        reason,
-                        e.to_string(),
-                    ));
-                }
-                tried.push(Tried {
-                    route: route.name.clone(),
-                    reason,
-                    detail: e.to_string(),
-                });
+        }
+        let not_allowed_direct = req.plan.target.as_ref().is_some_and(|t| !t.allows_direct());
+        let destination = req.destination();
+        tracing::error!(target_name = %req.plan.label, destination = %destination, routes = tried.len(), "every allowed route failed");
+        reply::all_failed(&mut app, &destination, &tried, not_allowed_direct).await;
+    }
+
+    /// Reads the request and applies the policy; answers the app itself
+    /// (400/403/408/431) and returns `None` when it is refused.
+    async fn read_and_plan(
+        &self,
+        app: &mut TcpStream,
+        peer: SocketAddr,
+        generation: &Generation,
+    ) -> Option<Planned> {
+        let config = &generation.config;
+        let (ask, early) = match request::read(app, config.forward.header_timeout).await {
+            Ok(r) => r,
+            Err(refusal) => {
+                tracing::info!(client = %peer, status = refusal.status, why = %refusal.why, "refused a malformed request");
+                let body = format!("egress-sentinel: {}\n", refusal.why);
+                reply::write(
+                    app,
+                    refusal.status,
+                    "http_request_error",
+                    &refusal.why,
+                    &body,
+                )
+                .await;
+                return None;
+            }
+        };
+        let (host, port) = match &ask {
+            Ask::Connect { host, port } | Ask::Http { host, port, .. } => (host.clone(), *port),
+        };
+        match plan::plan(config, &host, port, |t| self.routing.choice(t)) {
+            Ok(plan) => Some(Planned {
+                ask,
+                early,
+                host,
+                port,
+                plan,
+            }),
+            Err(plan::Refused { label, why }) => {
+                let destination = authority(&host, port);
+                tracing::warn!(client = %peer, destination = %destination, why = %why, "refused by policy");
+                self.routing
+                    .metrics()
+                    .forward_connection(&label, "none", "refused");
+                let body = format!("egress-sentinel: {why}\n");
+                reply::write(app, 403, "http_request_denied", &why, &body).await;
+                None
             }
         }
     }
-    let not_allowed_direct = plan.target.as_ref().is_some_and(|t| !t.allows_direct());
-    tracing::error!(target_name = %plan.label, destination = %destination, routes = tried.len(), "every allowed route failed");
-    reply::all_failed(&mut app, &destination, &tried, not_allowed_direct).await;
+
+    /// Opens a tunnel over `route`; reports the attempt either way.
+    async fn open(
+        &self,
+        generation: &Generation,
+        req: &Planned,
+        route: &Route,
+    ) -> Result<Tunnel, Tried> {
+        let timeout = req
+            .plan
+            .target
+            .as_ref()
+            .map_or(generation.config.probe.timeout, |t| t.timeout);
+        let dest = Destination {
+            host: &req.host,
+            port: req.port,
+            allow: &req.plan.allow,
+        };
+        let mut phases = Phases::default();
+        let result = generation
+            .dialer
+            .open(route, dest, Instant::now() + timeout, &mut phases)
+            .await;
+        if let Some(t) = &req.plan.target {
+            self.routing.report(TrafficResult {
+                target: t.name.clone(),
+                route: route.name.clone(),
+                destination: HostPort::new(&req.host, req.port),
+                failure: result.as_ref().err().map(|e| (e.reason(), e.to_string())),
+            });
+        }
+        let e = match result {
+            Ok(tunnel) => return Ok(tunnel),
+            Err(e) => e,
+        };
+        let (reason, detail) = (e.reason(), e.to_string());
+        tracing::warn!(target_name = %req.plan.label, route = %route.name, destination = %req.destination(), reason = %reason, detail = %detail, "app connection failed on route");
+        self.routing
+            .metrics()
+            .forward_connection(&req.plan.label, &route.name, "failed");
+        Err(Tried {
+            route: route.name.clone(),
+            reason,
+            detail,
+        })
+    }
+
+    /// Answers the app, relays until either side is done (or, for a direct
+    /// tunnel, until fail-back closes it).
+    async fn serve_tunnel(
+        &self,
+        app: TcpStream,
+        tunnel: Tunnel,
+        generation: &Generation,
+        req: Planned,
+        route: &Route,
+        tried: &[Tried],
+    ) {
+        let metrics = self.routing.metrics();
+        let label = req.plan.label.clone();
+        let destination = req.destination();
+        let mut ticket = match (&req.plan.target, route.is_direct()) {
+            (Some(t), true) => Some(self.direct.enter(&t.name)),
+            _ => None,
+        };
+        if route.is_direct() {
+            self.log_direct(&label, &destination, tried);
+        }
+        metrics.forward_connection(&label, &route.name, "ok");
+        let _guard = self.active.enter(metrics, &route.name);
+        let settings = &generation.config.forward;
+        let relay = relay_tunnel(app, tunnel.stream, req.ask, req.early, settings);
+        tokio::select! {
+            () = relay => {}
+            () = closed(&mut ticket) => {
+                tracing::info!(target_name = %label, destination = %destination, "direct tunnel closed: traffic is back on the proxy");
+                metrics.forward_connection(&label, &route.name, "closed_on_failback");
+            }
+        }
+    }
+
+    /// The compliance trail: why this connection bypassed the proxy.
+    fn log_direct(&self, target: &str, destination: &str, tried: &[Tried]) {
+        let why = if tried.is_empty() {
+            self.routing.why_not_proxy(target)
+        } else {
+            tried
+                .iter()
+                .map(|t| format!("{}: {} ({})", t.route, t.reason, t.detail))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        tracing::warn!(target_name = %target, destination = %destination, why = %why, "app connection went DIRECT, bypassing the proxy");
+    }
 }
 
-/// The compliance trail: why this connection bypassed the proxy.
-fn log_direct(shared: &Shared, target: &str, destination: &str, tried: &[Tried]) {
-    let why = if tried.is_empty() {
-        shared.proxy_state_summary(target)
-    } else {
-        tried
-            .iter()
-            .map(|t| format!("{}: {} ({})", t.route, t.reason, t.detail))
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    tracing::warn!(target_name = %target, destination = %destination, why = %why, "app connection went DIRECT, bypassing the proxy");
+/// Completes when a direct tunnel must close; never for other tunnels.
+async fn closed(ticket: &mut Option<Ticket>) {
+    match ticket {
+        Some(t) => t.closed().await,
+        None => std::future::pending().await,
+    }
 }
 
-async fn serve_tunnel(
+async fn relay_tunnel(
     mut app: TcpStream,
-    mut upstream: crate::dial::BoxStream,
+    mut upstream: BoxStream,
     ask: Ask,
     early: bytes::Bytes,
     settings: &crate::config::ForwardSettings,
-    route: &Route,
 ) {
     let prelude: &[u8] = match &ask {
         Ask::Connect { .. } => {
@@ -294,5 +362,5 @@ async fn serve_tunnel(
         return;
     }
     let moved = relay::relay(app, upstream, settings.idle_timeout, HALF_CLOSE).await;
-    tracing::debug!(route = %route.name, up = moved.up, down = moved.down, "tunnel closed");
+    tracing::debug!(up = moved.up, down = moved.down, "tunnel closed");
 }

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, broadcast, watch};
 use tokio::task::JoinSet;
 
-use super::state::Shared;
+use super::runtime::Runtime;
 use super::status;
 use crate::health::Force;
 use crate::verify;
@@ -64,7 +64,7 @@ pub enum Surface {
 #[derive(Debug)]
 pub struct Endpoints {
     /// The sidecar's state.
-    pub shared: Arc<Shared>,
+    pub rt: Arc<Runtime>,
     /// False until every listener is up, and again once shutdown begins.
     pub ready: AtomicBool,
     /// `POST /verify` coordination.
@@ -81,9 +81,9 @@ struct VerifyGate {
 
 impl Endpoints {
     /// Handlers over `shared`.
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(rt: Arc<Runtime>) -> Self {
         Self {
-            shared,
+            rt,
             ready: AtomicBool::new(false),
             verify: tokio::sync::Mutex::new(VerifyGate::default()),
         }
@@ -97,10 +97,10 @@ impl Endpoints {
                 reply(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
-                    self.shared.metrics.render(),
+                    self.rt.metrics.render(),
                 )
             }
-            (Surface::Metrics, &Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+            (Surface::Metrics, &Method::GET, "/healthz") => self.liveness(),
             (Surface::Metrics, &Method::GET, "/readyz") => {
                 if self.ready.load(Ordering::SeqCst) {
                     text(StatusCode::OK, "ready")
@@ -109,7 +109,7 @@ impl Endpoints {
                 }
             }
             (Surface::Admin, &Method::GET, "/status") => {
-                json(StatusCode::OK, status::render(&self.shared))
+                json(StatusCode::OK, status::render(&self.rt))
             }
             (Surface::Admin, &Method::POST, "/verify") => self.clone().verify().await,
             (Surface::Admin, &Method::POST, p) if p.starts_with("/routes/") => {
@@ -156,9 +156,9 @@ impl Endpoints {
                 );
             }
         };
-        match self.shared.force(&target, force) {
+        match self.rt.force(&target, force) {
             Ok(()) => {
-                let active = self.shared.active_route(&target).unwrap_or_default();
+                let active = self.rt.active_route(&target).unwrap_or_default();
                 json(
                     StatusCode::OK,
                     format!(
@@ -171,25 +171,51 @@ impl Endpoints {
         }
     }
 
+    /// `/healthz`: alive while the scheduler makes progress. Fails when some
+    /// pair's last probe finished longer ago than three intervals plus the
+    /// longest timeout (a wedged scheduler must not look healthy for ever);
+    /// upstream health plays no part.
+    fn liveness(&self) -> Reply {
+        let config = self.rt.config();
+        let longest = config
+            .targets
+            .iter()
+            .map(|t| t.timeout)
+            .max()
+            .unwrap_or(config.probe.timeout);
+        let bound = config.probe.interval * 3 + longest;
+        match self.rt.stalest_pair() {
+            Some((target, route, age)) if age > bound => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "probes stalled: {target}/{route} last finished {:.1}s ago (bound {:.1}s)",
+                    age.as_secs_f64(),
+                    bound.as_secs_f64()
+                ),
+            ),
+            _ => text(StatusCode::OK, "ok"),
+        }
+    }
+
     /// Updates the descriptor gauges of this process and the watched ones
     /// (at scrape time, so they are current).
     pub fn record_fds(&self) {
         let usage = crate::watch::fd_usage(std::path::Path::new("/proc/self"));
         for (kind, n) in &usage.by_kind {
-            self.shared.metrics.open_fds("egress-sentinel", kind, *n);
+            self.rt.metrics.open_fds("egress-sentinel", kind, *n);
         }
         if let Some(max) = usage.max {
-            self.shared.metrics.max_fds("egress-sentinel", max);
+            self.rt.metrics.max_fds("egress-sentinel", max);
         }
-        for name in &self.shared.config().watch_processes {
+        for name in &self.rt.config().watch_processes {
             let Some(usage) = crate::watch::worst_usage(name) else {
                 continue;
             };
             for (kind, n) in &usage.by_kind {
-                self.shared.metrics.open_fds(name, kind, *n);
+                self.rt.metrics.open_fds(name, kind, *n);
             }
             if let Some(max) = usage.max {
-                self.shared.metrics.max_fds(name, max);
+                self.rt.metrics.max_fds(name, max);
             }
         }
     }
@@ -198,7 +224,7 @@ impl Endpoints {
     /// cool-down. The run is its own task: a caller that hangs up does not
     /// cancel it for the others (or leave the gate stuck).
     async fn verify(self: Arc<Self>) -> Reply {
-        let cooldown = self.shared.config().admin.verify_cooldown;
+        let cooldown = self.rt.config().admin.verify_cooldown;
         let mut gate = self.verify.lock().await;
         if let Some(tx) = &gate.in_flight {
             let mut rx = tx.subscribe();
@@ -233,9 +259,9 @@ impl Endpoints {
         drop(gate);
         let this = self.clone();
         tokio::spawn(async move {
-            let config = this.shared.config();
-            let prober = verify::prober_for(&config);
-            let results = verify::run_checks(&config, &prober).await;
+            // The generation in force: its dialer is the app traffic's.
+            let generation = this.rt.current();
+            let results = verify::run_checks(&generation.config, &generation.prober).await;
             let outcome = Arc::new((
                 verify::exit_code(&results) == verify::EXIT_OK,
                 verify::render_json(&results),

@@ -5,12 +5,12 @@
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::state::Shared;
+use super::runtime::Runtime;
 
 /// Renders the status document.
-pub fn render(shared: &Shared) -> String {
-    let config = shared.config();
-    let health = shared.health();
+pub fn render(rt: &Runtime) -> String {
+    let config = rt.config();
+    let health = rt.table();
     let now = Instant::now();
     let targets: Vec<Value> = config
         .targets
@@ -30,6 +30,7 @@ pub fn render(shared: &Shared) -> String {
                         "held_for_seconds": r.held_until.map(|u| u.saturating_duration_since(now).as_secs_f64()),
                         "flaps": r.flaps,
                         "last": r.last,
+                        "last_probe": r.last_probe,
                     })
                 })
                 .collect();
@@ -44,7 +45,7 @@ pub fn render(shared: &Shared) -> String {
             }))
         })
         .collect();
-    let incidents: Vec<Value> = shared.with_incidents(|log| {
+    let incidents: Vec<Value> = rt.with_incidents(|log| {
         log.windows()
             .map(|w| {
                 let mut v = serde_json::to_value(w).unwrap_or(Value::Null);
@@ -58,7 +59,7 @@ pub fn render(shared: &Shared) -> String {
     let doc = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "config_file": config.file.display().to_string(),
-        "config_reload": shared.reload_status(),
+        "config_reload": rt.reload_status(),
         "targets": targets,
         "incidents": incidents,
     });
