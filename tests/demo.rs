@@ -33,8 +33,8 @@ async fn the_demo_detects_fails_over_reports_sms_and_fails_back() {
     // lists only the targets impacted at that moment.
     let impact = stdout
         .lines()
-        .filter_map(|l| l.split_once("· impact: ").map(|(_, i)| i))
-        .last()
+        .rev()
+        .find_map(|l| l.split_once("· impact: ").map(|(_, i)| i))
         .expect("an impact list");
     let mut impacted: Vec<&str> = impact
         .split(" (")
