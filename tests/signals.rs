@@ -89,9 +89,9 @@ async fn fixture() -> Fixture {
 
 /// The binary running `run`, with its stderr collected line by line.
 struct Sidecar {
-    /// The process.
+    /// The process, or `strace` running it.
     child: Child,
-    /// Its pid, for `kill` and `/proc`.
+    /// The binary's pid, for `kill` and `/proc`.
     pid: Pid,
     /// Every stderr line so far (JSON log lines: stderr is not a terminal).
     log: Arc<Mutex<Vec<String>>>,
@@ -99,15 +99,61 @@ struct Sidecar {
 
 impl Sidecar {
     fn start(config: &Path) -> Self {
-        let mut child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command.args(["run", "--config"]).arg(config);
+        Self::spawn(command)
+    }
+
+    /// Started under `strace`, which holds every `rt_sigaction` call `delay`
+    /// long on its way out of the kernel: the handler is in place (SigCgt
+    /// shows it) but signal-hook has not stored its action yet.
+    fn start_with_slow_sigaction(config: &Path, delay: Duration) -> Self {
+        let mut command = Command::new("strace");
+        command
+            .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=rt_sigaction"])
+            .arg(format!(
+                "--inject=rt_sigaction:delay_exit={}",
+                delay.as_micros()
+            ))
+            .arg(binary())
             .args(["run", "--config"])
-            .arg(config)
+            .arg(config);
+        let mut sidecar = Self::spawn(command);
+        // strace forks short-lived helpers of its own first: the traced
+        // child is the one running the binary.
+        let tracer = sidecar.child.id();
+        let start = Instant::now();
+        while start.elapsed() < HANDLER_BOUND {
+            let children =
+                std::fs::read_to_string(format!("/proc/{tracer}/task/{tracer}/children"))
+                    .unwrap_or_default();
+            let traced = children.split_whitespace().find(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == binary())
+            });
+            if let Some(pid) = traced.and_then(|p| p.parse().ok()) {
+                sidecar.pid = Pid::from_raw(pid);
+                return sidecar;
+            }
+            std::thread::yield_now();
+        }
+        let children = std::fs::read_to_string(format!("/proc/{tracer}/task/{tracer}/children"));
+        for pid in children.unwrap_or_default().split_whitespace() {
+            if let Ok(pid) = pid.parse() {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        panic!("strace did not start the binary within {HANDLER_BOUND:?}");
+    }
+
+    /// Spawns `command` with stderr collected; `pid` is its own until the
+    /// caller says otherwise.
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn egress-sentinel");
-        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
+            .expect("spawn");
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("stderr");
         let lines = log.clone();
@@ -116,6 +162,7 @@ impl Sidecar {
                 lines.lock().expect("log lock").push(line);
             }
         });
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
         Self { child, pid, log }
     }
 
@@ -181,6 +228,7 @@ impl Sidecar {
             match self.child.try_wait() {
                 Ok(Some(status)) => return Ok(status),
                 Ok(None) if start.elapsed() > EXIT_BOUND => {
+                    let _ = kill(self.pid, Signal::SIGKILL);
                     let _ = self.child.kill();
                     let _ = self.child.wait();
                     return Err(format!(
@@ -212,6 +260,7 @@ impl Sidecar {
 impl Drop for Sidecar {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
+            let _ = kill(self.pid, Signal::SIGKILL);
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
@@ -330,4 +379,47 @@ async fn sighup_during_start_up_neither_kills_run_nor_is_lost() {
     .await
     .expect("runs");
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The gap inside the installation itself, made wide on purpose: with every
+/// `rt_sigaction` held 100 ms on its way out, a SIGTERM sent when SigCgt
+/// shows the handler lands after the kernel installed it and before
+/// signal-hook stored tokio's action. Unblocked there, it is dropped and the
+/// process never stops; blocked, it waits and stops the sidecar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_inside_the_handler_installation_is_held_not_lost() {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        assert_ne!(
+            std::env::var("EGRESS_REQUIRE_STRACE").as_deref(),
+            Ok("1"),
+            "EGRESS_REQUIRE_STRACE=1 but strace is missing: apt-get install strace"
+        );
+        eprintln!("SKIPPED: strace not installed (apt-get install strace)");
+        return;
+    }
+    let fx = fixture().await;
+    let config = fx.config.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut sidecar = Sidecar::start_with_slow_sigaction(&config, Duration::from_millis(100));
+        let result = sidecar.handler_installed(Signal::SIGTERM).and_then(|()| {
+            // Where the signal landed, for the failure message.
+            let syscall = std::fs::read_to_string(format!("/proc/{}/syscall", sidecar.pid))
+                .unwrap_or_default();
+            sidecar.send(Signal::SIGTERM)?;
+            sidecar
+                .exits_0()
+                .map_err(|e| format!("{e} (sent during syscall {syscall:?})"))
+        });
+        result.map_err(|e| format!("{e}\n{}", sidecar.log_text()))
+    })
+    .await
+    .expect("run");
+    if let Err(e) = result {
+        panic!("SIGTERM inside the installation: {e}");
+    }
 }
