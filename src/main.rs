@@ -245,9 +245,9 @@ fn run_sidecar(path: PathBuf, log_format: Option<LogFormat>) -> u8 {
                 return verify::EXIT_FAILED;
             }
         };
-        let reload = Arc::new(Notify::new());
-        let shutdown = signals.into_shutdown(reload.clone());
-        match egress_sentinel::sidecar::run_with(config, listeners, shutdown, reload).await {
+        let hooks = egress_sentinel::sidecar::Hooks::default();
+        let shutdown = signals.into_shutdown(hooks.reload.clone());
+        match egress_sentinel::sidecar::run_with(config, listeners, shutdown, hooks).await {
             Ok(()) => verify::EXIT_OK,
             Err(e) => {
                 tracing::error!(error = %e, "cannot run");

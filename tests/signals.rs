@@ -27,7 +27,7 @@ use support::{Workspace, binary};
 
 /// How long the binary may take to install its handler after it starts.
 const HANDLER_BOUND: Duration = Duration::from_secs(10);
-/// How long it may take to exit after the signal: `shutdown_timeout` below,
+/// How long it may take to exit after the signal: `[shutdown] deadline` below,
 /// plus start-up on a busy 2-core machine.
 const EXIT_BOUND: Duration = Duration::from_secs(8);
 /// Runs started at once: each waits on its own clock, so a few share the
@@ -48,8 +48,9 @@ proxy = "127.0.0.1:0"
 interval = "10s"
 timeout = "1s"
 
-[run]
-shutdown_timeout = "2s"
+[shutdown]
+drain = "0s"
+deadline = "2s"
 
 [resolve]
 "push.test" = "127.0.0.1"
