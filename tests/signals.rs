@@ -424,3 +424,73 @@ async fn sigterm_inside_the_handler_installation_is_held_not_lost() {
         panic!("SIGTERM inside the installation: {e}");
     }
 }
+
+/// The address a listener logged (`"listener":"metrics","addr":"…"`).
+fn logged_addr(sidecar: &Sidecar, listener: &str) -> Option<std::net::SocketAddr> {
+    sidecar.log.lock().expect("log lock").iter().find_map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        (v["listener"] == listener).then(|| v["addr"].as_str()?.parse().ok())?
+    })
+}
+
+/// SIGTERM with an app tunnel open, as the kubelet sends it: `/readyz` says
+/// 503 at once; the listeners keep serving through the drain (a new tunnel
+/// still opens); the open tunnel's transfer completes; exit 0 before the
+/// deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_an_open_tunnel_drains_then_exits_0_before_the_deadline() {
+    let upstream = Opts::new("push.test").start().await;
+    let ws = Workspace::new();
+    let text = config(upstream.port()).replace(
+        "drain = \"0s\"\ndeadline = \"2s\"",
+        "drain = \"1s\"\ndeadline = \"4s\"",
+    );
+    assert!(text.contains("drain = \"1s\""), "{text}");
+    let path = ws.write("config.toml", &text);
+    let mut sidecar = Sidecar::start(&path);
+    sidecar
+        .logged("egress-sentinel running", HANDLER_BOUND)
+        .expect("running");
+    let metrics = logged_addr(&sidecar, "metrics").expect("metrics address logged");
+    let proxy = logged_addr(&sidecar, "forward proxy").expect("proxy address logged");
+    let mut open = support::app::KeptTunnel::open(proxy, "push.test", upstream.port())
+        .await
+        .expect("tunnel");
+    assert_eq!(open.get("/before").await, Ok(200));
+    let (code, _) = support::sidecar::request(metrics, "GET", "/readyz").await;
+    assert_eq!(code, 200);
+
+    sidecar.send(Signal::SIGTERM).expect("SIGTERM");
+    let signalled = Instant::now();
+    support::sidecar::eventually(Duration::from_millis(300), "/readyz 503", || async {
+        let (code, _) = support::sidecar::request(metrics, "GET", "/readyz").await;
+        (code == 503).then_some(())
+    })
+    .await;
+    // Still serving through the drain: a new app connection is accepted.
+    let mut late = support::app::KeptTunnel::open(proxy, "push.test", upstream.port())
+        .await
+        .expect("a tunnel during the drain");
+    assert_eq!(late.get("/during-drain").await, Ok(200));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(1),
+        "within the drain"
+    );
+    // The tunnel open before the signal still carries its transfer.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(open.get("/after-drain").await, Ok(200));
+    drop((open, late));
+    let exit = tokio::task::spawn_blocking(move || {
+        let r = sidecar.exits_0();
+        (r, sidecar)
+    })
+    .await
+    .expect("wait");
+    let (result, sidecar) = exit;
+    result.unwrap_or_else(|e| panic!("{e}\n{}", sidecar.log_text()));
+    let took = signalled.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "exit within the deadline: {took:?}"
+    );
+}
