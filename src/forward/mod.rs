@@ -26,10 +26,10 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::accept;
 use crate::config::{Route, authority};
 use crate::dial::{BoxStream, Destination, Phases, Tunnel};
 use crate::generation::Generation;
@@ -85,61 +85,53 @@ pub async fn serve(
     listener: TcpListener,
     routing: Arc<dyn Routing>,
     direct: Arc<DirectTunnels>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let cap = connection_cap(routing.generation().config.forward.max_connections);
-    let slots = Arc::new(Semaphore::new(cap));
     let proxy = Arc::new(Proxy {
         routing,
         active: Active::default(),
         direct,
     });
-    let mut conns = JoinSet::new();
-    let mut backoff = crate::accept::Backoff::default();
-    tracing::info!(max_connections = cap, "forward proxy accepting");
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.changed() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-        };
-        let (mut tcp, peer) = match accepted {
-            Ok(a) => {
-                backoff.succeeded();
-                a
-            }
-            Err(e) => {
-                backoff.failed("forward proxy", &e).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(cap, "forward proxy at its connection cap; refusing");
-            conns.spawn(async move {
-                reply::write(
-                    &mut tcp,
-                    503,
-                    "proxy_internal_error",
-                    "connection cap reached",
-                    "egress-sentinel: too many connections\n",
-                )
-                .await;
-            });
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let proxy = proxy.clone();
-        conns.spawn(async move {
-            let _permit = permit;
-            proxy.handle(tcp, peer).await;
-        });
+    let listener = accept::Listener {
+        name: "forward proxy",
+        socket: listener,
+        cap,
+    };
+    accept::serve(listener, proxy, stop).await;
+}
+
+// === impl accept::Handler for Proxy ===
+
+impl accept::Handler for Proxy {
+    /// An open tunnel is not cut when the listener stops: it runs until
+    /// either side is done or the caller's deadline.
+    fn serve(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        _stop: watch::Receiver<bool>,
+    ) -> accept::Work {
+        Box::pin(async move {
+            let _ = tcp.set_nodelay(true);
+            self.handle(tcp, peer).await;
+        })
     }
-    drop(listener);
-    let open = conns.len();
-    if open > 0 {
-        tracing::info!(open, "forward proxy draining tunnels");
+
+    /// Over the cap the app gets a prompt 503 instead of a reset it would
+    /// retry at once.
+    fn refuse(self: Arc<Self>, mut tcp: TcpStream) -> Option<accept::Work> {
+        Some(Box::pin(async move {
+            reply::write(
+                &mut tcp,
+                503,
+                "proxy_internal_error",
+                "connection cap reached",
+                "egress-sentinel: too many connections\n",
+            )
+            .await;
+        }))
     }
-    while conns.join_next().await.is_some() {}
 }
 
 /// A request read and planned: where it goes and the routes to try.

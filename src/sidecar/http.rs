@@ -1,12 +1,11 @@
 //! The sidecar's own HTTP listeners: metrics (`/metrics`, `/healthz`,
 //! `/readyz`) and admin (`/status`, `POST /verify`). HTTP/1.1 with a header
-//! read timeout (hyper needs a timer for it to work), a cap on connections,
-//! and an accept loop that backs off on errors such as EMFILE instead of
-//! spinning.
+//! read timeout (hyper needs a timer for it to work); connections over the
+//! cap are closed at once. Accepting is [`crate::accept`]'s job; this file
+//! owns what is said on a connection.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant as StdInstant};
@@ -17,12 +16,13 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 
 use super::runtime::Runtime;
 use super::status;
+use crate::accept;
 use crate::health::Force;
 use crate::verify;
 
@@ -290,10 +290,8 @@ fn verify_reply(r: &(bool, String)) -> Reply {
     reply
 }
 
-type Handler =
-    Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync>;
-
-/// Serves `surface` on `listener` until `stop` turns true.
+/// Serves `surface` on `listener` until `stop` turns true, then lets the
+/// requests in flight finish (the caller bounds how long).
 pub fn spawn(
     set: &mut JoinSet<()>,
     listener: TcpListener,
@@ -301,45 +299,42 @@ pub fn spawn(
     surface: Surface,
     stop: watch::Receiver<bool>,
 ) {
-    let handler: Handler = Arc::new(move |req| {
-        let e = endpoints.clone();
-        Box::pin(async move { e.handle(surface, req).await })
-    });
-    set.spawn(accept_loop(listener, handler, stop));
+    let name = match surface {
+        Surface::Metrics => "metrics",
+        Surface::Admin => "admin",
+    };
+    let listener = accept::Listener {
+        name,
+        socket: listener,
+        cap: MAX_CONNECTIONS,
+    };
+    set.spawn(accept::serve(
+        listener,
+        Arc::new(Http { endpoints, surface }),
+        stop,
+    ));
 }
 
-async fn accept_loop(listener: TcpListener, handler: Handler, mut stop: watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut conns = JoinSet::new();
-    let mut backoff = crate::accept::Backoff::default();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.changed() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-        };
-        let (tcp, _) = match accepted {
-            Ok(a) => {
-                backoff.succeeded();
-                a
-            }
-            Err(e) => {
-                backoff.failed("metrics/admin", &e).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            // Over the cap: close at once rather than queue without bound.
-            drop(tcp);
-            continue;
-        };
-        let handler = handler.clone();
-        let mut stop = stop.clone();
-        conns.spawn(async move {
-            let _permit = permit;
+/// One listener's endpoints over HTTP/1.1.
+struct Http {
+    /// What the requests are answered from.
+    endpoints: Arc<Endpoints>,
+    /// Which endpoints this listener serves.
+    surface: Surface,
+}
+
+impl accept::Handler for Http {
+    fn serve(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        _peer: SocketAddr,
+        mut stop: watch::Receiver<bool>,
+    ) -> accept::Work {
+        Box::pin(async move {
             let svc = service_fn(move |req| {
-                let h = handler.clone();
-                async move { Ok::<_, Infallible>(h(req).await) }
+                let endpoints = self.endpoints.clone();
+                let surface = self.surface;
+                async move { Ok::<_, Infallible>(endpoints.handle(surface, req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -353,8 +348,11 @@ async fn accept_loop(listener: TcpListener, handler: Handler, mut stop: watch::R
                     let _ = conn.await;
                 }
             }
-        });
+        })
     }
-    // Stop accepting; let requests in flight finish (the caller bounds this).
-    while conns.join_next().await.is_some() {}
+
+    /// Over the cap: closed at once; a scraper retries.
+    fn refuse(self: Arc<Self>, _tcp: TcpStream) -> Option<accept::Work> {
+        None
+    }
 }
