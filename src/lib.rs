@@ -7,7 +7,8 @@
 //! upstream, or the upstream's own answer.
 //!
 //! # Layout
-//! - [`accept`]: accept loops that back off on EMFILE instead of spinning.
+//! - [`accept`]: the one accept loop the three listeners share: the
+//!   connection cap, the EMFILE back-off, the stop order.
 //! - [`config`]: the TOML schema, presets, validation with located errors.
 //! - [`reason`]: the closed [`FailureReason`](reason::FailureReason) and
 //!   [`Phase`](reason::Phase) sets, the only sources of those labels.
