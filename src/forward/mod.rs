@@ -203,7 +203,15 @@ impl Proxy {
         let (host, port) = match &ask {
             Ask::Connect { host, port } | Ask::Http { host, port, .. } => (host.clone(), *port),
         };
-        match plan::plan(config, &host, port, |t| self.routing.choice(t)) {
+        let checked = plan::plan_checked(
+            config,
+            generation.dialer.resolver(),
+            &host,
+            port,
+            config.probe.timeout,
+            |t| self.routing.choice(t),
+        );
+        match checked.await {
             Ok(plan) => Some(Planned {
                 ask,
                 early,

@@ -36,6 +36,8 @@ struct Seen {
     http_status: Option<u16>,
     alpn: Option<String>,
     peer_cert: Option<CertInfo>,
+    /// The addresses the TCP step tried, when there were several.
+    addresses: Option<String>,
 }
 
 impl Prober {
@@ -54,10 +56,13 @@ impl Prober {
         let result = self
             .stages(target, route, deadline, &mut phases, &mut seen)
             .await;
-        let (ok, reason, detail, failed_phase) = match result {
+        let (ok, reason, mut detail, failed_phase) = match result {
             Ok(detail) => (true, FailureReason::Ok, detail, None),
             Err(f) => (false, f.reason, f.detail, Some(f.phase)),
         };
+        if let Some(addresses) = &seen.addresses {
+            detail.push_str(&format!("; addresses tried: {addresses}"));
+        }
         ProbeOutcome {
             target: target.name.clone(),
             route: route.name.clone(),
@@ -98,6 +103,10 @@ impl Prober {
             }
         };
         seen.proxy_reply = tunnel.connect;
+        seen.addresses = tunnel
+            .attempts
+            .worth_reporting()
+            .then(|| tunnel.attempts.to_string());
         let (stream, h2) = if ep.tls {
             let (stream, info) = self
                 .tls(target, tunnel.stream, deadline, phases, seen)
