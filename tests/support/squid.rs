@@ -61,6 +61,15 @@ pub struct Opts {
     pub port: Option<u16>,
 }
 
+/// What [`Squid::start_guarded`] adds to a plain start.
+#[derive(Debug, Clone, Copy, Default)]
+struct Guard<'a> {
+    /// More hosts-file lines: `(address, name)`.
+    mapped: &'a [(&'a str, &'a str)],
+    /// Refuse every destination outside loopback before dialing.
+    loopback_only: bool,
+}
+
 /// Where Debian installs squid's NCSA helper.
 const NCSA_AUTH: &str = "/usr/lib/squid/basic_ncsa_auth";
 
@@ -73,6 +82,29 @@ impl Squid {
 
     /// [`start`](Self::start) with `opts`.
     pub fn start_with(binary: &Path, hosts: &[&str], denied: &[&str], opts: &Opts) -> Squid {
+        Self::start_inner(binary, hosts, denied, opts, Guard::default())
+    }
+
+    /// Starts squid knowing `hosts` (127.0.0.1) and the `mapped`
+    /// `(address, name)` pairs, refusing (403, before dialing) every
+    /// destination outside 127.0.0.0/8 and ::1: a spelling that means an
+    /// address off this machine (NAT64, 6to4) is never dialed, even if the
+    /// sidecar let it through.
+    pub fn start_guarded(binary: &Path, hosts: &[&str], mapped: &[(&str, &str)]) -> Squid {
+        let guard = Guard {
+            mapped,
+            loopback_only: true,
+        };
+        Self::start_inner(binary, hosts, &[], &Opts::default(), guard)
+    }
+
+    fn start_inner(
+        binary: &Path,
+        hosts: &[&str],
+        denied: &[&str],
+        opts: &Opts,
+        guard: Guard<'_>,
+    ) -> Squid {
         let dir = tempfile::tempdir().expect("squid dir");
         // Squid drops privileges to `proxy`: it must be able to write here.
         set_mode(dir.path(), 0o777);
@@ -81,6 +113,9 @@ impl Squid {
         let mut hosts_text = String::new();
         for h in hosts.iter().chain(denied) {
             hosts_text.push_str(&format!("127.0.0.1 {h}\n"));
+        }
+        for (addr, name) in guard.mapped {
+            hosts_text.push_str(&format!("{addr} {name}\n"));
         }
         std::fs::write(&hosts_file, hosts_text).expect("hosts file");
         let port = opts.port.unwrap_or_else(free_port);
@@ -122,6 +157,9 @@ impl Squid {
                  http_access deny !authed\n",
                 pw = d.join("htpasswd").display()
             ));
+        }
+        if guard.loopback_only {
+            conf.push_str("acl on_loopback dst 127.0.0.0/8 ::1\nhttp_access deny !on_loopback\n");
         }
         conf.push_str("http_access allow all\n");
         let conf_path = d.join("squid.conf");
