@@ -82,7 +82,7 @@ impl Squid {
 
     /// [`start`](Self::start) with `opts`.
     pub fn start_with(binary: &Path, hosts: &[&str], denied: &[&str], opts: &Opts) -> Squid {
-        Self::start_inner(binary, hosts, denied, opts, Guard::default())
+        Self::start_inner(binary, hosts, denied, opts, Guard::default(), 1)
     }
 
     /// Starts squid knowing `hosts` (127.0.0.1) and the `mapped`
@@ -95,7 +95,7 @@ impl Squid {
             mapped,
             loopback_only: true,
         };
-        Self::start_inner(binary, hosts, &[], &Opts::default(), guard)
+        Self::start_inner(binary, hosts, &[], &Opts::default(), guard, 1)
     }
 
     fn start_inner(
@@ -104,6 +104,7 @@ impl Squid {
         denied: &[&str],
         opts: &Opts,
         guard: Guard<'_>,
+        tries: u32,
     ) -> Squid {
         let dir = tempfile::tempdir().expect("squid dir");
         // Squid drops privileges to `proxy`: it must be able to write here.
@@ -175,18 +176,32 @@ impl Squid {
             .expect("spawn squid");
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut squid = Squid { addr, child, dir };
-        squid.wait_ready();
+        if let Err(exited) = squid.wait_ready() {
+            // A free port can be taken (by another test's outgoing
+            // connection) before squid binds it; squid then exits at once.
+            // A port the test chose is the test's business.
+            if opts.port.is_some() || tries >= 3 {
+                panic!("{exited}");
+            }
+            eprintln!("{exited}\nretrying squid on another port");
+            drop(squid);
+            return Self::start_inner(binary, hosts, denied, opts, guard, tries + 1);
+        }
         squid
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until squid listens; `Err` with its log when it exited first.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(20) {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("squid exited with {status}; cache.log:\n{}", self.log());
+                return Err(format!(
+                    "squid exited with {status}; cache.log:\n{}",
+                    self.log()
+                ));
             }
             if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
