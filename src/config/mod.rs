@@ -95,6 +95,10 @@ pub struct ProbeSettings {
     pub hold_down: Duration,
     /// The longest hold, and the window in which downs count as flaps.
     pub hold_down_max: Duration,
+    /// How many of the latest attempts the degraded judgement looks at.
+    pub degraded_window: u32,
+    /// Failures among them that make a route degraded.
+    pub degraded_failures: u32,
 }
 
 /// `[run]`: the sidecar's lifecycle.
@@ -259,6 +263,9 @@ pub struct Target {
     pub hosts: Vec<HostPattern>,
     /// Ranges lifted from the address policy for this target.
     pub allow_addresses: Vec<Cidr>,
+    /// A degraded route loses this target's traffic (default: when the
+    /// target may go direct).
+    pub failover_on_degraded: bool,
     /// Expiry (Unix seconds) of the configured client certificate.
     pub client_cert_not_after: Option<i64>,
     /// Identifies the target's settings (and the trust and resolve tables):
