@@ -134,6 +134,14 @@ impl Compiler<'_> {
             )?,
         };
         let shutdown = self.shutdown(&raw)?;
+        // Last: every located mistake is reported before this one.
+        if targets.is_empty() {
+            return Err(self.loc.error(
+                None,
+                "target",
+                "no target: add at least one [[target]] (e.g. `name = \"apns\"`, `preset = \"apns\"`) — there is nothing to probe or route",
+            ));
+        }
         Ok(Config {
             file: self.loc.file.to_path_buf(),
             listen,
