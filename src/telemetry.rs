@@ -33,6 +33,9 @@ pub const ROUTE_HEALTHY: &str = "egress_route_healthy";
 pub const ROUTE_ACTIVE: &str = "egress_route_active";
 /// `egress_route_degraded{target,route}`: 1 while N of the last M attempts failed.
 pub const ROUTE_DEGRADED: &str = "egress_route_degraded";
+/// `egress_proxy_address_up{route,address}`: 1 when that address of the
+/// proxy's name passed the last probe's check.
+pub const PROXY_ADDRESS_UP: &str = "egress_proxy_address_up";
 /// `egress_failovers_total{target,from,to}`.
 pub const FAILOVERS: &str = "egress_failovers_total";
 /// `egress_cert_not_after_timestamp_seconds{target,source}`, source ∈ client, peer.
@@ -84,6 +87,10 @@ const HELP: &[(&str, &str)] = &[
     (
         ROUTE_DEGRADED,
         "1 while too many of the route's latest attempts failed ([probe] degraded_failures of degraded_window): a partial failure.",
+    ),
+    (
+        PROXY_ADDRESS_UP,
+        "1 when this address of the proxy's name tunnelled in the last probe's check (names with several addresses; the first 8).",
     ),
     (FAILOVERS, "Changes of a target's active route."),
     (
@@ -236,6 +243,12 @@ impl Metrics {
     pub fn route_degraded(&self, target: &str, route: &str, degraded: bool) {
         let tr = [("target", target), ("route", route)];
         self.gauge(ROUTE_DEGRADED, &tr, if degraded { 1.0 } else { 0.0 });
+    }
+
+    /// Sets whether an address of a proxy's name works.
+    pub fn proxy_address_up(&self, route: &str, address: &str, up: bool) {
+        let labels = [("route", route), ("address", address)];
+        self.gauge(PROXY_ADDRESS_UP, &labels, if up { 1.0 } else { 0.0 });
     }
 
     /// Counts a change of a target's active route.

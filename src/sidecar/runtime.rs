@@ -248,6 +248,10 @@ impl Runtime {
             p.last_done = Instant::now();
         }
         self.metrics.record_probe(&outcome, via_proxy);
+        for c in &outcome.proxy_addresses {
+            self.metrics
+                .proxy_address_up(&outcome.route, &c.address.to_string(), c.up);
+        }
         let target = outcome.target.clone();
         let events =
             lock(&self.table).observe(Instant::now(), Observation::Probe(Box::new(outcome)));
@@ -325,6 +329,18 @@ impl Runtime {
                     *preferred,
                     cause.as_ref(),
                 ),
+                Event::AddressesDown {
+                    target,
+                    route,
+                    down,
+                } => {
+                    if down.is_empty() {
+                        tracing::info!(target_name = %target, route = %route, "every address of the proxy's name works again");
+                    } else {
+                        tracing::warn!(target_name = %target, route = %route, down = %down.join(", "), "some addresses of the proxy's name fail: the route is degraded; app connections try the others first");
+                    }
+                    self.publish_target(target);
+                }
                 Event::ProbeWanted { target, route } => {
                     if let Some(p) = lock(&self.pairs).get(&(target.clone(), route.clone())) {
                         p.wake.notify_one();
@@ -384,7 +400,11 @@ impl Runtime {
         preferred: bool,
         cause: Option<&crate::health::Seen>,
     ) {
-        self.metrics.route_degraded(target, route, degraded);
+        self.metrics.route_degraded(
+            target,
+            route,
+            degraded || self.addresses_down(target, route),
+        );
         let wall = SystemTime::now();
         if degraded {
             let (reason, detail) = cause.map_or((FailureReason::Io, String::new()), |c| {
@@ -413,6 +433,14 @@ impl Runtime {
                 tracing::info!(incident = w.id, "{}", w.render());
             }
         }
+    }
+
+    fn addresses_down(&self, target: &str, route: &str) -> bool {
+        lock(&self.table)
+            .targets
+            .get(target)
+            .and_then(|t| t.route(route))
+            .is_some_and(|r| !r.addresses_down.is_empty())
     }
 
     fn failover(&self, target: &str, from: &str, to: &str, down: bool) {
@@ -470,7 +498,8 @@ impl Runtime {
             for (i, r) in t.routes.iter().enumerate() {
                 self.metrics
                     .route_state(target, &r.route, r.healthy == Some(true), i == t.active);
-                self.metrics.route_degraded(target, &r.route, r.degraded);
+                self.metrics
+                    .route_degraded(target, &r.route, r.degraded_any());
             }
         }
     }
