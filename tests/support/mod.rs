@@ -8,9 +8,11 @@
 
 pub mod app;
 pub mod pki;
+pub mod promtool;
 pub mod proxy;
 pub mod scenario;
 pub mod sidecar;
+pub mod spawned;
 pub mod squid;
 pub mod upstream;
 
