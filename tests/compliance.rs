@@ -49,6 +49,35 @@ async fn tunnel_and_hang_up(proxy: SocketAddr, host: &str, port: u16) {
     );
 }
 
+/// A plain-http origin on 127.0.0.1: answers every request `200 hello`
+/// and closes.
+async fn plain_origin() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tcp
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+                    )
+                    .await;
+            });
+        }
+    });
+    port
+}
+
 /// The JSON lines of `file` and its rotated copies.
 fn trail_lines(dir: &Path, name: &str) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
@@ -197,13 +226,16 @@ async fn a_thousand_direct_connections_are_a_thousand_trail_lines_and_a_few_log_
 async fn access_log_writes_every_connection_and_files_rotate_within_bounds() {
     let up = support::scenario::upstream().await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
+    let origin = plain_origin().await;
     let ws = Workspace::new();
     let text = format!(
         "state_dir = \"state\"\n{}",
         support::scenario::config(
             &proxy.url(),
             up.port(),
-            "access_log = true\ntrail_max_bytes = 4096\ntrail_keep = 1",
+            &format!(
+                "access_log = true\ntrail_max_bytes = 4096\ntrail_keep = 1\nallow_ports = [443, {origin}]"
+            ),
         )
     );
     let sidecar = Running::start(ws.config(&text)).await;
@@ -258,6 +290,34 @@ async fn access_log_writes_every_connection_and_files_rotate_within_bounds() {
         direct
             .iter()
             .all(|l| l["bytes_down"].as_u64().is_some_and(|b| b > 0))
+    );
+    // Plain http that goes direct is in the trail too, bytes and all.
+    let mut app = TcpStream::connect(sidecar.proxy).await.expect("connect");
+    app.write_all(
+        format!("GET http://push.test:{origin}/ HTTP/1.1\r\nHost: push.test\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut answer = String::new();
+    app.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let destination = format!("push.test:{origin}");
+    let plain = eventually(
+        Duration::from_secs(5),
+        "the plain request's line",
+        || async {
+            trail_lines(&state, "direct.jsonl")
+                .into_iter()
+                .find(|l| l["destination"] == destination.as_str())
+        },
+    )
+    .await;
+    assert_eq!(plain["route"], "direct", "{plain}");
+    assert!(
+        plain["bytes_up"].as_u64().is_some_and(|b| b > 0)
+            && plain["bytes_down"].as_u64().is_some_and(|b| b > 0),
+        "{plain}"
     );
     for name in [
         "direct.jsonl",

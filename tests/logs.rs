@@ -51,7 +51,8 @@ async fn json_log_lines_carry_our_names_and_no_secret() {
         "connect_timeout = \"300ms\"\ncredentials_file = \"credentials\"",
     );
     let config = ws.write("config.toml", &text);
-    let mut sidecar = Spawned::run(&config, &[]);
+    // Every level: no secret may hide in a debug or trace line either.
+    let mut sidecar = Spawned::run_at(&config, &[], Some("trace"));
     let forward = sidecar.addr("forward proxy").await;
     for target in ["apns", "login.test"] {
         sidecar
@@ -88,6 +89,10 @@ async fn json_log_lines_carry_our_names_and_no_secret() {
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
         .collect();
+    assert!(
+        json.iter().any(|v| v["level"] == "DEBUG"),
+        "debug lines expected:\n{all}"
+    );
     let unhealthy = json
         .iter()
         .find(|v| v["message"] == "route unhealthy" && v["target"] == "apns")

@@ -15,6 +15,7 @@
 //! compliance trail with the reason the proxy route was not used; the
 //! operational log summarises them.
 
+mod plain;
 pub mod plan;
 pub mod relay;
 pub mod reply;
@@ -137,9 +138,8 @@ impl accept::Handler for Proxy {
     }
 }
 
-/// A request read and planned: where it goes and the routes to try.
+/// A CONNECT read and planned: where it goes and the routes to try.
 struct Planned {
-    ask: Ask,
     early: bytes::Bytes,
     host: String,
     port: u16,
@@ -155,19 +155,48 @@ impl Planned {
 }
 
 impl Proxy {
-    /// One app connection, top-down: read the request, plan it, open a
-    /// tunnel on the first route that works, relay.
-    async fn handle(&self, mut app: TcpStream, peer: SocketAddr) {
+    /// One app connection: a CONNECT tunnel, or plain `http://` requests.
+    async fn handle(self: Arc<Self>, mut app: TcpStream, peer: SocketAddr) {
         let generation = self.routing.generation();
-        let Some(req) = self.read_and_plan(&mut app, peer, &generation).await else {
+        let Some((ask, early)) = self.read(&mut app, peer, &generation).await else {
+            return;
+        };
+        match ask {
+            Ask::Http { head, .. } => {
+                let mut prefix = bytes::BytesMut::from(&head[..]);
+                prefix.extend_from_slice(&early);
+                plain::serve(self.clone(), app, peer, prefix.freeze()).await;
+            }
+            Ask::Connect { host, port } => {
+                self.connect(app, peer, &generation, host, port, early)
+                    .await;
+            }
+        }
+    }
+
+    /// A CONNECT, top-down: plan it, open a tunnel on the first route that
+    /// works, answer 200 and relay.
+    async fn connect(
+        &self,
+        mut app: TcpStream,
+        peer: SocketAddr,
+        generation: &Generation,
+        host: String,
+        port: u16,
+        early: bytes::Bytes,
+    ) {
+        let Some(req) = self
+            .plan(&mut app, peer, generation, host, port, early)
+            .await
+        else {
             return;
         };
         let mut tried: Vec<Tried> = Vec::new();
         let routes = req.plan.routes.clone();
         for route in &routes {
-            match self.open(&generation, &req, route).await {
+            match self.open(generation, &req, route).await {
                 Ok(tunnel) => {
-                    self.serve_tunnel(app, tunnel, &generation, req, route, &tried)
+                    self.serve_tunnel(app, tunnel, generation, req, route, &tried)
                         .await;
                     return;
                 }
@@ -180,17 +209,16 @@ impl Proxy {
         reply::all_failed(&mut app, &destination, &tried, not_allowed_direct).await;
     }
 
-    /// Reads the request and applies the policy; answers the app itself
-    /// (400/403/408/431) and returns `None` when it is refused.
-    async fn read_and_plan(
+    /// Reads the first request head; answers the app itself (400/408/431)
+    /// and returns `None` when it is malformed.
+    async fn read(
         &self,
         app: &mut TcpStream,
         peer: SocketAddr,
         generation: &Generation,
-    ) -> Option<Planned> {
-        let config = &generation.config;
-        let (ask, early) = match request::read(app, config.forward.header_timeout).await {
-            Ok(r) => r,
+    ) -> Option<(Ask, bytes::Bytes)> {
+        match request::read(app, generation.config.forward.header_timeout).await {
+            Ok(r) => Some(r),
             Err(refusal) => {
                 tracing::info!(client = %peer, status = refusal.status, why = %refusal.why, "refused a malformed request");
                 let body = format!("egress-sentinel: {}\n", refusal.why);
@@ -202,15 +230,33 @@ impl Proxy {
                     &body,
                 )
                 .await;
-                return None;
+                None
             }
-        };
-        let (host, port) = match &ask {
-            Ask::Connect { host, port } | Ask::Http { host, port, .. } => (host.clone(), *port),
-        };
-        match plan::plan(config, &host, port, |t| self.routing.choice(t)) {
+        }
+    }
+
+    /// Applies the policy to a CONNECT; answers 403 itself and returns
+    /// `None` when it is refused.
+    async fn plan(
+        &self,
+        app: &mut TcpStream,
+        peer: SocketAddr,
+        generation: &Generation,
+        host: String,
+        port: u16,
+        early: bytes::Bytes,
+    ) -> Option<Planned> {
+        let config = &generation.config;
+        let checked = plan::plan_checked(
+            config,
+            generation.dialer.resolver(),
+            &host,
+            port,
+            config.probe.timeout,
+            |t| self.routing.choice(t),
+        );
+        match checked.await {
             Ok(plan) => Some(Planned {
-                ask,
                 early,
                 host,
                 port,
@@ -304,7 +350,7 @@ impl Proxy {
         let upstream: BoxStream = Box::new(meter.wrap(tunnel.stream));
         let _guard = self.active.enter(metrics, &route.name);
         let settings = &generation.config.forward;
-        let relay = relay_tunnel(app, upstream, req.ask, req.early, settings);
+        let relay = relay_tunnel(app, upstream, req.early, settings);
         let end = tokio::select! {
             () = relay => "closed",
             () = closed(&mut ticket) => {
@@ -356,24 +402,14 @@ async fn closed(ticket: &mut Option<Ticket>) {
 async fn relay_tunnel(
     mut app: TcpStream,
     mut upstream: BoxStream,
-    ask: Ask,
     early: bytes::Bytes,
     settings: &crate::config::ForwardSettings,
 ) {
-    let prelude: &[u8] = match &ask {
-        Ask::Connect { .. } => {
-            if app
-                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                .await
-                .is_err()
-            {
-                return;
-            }
-            &[]
-        }
-        Ask::Http { head, .. } => head,
-    };
-    if !prelude.is_empty() && upstream.write_all(prelude).await.is_err() {
+    if app
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .await
+        .is_err()
+    {
         return;
     }
     if !early.is_empty() && upstream.write_all(&early).await.is_err() {

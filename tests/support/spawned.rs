@@ -19,18 +19,30 @@ pub struct Spawned {
 }
 
 impl Spawned {
-    /// `egress-sentinel run --config <config>` plus `args`, stderr collected.
+    /// `egress-sentinel run --config <config>` plus `args`, stderr collected,
+    /// at the default log level.
     pub fn run(config: &Path, args: &[&str]) -> Self {
+        Self::run_at(config, args, None)
+    }
+
+    /// [`Spawned::run`] with `RUST_LOG` set to `level` (when given).
+    pub fn run_at(config: &Path, args: &[&str], level: Option<&str>) -> Self {
         let mut command = Command::new(super::binary());
-        command.args(["run", "--config"]).arg(config).args(args);
+        command
+            .args(["run", "--config"])
+            .arg(config)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR");
+        if let Some(level) = level {
+            command.env("RUST_LOG", level);
+        }
         Self::spawn(command)
     }
 
     /// Any command of the binary, stderr collected.
     pub fn spawn(mut command: Command) -> Self {
         let mut child = command
-            .env_remove("RUST_LOG")
-            .env_remove("NO_COLOR")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
