@@ -136,7 +136,7 @@ const HELP: &[(&str, &str)] = &[
     (FORWARD_ACTIVE, "App tunnels open now, by route."),
     (
         FORWARD_REQUEST_DURATION,
-        "Time from the app's request to the upstream tunnel standing (the 200 it gets), failed routes included.",
+        "Time from the app's CONNECT to the upstream tunnel standing (the 200 it gets), failed routes included.",
     ),
     (
         FORWARD_BYTES,
