@@ -252,15 +252,38 @@ impl Compiler<'_> {
         Ok(ShutdownSettings { drain, deadline })
     }
 
+    /// A duration greater than zero and at most a day: intervals, timeouts,
+    /// holds and grace periods.
     pub(super) fn duration(
         &self,
         v: Option<&Spanned<String>>,
         key: &str,
     ) -> Result<Option<Duration>> {
+        self.duration_up_to(v, key, defaults::MAX_SETTING_DURATION)
+    }
+
+    /// A duration greater than zero and at most `max`.
+    pub(super) fn duration_up_to(
+        &self,
+        v: Option<&Spanned<String>>,
+        key: &str,
+        max: Duration,
+    ) -> Result<Option<Duration>> {
         let Some(v) = v else { return Ok(None) };
         let d = parse_duration(v.get_ref()).map_err(|m| self.err(v.span(), key, m))?;
         if d.is_zero() {
             return Err(self.err(v.span(), key, "must be greater than zero"));
+        }
+        if d > max {
+            return Err(self.err(
+                v.span(),
+                key,
+                format!(
+                    "`{}` is out of range: at most {}",
+                    v.get_ref(),
+                    super::duration::describe(max)
+                ),
+            ));
         }
         Ok(Some(d))
     }
@@ -277,11 +300,16 @@ impl Compiler<'_> {
             if text == "off" {
                 return Ok(None);
             }
-            text.parse::<SocketAddr>().map(Some).map_err(|_| {
+            // ":9464" means every interface, as in Go and Prometheus.
+            let full = match text.strip_prefix(':') {
+                Some(port) => format!("0.0.0.0:{port}"),
+                None => text.to_string(),
+            };
+            full.parse::<SocketAddr>().map(Some).map_err(|_| {
                 self.loc.error(
                     span,
                     key,
-                    format!("`{text}` is not a listen address: expected \"IP:port\" (e.g. \"127.0.0.1:3128\") or \"off\""),
+                    format!("`{text}` is not a listen address: expected \"IP:port\" (e.g. \"127.0.0.1:3128\"), \":port\" (every interface) or \"off\""),
                 )
             })
         };

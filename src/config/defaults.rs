@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+/// The longest interval, timeout, hold or grace any key takes.
+pub const MAX_SETTING_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 /// `[listen] metrics`.
 pub const LISTEN_METRICS: &str = "0.0.0.0:9464";
 /// `[listen] admin`.
