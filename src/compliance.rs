@@ -479,6 +479,11 @@ impl Trail {
     /// A tunnel ended: a direct one is a trail line, and with the access
     /// log on, every one is an access line.
     pub fn closed(&self, c: &Connection) {
+        let mut files = lock(&self.files);
+        let to_trail = c.is_direct() && files.direct.is_some();
+        if !to_trail && files.access.is_none() {
+            return;
+        }
         let line = match serde_json::to_string(c) {
             Ok(l) => l,
             Err(e) => {
@@ -486,8 +491,7 @@ impl Trail {
                 return;
             }
         };
-        let mut files = lock(&self.files);
-        if c.is_direct() {
+        if to_trail {
             if let Some(f) = files.direct.as_mut() {
                 f.append(&line);
             }
