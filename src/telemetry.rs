@@ -18,11 +18,7 @@
 //! - [`meter`]: byte counting on app tunnels.
 //! - [`logs`]: the log line formats (text and JSON) and their redaction.
 
-pub mod logs;
-pub mod meter;
-pub mod process;
-
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use metrics::{Key, KeyName, Label, Metadata, Recorder, SharedString};
 use metrics_exporter_prometheus::{
@@ -30,9 +26,12 @@ use metrics_exporter_prometheus::{
 };
 use metrics_util::MetricKindMask;
 
+pub mod logs;
+pub mod meter;
+pub mod process;
+
 use crate::probe::ProbeOutcome;
-use crate::reason::{FailureReason, Phase};
-use meter::ByteMeter;
+use crate::reason::Phase;
 
 /// `egress_probe_success{target,route}`: 0/1 of the last probe.
 pub const PROBE_SUCCESS: &str = "egress_probe_success";
@@ -55,11 +54,11 @@ pub const PROXY_CONNECT_STATUS: &str = "egress_proxy_connect_status";
 pub const ROUTE_HEALTHY: &str = "egress_route_healthy";
 /// `egress_route_active{target,route}`: 1 for the route traffic uses now.
 pub const ROUTE_ACTIVE: &str = "egress_route_active";
-/// `egress_failovers_total{target,from,to}`.
-pub const FAILOVERS: &str = "egress_failovers_total";
 /// `egress_route_reason{target,route,reason}`: 1 for the route's current
 /// reason (`ok` included), 0 for every other.
 pub const ROUTE_REASON: &str = "egress_route_reason";
+/// `egress_failovers_total{target,from,to}`.
+pub const FAILOVERS: &str = "egress_failovers_total";
 /// `egress_cert_not_after_timestamp_seconds{target,source}`, source ∈ client, peer.
 pub const CERT_NOT_AFTER: &str = "egress_cert_not_after_timestamp_seconds";
 /// `egress_forward_connections_total{target,route,result}`.
@@ -120,11 +119,11 @@ const HELP: &[(&str, &str)] = &[
         ROUTE_ACTIVE,
         "1 for the route the target's traffic uses now.",
     ),
-    (FAILOVERS, "Changes of a target's active route."),
     (
         ROUTE_REASON,
         "1 for the reason of the last observation that counted for the route (ok when it passed), 0 for every other reason.",
     ),
+    (FAILOVERS, "Changes of a target's active route."),
     (
         CERT_NOT_AFTER,
         "Expiry of a certificate: the configured client certificate, or the upstream's.",
@@ -205,9 +204,10 @@ impl Metrics {
             let key = KeyName::from_const_str(name);
             let help = SharedString::const_str(help);
             match *name {
-                PROBE_FAILURES | FAILOVERS | FORWARD_CONNECTIONS | FORWARD_BYTES => {
+                PROBE_FAILURES | FAILOVERS | FORWARD_CONNECTIONS => {
                     recorder.describe_counter(key, None, help)
                 }
+                FORWARD_BYTES => recorder.describe_counter(key, None, help),
                 PROBE_DURATION | FORWARD_REQUEST_DURATION => {
                     recorder.describe_histogram(key, Some(metrics::Unit::Seconds), help)
                 }
@@ -260,8 +260,8 @@ impl Metrics {
                 .map_or(PHASE_NOT_RUN, |d| d.as_secs_f64());
             self.gauge(PROBE_PHASE, &[tr[0], tr[1], ("phase", phase.as_str())], v);
         }
-        let finished = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
+        let finished = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         self.gauge(PROBE_LAST_TIMESTAMP, &tr, finished);
         if !o.ok {
@@ -287,11 +287,18 @@ impl Metrics {
         }
     }
 
+    /// Sets the health and active gauges of one target × route.
+    pub fn route_state(&self, target: &str, route: &str, healthy: bool, active: bool) {
+        let tr = [("target", target), ("route", route)];
+        self.gauge(ROUTE_HEALTHY, &tr, if healthy { 1.0 } else { 0.0 });
+        self.gauge(ROUTE_ACTIVE, &tr, if active { 1.0 } else { 0.0 });
+    }
+
     /// Registers `egress_probe_failures_total` at 0 for every failure reason
     /// of one target × route (adding 0 to an existing series changes nothing).
     pub fn probe_failures_zero(&self, target: &str, route: &str) {
-        for reason in FailureReason::ALL {
-            if reason != FailureReason::Ok {
+        for reason in crate::reason::FailureReason::ALL {
+            if reason != crate::reason::FailureReason::Ok {
                 self.counter(
                     PROBE_FAILURES,
                     &[
@@ -307,8 +314,13 @@ impl Metrics {
 
     /// Sets `egress_route_reason` of one target × route: 1 for `current`,
     /// 0 for every other reason (all 0 before the first observation).
-    pub fn route_reason(&self, target: &str, route: &str, current: Option<FailureReason>) {
-        for reason in FailureReason::ALL {
+    pub fn route_reason(
+        &self,
+        target: &str,
+        route: &str,
+        current: Option<crate::reason::FailureReason>,
+    ) {
+        for reason in crate::reason::FailureReason::ALL {
             let v = if Some(reason) == current { 1.0 } else { 0.0 };
             self.gauge(
                 ROUTE_REASON,
@@ -320,13 +332,6 @@ impl Metrics {
                 v,
             );
         }
-    }
-
-    /// Sets the health and active gauges of one target × route.
-    pub fn route_state(&self, target: &str, route: &str, healthy: bool, active: bool) {
-        let tr = [("target", target), ("route", route)];
-        self.gauge(ROUTE_HEALTHY, &tr, if healthy { 1.0 } else { 0.0 });
-        self.gauge(ROUTE_ACTIVE, &tr, if active { 1.0 } else { 0.0 });
     }
 
     /// Counts a change of a target's active route.
@@ -395,7 +400,7 @@ impl Metrics {
 
     /// A byte meter for one app tunnel of `target` on `route`, adding to
     /// `egress_forward_bytes_total` as bytes move.
-    pub fn forward_meter(&self, target: &str, route: &str) -> ByteMeter {
+    pub fn forward_meter(&self, target: &str, route: &str) -> meter::ByteMeter {
         let counter = |direction: &str| {
             self.recorder.register_counter(
                 &Key::from_parts(
@@ -409,7 +414,7 @@ impl Metrics {
                 &META,
             )
         };
-        ByteMeter::new(counter("up"), counter("down"))
+        meter::ByteMeter::new(counter("up"), counter("down"))
     }
 
     /// Sets the number of open app tunnels on `route`.

@@ -18,33 +18,6 @@ use super::{
 use crate::dial::tls::{self, TlsClient};
 use crate::policy::Cidr;
 
-/// Where a target's errors point when no single key is at fault: its
-/// name, else its preset, else its URL.
-pub(super) fn span_of(t: &RawTarget) -> Range<usize> {
-    t.name
-        .as_ref()
-        .or(t.preset.as_ref())
-        .or(t.url.as_ref())
-        .map_or(0..0, Spanned::span)
-}
-
-/// The name of a target written without one: its preset's (`apns`), else
-/// its URL's host (`api.sms.example`), kept to the characters and length a
-/// name allows.
-fn derived_name(preset: Option<&str>, host: &str) -> String {
-    let base = preset.unwrap_or(host);
-    base.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(super::compile::MAX_NAME_LEN)
-        .collect()
-}
-
 impl Compiler<'_> {
     pub(super) fn target(
         &self,
@@ -365,4 +338,31 @@ impl Compiler<'_> {
         }
         Ok(HostPattern(text))
     }
+}
+
+/// Where a target's errors point when no single key is at fault: its
+/// name, else its preset, else its URL.
+pub(super) fn span_of(t: &RawTarget) -> Range<usize> {
+    t.name
+        .as_ref()
+        .or(t.preset.as_ref())
+        .or(t.url.as_ref())
+        .map_or(0..0, Spanned::span)
+}
+
+/// The name of a target written without one: its preset's (`apns`), else
+/// its URL's host (`api.sms.example`), kept to the characters and length a
+/// name allows.
+fn derived_name(preset: Option<&str>, host: &str) -> String {
+    let base = preset.unwrap_or(host);
+    base.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(super::compile::MAX_NAME_LEN)
+        .collect()
 }

@@ -129,8 +129,8 @@ impl Runtime {
             direct: Arc::new(DirectTunnels::default()),
             trail: Trail::new(&first_config),
         };
-        rt.metrics.config_reload(true);
         rt.zero_failures(&first_config);
+        rt.metrics.config_reload(true);
         rt.publish_all();
         rt
     }
