@@ -25,7 +25,6 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 use metrics_util::MetricKindMask;
-
 pub mod logs;
 pub mod meter;
 pub mod process;
