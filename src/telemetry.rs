@@ -56,6 +56,8 @@ pub const ROUTE_ACTIVE: &str = "egress_route_active";
 /// `egress_route_reason{target,route,reason}`: 1 for the route's current
 /// reason (`ok` included), 0 for every other.
 pub const ROUTE_REASON: &str = "egress_route_reason";
+/// `egress_route_degraded{target,route}`: 1 while N of the last M attempts failed.
+pub const ROUTE_DEGRADED: &str = "egress_route_degraded";
 /// `egress_failovers_total{target,from,to}`.
 pub const FAILOVERS: &str = "egress_failovers_total";
 /// `egress_cert_not_after_timestamp_seconds{target,source}`, source ∈ client, peer.
@@ -121,6 +123,10 @@ const HELP: &[(&str, &str)] = &[
     (
         ROUTE_REASON,
         "1 for the reason of the last observation that counted for the route (ok when it passed), 0 for every other reason.",
+    ),
+    (
+        ROUTE_DEGRADED,
+        "1 while too many of the route's latest attempts failed ([probe] degraded_failures of degraded_window): a partial failure.",
     ),
     (FAILOVERS, "Changes of a target's active route."),
     (
@@ -331,6 +337,12 @@ impl Metrics {
                 v,
             );
         }
+    }
+
+    /// Sets whether the route is degraded.
+    pub fn route_degraded(&self, target: &str, route: &str, degraded: bool) {
+        let tr = [("target", target), ("route", route)];
+        self.gauge(ROUTE_DEGRADED, &tr, if degraded { 1.0 } else { 0.0 });
     }
 
     /// Counts a change of a target's active route.

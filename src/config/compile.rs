@@ -142,6 +142,14 @@ impl Compiler<'_> {
             )?,
         };
         let shutdown = self.shutdown(&raw)?;
+        // Last: every located mistake is reported before this one.
+        if targets.is_empty() {
+            return Err(self.loc.error(
+                None,
+                "target",
+                "no target: add at least one [[target]] (e.g. `name = \"apns\"`, `preset = \"apns\"`) — there is nothing to probe or route",
+            ));
+        }
         Ok(Config {
             file: self.loc.file.to_path_buf(),
             listen,
@@ -344,6 +352,28 @@ impl Compiler<'_> {
             }
             None => defaults::PROBE_MAX_BODY,
         };
+        let degraded_window = count(
+            &p.degraded_window,
+            "probe.degraded_window",
+            defaults::PROBE_DEGRADED_WINDOW,
+        )?;
+        let degraded_failures = count(
+            &p.degraded_failures,
+            "probe.degraded_failures",
+            defaults::PROBE_DEGRADED_FAILURES,
+        )?;
+        if degraded_failures > degraded_window {
+            let span = p
+                .degraded_failures
+                .as_ref()
+                .or(p.degraded_window.as_ref())
+                .map(Spanned::span);
+            return Err(self.loc.error(
+                span,
+                "probe.degraded_failures",
+                format!("{degraded_failures} failures can never happen in a window of {degraded_window} attempts: make degraded_failures at most degraded_window"),
+            ));
+        }
         Ok(ProbeSettings {
             interval: self
                 .duration(p.interval.as_ref(), "probe.interval")?
@@ -363,6 +393,8 @@ impl Compiler<'_> {
             hold_down_max: self
                 .duration(p.hold_down_max.as_ref(), "probe.hold_down_max")?
                 .unwrap_or(defaults::PROBE_HOLD_DOWN_MAX),
+            degraded_window,
+            degraded_failures,
         })
     }
 

@@ -30,6 +30,11 @@ pub const PROBE_HOLD_DOWN: Duration = Duration::from_secs(30);
 /// `[probe] hold_down_max`.
 pub const PROBE_HOLD_DOWN_MAX: Duration = Duration::from_secs(600);
 
+/// `[probe] degraded_window`: attempts the partial-failure judgement sees.
+pub const PROBE_DEGRADED_WINDOW: u32 = 10;
+/// `[probe] degraded_failures`: failures among them that make a route degraded.
+pub const PROBE_DEGRADED_FAILURES: u32 = 3;
+
 /// `[admin] verify_cooldown`.
 pub const ADMIN_VERIFY_COOLDOWN: Duration = Duration::from_secs(10);
 
