@@ -410,7 +410,7 @@ impl Runtime {
             let (reason, detail) = cause.map_or((FailureReason::Io, String::new()), |c| {
                 (c.reason, c.detail.clone())
             });
-            tracing::warn!(target_name = %target, route = %route, failures, window, reason = %reason, detail = %detail, "route degraded: {failures} of the last {window} attempts failed");
+            tracing::warn!(target = %target, route = %route, failures, window, reason = %reason, detail = %detail, "route degraded: {failures} of the last {window} attempts failed");
             if preferred {
                 let change = self
                     .with_incidents(|log| log.open_target(target, route, reason, &detail, wall));
@@ -420,7 +420,7 @@ impl Runtime {
             }
             return;
         }
-        tracing::info!(target_name = %target, route = %route, failures, window, "route no longer degraded");
+        tracing::info!(target = %target, route = %route, failures, window, "route no longer degraded");
         let healthy = lock(&self.table)
             .targets
             .get(target)
