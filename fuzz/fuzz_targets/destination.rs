@@ -1,0 +1,9 @@
+//! The destination parser and the address policy
+//! (`invariants::destination_bytes`): the first byte picks `parse_host`,
+//! `parse_authority`, `Cidr` or `check_address` on raw addresses.
+#![no_main]
+
+#[path = "../../tests/support/invariants.rs"]
+mod invariants;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| invariants::destination_bytes(data));
