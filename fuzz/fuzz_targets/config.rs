@@ -1,6 +1,8 @@
 //! The configuration parser on arbitrary text (`invariants::config`).
 #![no_main]
 
+// Each target uses a part of the shared invariants.
+#[allow(dead_code)]
 #[path = "../../tests/support/invariants.rs"]
 mod invariants;
 

@@ -3,6 +3,8 @@
 //! pieces the proxy writes in, the rest is what it writes.
 #![no_main]
 
+// Each target uses a part of the shared invariants.
+#[allow(dead_code)]
 #[path = "../../tests/support/invariants.rs"]
 mod invariants;
 

@@ -3,6 +3,8 @@
 //! `parse_authority`, `Cidr` or `check_address` on raw addresses.
 #![no_main]
 
+// Each target uses a part of the shared invariants.
+#[allow(dead_code)]
 #[path = "../../tests/support/invariants.rs"]
 mod invariants;
 

@@ -2,6 +2,8 @@
 //! anything on the pod's loopback) sends first (`invariants::request_head`).
 #![no_main]
 
+// Each target uses a part of the shared invariants.
+#[allow(dead_code)]
 #[path = "../../tests/support/invariants.rs"]
 mod invariants;
 
