@@ -20,8 +20,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use egress_sentinel::config::Config;
@@ -286,10 +286,12 @@ async fn get(
     port: u16,
 ) -> Result<u16, u16> {
     let work = async {
-        let mut tcp = TcpStream::connect(proxy).await.map_err(|_| 0)?;
-        tcp.write_all(format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n").as_bytes())
-            .await
-            .map_err(|_| 0)?;
+        let mut tcp = TcpStream::connect(proxy).await.map_err(|_| 0u16)?;
+        tcp.write_all(
+            format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .map_err(|_| 0u16)?;
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
@@ -308,11 +310,13 @@ async fn get(
         if status(&head) != 200 {
             return Err(status(&head));
         }
-        let name = ServerName::try_from(host.to_string()).map_err(|_| 0)?;
-        let mut s = tls.connect(name, tcp).await.map_err(|_| 0)?;
-        s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .map_err(|_| 0)?;
+        let name = ServerName::try_from(host.to_string()).map_err(|_| 0u16)?;
+        let mut s = tls.connect(name, tcp).await.map_err(|_| 0u16)?;
+        s.write_all(
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .map_err(|_| 0u16)?;
         let mut answer = Vec::new();
         let _ = s.read_to_end(&mut answer).await;
         Ok(status(&answer))
@@ -386,7 +390,15 @@ async fn soak(length: Duration) -> i32 {
     );
     println!(
         "{:>7} {:>8} {:>9} {:>5} {:>6} {:>8} | {:>17} {:>17} {:>17}",
-        "t", "proxy", "RSS KiB", "fds", "tasks", "threads", "push ok/ref/fail", "sms ok/ref/fail", "azure ok/ref/fail"
+        "t",
+        "proxy",
+        "RSS KiB",
+        "fds",
+        "tasks",
+        "threads",
+        "push ok/ref/fail",
+        "sms ok/ref/fail",
+        "azure ok/ref/fail"
     );
     let mut rows: Vec<(u64, u64, u64)> = Vec::new();
     let start = Instant::now();

@@ -171,7 +171,7 @@ async fn an_upstream_reset_mid_tunnel_closes_the_app_side_at_once() {
         .expect("the partial answer");
     assert_eq!(&buf[..n], b"partial answer");
     // RST: linger 0, then close.
-    up.set_linger(Some(Duration::ZERO)).expect("linger");
+    up.set_zero_linger().expect("linger");
     drop(up);
     let reset = Instant::now();
     // The app sees the end (EOF or a reset of its own) promptly — long
