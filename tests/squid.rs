@@ -285,7 +285,9 @@ async fn squid_frozen_by_sigstop_is_proxy_timeout_within_the_timeout_and_push_fa
     let stopped = Instant::now();
     // The one-off check (verify's path, the same dialer) times out in the
     // tunnel phase, within the timeout.
-    let cfg = ws.config(&running_config(&squid.url(), up.port()));
+    // (Its own file: the running sidecar watches config.toml.)
+    let verify = ws.write("verify.toml", &running_config(&squid.url(), up.port()));
+    let cfg = egress_sentinel::config::Config::load(&verify).expect("valid");
     let outcomes = check_all(&cfg).await;
     let via_squid = outcomes
         .iter()
