@@ -2,7 +2,9 @@
 //! CONNECT succeeds, a `dstdomain` deny is `proxy_denied` with Squid's 403,
 //! and an upstream port with nothing behind it is `proxy_upstream_error`.
 //!
-//! The fault matrix's Squid rows, with a running sidecar: Squid frozen by
+//! The fault matrix's Squid rows, with a running sidecar: Squid killed and
+//! restarted on its port (`proxy_connect`, failover with no failed push
+//! request, fail-back, the direct tunnel closed after the grace); Squid frozen by
 //! SIGSTOP (its kernel still accepts, nothing answers) is `proxy_timeout`
 //! within the probe timeout and push fails over; Squid reconfigured while
 //! it runs — a deny rule, then authentication, then a dead parent — is
@@ -16,7 +18,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use egress_sentinel::reason::{FailureReason, Phase};
-use support::app::get_via;
+use support::app::{KeptTunnel, get_via};
 use support::sidecar::{eventually, request, sample};
 use support::spawned::Spawned;
 use support::squid::{self, Squid};
@@ -425,6 +427,116 @@ async fn squid_reconfigured_to_deny_to_demand_auth_and_to_a_dead_parent_is_named
     sidecar
         .process
         .fds_settle_to(before, Duration::from_secs(10), "after the rule changes")
+        .await;
+    sidecar.stop().await;
+}
+
+/// Squid is killed mid-run (SIGKILL: connections refused) and started
+/// again on the same port. Probes name `proxy_connect`; push fails over
+/// to direct without one failed request; a tunnel the app opens meanwhile
+/// goes direct; after the restart push fails back, and that direct tunnel
+/// is closed `failback_grace` (1 s) later and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn squid_killed_then_restarted_fails_over_and_back_and_closes_direct_tunnels_after_the_grace()
+{
+    let Some(bin) = squid::available() else {
+        return;
+    };
+    let up = upstream().await;
+    let hosts = ["push.test", "sms.test"];
+    let mut squid = Squid::start(bin, &hosts, &[]);
+    let port = squid.addr.port();
+    let ws = Workspace::new();
+    let sidecar = Sidecar::start(&ws, &squid, up.port()).await;
+    let gauge = Sidecar::gauge;
+    sidecar
+        .until("push on squid", |m| {
+            gauge(m, "egress_route_active", "apns", "squid") == Some(1.0)
+        })
+        .await;
+    assert_eq!(
+        get_via(sidecar.proxy, "push.test", up.port()).await,
+        Ok(200)
+    );
+    let before = sidecar.process.steady_fds().await;
+
+    squid.kill();
+    // The app keeps calling push all along: not one request fails.
+    let mut results = Vec::new();
+    for _ in 0..10 {
+        results.push(get_via(sidecar.proxy, "push.test", up.port()).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(results.iter().all(|r| r == &Ok(200)), "{results:?}");
+    let last = sidecar.reason_becomes("apns", "proxy_connect").await;
+    assert_eq!(last["failed_phase"], "connect", "{last:#}");
+    sidecar
+        .until("push on direct", |m| {
+            gauge(m, "egress_route_active", "apns", "direct") == Some(1.0)
+        })
+        .await;
+    let mut tunnel = KeptTunnel::open(sidecar.proxy, "push.test", up.port())
+        .await
+        .expect("a tunnel while squid is down");
+    assert_eq!(tunnel.get("/during").await, Ok(200));
+
+    drop(squid);
+    let squid = Squid::start_with(
+        bin,
+        &hosts,
+        &[],
+        &squid::Opts {
+            port: Some(port),
+            ..Default::default()
+        },
+    );
+    sidecar
+        .until("push back on squid", |m| {
+            gauge(m, "egress_route_active", "apns", "squid") == Some(1.0)
+        })
+        .await;
+    let back = Instant::now();
+    eventually(
+        Duration::from_secs(5),
+        "the direct tunnel closed",
+        || async { tunnel.is_closed().then_some(()) },
+    )
+    .await;
+    assert!(
+        back.elapsed() >= Duration::from_millis(700),
+        "closed {:?} after fail-back, before the 1 s grace",
+        back.elapsed()
+    );
+    let m = sidecar.metrics().await;
+    let closed = sample(
+        &m,
+        "egress_forward_connections_total",
+        &[
+            ("target", "apns"),
+            ("route", "direct"),
+            ("result", "closed_on_failback"),
+        ],
+    );
+    assert_eq!(closed, Some(1.0));
+    assert_eq!(
+        get_via(sidecar.proxy, "push.test", up.port()).await,
+        Ok(200)
+    );
+    // Squid logs a tunnel when it ends.
+    eventually(
+        Duration::from_secs(5),
+        "traffic through the restarted squid",
+        || async {
+            squid
+                .access_log()
+                .contains("CONNECT push.test:")
+                .then_some(())
+        },
+    )
+    .await;
+    sidecar
+        .process
+        .fds_settle_to(before, Duration::from_secs(10), "after the restart")
         .await;
     sidecar.stop().await;
 }
