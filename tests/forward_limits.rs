@@ -55,13 +55,22 @@ async fn malformed_requests_get_their_status_promptly_and_leave_no_descriptor_be
             .await
             .starts_with("HTTP/1.1 431 ")
     );
-    let many: String = (0..100).map(|i| format!("X-{i}: y\r\n")).collect();
-    let many = format!("CONNECT push.test:443 HTTP/1.1\r\n{many}\r\n");
-    assert!(
-        raw_exchange(sidecar.proxy, many.as_bytes(), Duration::from_secs(2))
-            .await
-            .starts_with("HTTP/1.1 431 ")
+    for count in [100, 10_000] {
+        let many: String = (0..count).map(|i| format!("X-{i}: y\r\n")).collect();
+        let many = format!("CONNECT push.test:443 HTTP/1.1\r\n{many}\r\n");
+        let reply = raw_exchange(sidecar.proxy, many.as_bytes(), Duration::from_secs(2)).await;
+        assert!(
+            reply.starts_with("HTTP/1.1 431 "),
+            "{count} headers: {reply}"
+        );
+    }
+    // 100 KiB of headers: refused at 16 KiB, the rest never read.
+    let huge = format!(
+        "CONNECT push.test:443 HTTP/1.1\r\nX-Huge: {}\r\n\r\n",
+        "h".repeat(100 * 1024)
     );
+    let reply = raw_exchange(sidecar.proxy, huge.as_bytes(), Duration::from_secs(2)).await;
+    assert!(reply.starts_with("HTTP/1.1 431 "), "{reply}");
     // A slow drip: header_timeout is 500 ms for the whole head.
     let start = Instant::now();
     let reply = raw_exchange(
