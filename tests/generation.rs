@@ -3,7 +3,9 @@
 //! down; a reload moves probes and new app connections together while an
 //! open tunnel stays where it was; rotated proxy credentials are picked up
 //! from a Secret volume's `..data` swap with no signal; fail-back closes
-//! direct tunnels after the grace; a wedged scheduler fails `/healthz`.
+//! direct tunnels after the grace; a wedged scheduler fails `/healthz`; a
+//! config file overwritten with garbage keeps the running generation until
+//! it is fixed.
 
 mod support;
 
