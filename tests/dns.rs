@@ -11,9 +11,12 @@ mod support;
 mod stub_dns;
 
 use std::process::Output;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use egress_sentinel::dial::resolve::{DnsFailure, ResolveError, Resolver};
+use egress_sentinel::dial::resolve::{
+    DnsFailure, DnsSettings, Nameservers, ResolveError, ResolveSettings, Resolver, SystemDns,
+};
 use egress_sentinel::reason::{FailureReason, Phase};
 use stub_dns::{Answer, StubDns};
 use support::upstream::Opts;
@@ -393,4 +396,87 @@ fn nameservers_take_a_default_port_and_ipv6() {
             system.files
         );
     }
+}
+
+#[tokio::test]
+async fn a_nameserver_with_nothing_listening_fails_within_the_timeout() {
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = closed.local_addr().expect("addr");
+    drop(closed);
+    let ws = Workspace::new();
+    let config = ws.config(&format!(
+        r#"
+[probe]
+timeout = "1s"
+
+[dns]
+nameservers = ["{addr}"]
+
+[[target]]
+name = "push"
+url = "https://push.test/"
+routes = ["direct"]
+"#
+    ));
+    let started = Instant::now();
+    let o = &check_all(&config).await[0];
+    let took = started.elapsed();
+    assert_eq!(o.reason, FailureReason::Resolve, "{}", o.detail);
+    // Where the network says so (ICMP port unreachable) it is
+    // `unreachable`; where it stays silent, a timeout.
+    assert!(
+        o.detail.contains("DNS timeout") || o.detail.contains("DNS unreachable"),
+        "{}",
+        o.detail
+    );
+    assert!(o.detail.contains(&format!("asked {addr}")), "{}", o.detail);
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+}
+
+#[tokio::test]
+async fn without_nameservers_resolv_conf_search_list_and_hosts_file_are_followed() {
+    // resolv.conf names port 53 only: the stub takes a loopback address of
+    // its own on port 53 (root, as in CI), never the machine's nameserver.
+    let stub = match StubDns::start_on("127.0.0.153:53".parse().expect("addr")).await {
+        Ok(stub) => stub,
+        Err(e) => {
+            eprintln!("skipped: cannot bind 127.0.0.153:53 ({e}); run as root");
+            return;
+        }
+    };
+    stub.set("proxy.corp.test", Answer::a("127.0.0.5"));
+    let ws = Workspace::new();
+    let conf = ws.write(
+        "resolv.conf",
+        "search corp.test\nnameserver 127.0.0.153\noptions ndots:2 timeout:1 attempts:1\n",
+    );
+    let hosts = ws.write("hosts", "127.0.0.77 pinned.test\n");
+    let system = SystemDns::read(&conf, &hosts);
+    let resolver = Resolver::new(Arc::new(ResolveSettings {
+        overrides: Default::default(),
+        dns: DnsSettings {
+            timeout: system.timeout().expect("timeout"),
+            attempts: system.attempts().expect("attempts"),
+            nameservers: Nameservers::System(Box::new(system)),
+        },
+    }));
+    // "proxy" has fewer dots than ndots: the search list comes first.
+    let addrs = resolver.resolve("proxy", 3128).await.expect("via search");
+    assert_eq!(addrs, vec!["127.0.0.5:3128".parse().expect("addr")]);
+    assert_eq!(stub.count_a("proxy.corp.test"), 1);
+    // The hosts file answers before DNS.
+    let addrs = resolver.resolve("pinned.test", 443).await.expect("hosts");
+    assert_eq!(addrs, vec!["127.0.0.77:443".parse().expect("addr")]);
+    assert_eq!(stub.count_a("pinned.test"), 0);
+    // A failure names the nameserver and the file it came from.
+    let e = resolver
+        .resolve("gone.test", 443)
+        .await
+        .expect_err("nxdomain");
+    assert_eq!(e.dns(), Some(&DnsFailure::NxDomain));
+    assert!(
+        e.to_string()
+            .contains(&format!("asked 127.0.0.153:53 from {}", conf.display())),
+        "{e}"
+    );
 }

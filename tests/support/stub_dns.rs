@@ -62,17 +62,25 @@ impl StubDns {
     /// Starts a stub on 127.0.0.1 (a free port); names it has no answer
     /// for get NXDOMAIN.
     pub async fn start() -> Self {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind UDP");
+        Self::start_on("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind UDP on 127.0.0.1")
+    }
+
+    /// Starts a stub on `addr` (a loopback address: port 53 needs root).
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
+        assert!(addr.ip().is_loopback(), "the stub listens on loopback only");
+        let socket = UdpSocket::bind(addr).await?;
         let addr = socket.local_addr().expect("local addr");
         let answers: Arc<Mutex<HashMap<String, Answer>>> = Arc::default();
         let asked: Arc<Mutex<Vec<Question>>> = Arc::default();
         let task = tokio::spawn(serve(socket, answers.clone(), asked.clone()));
-        Self {
+        Ok(Self {
             addr,
             answers,
             asked,
             task,
-        }
+        })
     }
 
     /// `127.0.0.1:port`, for `[dns] nameservers`.

@@ -5,9 +5,10 @@
 //! The cache: hickory keeps answers for their TTL; here no answer, positive
 //! or negative, is kept longer than [`CACHE_MAX_TTL`]. App traffic through
 //! the forward proxy (one lookup of the proxy's name per connection) still
-//! shares answers within a burst, while every probe — at most one per
-//! interval, which is never shorter than the cap in practice — asks the
-//! nameserver again, so a deleted or changed record shows at the next probe.
+//! shares answers within a burst, while probes of a route, which come at
+//! least `unhealthy_interval` apart (2 s by default), ask the nameserver
+//! again: a deleted or changed record shows at the next probe. hickory's
+//! own TTL bounds stay otherwise: nothing is kept longer than its TTL.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
