@@ -172,20 +172,37 @@ routes = ["provider"]
 "#,
         stub.addr()
     ));
-    let started = Instant::now();
     let outcomes = check_all(&config).await;
-    let took = started.elapsed();
     let o = &outcomes[0];
     assert_eq!(o.reason, FailureReason::ProxyResolve, "{}", o.detail);
     assert_eq!(o.failed_phase, Some(Phase::Resolve));
     assert!(o.detail.contains("DNS timeout"), "{}", o.detail);
     // Two tries of 200 ms, not the probe's 5 s.
+    let resolve = o.phases.resolve.expect("resolve timed");
     assert!(
-        took >= Duration::from_millis(380) && took < Duration::from_millis(1500),
-        "took {took:?}: {}",
+        resolve >= Duration::from_millis(380) && resolve < Duration::from_millis(1000),
+        "resolve took {resolve:?}: {}",
         o.detail
     );
-    assert_eq!(stub.count_a("silent-proxy.test"), 2, "{:?}", stub.asked());
+    // One lookup asks exactly `attempts` times per address family.
+    let before = stub.count_a("silent-proxy.test");
+    let started = Instant::now();
+    let e = Resolver::new(config.resolve.clone())
+        .resolve("silent-proxy.test", 3128)
+        .await
+        .expect_err("silent");
+    let took = started.elapsed();
+    assert!(matches!(e.dns(), Some(DnsFailure::Timeout(_))), "{e}");
+    assert!(
+        took >= Duration::from_millis(380) && took < Duration::from_millis(1000),
+        "took {took:?}"
+    );
+    assert_eq!(
+        stub.count_a("silent-proxy.test") - before,
+        2,
+        "{:?}",
+        stub.asked()
+    );
 }
 
 fn resolver_for(ws: &Workspace, stub: &StubDns, resolve: &str) -> Resolver {

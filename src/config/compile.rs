@@ -29,7 +29,7 @@ use crate::secret::Secret;
 const MAX_SECRET_FILE: u64 = 256 * 1024;
 
 /// Label values (route and target names) are kept short and plain.
-const MAX_NAME_LEN: usize = 64;
+pub(super) const MAX_NAME_LEN: usize = 64;
 
 pub(super) type Result<T> = std::result::Result<T, ConfigError>;
 
@@ -109,13 +109,21 @@ impl Compiler<'_> {
         for (i, t) in raw.targets.iter().enumerate() {
             let target = self.target(i, t, &base_roots, &routes, &probe)?;
             if targets.iter().any(|o| o.name == target.name) {
-                return Err(self.err(
-                    t.name.span(),
-                    &format!("target[{i}].name"),
+                let msg = if t.name.is_some() {
                     format!(
                         "a target named \"{}\" is already defined; names must be unique",
                         target.name
-                    ),
+                    )
+                } else {
+                    format!(
+                        "this target has no name and would be called \"{}\" (after its preset or URL host), like an earlier one: give it a `name`",
+                        target.name
+                    )
+                };
+                return Err(self.err(
+                    super::targets::span_of(t),
+                    &format!("target[{i}].name"),
+                    msg,
                 ));
             }
             targets.push(Arc::new(target));
@@ -137,6 +145,14 @@ impl Compiler<'_> {
             )?,
         };
         let shutdown = self.shutdown(&raw)?;
+        // Last: every located mistake is reported before this one.
+        if targets.is_empty() {
+            return Err(self.loc.error(
+                None,
+                "target",
+                "no target: add at least one [[target]] (e.g. `name = \"apns\"`, `preset = \"apns\"`) — there is nothing to probe or route",
+            ));
+        }
         Ok(Config {
             file: self.loc.file.to_path_buf(),
             listen,
@@ -345,6 +361,28 @@ impl Compiler<'_> {
             }
             None => defaults::PROBE_MAX_BODY,
         };
+        let degraded_window = count(
+            &p.degraded_window,
+            "probe.degraded_window",
+            defaults::PROBE_DEGRADED_WINDOW,
+        )?;
+        let degraded_failures = count(
+            &p.degraded_failures,
+            "probe.degraded_failures",
+            defaults::PROBE_DEGRADED_FAILURES,
+        )?;
+        if degraded_failures > degraded_window {
+            let span = p
+                .degraded_failures
+                .as_ref()
+                .or(p.degraded_window.as_ref())
+                .map(Spanned::span);
+            return Err(self.loc.error(
+                span,
+                "probe.degraded_failures",
+                format!("{degraded_failures} failures can never happen in a window of {degraded_window} attempts: make degraded_failures at most degraded_window"),
+            ));
+        }
         Ok(ProbeSettings {
             interval: self
                 .duration(p.interval.as_ref(), "probe.interval")?
@@ -364,6 +402,8 @@ impl Compiler<'_> {
             hold_down_max: self
                 .duration(p.hold_down_max.as_ref(), "probe.hold_down_max")?
                 .unwrap_or(defaults::PROBE_HOLD_DOWN_MAX),
+            degraded_window,
+            degraded_failures,
         })
     }
 
@@ -790,7 +830,33 @@ impl Compiler<'_> {
             }
             None => defaults::FORWARD_MAX_CONNECTIONS,
         };
+        let trail_max_bytes = match &f.trail_max_bytes {
+            Some(m) if (4096..=1024 * 1024 * 1024).contains(m.get_ref()) => *m.get_ref(),
+            Some(m) => {
+                return Err(self.err(
+                    m.span(),
+                    "forward.trail_max_bytes",
+                    "must be between 4096 and 1073741824 (1 GiB) bytes",
+                ));
+            }
+            None => defaults::FORWARD_TRAIL_MAX_BYTES,
+        };
+        let trail_keep = match &f.trail_keep {
+            Some(k) if *k.get_ref() <= 100 => *k.get_ref(),
+            Some(k) => {
+                return Err(self.err(
+                    k.span(),
+                    "forward.trail_keep",
+                    "must be between 0 and 100 rotated files",
+                ));
+            }
+            None => defaults::FORWARD_TRAIL_KEEP,
+        };
         Ok(ForwardSettings {
+            trail: f.trail.unwrap_or(defaults::FORWARD_TRAIL),
+            access_log: f.access_log.unwrap_or(defaults::FORWARD_ACCESS_LOG),
+            trail_max_bytes,
+            trail_keep,
             default,
             default_routes,
             allow_ports,

@@ -11,9 +11,11 @@ pub mod app;
 pub mod blackhole;
 pub mod pki;
 pub mod platform;
+pub mod promtool;
 pub mod proxy;
 pub mod scenario;
 pub mod sidecar;
+pub mod spawned;
 pub mod squid;
 pub mod upstream;
 
