@@ -17,6 +17,7 @@ pub mod scenario;
 pub mod sidecar;
 pub mod spawned;
 pub mod squid;
+pub mod stub_dns;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};
