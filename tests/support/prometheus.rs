@@ -13,8 +13,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::sidecar::request;
-
 /// Where Debian installs the server.
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 
@@ -167,7 +165,7 @@ impl Prometheus {
 
     /// `GET path` on its API; the `data` member of a successful answer.
     pub async fn api(&self, path: &str) -> serde_json::Value {
-        let (status, body) = request(self.addr, "GET", path).await;
+        let (status, body) = get(self.addr, path).await;
         assert_eq!(status, 200, "GET {path}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).expect("API JSON");
         assert_eq!(v["status"], "success", "GET {path}: {body}");
@@ -202,4 +200,29 @@ fn ready(addr: SocketAddr) -> bool {
     }
     let mut head = [0u8; 12];
     s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+}
+
+/// `GET path` as HTTP/1.0, so the answer is neither chunked nor kept
+/// alive: the body is everything after the head.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let work = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.expect("read");
+        raw
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(10), work)
+        .await
+        .expect("prometheus answers within 10 s");
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
 }
