@@ -1,8 +1,10 @@
 //! Test fixtures shared by the integration tests: a CA and certificates
 //! (`pki`), TLS upstreams (`upstream`), a scriptable CONNECT proxy
 //! (`proxy`), real Squid (`squid`), a loopback address that never answers
-//! (`blackhole`), the platform's address parsers (`platform`), and config
-//! helpers. Everything listens on loopback only.
+//! (`blackhole`), the platform's address parsers (`platform`), promtool
+//! and a real Prometheus server (`promtool`, `prometheus`), the shipped
+//! alert rules and dashboard as data (`rules`), and config helpers.
+//! Everything listens on loopback only.
 
 // Each test binary uses a different part of the fixtures.
 #![allow(dead_code)]
@@ -11,8 +13,10 @@ pub mod app;
 pub mod blackhole;
 pub mod pki;
 pub mod platform;
+pub mod prometheus;
 pub mod promtool;
 pub mod proxy;
+pub mod rules;
 pub mod scenario;
 pub mod sidecar;
 pub mod spawned;
