@@ -1,9 +1,9 @@
-//! Parsing of human durations (`"500ms"`, `"10s"`, `"2m"`, `"1h30m"`).
+//! Parsing of human durations (`"500ms"`, `"10s"`, `"2m"`, `"1h30m"`, `"30d"`).
 
 use std::time::Duration;
 
 /// Parses a duration made of one or more `<number><unit>` parts, unit one
-/// of `ms`, `s`, `m`, `h`. Returns a message saying what is expected on error.
+/// of `ms`, `s`, `m`, `h`, `d`. Returns a message saying what is expected on error.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let expected = || format!("`{s}` is not a duration: expected e.g. \"500ms\", \"10s\", \"2m\"");
     let s_trim = s.trim();
@@ -29,6 +29,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
             _ => return Err(expected()),
         };
         rest = &rest[unit_len..];
@@ -47,6 +48,7 @@ mod tests {
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         for bad in ["", "10", "s", "10 s", "1.5s", "-1s", "10sec"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }

@@ -11,6 +11,7 @@
 
 pub mod classify;
 pub mod connect;
+pub mod identity;
 pub mod resolve;
 pub mod stream;
 pub mod tls;

@@ -14,7 +14,7 @@ pub use outcome::{Failure, ProbeOutcome};
 
 use crate::config::{Http2Mode, Route, Target};
 use crate::dial::classify::tls_stage_reason;
-use crate::dial::tls::{CertInfo, TlsInfo};
+use crate::dial::tls::{CertInfo, TlsInfo, TrustVerdict};
 use crate::dial::{BoxStream, ConnectReply, Destination, Dialer, Phases, fmt_duration, timed};
 use crate::reason::{FailureReason, Phase};
 
@@ -34,6 +34,7 @@ struct Seen {
     http_status: Option<u16>,
     alpn: Option<String>,
     peer_cert: Option<CertInfo>,
+    trust: Option<TrustVerdict>,
 }
 
 impl Prober {
@@ -56,7 +57,7 @@ impl Prober {
             Ok(detail) => (true, FailureReason::Ok, detail, None),
             Err(f) => (false, f.reason, f.detail, Some(f.phase)),
         };
-        ProbeOutcome {
+        let mut outcome = ProbeOutcome {
             target: target.name.clone(),
             route: route.name.clone(),
             ok,
@@ -70,8 +71,13 @@ impl Prober {
             phases,
             duration: start.elapsed(),
             peer_cert: seen.peer_cert,
+            anchor: None,
+            expected_anchor: None,
+            intercepted: None,
             started,
-        }
+        };
+        outcome.set_trust(seen.trust);
+        outcome
     }
 
     async fn stages(
@@ -183,6 +189,7 @@ impl Prober {
             Ok((stream, info)) => {
                 seen.alpn = info.alpn.clone();
                 seen.peer_cert = info.peer.clone();
+                seen.trust = info.trust.clone();
                 Ok((stream, info))
             }
             Err(f) => {

@@ -174,24 +174,8 @@ impl Endpoints {
     /// Updates the descriptor gauges of this process and the watched ones
     /// (at scrape time, so they are current).
     pub fn record_fds(&self) {
-        let usage = crate::watch::fd_usage(std::path::Path::new("/proc/self"));
-        for (kind, n) in &usage.by_kind {
-            self.shared.metrics.open_fds("egress-sentinel", kind, *n);
-        }
-        if let Some(max) = usage.max {
-            self.shared.metrics.max_fds("egress-sentinel", max);
-        }
-        for name in &self.shared.config().watch_processes {
-            let Some(usage) = crate::watch::worst_usage(name) else {
-                continue;
-            };
-            for (kind, n) in &usage.by_kind {
-                self.shared.metrics.open_fds(name, kind, *n);
-            }
-            if let Some(max) = usage.max {
-                self.shared.metrics.max_fds(name, max);
-            }
-        }
+        let sample = crate::watch::sample(&self.shared.config().watch_processes);
+        self.shared.metrics.record_watch(&sample);
     }
 
     /// One verify run shared by concurrent callers, refused within the

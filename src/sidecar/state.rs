@@ -113,6 +113,7 @@ impl Shared {
             wake: Mutex::new(HashMap::new()),
         };
         shared.metrics.config_reload(true);
+        shared.metrics.config_loaded(&shared.config());
         shared.publish_all();
         shared
     }
@@ -144,6 +145,7 @@ impl Shared {
 
     /// Replaces the config and prober; health of unchanged targets is kept.
     pub fn replace_config(&self, config: Arc<Config>, prober: Arc<dyn ProbeRunner>) {
+        self.metrics.config_loaded(&config);
         let old = self.config();
         {
             let mut health = lock(&self.health);
@@ -373,6 +375,7 @@ impl Shared {
                 self.metrics.client_cert_not_after(&t.name, not_after);
             }
         }
+        self.metrics.publish_certs(&config);
         self.metrics.build_info();
         self.metrics.config_reload(self.reload_status().ok);
     }
