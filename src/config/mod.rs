@@ -24,7 +24,7 @@ use http::{HeaderName, HeaderValue, Method};
 
 pub use duration::parse_duration;
 pub use error::ConfigError;
-pub use targets::{CertLevel, CertThresholds};
+pub use targets::{CertLevel, CertThresholds, human_duration};
 
 use crate::dial::tls::TlsClient;
 use crate::policy::Cidr;

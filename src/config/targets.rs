@@ -57,7 +57,7 @@ pub enum CertLevel {
 }
 
 /// `7d`, `36h`, `90m`, `45s`: the largest whole unit, for messages.
-pub fn human(d: Duration) -> String {
+pub fn human_duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0 => format!("{}ms", d.as_millis()),
@@ -281,8 +281,8 @@ impl Compiler<'_> {
                 &key,
                 format!(
                     "fail_before ({}) is longer than warn_before ({}): a certificate must warn before it fails",
-                    human(out.fail_before),
-                    human(out.warn_before)
+                    human_duration(out.fail_before),
+                    human_duration(out.warn_before)
                 ),
             ));
         }

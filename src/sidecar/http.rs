@@ -219,11 +219,8 @@ impl Endpoints {
         tokio::spawn(async move {
             let config = this.shared.config();
             let prober = verify::prober_for(&config);
-            let results = verify::run_checks(&config, &prober).await;
-            let outcome = Arc::new((
-                verify::exit_code(&results) == verify::EXIT_OK,
-                verify::render_json(&results),
-            ));
+            let report = verify::run_report(&config, &prober, verify::now_unix()).await;
+            let outcome = Arc::new((report.exit_code() == verify::EXIT_OK, report.render_json()));
             let mut gate = this.verify.lock().await;
             gate.in_flight = None;
             gate.finished = Some(StdInstant::now());
