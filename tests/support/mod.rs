@@ -7,6 +7,9 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod daemon;
+pub mod mitm;
+pub mod p12;
 pub mod pki;
 pub mod proxy;
 pub mod scenario;

@@ -1,6 +1,7 @@
 //! Certificates made with rcgen: one test CA for the whole run, leaves for
 //! upstreams (valid, expired, wrong name), an unknown CA standing in for an
-//! intercepting proxy, and client certificates.
+//! intercepting proxy, and client certificates — also expiring on a chosen
+//! day, with their expiry in Unix seconds for exact metric checks.
 
 use std::sync::OnceLock;
 
@@ -64,6 +65,34 @@ impl Ca {
         self.sign(params)
     }
 
+    /// A client certificate named `cn` that expires at midnight UTC `days`
+    /// days from today (negative: already expired), and that expiry in Unix
+    /// seconds.
+    pub fn client_expiring(&self, cn: &str, days: i64) -> (Leaf, i64) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let unix = expiring(&mut params, days);
+        (self.sign(params), unix)
+    }
+
+    /// A server certificate for `names` that expires at midnight UTC `days`
+    /// days from today, and that expiry in Unix seconds.
+    pub fn server_expiring(&self, names: &[&str], days: i64) -> (Leaf, i64) {
+        let mut params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("leaf params");
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let unix = expiring(&mut params, days);
+        (self.sign(params), unix)
+    }
+
+    /// The CA certificate, DER.
+    pub fn cert_der(&self) -> Vec<u8> {
+        self.cert.der().to_vec()
+    }
+
     fn sign(&self, params: CertificateParams) -> Leaf {
         let key = KeyPair::generate().expect("leaf key");
         let cert = params
@@ -74,6 +103,51 @@ impl Ca {
             key_pem: key.serialize_pem(),
         }
     }
+}
+
+impl Leaf {
+    /// The certificate, DER.
+    pub fn cert_der(&self) -> Vec<u8> {
+        rustls::pki_types::pem::PemObject::from_pem_slice(self.cert_pem.as_bytes())
+            .map(|c: rustls::pki_types::CertificateDer<'static>| c.to_vec())
+            .expect("leaf PEM")
+    }
+
+    /// The private key, PKCS#8 DER.
+    pub fn key_der(&self) -> Vec<u8> {
+        rustls::pki_types::pem::PemObject::from_pem_slice(self.key_pem.as_bytes())
+            .map(|k: rustls::pki_types::PrivatePkcs8KeyDer<'static>| k.secret_pkcs8_der().to_vec())
+            .expect("key PEM")
+    }
+}
+
+/// Sets validity to end at midnight UTC `days` from today (starting a year
+/// earlier); returns the end in Unix seconds.
+fn expiring(params: &mut CertificateParams, days: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let day = now.div_euclid(86_400) + days;
+    let (y, m, d) = civil(day - 365);
+    params.not_before = rcgen::date_time_ymd(y, m, d);
+    let (y, m, d) = civil(day);
+    params.not_after = rcgen::date_time_ymd(y, m, d);
+    day * 86_400
+}
+
+/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
+fn civil(days: i64) -> (i32, u8, u8) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year as i32, month as u8, day as u8)
 }
 
 /// The CA every fixture config trusts.
