@@ -165,10 +165,10 @@ impl Baseline {
     /// Parses baseline text read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Self, String> {
         let p = path.display();
-        let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| format!("{p} is not a baseline: not JSON ({e})"))?;
         let record_again =
             "record a new one with `verify --record-baseline FILE` before the change";
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| format!("{p} is not a baseline: not JSON ({e}): {record_again}"))?;
         match &value {
             serde_json::Value::Array(_) => {
                 return Err(format!(

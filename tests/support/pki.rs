@@ -122,14 +122,15 @@ impl Leaf {
 }
 
 /// Sets validity to end at midnight UTC `days` from today (starting a year
-/// earlier); returns the end in Unix seconds.
+/// earlier, and never later than yesterday); returns the end in Unix seconds.
 fn expiring(params: &mut CertificateParams, days: i64) -> i64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs() as i64;
-    let day = now.div_euclid(86_400) + days;
-    let (y, m, d) = civil(day - 365);
+    let today = now.div_euclid(86_400);
+    let day = today + days;
+    let (y, m, d) = civil((day - 365).min(today - 1));
     params.not_before = rcgen::date_time_ymd(y, m, d);
     let (y, m, d) = civil(day);
     params.not_after = rcgen::date_time_ymd(y, m, d);
