@@ -540,6 +540,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn public_roots_are_mozillas_and_a_private_ca_is_not() {
+        for root in webpki_roots::TLS_SERVER_ROOTS {
+            assert!(TrustExpectation::PublicRoots.expects(root));
+            let info = AnchorInfo::of(root);
+            assert!(info.public);
+            assert!(!info.subject.starts_with("<unparsable"), "{info:?}");
+            assert_eq!(info.spki_sha256.len(), 64);
+        }
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Private CA");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let der = params.self_signed(&key).expect("cert").der().clone();
+        let anchor = webpki::anchor_from_trusted_cert(&der).expect("anchor");
+        assert!(!TrustExpectation::PublicRoots.expects(&anchor));
+        let info = AnchorInfo::of(&anchor);
+        assert_eq!(info.subject, "CN=Private CA");
+        assert!(!info.public);
+        let named = TrustExpectation::named(Path::new("ca.pem"), std::slice::from_ref(&der))
+            .expect("named");
+        assert!(named.expects(&anchor));
+        assert!(!named.expects(&webpki_roots::TLS_SERVER_ROOTS[0]));
+        assert_eq!(named.describe(), "expect_ca ca.pem");
+    }
+
+    #[test]
     fn rfc3339_formats_known_instants() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
