@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use egress_sentinel::dial::identity::{self, CertReadReason, IdentityFiles, IdentityFormat};
 use egress_sentinel::reason::FailureReason;
-use support::daemon::{Daemon, listen_table};
+use support::daemon::{Daemon, listen_table, one_line, scrape};
 use support::p12::{self, Encryption};
 use support::pki;
 use support::proxy::{Mode, ScriptProxy};
@@ -447,10 +447,7 @@ async fn a_wrong_password_is_an_error_metric_and_one_log_line_never_a_crash_nor_
     let path = ws.write("config.toml", &text);
     let daemon = Daemon::start(&path, "info");
     let m = eventually(Duration::from_secs(10), "the error metric", || async {
-        if tokio::net::TcpStream::connect(metrics).await.is_err() {
-            return None;
-        }
-        let (_, m) = request(metrics, "GET", "/metrics").await;
+        let m = scrape(metrics).await?;
         sample(
             &m,
             "egress_cert_read_errors_total",
@@ -486,15 +483,10 @@ async fn a_wrong_password_is_an_error_metric_and_one_log_line_never_a_crash_nor_
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (verify_code, verify_out, verify_err) = verify(&ws, &[]).await;
     let logs = daemon.stop().await;
-    let lines: Vec<&str> = logs
-        .lines()
-        .filter(|l| l.contains("client certificate cannot be used"))
-        .collect();
-    assert_eq!(lines.len(), 1, "one log line:\n{logs}");
-    assert!(
-        lines[0].contains("ERROR") && lines[0].contains("bad_password"),
-        "{}",
-        lines[0]
+    one_line(
+        &logs,
+        "client certificate cannot be used",
+        &["ERROR", "bad_password", "target_name=apns"],
     );
     assert_eq!(verify_code, Some(1), "{verify_out}");
     let rows = finding_rows(&verify_out);

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use egress_sentinel::watch::{self, TcpState};
-use support::daemon::{Daemon, listen_table};
+use support::daemon::{Daemon, listen_table, one_line, scrape};
 use support::sidecar::{Running, eventually, request, sample};
 use support::upstream::Opts;
 use support::{Workspace, binary};
@@ -387,10 +387,7 @@ async fn a_watched_name_that_matches_nothing_is_a_warning_once_and_a_zero_gauge(
     );
     let daemon = Daemon::start(&path, "info");
     let m = eventually(Duration::from_secs(10), "the gauge", || async {
-        if TcpStream::connect(metrics).is_err() {
-            return None;
-        }
-        let (_, m) = request(metrics, "GET", "/metrics").await;
+        let m = scrape(metrics).await?;
         sample(
             &m,
             "egress_watch_processes_matched",
@@ -414,14 +411,9 @@ async fn a_watched_name_that_matches_nothing_is_a_warning_once_and_a_zero_gauge(
     }
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let logs = daemon.stop().await;
-    let lines: Vec<&str> = logs
-        .lines()
-        .filter(|l| l.contains("no process has this command name"))
-        .collect();
-    assert_eq!(lines.len(), 1, "{logs}");
-    assert!(
-        lines[0].contains("WARN") && lines[0].contains("process=nginx-absent"),
-        "{}",
-        lines[0]
+    one_line(
+        &logs,
+        "no process has this command name",
+        &["WARN", "process=nginx-absent"],
     );
 }

@@ -10,10 +10,10 @@ mod support;
 use std::time::Duration;
 
 use egress_sentinel::reason::FailureReason;
-use support::daemon::{Daemon, listen_table};
+use support::daemon::{Daemon, listen_table, one_line, scrape};
 use support::mitm::{MitmProxy, Mode};
 use support::pki;
-use support::sidecar::{Running, eventually, request, sample};
+use support::sidecar::{Running, eventually, sample};
 use support::upstream::Opts;
 use support::{Workspace, binary, check_all};
 
@@ -256,10 +256,7 @@ async fn interception_is_logged_once_when_it_starts_and_once_when_it_ends() {
     let daemon = Daemon::start(&path, "info");
     let intercepted = |want: f64| {
         move || async move {
-            if tokio::net::TcpStream::connect(metrics).await.is_err() {
-                return None;
-            }
-            let (_, m) = request(metrics, "GET", "/metrics").await;
+            let m = scrape(metrics).await?;
             (sample(
                 &m,
                 "egress_tls_intercepted",
@@ -293,31 +290,23 @@ async fn interception_is_logged_once_when_it_starts_and_once_when_it_ends() {
     })
     .await;
     let logs = daemon.stop().await;
-    let started: Vec<&str> = logs
-        .lines()
-        .filter(|l| l.contains("TLS intercepted"))
-        .collect();
-    assert_eq!(started.len(), 1, "{logs}");
-    assert!(started[0].contains("WARN"), "{}", started[0]);
-    assert!(started[0].contains("route=provider"), "{}", started[0]);
-    assert!(
-        started[0].contains("anchor=CN=Intercepting Proxy CA"),
-        "{}",
-        started[0]
+    one_line(
+        &logs,
+        "TLS intercepted",
+        &[
+            "WARN",
+            "route=provider",
+            "anchor=CN=Intercepting Proxy CA",
+            "issuer=CN=Intercepting Proxy CA",
+        ],
     );
-    assert!(
-        started[0].contains("issuer=CN=Intercepting Proxy CA"),
-        "{}",
-        started[0]
-    );
-    let ended: Vec<&str> = logs
-        .lines()
-        .filter(|l| l.contains("TLS no longer intercepted"))
-        .collect();
-    assert_eq!(ended.len(), 1, "{logs}");
-    assert!(
-        ended[0].contains("anchor=CN=egress-sentinel test CA"),
-        "{}",
-        ended[0]
+    one_line(
+        &logs,
+        "TLS no longer intercepted",
+        &[
+            "INFO",
+            "route=provider",
+            "anchor=CN=egress-sentinel test CA",
+        ],
     );
 }

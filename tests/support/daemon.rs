@@ -78,3 +78,21 @@ impl Daemon {
         .expect("the sidecar stops within 10 s")
     }
 }
+
+/// The daemon's `/metrics` at `addr`, once it listens (`None` before).
+pub async fn scrape(addr: SocketAddr) -> Option<String> {
+    tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (code, body) = super::sidecar::request(addr, "GET", "/metrics").await;
+    (code == 200).then_some(body)
+}
+
+/// The one line of `logs` that contains `needle`, checked to contain each
+/// of `words` as well; fails with the whole log otherwise.
+pub fn one_line<'a>(logs: &'a str, needle: &str, words: &[&str]) -> &'a str {
+    let lines: Vec<&str> = logs.lines().filter(|l| l.contains(needle)).collect();
+    assert_eq!(lines.len(), 1, "one line with {needle:?}:\n{logs}");
+    for w in words {
+        assert!(lines[0].contains(w), "{w:?} missing: {}", lines[0]);
+    }
+    lines[0]
+}

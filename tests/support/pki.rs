@@ -130,25 +130,18 @@ fn expiring(params: &mut CertificateParams, days: i64) -> i64 {
         .as_secs() as i64;
     let today = now.div_euclid(86_400);
     let day = today + days;
-    let (y, m, d) = civil((day - 365).min(today - 1));
+    let (y, m, d) = ymd((day - 365).min(today - 1));
     params.not_before = rcgen::date_time_ymd(y, m, d);
-    let (y, m, d) = civil(day);
+    let (y, m, d) = ymd(day);
     params.not_after = rcgen::date_time_ymd(y, m, d);
     day * 86_400
 }
 
-/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
-fn civil(days: i64) -> (i32, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year as i32, month as u8, day as u8)
+/// The (year, month, day) of a day counted from 1970-01-01.
+fn ymd(day: i64) -> (i32, u8, u8) {
+    let text = egress_sentinel::dial::tls::rfc3339(day * 86_400);
+    let part = |r: std::ops::Range<usize>| text[r].parse::<i32>().expect("date part");
+    (part(0..4), part(5..7) as u8, part(8..10) as u8)
 }
 
 /// The CA every fixture config trusts.
