@@ -7,28 +7,35 @@
 //! upstream, or the upstream's own answer.
 //!
 //! # Layout
-//! - [`accept`]: accept loops that back off on EMFILE instead of spinning.
+//! - [`accept`]: the one accept loop the three listeners share: the
+//!   connection cap, the EMFILE back-off, the stop order.
 //! - [`config`]: the TOML schema, presets, validation with located errors.
 //! - [`reason`]: the closed [`FailureReason`](reason::FailureReason) and
 //!   [`Phase`](reason::Phase) sets, the only sources of those labels.
 //! - [`policy`]: the address policy for direct dials (pure functions).
+//! - [`generation`]: everything built from one config (dialer, prober),
+//!   swapped whole on reload.
 //! - [`dial`]: the one dialer (resolve → TCP → CONNECT → TLS), shared by
 //!   probes and app traffic, with typed errors and their classification.
 //! - [`probe`]: one request over one route, checked against expectations.
 //! - [`forward`]: the app's forward proxy: route choice, failover before the
 //!   tunnel stands, the open-proxy guard, the compliance trail.
 //! - [`verify`]: the `verify` command's run, report and baseline comparison.
-//! - [`health`]: fall/rise hysteresis, hold-down, the route table (pure).
+//! - [`health`]: the route table (pure): fall/rise, hold-down, active
+//!   routes, fed typed observations from probes and app traffic.
 //! - [`incidents`]: incident windows, merged by cause, persisted in `state_dir`.
 //! - [`telemetry`]: every metric name, and the per-instance recorder.
 //! - [`watch`]: file-descriptor usage by kind.
-//! - [`sidecar`]: `run` — scheduler, shared state, listeners, reload, shutdown.
+//! - [`sidecar`]: `run` — the runtime that wires the parts: scheduler,
+//!   listeners, reload, shutdown.
 //! - [`files`]: bounded reads of the files the config names.
 //! - [`secret`]: the redacting wrapper for credentials.
 //! - [`demo`]: `egress-sentinel demo`, the incident replayed on loopback.
 //!
-//! Data flows one way: config → probes → outcomes → health → route table →
-//! metrics, status and incidents.
+//! Data flows one way: config → generation → probes and app traffic →
+//! observations → route table → events → metrics, status and incidents.
+//! Dependencies point down: `sidecar` → `forward`/`probe`/`verify` → `dial`;
+//! `config` compiles into `dial`'s types; nothing below `sidecar` imports it.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -40,6 +47,7 @@ pub mod demo;
 pub mod dial;
 pub mod files;
 pub mod forward;
+pub mod generation;
 pub mod health;
 pub mod incidents;
 pub mod policy;

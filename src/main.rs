@@ -1,16 +1,20 @@
 //! The `egress-sentinel` binary: parses the command line and hands off to
-//! the library. Nothing here knows how a probe works.
+//! the library. Nothing here knows how a probe works. It owns the process's
+//! signals: `run` installs their handlers before it reads the config.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use egress_sentinel::config::Config;
 use egress_sentinel::verify;
+use tokio::runtime::Runtime;
+use tokio::sync::Notify;
 
 /// Keeps an application's outbound HTTPS path honest: probes every route
 /// (forward proxy or direct) and names where it breaks.
@@ -76,10 +80,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     egress_sentinel::dial::tls::install_default_provider();
     let code = match cli.command {
-        Command::Run { config, log_format } => {
-            init_logs("info", log_format);
-            run_sidecar(config)
-        }
+        Command::Run { config, log_format } => run_sidecar(config, log_format),
         Command::Demo => {
             init_logs("off", Some(LogFormat::Text));
             run_demo()
@@ -194,30 +195,37 @@ fn init_logs(default: &str, format: Option<LogFormat>) {
 
 /// Loads the config and starts the async runtime; on failure, says why and
 /// returns the exit code (2 for a config error).
-fn load_and_start(path: &std::path::Path) -> Result<(Config, tokio::runtime::Runtime), u8> {
-    let config = Config::load(path).map_err(|e| {
-        tracing::error!(error = %e, "invalid configuration");
+fn load_and_start(path: &Path) -> Result<(Config, Runtime), u8> {
+    let config = load(path)?;
+    let runtime = build_runtime().map_err(|e| {
         eprintln!("error: {e}");
-        verify::EXIT_USAGE
+        verify::EXIT_FAILED
     })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("error: cannot start the async runtime: {e}");
-            verify::EXIT_FAILED
-        })?;
     Ok((config, runtime))
 }
 
-fn run_demo() -> u8 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+/// Loads the config; on failure, says why and returns exit code 2.
+fn load(path: &Path) -> Result<Config, u8> {
+    Config::load(path).map_err(|e| {
+        tracing::error!(error = %e, "invalid configuration");
+        eprintln!("error: {e}");
+        verify::EXIT_USAGE
+    })
+}
+
+/// The async runtime every command shares the shape of.
+fn build_runtime() -> Result<Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn run_demo() -> u8 {
+    let runtime = match build_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            eprintln!("error: {e}");
             return verify::EXIT_FAILED;
         }
     };
@@ -230,9 +238,21 @@ fn run_demo() -> u8 {
     }
 }
 
-fn run_sidecar(path: PathBuf) -> u8 {
-    let (config, runtime) = match load_and_start(&path) {
+/// `run`: the signal handlers first, then the config, the listeners and the
+/// sidecar until SIGTERM or SIGINT.
+fn run_sidecar(path: PathBuf, log_format: Option<LogFormat>) -> u8 {
+    // Before the config is read or anything is bound: from here on a SIGTERM
+    // or SIGINT stops the sidecar cleanly, whenever it arrives.
+    let (runtime, signals) = match ProcessSignals::install() {
         Ok(both) => both,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return verify::EXIT_FAILED;
+        }
+    };
+    init_logs("info", log_format);
+    let config = match load(&path) {
+        Ok(c) => c,
         Err(code) => return code,
     };
     runtime.block_on(async move {
@@ -244,7 +264,9 @@ fn run_sidecar(path: PathBuf) -> u8 {
                 return verify::EXIT_FAILED;
             }
         };
-        match egress_sentinel::sidecar::run(config, listeners, shutdown_signal()).await {
+        let hooks = egress_sentinel::sidecar::Hooks::default();
+        let shutdown = signals.into_shutdown(hooks.reload.clone());
+        match egress_sentinel::sidecar::run_with(config, listeners, shutdown, hooks).await {
             Ok(()) => verify::EXIT_OK,
             Err(e) => {
                 tracing::error!(error = %e, "cannot run");
@@ -255,30 +277,108 @@ fn run_sidecar(path: PathBuf) -> u8 {
     })
 }
 
-/// SIGTERM or SIGINT. As PID 1 in a container, SIGTERM is ignored unless a
-/// handler is installed: this is that handler.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
+// === impl ProcessSignals ===
+
+/// The signals `run` answers: SIGTERM and SIGINT stop it, SIGHUP reloads the
+/// config. As PID 1 in a container, SIGTERM is ignored unless a handler is
+/// installed: these are the handlers.
+///
+/// Installed with the three signals blocked, because installing is not
+/// atomic: signal-hook-registry calls `sigaction` before it stores tokio's
+/// action (a signal in between is dropped), and tokio subscribes the stream
+/// only after that (a signal broadcast in between is dropped too). Blocked,
+/// such a signal stays pending and is delivered when unblocked, to handlers
+/// and streams that all exist by then.
+#[cfg(unix)]
+struct ProcessSignals {
+    /// SIGTERM: the kubelet's stop.
+    terminate: tokio::signal::unix::Signal,
+    /// SIGINT: Ctrl-C.
+    interrupt: tokio::signal::unix::Signal,
+    /// SIGHUP: reload the configuration.
+    hangup: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl ProcessSignals {
+    /// Starts the runtime and installs the handlers, losing no signal.
+    ///
+    /// The signal mask is per thread and inherited by the threads a thread
+    /// creates. This thread blocks the signals first, so the runtime's
+    /// workers start with them blocked and keep them blocked for good; once
+    /// the handlers and streams exist, this thread (the one in `block_on`
+    /// for the sidecar's whole life) unblocks them and alone receives them,
+    /// a pending one at once. A thread created after that inherits either
+    /// mask; in both cases the handlers are already in place.
+    fn install() -> Result<(Runtime, Self), String> {
+        use nix::sys::signal::{SigSet, Signal};
+        let set: SigSet = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]
+            .into_iter()
+            .collect();
+        set.thread_block()
+            .map_err(|e| format!("cannot block SIGTERM, SIGINT and SIGHUP: {e}"))?;
+        let runtime = build_runtime()?;
+        let signals = {
+            // tokio's handlers need the runtime's signal driver.
+            let _context = runtime.enter();
+            Self::register()
+        };
+        // Unblocked even when the parent started us with them blocked: the
+        // sidecar must stop on SIGTERM whatever it inherited.
+        set.thread_unblock()
+            .map_err(|e| format!("cannot unblock SIGTERM, SIGINT and SIGHUP: {e}"))?;
+        Ok((runtime, signals?))
+    }
+
+    fn register() -> Result<Self, String> {
         use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM"),
-                    _ = int.recv() => tracing::info!("SIGINT"),
-                }
+        let one = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| format!("cannot install the {name} handler: {e}"))
+        };
+        Ok(Self {
+            terminate: one(SignalKind::terminate(), "SIGTERM")?,
+            interrupt: one(SignalKind::interrupt(), "SIGINT")?,
+            hangup: one(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+
+    /// Forwards every SIGHUP to `reload` from now on, one received before
+    /// included; the returned future completes on SIGTERM or SIGINT,
+    /// including one received before it is first polled.
+    fn into_shutdown(self, reload: Arc<Notify>) -> impl Future<Output = ()> {
+        let Self {
+            mut terminate,
+            mut interrupt,
+            mut hangup,
+        } = self;
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the configuration");
+                reload.notify_one();
             }
-            _ => {
-                tracing::warn!("cannot install signal handlers; stopping on Ctrl-C only");
-                let _ = tokio::signal::ctrl_c().await;
+        });
+        async move {
+            tokio::select! {
+                _ = terminate.recv() => tracing::info!("SIGTERM"),
+                _ = interrupt.recv() => tracing::info!("SIGINT"),
             }
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Elsewhere, Ctrl-C only.
+#[cfg(not(unix))]
+struct ProcessSignals;
+
+#[cfg(not(unix))]
+impl ProcessSignals {
+    fn install() -> Result<(Runtime, Self), String> {
+        Ok((build_runtime()?, Self))
+    }
+
+    fn into_shutdown(self, _reload: Arc<Notify>) -> impl Future<Output = ()> {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

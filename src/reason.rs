@@ -116,6 +116,22 @@ impl FailureReason {
                 | Self::ProxyProtocol
         )
     }
+
+    /// True when the failure is about the route itself, whatever the
+    /// destination: the proxy could not be resolved, reached, understood or
+    /// authenticated to. Such a failure on app traffic counts against the
+    /// route's health; a refused CONNECT (403, 5xx) may be about the
+    /// destination the app asked for, so it only wakes a probe.
+    pub fn is_about_route(self) -> bool {
+        matches!(
+            self,
+            Self::ProxyResolve
+                | Self::ProxyConnect
+                | Self::ProxyTimeout
+                | Self::ProxyAuthRequired
+                | Self::ProxyProtocol
+        )
+    }
 }
 
 impl fmt::Display for FailureReason {

@@ -230,34 +230,6 @@ fn hosts_patterns_match_subdomains_only() {
 }
 
 #[test]
-fn the_kubernetes_example_config_is_valid() {
-    let manifest =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/k8s/deployment.yaml"))
-            .expect("read");
-    let start = manifest
-        .find("egress-sentinel.toml: |\n")
-        .expect("config in the ConfigMap")
-        + "egress-sentinel.toml: |\n".len();
-    let end = manifest[start..]
-        .find("\n---")
-        .map_or(manifest.len(), |i| start + i);
-    let ws = Workspace::new();
-    ws.write("credentials", "egress:password\n");
-    let toml: String = manifest[start..end]
-        .lines()
-        .map(|l| l.strip_prefix("    ").unwrap_or(l))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .replace("/var/run/secrets/egress/proxy-credentials", "credentials");
-    let cfg = parse(&ws, &toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-    assert_eq!(
-        cfg.state_dir.as_deref(),
-        Some(std::path::Path::new("/var/lib/egress-sentinel"))
-    );
-    assert_eq!(cfg.targets.len(), 3);
-}
-
-#[test]
 fn the_readme_configuration_reference_is_valid() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("read");

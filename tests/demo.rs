@@ -29,8 +29,11 @@ async fn the_demo_detects_fails_over_reports_sms_and_fails_back() {
     ] {
         assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
     }
+    // The summary's window (the last one printed): the window that opened
+    // lists only the targets impacted at that moment.
     let impact = stdout
         .lines()
+        .rev()
         .find_map(|l| l.split_once("· impact: ").map(|(_, i)| i))
         .expect("an impact list");
     let mut impacted: Vec<&str> = impact

@@ -65,7 +65,7 @@ async fn under_a_low_fd_limit_the_surplus_gets_503_and_nothing_spins() {
     let ws = Workspace::new();
     let forward = free_port();
     let extra = format!(
-        "\n[listen]\nmetrics = \"off\"\nadmin = \"off\"\nproxy = \"127.0.0.1:{forward}\"\n\n[run]\nshutdown_timeout = \"1s\"\n"
+        "\n[listen]\nmetrics = \"off\"\nadmin = \"off\"\nproxy = \"127.0.0.1:{forward}\"\n\n[shutdown]\ndrain = \"0s\"\ndeadline = \"1s\"\n"
     );
     let path = ws.write("config.toml", &config(&proxy.url(), up.port(), &extra));
     // 300 descriptors: the cap is (300 - 128 reserved) / 2 = 86 tunnels.

@@ -423,7 +423,8 @@ async fn shutdown_stops_accepting_but_lets_an_open_tunnel_finish() {
     let up = upstream().await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let text = config(&proxy.url(), up.port(), "") + "\n[run]\nshutdown_timeout = \"5s\"\n";
+    let text =
+        config(&proxy.url(), up.port(), "") + "\n[shutdown]\ndrain = \"0s\"\ndeadline = \"5s\"\n";
     let mut sidecar = Running::start(ws.config(&text)).await;
     // An app tunnel, open before shutdown begins.
     let mut tunnel = tokio::net::TcpStream::connect(sidecar.proxy)

@@ -3,16 +3,17 @@
 //! the target that may go direct, opens one incident for every impacted
 //! target, and closes it when the proxy recovers. Also: `/metrics` passes
 //! `promtool check metrics`, readiness does not follow upstream health,
-//! reloads (valid, invalid, ConfigMap symlink swap) and SIGTERM.
+//! reloads (valid, invalid, ConfigMap symlink swap). The binary's signals
+//! are in `tests/signals.rs`.
 
 mod support;
 
 use std::time::Duration;
 
+use support::Workspace;
 use support::proxy::{Mode, ScriptProxy};
 use support::sidecar::{Running, eventually, request, sample};
 use support::upstream::Opts;
-use support::{Workspace, binary};
 
 const INTERVAL_MS: u64 = 500;
 const UNHEALTHY_MS: u64 = 100;
@@ -31,7 +32,10 @@ rise = 2
 
 [run]
 reload_poll = "100ms"
-shutdown_timeout = "2s"
+
+[shutdown]
+drain = "0s"
+deadline = "2s"
 
 [resolve]
 "push.test" = "127.0.0.1"
@@ -258,10 +262,17 @@ async fn metrics_carry_every_contract_name_and_pass_promtool() {
         .spawn()
         .expect("spawn sleep");
     let sidecar = Running::start(ws.config(&config(&proxy.url(), up.port(), extra))).await;
+    // Every pair, apns over the provider included: its tunnel phase is
+    // asserted below, and the three first probes finish in any order.
     let m = eventually(Duration::from_secs(5), "a probe of every pair", || async {
         let m = sidecar.metrics_text().await;
-        (gauge(&m, "egress_probe_success", "sms", "provider") == Some(1.0)
-            && gauge(&m, "egress_probe_success", "apns", "direct") == Some(1.0))
+        [
+            ("apns", "provider"),
+            ("apns", "direct"),
+            ("sms", "provider"),
+        ]
+        .iter()
+        .all(|(t, r)| gauge(&m, "egress_probe_success", t, r) == Some(1.0))
         .then_some(m)
     })
     .await;
@@ -394,7 +405,7 @@ async fn reload_applies_a_valid_change_rejects_a_bad_one_and_sees_a_configmap_sw
     );
     write_version("..v2", &(base.clone() + &extra));
     swap_to("..v2");
-    let s = eventually(Duration::from_secs(3), "the new target", || async {
+    let s = eventually(Duration::from_secs(10), "the new target", || async {
         let s = sidecar.status().await;
         (s["targets"].as_array().map(Vec::len) == Some(3)).then_some(s)
     })
@@ -408,7 +419,7 @@ async fn reload_applies_a_valid_change_rejects_a_bad_one_and_sees_a_configmap_sw
     // A bad change is rejected with the precise error; the old config stays.
     write_version("..v3", &(base.clone() + "\n[probe]\nfall = 0\n"));
     swap_to("..v3");
-    let s = eventually(Duration::from_secs(3), "the rejection", || async {
+    let s = eventually(Duration::from_secs(10), "the rejection", || async {
         let s = sidecar.status().await;
         (s["config_reload"]["ok"] == false).then_some(s)
     })
@@ -430,7 +441,7 @@ async fn reload_applies_a_valid_change_rejects_a_bad_one_and_sees_a_configmap_sw
     write_version("..v4", &base);
     swap_to("..v4");
     sidecar.reload.notify_one();
-    eventually(Duration::from_secs(3), "the fix applied", || async {
+    eventually(Duration::from_secs(10), "the fix applied", || async {
         let s = sidecar.status().await;
         (s["config_reload"]["ok"] == true && s["targets"].as_array().map(Vec::len) == Some(2))
             .then_some(())
@@ -467,46 +478,6 @@ async fn verify_endpoint_shares_one_run_and_refuses_within_the_cooldown() {
     assert_eq!(request(sidecar.admin, "GET", "/verify").await.0, 405);
     assert_eq!(request(sidecar.admin, "GET", "/nope").await.0, 404);
     sidecar.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_stops_the_binary_with_exit_0_within_the_deadline() {
-    let up = upstream().await;
-    let proxy = ScriptProxy::start(Mode::Tunnel).await;
-    let ws = Workspace::new();
-    let text = config(&proxy.url(), up.port(), "")
-        + "\n[listen]\nmetrics = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nproxy = \"127.0.0.1:0\"\n";
-    let path = ws.write("config.toml", &text);
-    let mut child = tokio::process::Command::new(binary())
-        .args(["run", "--config", path.to_str().expect("utf8")])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
-    let started = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("egress-sentinel running") {
-                // Not a terminal: logs are JSON lines.
-                serde_json::from_str::<serde_json::Value>(&line).expect("JSON log line");
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(started, Ok(true), "the sidecar did not start");
-    let pid = child.id().expect("pid").to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(4), child.wait())
-        .await
-        .expect("exited within shutdown_timeout (2 s) plus margin")
-        .expect("wait");
-    assert_eq!(status.code(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

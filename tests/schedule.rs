@@ -10,11 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use egress_sentinel::config::{Route, Target};
+use egress_sentinel::generation::{Generation, ProberFactory};
 use egress_sentinel::incidents::IncidentLog;
 use egress_sentinel::probe::ProbeOutcome;
+use egress_sentinel::probe::ProbeRunner;
 use egress_sentinel::reason::FailureReason;
-use egress_sentinel::sidecar::scheduler::{self, ProbeRunner};
-use egress_sentinel::sidecar::state::Shared;
+use egress_sentinel::sidecar::runtime::Runtime;
+use egress_sentinel::sidecar::scheduler;
 use egress_sentinel::telemetry::Metrics;
 use support::Workspace;
 use tokio::time::Instant;
@@ -59,7 +61,7 @@ impl ProbeRunner for Script {
 #[tokio::test(start_paused = true)]
 async fn probe_times_route_changes_and_incident_follow_the_script() {
     let ws = Workspace::new();
-    let config = Arc::new(ws.config(
+    let config = ws.config(
         r#"
 [probe]
 interval = "10s"
@@ -76,16 +78,18 @@ name = "apns"
 url = "https://api.push.apple.com/"
 routes = ["provider", "direct"]
 "#,
-    ));
+    );
     let script = Arc::new(Script {
         start: Instant::now(),
         // ok at 0 and ~10 s; fails from ~20 s; recovers two probes later.
         provider: Mutex::new(vec![true, true, false, false, false, true, true, true]),
         calls: Mutex::new(Vec::new()),
     });
-    let shared = Arc::new(Shared::new(
-        config,
-        script.clone(),
+    let prober = script.clone();
+    let factory: ProberFactory =
+        Arc::new(move |_: &_, _: &_| prober.clone() as Arc<dyn ProbeRunner>);
+    let shared = Arc::new(Runtime::new(
+        Generation::build(1, config, &factory),
         IncidentLog::in_memory(),
         Metrics::new(Duration::from_secs(3600)),
     ));

@@ -152,8 +152,9 @@ proxy = "127.0.0.1:{proxy}"
 interval = "200ms"
 unhealthy_interval = "100ms"
 
-[run]
-shutdown_timeout = "1s"
+[shutdown]
+drain = "0s"
+deadline = "1s"
 
 [resolve]
 "push.test" = "127.0.0.1"

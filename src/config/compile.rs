@@ -18,7 +18,8 @@ use super::error::Locator;
 use super::raw::{AddressList, RawConfig, RawForward, RawRoute};
 use super::{
     AdminSettings, Config, ConfigError, ForwardDefault, ForwardSettings, Listen, ProbeSettings,
-    Proxy, ResolveOverrides, Route, RouteKind, RunSettings, Target, parse_duration,
+    Proxy, ResolveOverrides, Route, RouteKind, RunSettings, ShutdownSettings, Target, defaults,
+    parse_duration,
 };
 use crate::dial::tls::{self, RootsMode, TlsClient};
 use crate::secret::Secret;
@@ -53,6 +54,7 @@ pub(super) fn compile(path: &Path, text: &str) -> Result<Config> {
         base_dir,
         native_roots: None,
         tables,
+        files: Default::default(),
     };
     c.config(raw)
 }
@@ -63,6 +65,8 @@ pub(super) struct Compiler<'a> {
     native_roots: Option<Arc<RootCertStore>>,
     /// The file as plain TOML values, for fingerprints.
     tables: toml::Table,
+    /// Every file the config names, as read.
+    files: std::cell::RefCell<std::collections::BTreeSet<PathBuf>>,
 }
 
 fn hash_of(parts: &[&str]) -> u64 {
@@ -83,7 +87,7 @@ impl Compiler<'_> {
         let admin = AdminSettings {
             verify_cooldown: self
                 .duration(raw.admin.verify_cooldown.as_ref(), "admin.verify_cooldown")?
-                .unwrap_or(Duration::from_secs(10)),
+                .unwrap_or(defaults::ADMIN_VERIFY_COOLDOWN),
         };
         let resolve = Arc::new(self.resolve(&raw)?);
         let base_roots = self.base_roots(&raw)?;
@@ -114,18 +118,21 @@ impl Compiler<'_> {
         }
         let forward = self.forward(&raw.forward, &routes)?;
         let state_dir = raw.state_dir.as_ref().map(|s| self.path(s.get_ref()));
+        if let Some(old) = &raw.run.shutdown_timeout {
+            return Err(self.err(
+                old.span(),
+                "run.shutdown_timeout",
+                "replaced by [shutdown] drain (how long /readyz says 503 while listeners keep serving) and [shutdown] deadline (from SIGTERM to exit)",
+            ));
+        }
         let run = RunSettings {
-            shutdown_timeout: self
-                .duration(raw.run.shutdown_timeout.as_ref(), "run.shutdown_timeout")?
-                .unwrap_or(Duration::from_secs(5)),
-            reload_poll: match &raw.run.reload_poll {
-                Some(v) if v.get_ref() == "off" => None,
-                other => Some(
-                    self.duration(other.as_ref(), "run.reload_poll")?
-                        .unwrap_or(Duration::from_secs(5)),
-                ),
-            },
+            reload_poll: self.duration_or_off(
+                raw.run.reload_poll.as_ref(),
+                "run.reload_poll",
+                defaults::RUN_RELOAD_POLL,
+            )?,
         };
+        let shutdown = self.shutdown(&raw)?;
         Ok(Config {
             file: self.loc.file.to_path_buf(),
             listen,
@@ -137,7 +144,9 @@ impl Compiler<'_> {
             forward,
             state_dir,
             run,
+            shutdown,
             watch_processes: self.watch_processes(&raw)?,
+            files: self.files.take().into_iter().collect(),
         })
     }
 
@@ -177,6 +186,14 @@ impl Compiler<'_> {
         hash_of(&[&entry, &shared("tls"), &shared("resolve"), &extra])
     }
 
+    /// A file the config names, resolved against the config's folder and
+    /// remembered: a change to it builds a new generation.
+    pub(super) fn file(&self, p: &str) -> PathBuf {
+        let path = self.path(p);
+        self.files.borrow_mut().insert(path.clone());
+        path
+    }
+
     pub(super) fn path(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
         if p.is_absolute() {
@@ -184,6 +201,46 @@ impl Compiler<'_> {
         } else {
             self.base_dir.join(p)
         }
+    }
+
+    /// A duration, or `"off"` (`None`), or `default` when absent.
+    pub(super) fn duration_or_off(
+        &self,
+        v: Option<&Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Option<Duration>> {
+        match v {
+            Some(v) if v.get_ref() == "off" => Ok(None),
+            other => Ok(Some(self.duration(other, key)?.unwrap_or(default))),
+        }
+    }
+
+    fn shutdown(&self, raw: &RawConfig) -> Result<ShutdownSettings> {
+        let s = &raw.shutdown;
+        // A drain of zero is allowed: nothing in front of the pod to wait for.
+        let drain = match &s.drain {
+            Some(v) => {
+                parse_duration(v.get_ref()).map_err(|m| self.err(v.span(), "shutdown.drain", m))?
+            }
+            None => defaults::SHUTDOWN_DRAIN,
+        };
+        let deadline = self
+            .duration(s.deadline.as_ref(), "shutdown.deadline")?
+            .unwrap_or(defaults::SHUTDOWN_DEADLINE);
+        if deadline < drain {
+            let span = s.deadline.as_ref().or(s.drain.as_ref()).map(Spanned::span);
+            return Err(self.loc.error(
+                span,
+                "shutdown.deadline",
+                format!(
+                    "the deadline ({}) is shorter than the drain ({}): the deadline counts from SIGTERM and must cover the drain",
+                    crate::dial::fmt_duration(deadline),
+                    crate::dial::fmt_duration(drain)
+                ),
+            ));
+        }
+        Ok(ShutdownSettings { drain, deadline })
     }
 
     pub(super) fn duration(
@@ -220,9 +277,13 @@ impl Compiler<'_> {
             })
         };
         Ok(Listen {
-            metrics: one(&raw.listen.metrics, "listen.metrics", "0.0.0.0:9464")?,
-            admin: one(&raw.listen.admin, "listen.admin", "127.0.0.1:9465")?,
-            proxy: one(&raw.listen.proxy, "listen.proxy", "127.0.0.1:3128")?,
+            metrics: one(
+                &raw.listen.metrics,
+                "listen.metrics",
+                defaults::LISTEN_METRICS,
+            )?,
+            admin: one(&raw.listen.admin, "listen.admin", defaults::LISTEN_ADMIN)?,
+            proxy: one(&raw.listen.proxy, "listen.proxy", defaults::LISTEN_PROXY)?,
         })
     }
 
@@ -244,27 +305,27 @@ impl Compiler<'_> {
                     "must be between 1 and 16777216 bytes",
                 ));
             }
-            None => 64 * 1024,
+            None => defaults::PROBE_MAX_BODY,
         };
         Ok(ProbeSettings {
             interval: self
                 .duration(p.interval.as_ref(), "probe.interval")?
-                .unwrap_or(Duration::from_secs(10)),
+                .unwrap_or(defaults::PROBE_INTERVAL),
             unhealthy_interval: self
                 .duration(p.unhealthy_interval.as_ref(), "probe.unhealthy_interval")?
-                .unwrap_or(Duration::from_secs(2)),
+                .unwrap_or(defaults::PROBE_UNHEALTHY_INTERVAL),
             timeout: self
                 .duration(p.timeout.as_ref(), "probe.timeout")?
-                .unwrap_or(Duration::from_secs(5)),
-            fall: count(&p.fall, "probe.fall", 2)?,
-            rise: count(&p.rise, "probe.rise", 2)?,
+                .unwrap_or(defaults::PROBE_TIMEOUT),
+            fall: count(&p.fall, "probe.fall", defaults::PROBE_FALL)?,
+            rise: count(&p.rise, "probe.rise", defaults::PROBE_RISE)?,
             max_body,
             hold_down: self
                 .duration(p.hold_down.as_ref(), "probe.hold_down")?
-                .unwrap_or(Duration::from_secs(30)),
+                .unwrap_or(defaults::PROBE_HOLD_DOWN),
             hold_down_max: self
                 .duration(p.hold_down_max.as_ref(), "probe.hold_down_max")?
-                .unwrap_or(Duration::from_secs(600)),
+                .unwrap_or(defaults::PROBE_HOLD_DOWN_MAX),
         })
     }
 
@@ -323,7 +384,7 @@ impl Compiler<'_> {
         ca: &Spanned<String>,
         key: &str,
     ) -> Result<()> {
-        let path = self.path(ca.get_ref());
+        let path = self.file(ca.get_ref());
         let certs = tls::load_ca_file(&path).map_err(|m| self.err(ca.span(), key, m))?;
         for c in certs {
             store.add(c).map_err(|e| {
@@ -450,7 +511,7 @@ impl Compiler<'_> {
     }
 
     fn credentials(&self, f: &Spanned<String>, key: &str) -> Result<Secret<HeaderValue>> {
-        let path = self.path(f.get_ref());
+        let path = self.file(f.get_ref());
         let text = crate::files::read_text(&path, MAX_SECRET_FILE)
             .map_err(|m| self.err(f.span(), key, m))?;
         let line = text.trim_end_matches(['\r', '\n']);
@@ -574,7 +635,7 @@ impl Compiler<'_> {
                 }
                 ports
             }
-            None => vec![443],
+            None => defaults::FORWARD_ALLOW_PORTS.to_vec(),
         };
         let max_connections = match &f.max_connections {
             Some(m) if (1..=1_000_000).contains(m.get_ref()) => *m.get_ref(),
@@ -585,7 +646,7 @@ impl Compiler<'_> {
                     "must be between 1 and 1000000",
                 ));
             }
-            None => 1024,
+            None => defaults::FORWARD_MAX_CONNECTIONS,
         };
         Ok(ForwardSettings {
             default,
@@ -593,11 +654,16 @@ impl Compiler<'_> {
             allow_ports,
             idle_timeout: self
                 .duration(f.idle_timeout.as_ref(), "forward.idle_timeout")?
-                .unwrap_or(Duration::from_secs(300)),
+                .unwrap_or(defaults::FORWARD_IDLE_TIMEOUT),
             header_timeout: self
                 .duration(f.header_timeout.as_ref(), "forward.header_timeout")?
-                .unwrap_or(Duration::from_secs(10)),
+                .unwrap_or(defaults::FORWARD_HEADER_TIMEOUT),
             max_connections,
+            failback_grace: self.duration_or_off(
+                f.failback_grace.as_ref(),
+                "forward.failback_grace",
+                defaults::FORWARD_FAILBACK_GRACE,
+            )?,
         })
     }
 }

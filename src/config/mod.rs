@@ -7,14 +7,14 @@
 //! a config error, not a probe failure. It never dials anything.
 
 mod compile;
+pub mod defaults;
 mod duration;
 mod error;
 pub mod presets;
 mod raw;
 mod targets;
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,9 +26,9 @@ pub use duration::parse_duration;
 pub use error::ConfigError;
 pub use targets::{CertLevel, CertThresholds, human_duration};
 
+pub use crate::dial::route::{Proxy, ResolveOverrides, Route, RouteKind, authority};
 use crate::dial::tls::TlsClient;
 use crate::policy::Cidr;
-use crate::secret::Secret;
 
 /// The largest configuration file accepted.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
@@ -56,6 +56,12 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// The sidecar's lifecycle settings.
     pub run: RunSettings,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownSettings,
+    /// Every file the config names (credentials, CAs, client certificates):
+    /// a change to any of them, like one to the config file, builds a new
+    /// generation.
+    pub files: Vec<PathBuf>,
     /// Command names of other processes whose descriptors are exported.
     pub watch_processes: Vec<String>,
 }
@@ -95,10 +101,18 @@ pub struct ProbeSettings {
 /// `[run]`: the sidecar's lifecycle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunSettings {
-    /// How long in-flight probes and requests may finish after SIGTERM.
-    pub shutdown_timeout: Duration,
-    /// How often the config file is checked for a change (`None`: never).
+    /// How often the config file and the files it names are checked for a
+    /// change (`None`: never; SIGHUP still reloads).
     pub reload_poll: Option<Duration>,
+}
+
+/// `[shutdown]`: what SIGTERM starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownSettings {
+    /// `/readyz` says 503 while every listener keeps serving, this long.
+    pub drain: Duration,
+    /// From SIGTERM to exit: what is still open then is closed.
+    pub deadline: Duration,
 }
 
 /// `[admin]`.
@@ -106,87 +120,6 @@ pub struct RunSettings {
 pub struct AdminSettings {
     /// How soon after one `POST /verify` another is accepted.
     pub verify_cooldown: Duration,
-}
-
-/// Host name → addresses. An empty list makes the name fail to resolve.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ResolveOverrides(pub HashMap<String, Vec<IpAddr>>);
-
-impl ResolveOverrides {
-    /// The override for `host` (case-insensitive), if any.
-    pub fn get(&self, host: &str) -> Option<&[IpAddr]> {
-        self.0.get(&host.to_ascii_lowercase()).map(Vec::as_slice)
-    }
-}
-
-/// A way out: `direct`, or through a forward proxy.
-#[derive(Debug)]
-pub struct Route {
-    /// The route's name (a metric label).
-    pub name: String,
-    /// Direct, or the proxy it goes through.
-    pub kind: RouteKind,
-    /// Budget for reaching the proxy and getting its CONNECT reply.
-    pub connect_timeout: Duration,
-    /// Identifies the route's settings: equal fingerprints, same route.
-    pub fingerprint: u64,
-}
-
-impl Route {
-    /// The name of the implicit direct route.
-    pub const DIRECT: &'static str = "direct";
-
-    /// True for the direct route.
-    pub fn is_direct(&self) -> bool {
-        matches!(self.kind, RouteKind::Direct)
-    }
-
-    /// The proxy, for a proxy route.
-    pub fn proxy(&self) -> Option<&Proxy> {
-        match &self.kind {
-            RouteKind::Direct => None,
-            RouteKind::Proxy(p) => Some(p),
-        }
-    }
-}
-
-/// What a route goes through.
-#[derive(Debug)]
-pub enum RouteKind {
-    /// Straight to the destination.
-    Direct,
-    /// Through a forward proxy.
-    Proxy(Proxy),
-}
-
-/// A forward proxy.
-#[derive(Debug)]
-pub struct Proxy {
-    /// The proxy's host name or address.
-    pub host: String,
-    /// The proxy's port.
-    pub port: u16,
-    /// TLS to the proxy itself, for an `https://` proxy.
-    pub tls: Option<TlsClient>,
-    /// The `Proxy-Authorization` value, when credentials are configured.
-    pub authorization: Option<Secret<HeaderValue>>,
-}
-
-impl Proxy {
-    /// `http://host:port` or `https://host:port`, never with credentials.
-    pub fn display(&self) -> String {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://{}", authority(&self.host, self.port))
-    }
-}
-
-/// `host:port`, with brackets around an IPv6 literal.
-pub fn authority(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
 }
 
 /// Where a target's probe goes.
@@ -378,6 +311,9 @@ pub struct ForwardSettings {
     pub header_timeout: Duration,
     /// The most app connections at once.
     pub max_connections: u32,
+    /// After fail-back to a proxy route, direct tunnels are closed this
+    /// long later (`None`: kept until they end).
+    pub failback_grace: Option<Duration>,
 }
 
 impl Config {

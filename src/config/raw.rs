@@ -41,6 +41,9 @@ pub(crate) struct RawConfig {
     /// Lifecycle of `run`.
     #[serde(default)]
     pub run: RawRun,
+    /// Graceful shutdown.
+    #[serde(default)]
+    pub shutdown: RawShutdown,
     /// Other processes to watch.
     #[serde(default)]
     pub watch: RawWatch,
@@ -82,6 +85,14 @@ pub(crate) struct RawProbe {
 pub(crate) struct RawRun {
     pub shutdown_timeout: Option<Spanned<String>>,
     pub reload_poll: Option<Spanned<String>>,
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawShutdown {
+    pub drain: Option<Spanned<String>>,
+    pub deadline: Option<Spanned<String>>,
 }
 
 /// `[admin]`.
@@ -170,4 +181,5 @@ pub(crate) struct RawForward {
     pub idle_timeout: Option<Spanned<String>>,
     pub header_timeout: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<u32>>,
+    pub failback_grace: Option<Spanned<String>>,
 }

@@ -307,7 +307,7 @@ impl Compiler<'_> {
             Some(ca) => {
                 let s = store.get_or_insert_with(|| (**base_roots).clone());
                 self.add_ca(s, ca, &key("expect_ca"))?;
-                let path = self.path(ca.get_ref());
+                let path = self.file(ca.get_ref());
                 let certs = tls::load_ca_file(&path)
                     .map_err(|m| self.err(ca.span(), &key("expect_ca"), m))?;
                 TrustExpectation::named(&path, &certs)
@@ -362,9 +362,10 @@ impl Compiler<'_> {
             )),
             (None, None, None) => Ok(None),
             (Some(c), k, p) => Ok(Some(IdentityFiles {
-                cert: self.path(c.get_ref()),
-                key: k.as_ref().map(|k| self.path(k.get_ref())),
-                password: p.as_ref().map(|p| self.path(p.get_ref())),
+                // Named files: a change to any of them rebuilds the generation.
+                cert: self.file(c.get_ref()),
+                key: k.as_ref().map(|k| self.file(k.get_ref())),
+                password: p.as_ref().map(|p| self.file(p.get_ref())),
             })),
         }
     }

@@ -114,7 +114,7 @@ pub async fn run(out: Box<dyn Write + Send>) -> Result<(), String> {
         async move {
             let _ = stop_rx.await;
         },
-        Arc::new(tokio::sync::Notify::new()),
+        crate::sidecar::Hooks::default(),
     ));
 
     let clock = Arc::new(Clock {
@@ -228,7 +228,10 @@ rise = 2
 
 [run]
 reload_poll = "off"
-shutdown_timeout = "2s"
+
+[shutdown]
+drain = "0s"
+deadline = "2s"
 
 [admin]
 verify_cooldown = "1s"

@@ -13,6 +13,7 @@ pub mod classify;
 pub mod connect;
 pub mod identity;
 pub mod resolve;
+pub mod route;
 pub mod stream;
 pub mod tls;
 
@@ -25,11 +26,11 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::config::{Route, RouteKind, authority};
 use crate::policy::{AddressDenied, Cidr, check_address};
 use crate::reason::Phase;
 pub use connect::{ConnectError, ConnectReply};
 pub use resolve::{ResolveError, Resolver};
+pub use route::{Route, RouteKind, authority};
 pub use stream::BoxStream;
 
 /// Where a connection should end up.
@@ -51,6 +52,26 @@ pub struct Tunnel {
     pub connect: Option<ConnectReply>,
     /// The address dialed: the proxy's, or the destination's.
     pub peer: SocketAddr,
+}
+
+/// A stream for plain `http://` requests: to the origin, or to a proxy
+/// that takes them in absolute form.
+pub struct HttpPath {
+    /// The connection.
+    pub stream: BoxStream,
+    /// The address dialed.
+    pub peer: SocketAddr,
+    /// The proxy, when the stream goes to one.
+    pub proxy: Option<ProxyHop>,
+}
+
+/// What a request sent to a proxy in absolute form needs of it.
+#[derive(Debug, Clone)]
+pub struct ProxyHop {
+    /// `http://host:port` of the proxy, for reports.
+    pub name: String,
+    /// The route's `Proxy-Authorization`, if it has credentials.
+    pub authorization: Option<crate::secret::Secret<http::HeaderValue>>,
 }
 
 /// Durations of the phases that ran (a failed phase counts up to its failure).
@@ -274,72 +295,121 @@ impl Dialer {
         deadline: Instant,
         phases: &mut Phases,
     ) -> Result<Tunnel, DialError> {
+        let RouteKind::Proxy(proxy) = &route.kind else {
+            return self.direct(dest, deadline, phases).await;
+        };
+        let proxy_deadline = deadline.min(Instant::now() + route.connect_timeout);
+        let (stream, peer) = self.reach_proxy(proxy, proxy_deadline, phases).await?;
+        let target = authority(dest.host, dest.port);
+        let (stream, reply) = timed(
+            phases,
+            Phase::Tunnel,
+            proxy_deadline,
+            connect::exchange(stream, &target, proxy.authorization.as_ref()),
+        )
+        .await
+        .map_err(|after| DialError::ProxyTimeout {
+            phase: Phase::Tunnel,
+            proxy: proxy.display(),
+            after,
+        })?
+        .map_err(|source| DialError::Tunnel {
+            authority: target.clone(),
+            source,
+        })?;
+        Ok(Tunnel {
+            stream,
+            connect: Some(reply),
+            peer,
+        })
+    }
+
+    /// Opens the way for one plain `http://` request to `dest` over `route`:
+    /// on a proxy route, a connection to the proxy itself (the request then
+    /// goes in absolute form, with the route's credentials: proxies such as
+    /// Squid refuse `CONNECT` to port 80); direct, a connection to the
+    /// origin. Probes of `http://` targets and the app's plain requests both
+    /// take this path.
+    pub async fn open_http(
+        &self,
+        route: &Route,
+        dest: Destination<'_>,
+        deadline: Instant,
+        phases: &mut Phases,
+    ) -> Result<HttpPath, DialError> {
         match &route.kind {
-            RouteKind::Direct => self.direct(dest, deadline, phases).await,
+            RouteKind::Direct => {
+                let t = self.direct(dest, deadline, phases).await?;
+                Ok(HttpPath {
+                    stream: t.stream,
+                    peer: t.peer,
+                    proxy: None,
+                })
+            }
             RouteKind::Proxy(proxy) => {
                 let proxy_deadline = deadline.min(Instant::now() + route.connect_timeout);
-                let name = proxy.display();
-                let timeout = |phase, after| DialError::ProxyTimeout {
-                    phase,
-                    proxy: name.clone(),
-                    after,
-                };
-                let addrs = timed(
-                    phases,
-                    Phase::Resolve,
-                    proxy_deadline,
-                    self.resolver.resolve(&proxy.host, proxy.port),
-                )
-                .await
-                .map_err(|after| timeout(Phase::Resolve, after))?
-                .map_err(|source| DialError::ProxyResolve {
-                    proxy: name.clone(),
-                    source,
-                })?;
-                let (mut stream, peer) = timed(phases, Phase::Connect, proxy_deadline, async {
-                    let (tcp, peer) = connect_any(&addrs).await.map_err(|(addr, source)| {
-                        DialError::ProxyConnect {
-                            proxy: name.clone(),
-                            addr,
-                            source,
-                        }
-                    })?;
-                    let stream: BoxStream = Box::new(tcp);
-                    match &proxy.tls {
-                        None => Ok((stream, peer)),
-                        Some(tls) => tls
-                            .handshake(stream, &proxy.host)
-                            .await
-                            .map(|(s, _)| (s, peer))
-                            .map_err(|f| DialError::ProxyTls {
-                                proxy: name.clone(),
-                                source: f.error,
-                            }),
-                    }
-                })
-                .await
-                .map_err(|after| timeout(Phase::Connect, after))??;
-                let target = authority(dest.host, dest.port);
-                let (s, reply) = timed(
-                    phases,
-                    Phase::Tunnel,
-                    proxy_deadline,
-                    connect::exchange(stream, &target, proxy.authorization.as_ref()),
-                )
-                .await
-                .map_err(|after| timeout(Phase::Tunnel, after))?
-                .map_err(|source| DialError::Tunnel {
-                    authority: target.clone(),
-                    source,
-                })?;
-                stream = s;
-                Ok(Tunnel {
+                let (stream, peer) = self.reach_proxy(proxy, proxy_deadline, phases).await?;
+                Ok(HttpPath {
                     stream,
-                    connect: Some(reply),
                     peer,
+                    proxy: Some(ProxyHop {
+                        name: proxy.display(),
+                        authorization: proxy.authorization.clone(),
+                    }),
                 })
             }
         }
+    }
+
+    /// Resolve → TCP (→ TLS for an `https://` proxy): a stream to the proxy.
+    async fn reach_proxy(
+        &self,
+        proxy: &route::Proxy,
+        deadline: Instant,
+        phases: &mut Phases,
+    ) -> Result<(BoxStream, SocketAddr), DialError> {
+        let name = proxy.display();
+        let timeout = |phase, after| DialError::ProxyTimeout {
+            phase,
+            proxy: name.clone(),
+            after,
+        };
+        let addrs = timed(
+            phases,
+            Phase::Resolve,
+            deadline,
+            self.resolver.resolve(&proxy.host, proxy.port),
+        )
+        .await
+        .map_err(|after| timeout(Phase::Resolve, after))?
+        .map_err(|source| DialError::ProxyResolve {
+            proxy: name.clone(),
+            source,
+        })?;
+        timed(phases, Phase::Connect, deadline, async {
+            let (tcp, peer) =
+                connect_any(&addrs)
+                    .await
+                    .map_err(|(addr, source)| DialError::ProxyConnect {
+                        proxy: name.clone(),
+                        addr,
+                        source,
+                    })?;
+            let stream: BoxStream = Box::new(tcp);
+            match &proxy.tls {
+                None => Ok((stream, peer)),
+                Some(tls) => tls
+                    .handshake(stream, &proxy.host)
+                    .await
+                    .map(|(s, _)| (s, peer))
+                    .map_err(|f| DialError::ProxyTls {
+                        proxy: name.clone(),
+                        source: f.error,
+                    }),
+            }
+        })
+        .await
+        .map_err(|after| timeout(Phase::Connect, after))?
     }
 
     async fn direct(

@@ -6,7 +6,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use crate::config::ResolveOverrides;
+use super::route::ResolveOverrides;
 
 /// Why a name did not resolve.
 #[derive(Debug, thiserror::Error)]

@@ -7,85 +7,59 @@
 //! when every route failed. Never an open proxy: unmatched destinations
 //! follow `[forward] default`, ports are checked, address literals too.
 //!
+//! It sees the runtime only through [`Routing`]: the generation in force,
+//! each target's route choice, and a place to report what happened. It
+//! never decides health.
+//!
 //! Every connection that goes direct is logged with the reason the proxy
 //! route was not used, and counted.
 
+mod plain;
 pub mod plan;
 pub mod relay;
 pub mod reply;
 pub mod request;
+pub mod tunnels;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::accept;
 use crate::config::{Route, authority};
-use crate::dial::{Destination, Phases};
-use crate::probe::ProbeOutcome;
-use crate::reason::FailureReason;
-use crate::sidecar::state::Shared;
+use crate::dial::{BoxStream, Destination, Phases, Tunnel};
+use crate::generation::Generation;
+use crate::health::{Force, HostPort, TrafficResult};
+use crate::telemetry::Metrics;
+use plan::Plan;
 use reply::Tried;
 use request::Ask;
+pub use tunnels::DirectTunnels;
+use tunnels::{Active, Ticket};
 
 /// One side of a tunnel that has ended is given this long to follow.
 pub const HALF_CLOSE: Duration = Duration::from_secs(30);
 /// Descriptors kept free for everything else when capping connections.
 const FD_RESERVE: u64 = 128;
 
-/// Open tunnels per route, mirrored in `egress_forward_active_connections`.
-#[derive(Debug, Default)]
-struct Active {
-    counts: Mutex<HashMap<String, u64>>,
-}
-
-/// Decrements the route's count when the tunnel ends.
-struct ActiveGuard<'a> {
-    active: &'a Active,
-    shared: &'a Shared,
-    route: String,
-}
-
-impl Active {
-    fn enter<'a>(&'a self, shared: &'a Shared, route: &str) -> ActiveGuard<'a> {
-        let n = {
-            let mut c = self
-                .counts
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let n = c.entry(route.to_string()).or_insert(0);
-            *n += 1;
-            *n
-        };
-        shared.metrics.forward_active(route, n);
-        ActiveGuard {
-            active: self,
-            shared,
-            route: route.to_string(),
-        }
-    }
-}
-
-impl Drop for ActiveGuard<'_> {
-    fn drop(&mut self) {
-        let n = {
-            let mut c = self
-                .active
-                .counts
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let n = c.entry(self.route.clone()).or_insert(1);
-            *n = n.saturating_sub(1);
-            *n
-        };
-        self.shared.metrics.forward_active(&self.route, n);
-    }
+/// What the forward proxy needs of the runtime.
+pub trait Routing: Send + Sync + 'static {
+    /// The generation in force; taken once per app connection.
+    fn generation(&self) -> Arc<Generation>;
+    /// The active route of `target` and the operator's override.
+    fn choice(&self, target: &str) -> Option<(String, Force)>;
+    /// What one attempt on a route learned (the runtime decides whether it
+    /// counts for health).
+    fn report(&self, result: TrafficResult);
+    /// Why `target`'s proxy routes are not in use, for the compliance trail.
+    fn why_not_proxy(&self, target: &str) -> String;
+    /// The metrics registry.
+    fn metrics(&self) -> &Metrics;
 }
 
 /// The most connections served at once: the configured cap, kept below what
@@ -98,201 +72,314 @@ fn connection_cap(configured: u32) -> usize {
     u64::from(configured).min(by_fds) as usize
 }
 
+/// The forward proxy's shared parts.
+struct Proxy {
+    routing: Arc<dyn Routing>,
+    active: Active,
+    direct: Arc<DirectTunnels>,
+}
+
 /// Serves the forward proxy on `listener` until `stop` turns true, then
-/// waits for the tunnels in flight (the caller bounds how long).
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let cap = connection_cap(shared.config().forward.max_connections);
-    let slots = Arc::new(Semaphore::new(cap));
-    let active = Arc::new(Active::default());
-    let mut conns = JoinSet::new();
-    let mut backoff = crate::accept::Backoff::default();
-    tracing::info!(max_connections = cap, "forward proxy accepting");
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.changed() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+/// waits for the tunnels in flight (the caller bounds how long). Direct
+/// tunnels register in `direct`, so fail-back can close them.
+pub async fn serve(
+    listener: TcpListener,
+    routing: Arc<dyn Routing>,
+    direct: Arc<DirectTunnels>,
+    stop: watch::Receiver<bool>,
+) {
+    let cap = connection_cap(routing.generation().config.forward.max_connections);
+    let proxy = Arc::new(Proxy {
+        routing,
+        active: Active::default(),
+        direct,
+    });
+    let listener = accept::Listener {
+        name: "forward proxy",
+        socket: listener,
+        cap,
+    };
+    accept::serve(listener, proxy, stop).await;
+}
+
+// === impl accept::Handler for Proxy ===
+
+impl accept::Handler for Proxy {
+    /// An open tunnel is not cut when the listener stops: it runs until
+    /// either side is done or the caller's deadline.
+    fn serve(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        _stop: watch::Receiver<bool>,
+    ) -> accept::Work {
+        Box::pin(async move {
+            let _ = tcp.set_nodelay(true);
+            self.handle(tcp, peer).await;
+        })
+    }
+
+    /// Over the cap the app gets a prompt 503 instead of a reset it would
+    /// retry at once.
+    fn refuse(self: Arc<Self>, mut tcp: TcpStream) -> Option<accept::Work> {
+        Some(Box::pin(async move {
+            reply::write(
+                &mut tcp,
+                503,
+                "proxy_internal_error",
+                "connection cap reached",
+                "egress-sentinel: too many connections\n",
+            )
+            .await;
+        }))
+    }
+}
+
+/// A CONNECT read and planned: where it goes and the routes to try.
+struct Planned {
+    early: bytes::Bytes,
+    host: String,
+    port: u16,
+    plan: Plan,
+}
+
+impl Planned {
+    fn destination(&self) -> String {
+        authority(&self.host, self.port)
+    }
+}
+
+impl Proxy {
+    /// One app connection: a CONNECT tunnel, or plain `http://` requests.
+    async fn handle(self: Arc<Self>, mut app: TcpStream, peer: SocketAddr) {
+        let generation = self.routing.generation();
+        let Some((ask, early)) = self.read(&mut app, peer, &generation).await else {
+            return;
         };
-        let (mut tcp, peer) = match accepted {
-            Ok(a) => {
-                backoff.succeeded();
-                a
+        match ask {
+            Ask::Http { head, .. } => {
+                let mut prefix = bytes::BytesMut::from(&head[..]);
+                prefix.extend_from_slice(&early);
+                plain::serve(self.clone(), app, peer, prefix.freeze()).await;
             }
-            Err(e) => {
-                backoff.failed("forward proxy", &e).await;
-                continue;
+            Ask::Connect { host, port } => {
+                self.connect(app, peer, &generation, host, port, early)
+                    .await;
             }
+        }
+    }
+
+    /// A CONNECT, top-down: plan it, open a tunnel on the first route that
+    /// works, answer 200 and relay.
+    async fn connect(
+        &self,
+        mut app: TcpStream,
+        peer: SocketAddr,
+        generation: &Generation,
+        host: String,
+        port: u16,
+        early: bytes::Bytes,
+    ) {
+        let Some(req) = self
+            .plan(&mut app, peer, generation, host, port, early)
+            .await
+        else {
+            return;
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(cap, "forward proxy at its connection cap; refusing");
-            conns.spawn(async move {
+        let mut tried: Vec<Tried> = Vec::new();
+        let routes = req.plan.routes.clone();
+        for route in &routes {
+            match self.open(generation, &req, route).await {
+                Ok(tunnel) => {
+                    self.serve_tunnel(app, tunnel, generation, req, route, &tried)
+                        .await;
+                    return;
+                }
+                Err(t) => tried.push(t),
+            }
+        }
+        let not_allowed_direct = req.plan.target.as_ref().is_some_and(|t| !t.allows_direct());
+        let destination = req.destination();
+        tracing::error!(target_name = %req.plan.label, destination = %destination, routes = tried.len(), "every allowed route failed");
+        reply::all_failed(&mut app, &destination, &tried, not_allowed_direct).await;
+    }
+
+    /// Reads the first request head; answers the app itself (400/408/431)
+    /// and returns `None` when it is malformed.
+    async fn read(
+        &self,
+        app: &mut TcpStream,
+        peer: SocketAddr,
+        generation: &Generation,
+    ) -> Option<(Ask, bytes::Bytes)> {
+        match request::read(app, generation.config.forward.header_timeout).await {
+            Ok(r) => Some(r),
+            Err(refusal) => {
+                tracing::info!(client = %peer, status = refusal.status, why = %refusal.why, "refused a malformed request");
+                let body = format!("egress-sentinel: {}\n", refusal.why);
                 reply::write(
-                    &mut tcp,
-                    503,
-                    "proxy_internal_error",
-                    "connection cap reached",
-                    "egress-sentinel: too many connections\n",
+                    app,
+                    refusal.status,
+                    "http_request_error",
+                    &refusal.why,
+                    &body,
                 )
                 .await;
-            });
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let (shared, active) = (shared.clone(), active.clone());
-        conns.spawn(async move {
-            let _permit = permit;
-            handle(tcp, peer, &shared, &active).await;
-        });
+                None
+            }
+        }
     }
-    drop(listener);
-    let open = conns.len();
-    if open > 0 {
-        tracing::info!(open, "forward proxy draining tunnels");
-    }
-    while conns.join_next().await.is_some() {}
-}
 
-async fn handle(mut app: TcpStream, peer: SocketAddr, shared: &Shared, active: &Active) {
-    let config = shared.config();
-    let (ask, early) = match request::read(&mut app, config.forward.header_timeout).await {
-        Ok(r) => r,
-        Err(refusal) => {
-            tracing::info!(client = %peer, status = refusal.status, why = %refusal.why, "refused a malformed request");
-            reply::write(
-                &mut app,
-                refusal.status,
-                "http_request_error",
-                &refusal.why,
-                &format!("egress-sentinel: {}\n", refusal.why),
-            )
-            .await;
-            return;
+    /// Applies the policy to a CONNECT; answers 403 itself and returns
+    /// `None` when it is refused.
+    async fn plan(
+        &self,
+        app: &mut TcpStream,
+        peer: SocketAddr,
+        generation: &Generation,
+        host: String,
+        port: u16,
+        early: bytes::Bytes,
+    ) -> Option<Planned> {
+        match plan::plan(&generation.config, &host, port, |t| self.routing.choice(t)) {
+            Ok(plan) => Some(Planned {
+                early,
+                host,
+                port,
+                plan,
+            }),
+            Err(plan::Refused { label, why }) => {
+                let destination = authority(&host, port);
+                tracing::warn!(client = %peer, destination = %destination, why = %why, "refused by policy");
+                self.routing
+                    .metrics()
+                    .forward_connection(&label, "none", "refused");
+                let body = format!("egress-sentinel: {why}\n");
+                reply::write(app, 403, "http_request_denied", &why, &body).await;
+                None
+            }
         }
-    };
-    let (host, port) = match &ask {
-        Ask::Connect { host, port } | Ask::Http { host, port, .. } => (host.clone(), *port),
-    };
-    let destination = authority(&host, port);
-    let plan = match plan::plan(&config, &host, port, |t| shared.route_choice(t)) {
-        Ok(p) => p,
-        Err(plan::Refused { label, why }) => {
-            tracing::warn!(client = %peer, destination = %destination, why = %why, "refused by policy");
-            shared.metrics.forward_connection(&label, "none", "refused");
-            reply::write(
-                &mut app,
-                403,
-                "http_request_denied",
-                &why,
-                &format!("egress-sentinel: {why}\n"),
-            )
-            .await;
-            return;
-        }
-    };
-    let timeout = plan
-        .target
-        .as_ref()
-        .map_or(config.probe.timeout, |t| t.timeout);
-    let dialer = shared.dialer();
-    let mut tried: Vec<Tried> = Vec::new();
-    for route in &plan.routes {
-        let mut phases = Phases::default();
+    }
+
+    /// Opens a tunnel over `route`; reports the attempt either way.
+    async fn open(
+        &self,
+        generation: &Generation,
+        req: &Planned,
+        route: &Route,
+    ) -> Result<Tunnel, Tried> {
+        let timeout = req
+            .plan
+            .target
+            .as_ref()
+            .map_or(generation.config.probe.timeout, |t| t.timeout);
         let dest = Destination {
-            host: &host,
-            port,
-            allow: &plan.allow,
+            host: &req.host,
+            port: req.port,
+            allow: &req.plan.allow,
         };
-        match dialer
+        let mut phases = Phases::default();
+        let result = generation
+            .dialer
             .open(route, dest, Instant::now() + timeout, &mut phases)
-            .await
-        {
-            Ok(tunnel) => {
-                if let Some(t) = &plan.target {
-                    shared.record_traffic(&ProbeOutcome::observed(
-                        &t.name,
-                        &route.name,
-                        FailureReason::Ok,
-                        "app tunnel established",
-                    ));
-                }
-                if route.is_direct() {
-                    log_direct(shared, &plan.label, &destination, &tried);
-                }
-                shared
-                    .metrics
-                    .forward_connection(&plan.label, &route.name, "ok");
-                let _guard = active.enter(shared, &route.name);
-                serve_tunnel(app, tunnel.stream, ask, early, &config.forward, route).await;
-                return;
-            }
-            Err(e) => {
-                let reason = e.reason();
-                tracing::warn!(target_name = %plan.label, route = %route.name, destination = %destination, reason = %reason, detail = %e, "app connection failed on route");
-                shared
-                    .metrics
-                    .forward_connection(&plan.label, &route.name, "failed");
-                if let Some(t) = &plan.target {
-                    shared.record_traffic(&ProbeOutcome::observed(
-                        &t.name,
-                        &route.name,
-                        reason,
-                        e.to_string(),
-                    ));
-                }
-                tried.push(Tried {
-                    route: route.name.clone(),
-                    reason,
-                    detail: e.to_string(),
-                });
+            .await;
+        if let Some(t) = &req.plan.target {
+            self.routing.report(TrafficResult {
+                target: t.name.clone(),
+                route: route.name.clone(),
+                destination: HostPort::new(&req.host, req.port),
+                failure: result.as_ref().err().map(|e| (e.reason(), e.to_string())),
+            });
+        }
+        let e = match result {
+            Ok(tunnel) => return Ok(tunnel),
+            Err(e) => e,
+        };
+        let (reason, detail) = (e.reason(), e.to_string());
+        tracing::warn!(target_name = %req.plan.label, route = %route.name, destination = %req.destination(), reason = %reason, detail = %detail, "app connection failed on route");
+        self.routing
+            .metrics()
+            .forward_connection(&req.plan.label, &route.name, "failed");
+        Err(Tried {
+            route: route.name.clone(),
+            reason,
+            detail,
+        })
+    }
+
+    /// Answers the app, relays until either side is done (or, for a direct
+    /// tunnel, until fail-back closes it).
+    async fn serve_tunnel(
+        &self,
+        app: TcpStream,
+        tunnel: Tunnel,
+        generation: &Generation,
+        req: Planned,
+        route: &Route,
+        tried: &[Tried],
+    ) {
+        let metrics = self.routing.metrics();
+        let label = req.plan.label.clone();
+        let destination = req.destination();
+        let mut ticket = match (&req.plan.target, route.is_direct()) {
+            (Some(t), true) => Some(self.direct.enter(&t.name)),
+            _ => None,
+        };
+        if route.is_direct() {
+            self.log_direct(&label, &destination, tried);
+        }
+        metrics.forward_connection(&label, &route.name, "ok");
+        let _guard = self.active.enter(metrics, &route.name);
+        let settings = &generation.config.forward;
+        let relay = relay_tunnel(app, tunnel.stream, req.early, settings);
+        tokio::select! {
+            () = relay => {}
+            () = closed(&mut ticket) => {
+                tracing::info!(target_name = %label, destination = %destination, "direct tunnel closed: traffic is back on the proxy");
+                metrics.forward_connection(&label, &route.name, "closed_on_failback");
             }
         }
     }
-    let not_allowed_direct = plan.target.as_ref().is_some_and(|t| !t.allows_direct());
-    tracing::error!(target_name = %plan.label, destination = %destination, routes = tried.len(), "every allowed route failed");
-    reply::all_failed(&mut app, &destination, &tried, not_allowed_direct).await;
+
+    /// The compliance trail: why this connection bypassed the proxy.
+    fn log_direct(&self, target: &str, destination: &str, tried: &[Tried]) {
+        let why = if tried.is_empty() {
+            self.routing.why_not_proxy(target)
+        } else {
+            tried
+                .iter()
+                .map(|t| format!("{}: {} ({})", t.route, t.reason, t.detail))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        tracing::warn!(target_name = %target, destination = %destination, why = %why, "app connection went DIRECT, bypassing the proxy");
+    }
 }
 
-/// The compliance trail: why this connection bypassed the proxy.
-fn log_direct(shared: &Shared, target: &str, destination: &str, tried: &[Tried]) {
-    let why = if tried.is_empty() {
-        shared.proxy_state_summary(target)
-    } else {
-        tried
-            .iter()
-            .map(|t| format!("{}: {} ({})", t.route, t.reason, t.detail))
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    tracing::warn!(target_name = %target, destination = %destination, why = %why, "app connection went DIRECT, bypassing the proxy");
+/// Completes when a direct tunnel must close; never for other tunnels.
+async fn closed(ticket: &mut Option<Ticket>) {
+    match ticket {
+        Some(t) => t.closed().await,
+        None => std::future::pending().await,
+    }
 }
 
-async fn serve_tunnel(
+async fn relay_tunnel(
     mut app: TcpStream,
-    mut upstream: crate::dial::BoxStream,
-    ask: Ask,
+    mut upstream: BoxStream,
     early: bytes::Bytes,
     settings: &crate::config::ForwardSettings,
-    route: &Route,
 ) {
-    let prelude: &[u8] = match &ask {
-        Ask::Connect { .. } => {
-            if app
-                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                .await
-                .is_err()
-            {
-                return;
-            }
-            &[]
-        }
-        Ask::Http { head, .. } => head,
-    };
-    if !prelude.is_empty() && upstream.write_all(prelude).await.is_err() {
+    if app
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .await
+        .is_err()
+    {
         return;
     }
     if !early.is_empty() && upstream.write_all(&early).await.is_err() {
         return;
     }
     let moved = relay::relay(app, upstream, settings.idle_timeout, HALF_CLOSE).await;
-    tracing::debug!(route = %route.name, up = moved.up, down = moved.down, "tunnel closed");
+    tracing::debug!(up = moved.up, down = moved.down, "tunnel closed");
 }

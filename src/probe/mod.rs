@@ -6,6 +6,8 @@
 mod http;
 pub mod outcome;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::SystemTime;
 
 use tokio::time::Instant;
@@ -218,4 +220,25 @@ fn body_excerpt(body: &[u8]) -> String {
     }
     let text = crate::dial::connect::sanitize(&body[..body.len().min(120)]);
     format!(" (body: {text:?})")
+}
+
+/// Something that probes a target over a route: the real [`Prober`], or a
+/// script in tests of timing.
+pub trait ProbeRunner: Send + Sync + 'static {
+    /// Probes once.
+    fn probe<'a>(
+        &'a self,
+        target: &'a Target,
+        route: &'a Route,
+    ) -> Pin<Box<dyn Future<Output = ProbeOutcome> + Send + 'a>>;
+}
+
+impl ProbeRunner for Prober {
+    fn probe<'a>(
+        &'a self,
+        target: &'a Target,
+        route: &'a Route,
+    ) -> Pin<Box<dyn Future<Output = ProbeOutcome> + Send + 'a>> {
+        Box::pin(Prober::probe(self, target, route))
+    }
 }

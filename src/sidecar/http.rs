@@ -1,12 +1,11 @@
 //! The sidecar's own HTTP listeners: metrics (`/metrics`, `/healthz`,
 //! `/readyz`) and admin (`/status`, `POST /verify`). HTTP/1.1 with a header
-//! read timeout (hyper needs a timer for it to work), a cap on connections,
-//! and an accept loop that backs off on errors such as EMFILE instead of
-//! spinning.
+//! read timeout (hyper needs a timer for it to work); connections over the
+//! cap are closed at once. Accepting is [`crate::accept`]'s job; this file
+//! owns what is said on a connection.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant as StdInstant};
@@ -17,12 +16,13 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 
-use super::state::Shared;
+use super::runtime::Runtime;
 use super::status;
+use crate::accept;
 use crate::health::Force;
 use crate::verify;
 
@@ -64,7 +64,7 @@ pub enum Surface {
 #[derive(Debug)]
 pub struct Endpoints {
     /// The sidecar's state.
-    pub shared: Arc<Shared>,
+    pub rt: Arc<Runtime>,
     /// False until every listener is up, and again once shutdown begins.
     pub ready: AtomicBool,
     /// `POST /verify` coordination.
@@ -81,9 +81,9 @@ struct VerifyGate {
 
 impl Endpoints {
     /// Handlers over `shared`.
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(rt: Arc<Runtime>) -> Self {
         Self {
-            shared,
+            rt,
             ready: AtomicBool::new(false),
             verify: tokio::sync::Mutex::new(VerifyGate::default()),
         }
@@ -97,10 +97,10 @@ impl Endpoints {
                 reply(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
-                    self.shared.metrics.render(),
+                    self.rt.metrics.render(),
                 )
             }
-            (Surface::Metrics, &Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+            (Surface::Metrics, &Method::GET, "/healthz") => self.liveness(),
             (Surface::Metrics, &Method::GET, "/readyz") => {
                 if self.ready.load(Ordering::SeqCst) {
                     text(StatusCode::OK, "ready")
@@ -109,7 +109,7 @@ impl Endpoints {
                 }
             }
             (Surface::Admin, &Method::GET, "/status") => {
-                json(StatusCode::OK, status::render(&self.shared))
+                json(StatusCode::OK, status::render(&self.rt))
             }
             (Surface::Admin, &Method::POST, "/verify") => self.clone().verify().await,
             (Surface::Admin, &Method::POST, p) if p.starts_with("/routes/") => {
@@ -156,9 +156,9 @@ impl Endpoints {
                 );
             }
         };
-        match self.shared.force(&target, force) {
+        match self.rt.force(&target, force) {
             Ok(()) => {
-                let active = self.shared.active_route(&target).unwrap_or_default();
+                let active = self.rt.active_route(&target).unwrap_or_default();
                 json(
                     StatusCode::OK,
                     format!(
@@ -171,18 +171,44 @@ impl Endpoints {
         }
     }
 
+    /// `/healthz`: alive while the scheduler makes progress. Fails when some
+    /// pair's last probe finished longer ago than three intervals plus the
+    /// longest timeout (a wedged scheduler must not look healthy for ever);
+    /// upstream health plays no part.
+    fn liveness(&self) -> Reply {
+        let config = self.rt.config();
+        let longest = config
+            .targets
+            .iter()
+            .map(|t| t.timeout)
+            .max()
+            .unwrap_or(config.probe.timeout);
+        let bound = config.probe.interval * 3 + longest;
+        match self.rt.stalest_pair() {
+            Some((target, route, age)) if age > bound => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "probes stalled: {target}/{route} last finished {:.1}s ago (bound {:.1}s)",
+                    age.as_secs_f64(),
+                    bound.as_secs_f64()
+                ),
+            ),
+            _ => text(StatusCode::OK, "ok"),
+        }
+    }
+
     /// Updates the descriptor gauges of this process and the watched ones
     /// (at scrape time, so they are current).
     pub fn record_fds(&self) {
-        let sample = crate::watch::sample(&self.shared.config().watch_processes);
-        self.shared.metrics.record_watch(&sample);
+        let sample = crate::watch::sample(&self.rt.config().watch_processes);
+        self.rt.metrics.record_watch(&sample);
     }
 
     /// One verify run shared by concurrent callers, refused within the
     /// cool-down. The run is its own task: a caller that hangs up does not
     /// cancel it for the others (or leave the gate stuck).
     async fn verify(self: Arc<Self>) -> Reply {
-        let cooldown = self.shared.config().admin.verify_cooldown;
+        let cooldown = self.rt.config().admin.verify_cooldown;
         let mut gate = self.verify.lock().await;
         if let Some(tx) = &gate.in_flight {
             let mut rx = tx.subscribe();
@@ -217,9 +243,11 @@ impl Endpoints {
         drop(gate);
         let this = self.clone();
         tokio::spawn(async move {
-            let config = this.shared.config();
-            let prober = verify::prober_for(&config);
-            let report = verify::run_report(&config, &prober, verify::now_unix()).await;
+            // The generation in force: its dialer is the app traffic's.
+            let generation = this.rt.current();
+            let report =
+                verify::run_report(&generation.config, &generation.prober, verify::now_unix())
+                    .await;
             let outcome = Arc::new((report.exit_code() == verify::EXIT_OK, report.render_json()));
             let mut gate = this.verify.lock().await;
             gate.in_flight = None;
@@ -245,10 +273,8 @@ fn verify_reply(r: &(bool, String)) -> Reply {
     reply
 }
 
-type Handler =
-    Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync>;
-
-/// Serves `surface` on `listener` until `stop` turns true.
+/// Serves `surface` on `listener` until `stop` turns true, then lets the
+/// requests in flight finish (the caller bounds how long).
 pub fn spawn(
     set: &mut JoinSet<()>,
     listener: TcpListener,
@@ -256,45 +282,42 @@ pub fn spawn(
     surface: Surface,
     stop: watch::Receiver<bool>,
 ) {
-    let handler: Handler = Arc::new(move |req| {
-        let e = endpoints.clone();
-        Box::pin(async move { e.handle(surface, req).await })
-    });
-    set.spawn(accept_loop(listener, handler, stop));
+    let name = match surface {
+        Surface::Metrics => "metrics",
+        Surface::Admin => "admin",
+    };
+    let listener = accept::Listener {
+        name,
+        socket: listener,
+        cap: MAX_CONNECTIONS,
+    };
+    set.spawn(accept::serve(
+        listener,
+        Arc::new(Http { endpoints, surface }),
+        stop,
+    ));
 }
 
-async fn accept_loop(listener: TcpListener, handler: Handler, mut stop: watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut conns = JoinSet::new();
-    let mut backoff = crate::accept::Backoff::default();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.changed() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-        };
-        let (tcp, _) = match accepted {
-            Ok(a) => {
-                backoff.succeeded();
-                a
-            }
-            Err(e) => {
-                backoff.failed("metrics/admin", &e).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            // Over the cap: close at once rather than queue without bound.
-            drop(tcp);
-            continue;
-        };
-        let handler = handler.clone();
-        let mut stop = stop.clone();
-        conns.spawn(async move {
-            let _permit = permit;
+/// One listener's endpoints over HTTP/1.1.
+struct Http {
+    /// What the requests are answered from.
+    endpoints: Arc<Endpoints>,
+    /// Which endpoints this listener serves.
+    surface: Surface,
+}
+
+impl accept::Handler for Http {
+    fn serve(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        _peer: SocketAddr,
+        mut stop: watch::Receiver<bool>,
+    ) -> accept::Work {
+        Box::pin(async move {
             let svc = service_fn(move |req| {
-                let h = handler.clone();
-                async move { Ok::<_, Infallible>(h(req).await) }
+                let endpoints = self.endpoints.clone();
+                let surface = self.surface;
+                async move { Ok::<_, Infallible>(endpoints.handle(surface, req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -308,8 +331,11 @@ async fn accept_loop(listener: TcpListener, handler: Handler, mut stop: watch::R
                     let _ = conn.await;
                 }
             }
-        });
+        })
     }
-    // Stop accepting; let requests in flight finish (the caller bounds this).
-    while conns.join_next().await.is_some() {}
+
+    /// Over the cap: closed at once; a scraper retries.
+    fn refuse(self: Arc<Self>, _tcp: TcpStream) -> Option<accept::Work> {
+        None
+    }
 }

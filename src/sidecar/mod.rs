@@ -1,19 +1,28 @@
-//! `run`: the sidecar. Probes every target × route on schedule, keeps health
-//! and the route table, serves the app's forward proxy, exports metrics,
-//! serves the status and admin endpoints, reloads its config on SIGHUP or
-//! when the file changes, and shuts down gracefully (draining tunnels).
+//! `run`: the sidecar. Probes every target × route on schedule, keeps the
+//! route table, serves the app's forward proxy, exports metrics, serves the
+//! status and admin endpoints, builds a new generation when the config or
+//! any file it names changes (or on SIGHUP), and shuts down as Kubernetes
+//! expects: `/readyz` 503 at once, listeners serving through the drain,
+//! exit before the deadline.
 //!
 //! [`run`] takes an already-loaded config, already-bound listeners and a
 //! shutdown future, so tests run the whole sidecar in-process on port 0.
+//!
+//! # Layout
+//! - [`runtime`]: the state shared by everything below, and the one place
+//!   where observations become events, logs, metrics and incidents.
+//! - [`scheduler`]: one probe loop per target × route.
+//! - [`reload`]: watching the config and the files it names.
+//! - [`http`]: the metrics and admin listeners; [`status`]: `/status`.
 
 pub mod http;
+pub mod reload;
+pub mod runtime;
 pub mod scheduler;
-pub mod state;
 pub mod status;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -21,13 +30,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::config::{Config, Listen};
+use crate::generation::{Generation, ProberFactory, real_prober};
 use crate::incidents::IncidentLog;
 use crate::telemetry::Metrics;
 use http::{Endpoints, Surface};
-use scheduler::ProbeRunner;
-use state::Shared;
+use runtime::Runtime;
 
 /// How often holds are re-checked and idle-prone gauges re-set.
 const UPKEEP: Duration = Duration::from_secs(2);
@@ -71,16 +81,33 @@ pub enum RunError {
     State(String),
 }
 
+/// What tests (and embedders) may replace.
+pub struct Hooks {
+    /// Triggers a reload, as SIGHUP does.
+    pub reload: Arc<Notify>,
+    /// Builds each generation's prober (the real one by default).
+    pub prober: ProberFactory,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Self {
+            reload: Arc::new(Notify::new()),
+            prober: real_prober(),
+        }
+    }
+}
+
 /// Runs the sidecar until `shutdown` completes; reloads on SIGHUP.
 pub async fn run(
     config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let reload = Arc::new(Notify::new());
+    let hooks = Hooks::default();
     #[cfg(unix)]
     {
-        let reload = reload.clone();
+        let reload = hooks.reload.clone();
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(mut hup) => {
                 tokio::spawn(async move {
@@ -93,30 +120,24 @@ pub async fn run(
             Err(e) => tracing::warn!(error = %e, "cannot watch SIGHUP; reload by file change only"),
         }
     }
-    run_with(config, listeners, shutdown, reload).await
+    run_with(config, listeners, shutdown, hooks).await
 }
 
-/// [`run`], with reloads triggered by `reload` instead of SIGHUP.
+/// [`run`], with reloads triggered by `hooks.reload` instead of SIGHUP.
 pub async fn run_with(
     config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
-    reload: Arc<Notify>,
+    hooks: Hooks,
 ) -> Result<(), RunError> {
-    let config = Arc::new(config);
     let incidents = match &config.state_dir {
         Some(dir) => IncidentLog::open(dir).map_err(RunError::State)?,
         None => IncidentLog::in_memory(),
     };
     let idle = (config.probe.interval + config.probe.timeout) * 3 + Duration::from_secs(60);
-    let prober: Arc<dyn ProbeRunner> = Arc::new(crate::verify::prober_for(&config));
-    let shared = Arc::new(Shared::new(
-        config.clone(),
-        prober,
-        incidents,
-        Metrics::new(idle),
-    ));
-    let endpoints = Arc::new(Endpoints::new(shared.clone()));
+    let first = Generation::build(1, config, &hooks.prober);
+    let rt = Arc::new(Runtime::new(first, incidents, Metrics::new(idle)));
+    let endpoints = Arc::new(Endpoints::new(rt.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut servers = JoinSet::new();
@@ -142,68 +163,91 @@ pub async fn run_with(
     }
     if let Some(l) = listeners.proxy {
         log_listen("forward proxy", &l);
-        servers.spawn(crate::forward::serve(l, shared.clone(), stop_rx.clone()));
+        servers.spawn(crate::forward::serve(
+            l,
+            rt.clone(),
+            rt.direct_tunnels(),
+            stop_rx.clone(),
+        ));
     }
-    let mut probes = scheduler::spawn(&shared, &stop_rx);
+    let mut probes = scheduler::spawn(&rt, &stop_rx);
     endpoints.ready.store(true, Ordering::SeqCst);
+    let config = rt.config();
     tracing::info!(
         targets = config.targets.len(),
         pairs = config.targets.iter().map(|t| t.routes.len()).sum::<usize>(),
         "egress-sentinel running"
     );
 
-    let mut fingerprint = file_fingerprint(&config.file);
-    let poll = config.run.reload_poll;
+    let mut watcher = reload::Watcher::new(&config);
     let mut upkeep = tokio::time::interval(UPKEEP);
+    let poll = config.run.reload_poll;
     let mut poll_timer = tokio::time::interval(poll.unwrap_or(Duration::from_secs(3600)));
     poll_timer.reset();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            () = reload.notified() => {
-                fingerprint = file_fingerprint(&shared.config().file);
-                try_reload(&shared, &mut probes, &stop_rx);
+            () = hooks.reload.notified() => {
+                try_reload(&rt, &hooks.prober, &mut probes, &stop_rx);
+                watcher = reload::Watcher::new(&rt.config());
             }
             _ = poll_timer.tick(), if poll.is_some() => {
-                let now = file_fingerprint(&shared.config().file);
-                if now != fingerprint {
-                    fingerprint = now;
-                    tracing::info!("the configuration file changed: reloading");
-                    try_reload(&shared, &mut probes, &stop_rx);
+                if let Some(changed) = watcher.poll().await {
+                    tracing::info!(files = ?changed, "a file the configuration names changed: reloading");
+                    try_reload(&rt, &hooks.prober, &mut probes, &stop_rx);
+                    watcher.rewatch(&rt.config());
                 }
             }
             _ = upkeep.tick() => {
-                shared.tick();
-                shared.publish_all();
-                shared.metrics.upkeep();
+                rt.tick();
+                rt.publish_all();
+                rt.metrics.upkeep();
                 endpoints.record_fds();
             }
         }
     }
+    shut_down(&rt, &endpoints, stop_tx, probes, servers).await;
+    Ok(())
+}
 
-    tracing::info!("shutting down: no new work; letting work in flight finish");
+/// SIGTERM's sequence: not ready at once, serve through the drain, then
+/// stop accepting and let work in flight finish until the deadline.
+async fn shut_down(
+    rt: &Runtime,
+    endpoints: &Endpoints,
+    stop_tx: watch::Sender<bool>,
+    mut probes: JoinSet<()>,
+    mut servers: JoinSet<()>,
+) {
+    let began = Instant::now();
+    let s = rt.config().shutdown.clone();
     endpoints.ready.store(false, Ordering::SeqCst);
+    tracing::info!(
+        drain_seconds = s.drain.as_secs_f64(),
+        deadline_seconds = s.deadline.as_secs_f64(),
+        "shutting down: not ready; still serving through the drain"
+    );
+    tokio::time::sleep(s.drain).await;
+    tracing::info!("drain over: no new connections; letting work in flight finish");
     let _ = stop_tx.send(true);
-    let grace = shared.config().run.shutdown_timeout;
-    let drained = tokio::time::timeout(grace, async {
+    let finished = tokio::time::timeout_at(began + s.deadline, async {
         while probes.join_next().await.is_some() {}
         while servers.join_next().await.is_some() {}
     })
     .await;
-    if drained.is_err() {
+    if finished.is_err() {
         tracing::warn!(
-            grace_seconds = grace.as_secs_f64(),
-            "work still in flight at the deadline was cancelled"
+            deadline_seconds = s.deadline.as_secs_f64(),
+            "work still in flight at the deadline was closed"
         );
         probes.abort_all();
         servers.abort_all();
     }
-    if let Err(e) = shared.with_incidents(|log| log.flush()) {
+    if let Err(e) = rt.with_incidents(|log| log.flush()) {
         tracing::error!(error = %e, "cannot write the incident file");
     }
     tracing::info!("stopped");
-    Ok(())
 }
 
 fn log_listen(what: &str, l: &TcpListener) {
@@ -212,33 +256,27 @@ fn log_listen(what: &str, l: &TcpListener) {
     }
 }
 
-/// A hash of the config file's content (symlink swaps included), or `None`
-/// when it can't be read.
-fn file_fingerprint(path: &Path) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let text = crate::files::read_text(path, 1024 * 1024).ok()?;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut h);
-    Some(h.finish())
-}
-
-/// Loads the file again; applies it when valid, keeps the old one otherwise.
-fn try_reload(shared: &Arc<Shared>, probes: &mut JoinSet<()>, stop: &watch::Receiver<bool>) {
-    let old = shared.config();
-    match Config::load(&old.file) {
+/// Loads the file again and builds a new generation from it; swaps it in
+/// when valid, keeps the old one otherwise.
+fn try_reload(
+    rt: &Arc<Runtime>,
+    prober: &ProberFactory,
+    probes: &mut JoinSet<()>,
+    stop: &watch::Receiver<bool>,
+) {
+    let old = rt.current();
+    match Config::load(&old.config.file) {
         Ok(new) => {
-            if new.listen != old.listen {
+            if new.listen != old.config.listen {
                 tracing::warn!("listener addresses changed; they take effect at the next restart");
             }
-            let prober: Arc<dyn ProbeRunner> = Arc::new(crate::verify::prober_for(&new));
-            shared.replace_config(Arc::new(new), prober);
+            rt.install(Generation::build(old.id + 1, new, prober));
             probes.abort_all();
-            *probes = scheduler::spawn(shared, stop);
-            tracing::info!("configuration reloaded");
+            *probes = scheduler::spawn(rt, stop);
         }
         Err(e) => {
             tracing::error!(error = %e, "configuration reload rejected; the previous configuration stays in force");
-            shared.set_reload(false, Some(e.to_string()));
+            rt.set_reload(false, Some(e.to_string()));
         }
     }
 }

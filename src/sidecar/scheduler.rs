@@ -4,38 +4,15 @@
 //! `unhealthy_interval` while the pair is failing, recovering or held; a
 //! pair can be woken early (a failure seen on real traffic).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::state::Shared;
+use super::runtime::Runtime;
 use crate::config::{Route, Target};
-use crate::probe::{ProbeOutcome, Prober};
-
-/// Something that probes a target over a route: the real [`Prober`], or a
-/// script in tests of timing.
-pub trait ProbeRunner: Send + Sync + 'static {
-    /// Probes once.
-    fn probe<'a>(
-        &'a self,
-        target: &'a Target,
-        route: &'a Route,
-    ) -> Pin<Box<dyn Future<Output = ProbeOutcome> + Send + 'a>>;
-}
-
-impl ProbeRunner for Prober {
-    fn probe<'a>(
-        &'a self,
-        target: &'a Target,
-        route: &'a Route,
-    ) -> Pin<Box<dyn Future<Output = ProbeOutcome> + Send + 'a>> {
-        Box::pin(Prober::probe(self, target, route))
-    }
-}
+use crate::generation::Generation;
 
 /// `base` ± 10 %, from a cheap per-loop generator (no need for a CSPRNG).
 fn jitter(base: Duration, state: &mut u64) -> Duration {
@@ -47,10 +24,13 @@ fn jitter(base: Duration, state: &mut u64) -> Duration {
     base.mul_f64(1.0 + 0.1 * unit)
 }
 
-/// Starts one loop per target × route of the config in force. The loops end
-/// when `stop` turns true (after their probe in flight) or when aborted.
-pub fn spawn(shared: &Arc<Shared>, stop: &watch::Receiver<bool>) -> JoinSet<()> {
-    let config = shared.config();
+/// Starts one loop per target × route of the generation in force, each
+/// probing with that generation's prober (and so its dialer). The loops end
+/// when `stop` turns true (after their probe in flight) or when aborted: a
+/// new generation starts loops of its own.
+pub fn spawn(rt: &Arc<Runtime>, stop: &watch::Receiver<bool>) -> JoinSet<()> {
+    let generation = rt.current();
+    let config = generation.config.clone();
     let mut set = JoinSet::new();
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -59,41 +39,62 @@ pub fn spawn(shared: &Arc<Shared>, stop: &watch::Receiver<bool>) -> JoinSet<()> 
     for target in &config.targets {
         for route in &target.routes {
             seed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-            let (shared, target, route) = (shared.clone(), target.clone(), route.clone());
+            let pair = Pair {
+                rt: rt.clone(),
+                generation: generation.clone(),
+                target: target.clone(),
+                route: route.clone(),
+            };
             let mut stop = stop.clone();
             let state = seed;
-            set.spawn(async move { pair_loop(shared, target, route, &mut stop, state).await });
+            set.spawn(async move { pair.run(&mut stop, state).await });
         }
     }
     set
 }
 
-async fn pair_loop(
-    shared: Arc<Shared>,
+/// One target × route's probe loop, for one generation.
+struct Pair {
+    rt: Arc<Runtime>,
+    generation: Arc<Generation>,
     target: Arc<Target>,
     route: Arc<Route>,
-    stop: &mut watch::Receiver<bool>,
-    mut rng: u64,
-) {
-    let wake = shared.waker(&target.name, &route.name);
-    let probe = shared.config().probe.clone();
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        let outcome = shared.prober().probe(&target, &route).await;
-        tracing::debug!(target_name = %outcome.target, route = %outcome.route, reason = %outcome.reason, seconds = outcome.duration.as_secs_f64(), detail = %outcome.detail, "probe");
-        shared.record(&outcome, !route.is_direct());
-        let base = if shared.unsettled(&target.name, &route.name) {
-            probe.unhealthy_interval
-        } else {
-            probe.interval
-        };
-        let delay = jitter(base, &mut rng);
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = wake.notified() => {}
-            _ = stop.changed() => return,
+}
+
+impl Pair {
+    async fn run(self, stop: &mut watch::Receiver<bool>, mut rng: u64) {
+        let (target, route) = (&self.target.name, &self.route.name);
+        let wake = self.rt.waker(target, route);
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let generation = &self.generation;
+            let outcome = generation.prober.probe(&self.target, &self.route).await;
+            tracing::debug!(target_name = %outcome.target, route = %outcome.route, reason = %outcome.reason, seconds = outcome.duration.as_secs_f64(), detail = %outcome.detail, "probe");
+            self.rt.record_probe(outcome, !self.route.is_direct());
+            let probe = &generation.config.probe;
+            let base = if self.rt.unsettled(target, route) {
+                probe.unhealthy_interval
+            } else {
+                probe.interval
+            };
+            let delay = jitter(base, &mut rng);
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            tokio::select! {
+                () = &mut sleep => {}
+                () = wake.notified() => {
+                    // Woken by app traffic: soon, but not in a burst.
+                    let gap = self.rt.wake_delay(target, route);
+                    tokio::select! {
+                        () = tokio::time::sleep(gap) => {}
+                        () = &mut sleep => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+                _ = stop.changed() => return,
+            }
         }
     }
 }

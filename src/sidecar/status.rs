@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::state::Shared;
+use super::runtime::Runtime;
 use crate::config::Target;
 use crate::verify::findings;
 
@@ -43,9 +43,9 @@ fn client_cert(t: &Target, now: i64) -> Value {
 }
 
 /// Renders the status document.
-pub fn render(shared: &Shared) -> String {
-    let config = shared.config();
-    let health = shared.health();
+pub fn render(rt: &Runtime) -> String {
+    let config = rt.config();
+    let health = rt.table();
     let now = Instant::now();
     let wall = crate::verify::now_unix();
     let targets: Vec<Value> = config
@@ -65,15 +65,16 @@ pub fn render(shared: &Shared) -> String {
                         "consecutive_failures": r.consecutive_fail,
                         "held_for_seconds": r.held_until.map(|u| u.saturating_duration_since(now).as_secs_f64()),
                         "flaps": r.flaps,
-                        "intercepted": r.last.as_ref().and_then(|o| o.intercepted),
-                        "anchor": r.last.as_ref().and_then(|o| o.anchor.as_ref()),
+                        "intercepted": r.last_probe.as_ref().and_then(|o| o.intercepted),
+                        "anchor": r.last_probe.as_ref().and_then(|o| o.anchor.as_ref()),
                         "last": r.last,
+                        "last_probe": r.last_probe,
                     })
                 })
                 .collect();
             let mut found: Vec<findings::Finding> =
                 findings::client_cert(t, wall).into_iter().collect();
-            for o in h.routes.iter().filter_map(|r| r.last.as_ref()) {
+            for o in h.routes.iter().filter_map(|r| r.last_probe.as_ref()) {
                 found.extend(findings::route_findings(t, o, wall));
             }
             Some(json!({
@@ -93,7 +94,7 @@ pub fn render(shared: &Shared) -> String {
             }))
         })
         .collect();
-    let incidents: Vec<Value> = shared.with_incidents(|log| {
+    let incidents: Vec<Value> = rt.with_incidents(|log| {
         log.windows()
             .map(|w| {
                 let mut v = serde_json::to_value(w).unwrap_or(Value::Null);
@@ -107,7 +108,7 @@ pub fn render(shared: &Shared) -> String {
     let doc = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "config_file": config.file.display().to_string(),
-        "config_reload": shared.reload_status(),
+        "config_reload": rt.reload_status(),
         "targets": targets,
         "fds": crate::watch::sample(&config.watch_processes),
         "incidents": incidents,

@@ -29,7 +29,7 @@ pub use findings::{Finding, Level};
 
 use crate::config::Config;
 use crate::dial::{Dialer, Resolver, fmt_duration};
-use crate::probe::{ProbeOutcome, Prober};
+use crate::probe::{ProbeOutcome, ProbeRunner, Prober};
 use crate::reason::Phase;
 
 /// Exit code: every check passed.
@@ -46,17 +46,18 @@ pub fn now_unix() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// The prober a config calls for.
-pub fn prober_for(config: &Config) -> Prober {
-    Prober::new(
+/// The prober a config calls for (with a dialer of its own: the `verify`
+/// command has no running generation to share one with).
+pub fn prober_for(config: &Config) -> Arc<dyn ProbeRunner> {
+    Arc::new(Prober::new(
         Dialer::new(Resolver::new(config.resolve.clone())),
         config.probe.max_body,
-    )
+    ))
 }
 
 /// Probes every target × allowed route once, concurrently. Results come back
 /// in config order (targets, then their routes in preference order).
-pub async fn run_checks(config: &Config, prober: &Prober) -> Vec<ProbeOutcome> {
+pub async fn run_checks(config: &Config, prober: &Arc<dyn ProbeRunner>) -> Vec<ProbeOutcome> {
     let mut set = JoinSet::new();
     let mut index = 0usize;
     for target in &config.targets {
@@ -126,7 +127,7 @@ pub struct Report {
 
 /// Runs every check and resolves the proxies, at the same time, and judges
 /// the results at `now` (Unix seconds).
-pub async fn run_report(config: &Config, prober: &Prober, now: i64) -> Report {
+pub async fn run_report(config: &Config, prober: &Arc<dyn ProbeRunner>, now: i64) -> Report {
     let (checks, proxy_addresses) =
         tokio::join!(run_checks(config, prober), proxy_addresses(config));
     Report::new(config, checks, proxy_addresses, now)

@@ -119,3 +119,95 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Str
     let _ = tokio::time::timeout(wait, tcp.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// An HTTPS connection kept open through a forward proxy: CONNECT, TLS
+/// (HTTP/1.1, keep-alive), then any number of GETs on the same tunnel.
+pub struct KeptTunnel {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    host: String,
+}
+
+impl KeptTunnel {
+    /// Opens the tunnel through `proxy` to `host:port`; `Err` says why not.
+    pub async fn open(proxy: SocketAddr, host: &str, port: u16) -> Result<Self, String> {
+        let work = async {
+            let mut tcp = TcpStream::connect(proxy)
+                .await
+                .map_err(|e| format!("connect to proxy: {e}"))?;
+            tcp.write_all(
+                format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n").as_bytes(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let head = read_head(&mut tcp).await?;
+            if status_of(&head) != 200 {
+                return Err(format!(
+                    "proxy refused: {}",
+                    head.lines().next().unwrap_or("")
+                ));
+            }
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(
+                    rustls::pki_types::CertificateDer::from_pem_slice(
+                        pki::ca().cert_pem.as_bytes(),
+                    )
+                    .expect("ca"),
+                )
+                .expect("add ca");
+            let mut config = rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let name = ServerName::try_from(host.to_string()).expect("name");
+            let tls = TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                    .await
+                    .map_err(|e| format!("HTTP handshake: {e}"))?;
+            tokio::spawn(conn);
+            Ok(Self {
+                sender,
+                host: host.to_string(),
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(10), work)
+            .await
+            .unwrap_or_else(|_| Err("no tunnel within 10 s".into()))
+    }
+
+    /// `GET path` on the tunnel; the upstream's status, or why it failed
+    /// (a tunnel the proxy closed fails here).
+    pub async fn get(&mut self, path: &str) -> Result<u16, String> {
+        use http_body_util::BodyExt;
+        let req = http::Request::get(path)
+            .header("host", &self.host)
+            .body(http_body_util::Empty::new())
+            .expect("request");
+        let work = async {
+            self.sender.ready().await.map_err(|e| e.to_string())?;
+            let resp = self
+                .sender
+                .send_request(req)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            resp.into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(status)
+        };
+        tokio::time::timeout(Duration::from_secs(10), work)
+            .await
+            .unwrap_or_else(|_| Err("no answer within 10 s".into()))
+    }
+
+    /// True once the connection is closed (by the proxy or the upstream).
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use egress_sentinel::config::Config;
-use egress_sentinel::sidecar::{Listeners, run_with};
+use egress_sentinel::sidecar::{Hooks, Listeners, run_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
@@ -28,8 +28,15 @@ pub struct Running {
 }
 
 impl Running {
-    /// Starts `config` on loopback port-0 listeners.
-    pub async fn start(config: Config) -> Self {
+    /// Starts `config` on loopback port-0 listeners, with no shutdown drain
+    /// (tests stop many sidecars; the drain has tests of its own).
+    pub async fn start(mut config: Config) -> Self {
+        config.shutdown.drain = Duration::ZERO;
+        Self::start_with(config, Hooks::default()).await
+    }
+
+    /// Starts `config` as it is, with `hooks`.
+    pub async fn start_with(config: Config, hooks: Hooks) -> Self {
         let bind = || async { TcpListener::bind("127.0.0.1:0").await.expect("bind") };
         let (m, a, p) = (bind().await, bind().await, bind().await);
         let (metrics, admin, proxy) = (
@@ -42,9 +49,8 @@ impl Running {
             admin: Some(a),
             proxy: Some(p),
         };
-        let reload = Arc::new(Notify::new());
+        let reload = hooks.reload.clone();
         let (tx, rx) = oneshot::channel();
-        let r = reload.clone();
         let task = tokio::spawn(async move {
             run_with(
                 config,
@@ -52,7 +58,7 @@ impl Running {
                 async move {
                     let _ = rx.await;
                 },
-                r,
+                hooks,
             )
             .await
             .expect("sidecar run");

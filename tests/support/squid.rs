@@ -51,10 +51,28 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// How to start squid beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Opts {
+    /// Basic credentials squid demands (`user`, `password`), checked by
+    /// Debian's `basic_ncsa_auth` against an htpasswd file.
+    pub auth: Option<(String, String)>,
+    /// Listen on this port (to restart on the same one); free one if `None`.
+    pub port: Option<u16>,
+}
+
+/// Where Debian installs squid's NCSA helper.
+const NCSA_AUTH: &str = "/usr/lib/squid/basic_ncsa_auth";
+
 impl Squid {
     /// Starts squid allowing CONNECT to any port of the `hosts` (mapped to
     /// 127.0.0.1) and denying `denied` by `dstdomain`.
     pub fn start(binary: &Path, hosts: &[&str], denied: &[&str]) -> Squid {
+        Self::start_with(binary, hosts, denied, &Opts::default())
+    }
+
+    /// [`start`](Self::start) with `opts`.
+    pub fn start_with(binary: &Path, hosts: &[&str], denied: &[&str], opts: &Opts) -> Squid {
         let dir = tempfile::tempdir().expect("squid dir");
         // Squid drops privileges to `proxy`: it must be able to write here.
         set_mode(dir.path(), 0o777);
@@ -65,7 +83,7 @@ impl Squid {
             hosts_text.push_str(&format!("127.0.0.1 {h}\n"));
         }
         std::fs::write(&hosts_file, hosts_text).expect("hosts file");
-        let port = free_port();
+        let port = opts.port.unwrap_or_else(free_port);
         let mut conf = format!(
             "http_port 127.0.0.1:{port}\n\
              visible_hostname egress-test-squid\n\
@@ -89,6 +107,20 @@ impl Squid {
             conf.push_str(&format!(
                 "acl blocked dstdomain {}\nhttp_access deny blocked\n",
                 denied.join(" ")
+            ));
+        }
+        if let Some((user, password)) = &opts.auth {
+            write_htpasswd(&d.join("htpasswd"), user, password);
+            // A short credentialsttl: squid re-checks a cached password
+            // within a second, so a rotation shows in the tests.
+            conf.push_str(&format!(
+                "auth_param basic program {NCSA_AUTH} {pw}\n\
+                 auth_param basic children 2\n\
+                 auth_param basic credentialsttl 1 second\n\
+                 auth_param basic casesensitive on\n\
+                 acl authed proxy_auth REQUIRED\n\
+                 http_access deny !authed\n",
+                pw = d.join("htpasswd").display()
             ));
         }
         conf.push_str("http_access allow all\n");
@@ -141,6 +173,50 @@ impl Squid {
     pub fn dir(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }
+
+    /// The access log so far (one line per request, e.g. `... TCP_TUNNEL/200 ... CONNECT host:port ...`).
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    /// Changes the password squid accepts for `user` (the helper re-reads
+    /// the file when it changes).
+    pub fn set_password(&self, user: &str, password: &str) {
+        let path = self.dir.path().join("htpasswd");
+        let before = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        write_htpasswd(&path, user, password);
+        // basic_ncsa_auth reloads the file when its mtime changes, in whole
+        // seconds: make sure it does even within the second it was written.
+        if let Some(before) = before {
+            let later = std::cmp::max(
+                std::time::SystemTime::now(),
+                before + Duration::from_secs(1),
+            );
+            let file = std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .expect("htpasswd");
+            file.set_modified(later).expect("set mtime");
+        }
+    }
+
+    /// Kills squid at once (SIGKILL): connections are refused from now on.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One `user:$apr1$...` line, hashed by `openssl passwd -apr1`.
+fn write_htpasswd(path: &Path, user: &str, password: &str) {
+    let out = Command::new("openssl")
+        .args(["passwd", "-apr1", password])
+        .output()
+        .expect("openssl passwd");
+    assert!(out.status.success(), "openssl passwd failed");
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    std::fs::write(path, format!("{user}:{hash}\n")).expect("htpasswd");
+    set_mode(path, 0o644);
 }
 
 fn set_mode(path: &Path, mode: u32) {

@@ -1,0 +1,50 @@
+//! Every default in one table: what a key means when the file leaves it out.
+//! The README's configuration reference and DESIGN.md quote these values.
+
+use std::time::Duration;
+
+/// `[listen] metrics`.
+pub const LISTEN_METRICS: &str = "0.0.0.0:9464";
+/// `[listen] admin`.
+pub const LISTEN_ADMIN: &str = "127.0.0.1:9465";
+/// `[listen] proxy`.
+pub const LISTEN_PROXY: &str = "127.0.0.1:3128";
+
+/// `[probe] interval`.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(10);
+/// `[probe] unhealthy_interval`.
+pub const PROBE_UNHEALTHY_INTERVAL: Duration = Duration::from_secs(2);
+/// `[probe] timeout`.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// `[probe] fall`.
+pub const PROBE_FALL: u32 = 2;
+/// `[probe] rise`.
+pub const PROBE_RISE: u32 = 2;
+/// `[probe] max_body` (bytes).
+pub const PROBE_MAX_BODY: usize = 64 * 1024;
+/// `[probe] hold_down`.
+pub const PROBE_HOLD_DOWN: Duration = Duration::from_secs(30);
+/// `[probe] hold_down_max`.
+pub const PROBE_HOLD_DOWN_MAX: Duration = Duration::from_secs(600);
+
+/// `[admin] verify_cooldown`.
+pub const ADMIN_VERIFY_COOLDOWN: Duration = Duration::from_secs(10);
+
+/// `[forward] allow_ports`.
+pub const FORWARD_ALLOW_PORTS: [u16; 1] = [443];
+/// `[forward] idle_timeout`.
+pub const FORWARD_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// `[forward] header_timeout`.
+pub const FORWARD_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// `[forward] max_connections`.
+pub const FORWARD_MAX_CONNECTIONS: u32 = 1024;
+/// `[forward] failback_grace`.
+pub const FORWARD_FAILBACK_GRACE: Duration = Duration::from_secs(30);
+
+/// `[shutdown] drain`: `/readyz` says 503 while listeners keep serving.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+/// `[shutdown] deadline`: from SIGTERM to exit, whatever is still open.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(25);
+
+/// `[run] reload_poll`: how often the config and the files it names are checked.
+pub const RUN_RELOAD_POLL: Duration = Duration::from_secs(5);

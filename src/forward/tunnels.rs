@@ -1,0 +1,131 @@
+//! Book-keeping of open tunnels: how many each route carries (the
+//! `egress_forward_active_connections` gauge), and which went direct per
+//! target, so that after fail-back to the proxy they can be closed
+//! (`[forward] failback_grace`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::watch;
+
+use crate::telemetry::Metrics;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Open tunnels per route.
+#[derive(Debug, Default)]
+pub struct Active {
+    counts: Mutex<HashMap<String, u64>>,
+}
+
+/// Counts one tunnel on a route while it lives.
+pub struct ActiveGuard<'a> {
+    active: &'a Active,
+    metrics: &'a Metrics,
+    route: String,
+}
+
+impl Active {
+    /// Counts a tunnel on `route` until the guard drops.
+    pub fn enter<'a>(&'a self, metrics: &'a Metrics, route: &str) -> ActiveGuard<'a> {
+        let n = {
+            let mut c = lock(&self.counts);
+            let n = c.entry(route.to_string()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        metrics.forward_active(route, n);
+        ActiveGuard {
+            active: self,
+            metrics,
+            route: route.to_string(),
+        }
+    }
+}
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        let n = {
+            let mut c = lock(&self.active.counts);
+            let n = c.entry(self.route.clone()).or_insert(1);
+            *n = n.saturating_sub(1);
+            *n
+        };
+        self.metrics.forward_active(&self.route, n);
+    }
+}
+
+/// The direct tunnels of each target, closable together.
+#[derive(Debug, Default)]
+pub struct DirectTunnels {
+    /// Per target: a counter bumped to close the tunnels open at that time.
+    closers: Mutex<HashMap<String, watch::Sender<u64>>>,
+}
+
+/// A direct tunnel's ticket: resolves when its target's direct tunnels are
+/// closed.
+#[derive(Debug)]
+pub struct Ticket {
+    rx: watch::Receiver<u64>,
+    opened_at: u64,
+}
+
+impl Ticket {
+    /// Completes when the tunnel must close.
+    pub async fn closed(&mut self) {
+        let at = self.opened_at;
+        if self.rx.wait_for(|n| *n > at).await.is_err() {
+            // The registry is gone (shutdown): never close on that account.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl DirectTunnels {
+    /// Registers a direct tunnel of `target`.
+    pub fn enter(&self, target: &str) -> Ticket {
+        let mut closers = lock(&self.closers);
+        let tx = closers
+            .entry(target.to_string())
+            .or_insert_with(|| watch::channel(0).0);
+        let rx = tx.subscribe();
+        let opened_at = *rx.borrow();
+        Ticket { rx, opened_at }
+    }
+
+    /// Closes every direct tunnel of `target` open now; returns how many.
+    pub fn close(&self, target: &str) -> usize {
+        let closers = lock(&self.closers);
+        let Some(tx) = closers.get(target) else {
+            return 0;
+        };
+        let open = tx.receiver_count();
+        tx.send_modify(|n| *n += 1);
+        open
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn closing_a_target_ends_its_tickets_only() {
+        let d = DirectTunnels::default();
+        let mut a = d.enter("apns");
+        let mut b = d.enter("azure");
+        assert_eq!(d.close("apns"), 1);
+        tokio::time::timeout(std::time::Duration::from_secs(1), a.closed())
+            .await
+            .expect("the apns tunnel is told to close");
+        let still = tokio::time::timeout(std::time::Duration::from_millis(50), b.closed()).await;
+        assert!(still.is_err(), "the azure tunnel stays");
+        // A tunnel opened after the close is not closed by it.
+        let mut c = d.enter("apns");
+        let later = tokio::time::timeout(std::time::Duration::from_millis(50), c.closed()).await;
+        assert!(later.is_err());
+        assert_eq!(d.close("nobody"), 0);
+    }
+}

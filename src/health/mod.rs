@@ -1,0 +1,386 @@
+//! Health and the route table: per target × route, fall/rise hysteresis and
+//! hold-down ([`route`]); per target, the active route (the first eligible
+//! route in preference order, or the preferred one when none is: the target
+//! is then down) and the operator's override.
+//!
+//! The table is pure: it is fed typed [`Observation`]s and the time, and
+//! returns [`Event`]s. No clock reads, no I/O, no locks inside. The runtime
+//! owns it behind one lock and turns events into logs, metrics, incident
+//! windows and early probes.
+//!
+//! Which observations move a route's health (DESIGN.md): every probe; app
+//! traffic only with a failure about the route itself (see
+//! [`FailureReason::is_about_route`]) or any result on the target's own probe
+//! destination. Other traffic failures only ask for a probe: no destination
+//! an app asks for can take a route down, or hide a failing probe.
+
+pub mod route;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub use route::{HealthSettings, RouteHealth, Seen, Source};
+
+use crate::probe::ProbeOutcome;
+use crate::reason::FailureReason;
+
+/// An operator's override of route choice for a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Force {
+    /// Normal: health decides.
+    Auto,
+    /// Only proxy routes (health decides among them).
+    Proxy,
+    /// Only `direct` (where the target allows it).
+    Direct,
+}
+
+/// A destination, compared as the table compares them: host name in lower
+/// case without a trailing dot, and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// Host name or address literal.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl HostPort {
+    /// `host:port`, normalised.
+    pub fn new(host: &str, port: u16) -> Self {
+        Self {
+            host: host.trim_end_matches('.').to_ascii_lowercase(),
+            port,
+        }
+    }
+}
+
+/// What the table needs to know of a target.
+#[derive(Debug, Clone)]
+pub struct TargetSpec {
+    /// The target's name.
+    pub name: String,
+    /// Its routes `(name, is_direct)`, in preference order.
+    pub routes: Vec<(String, bool)>,
+    /// Where its probe goes: traffic there speaks for the route as a probe does.
+    pub probe: HostPort,
+}
+
+/// What one app connection learned about a route, up to its tunnel.
+#[derive(Debug, Clone)]
+pub struct TrafficResult {
+    /// The target the destination belongs to.
+    pub target: String,
+    /// The route tried.
+    pub route: String,
+    /// Where the app asked to go.
+    pub destination: HostPort,
+    /// `None` when the tunnel stood; else the reason and its detail.
+    pub failure: Option<(FailureReason, String)>,
+}
+
+/// One thing the table is told.
+#[derive(Debug, Clone)]
+pub enum Observation {
+    /// A probe's outcome.
+    Probe(Box<ProbeOutcome>),
+    /// An app connection's result.
+    Traffic(TrafficResult),
+}
+
+/// A change worth a log line, a metric, an incident or a probe.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A route crossed the fall or rise threshold (or got its first verdict).
+    RouteHealth {
+        /// Target.
+        target: String,
+        /// Route.
+        route: String,
+        /// The new state.
+        healthy: bool,
+        /// True when it is the target's preferred (first) route.
+        preferred: bool,
+        /// For a route going down: the failure that started it.
+        cause: Option<Seen>,
+        /// For a route coming back: how long it is held before traffic returns.
+        held_for: Option<Duration>,
+    },
+    /// A target's active route changed.
+    Failover {
+        /// Target.
+        target: String,
+        /// The route traffic used.
+        from: String,
+        /// The route traffic uses now.
+        to: String,
+        /// True when no route is eligible (traffic stays on the preferred one).
+        down: bool,
+    },
+    /// App traffic failed on a route in a way that does not count for its
+    /// health: probe the route now to find out whether the route is at fault.
+    ProbeWanted {
+        /// Target.
+        target: String,
+        /// Route.
+        route: String,
+    },
+}
+
+/// The routes of one target, in preference order, and the active one.
+#[derive(Debug, Clone)]
+pub struct TargetHealth {
+    /// Per route, in preference order.
+    pub routes: Vec<RouteHealth>,
+    /// Index of the active route.
+    pub active: usize,
+    /// True when no route is eligible.
+    pub down: bool,
+    /// The operator's override.
+    pub force: Force,
+    /// Where the target's probe goes.
+    pub probe: HostPort,
+}
+
+impl TargetHealth {
+    fn new(spec: &TargetSpec) -> Self {
+        Self {
+            routes: spec
+                .routes
+                .iter()
+                .map(|(n, d)| RouteHealth::new(n, *d))
+                .collect(),
+            active: 0,
+            down: false,
+            force: Force::Auto,
+            probe: spec.probe.clone(),
+        }
+    }
+
+    /// The active route's name.
+    pub fn active_route(&self) -> &str {
+        self.routes
+            .get(self.active)
+            .map_or("", |r| r.route.as_str())
+    }
+
+    /// The route called `name`.
+    pub fn route(&self, name: &str) -> Option<&RouteHealth> {
+        self.routes.iter().find(|r| r.route == name)
+    }
+
+    fn allowed(&self, r: &RouteHealth) -> bool {
+        match self.force {
+            Force::Auto => true,
+            Force::Proxy => !r.direct,
+            Force::Direct => r.direct,
+        }
+    }
+
+    /// Re-derives the active route; returns the previous one when it changed.
+    fn recompute(&mut self, now: Instant) -> Option<usize> {
+        let eligible = self
+            .routes
+            .iter()
+            .position(|r| self.allowed(r) && r.eligible(now));
+        let fallback = self
+            .routes
+            .iter()
+            .position(|r| self.allowed(r))
+            .unwrap_or(0);
+        self.down = eligible.is_none();
+        let next = eligible.unwrap_or(fallback);
+        if next == self.active {
+            return None;
+        }
+        let prev = self.active;
+        self.active = next;
+        Some(prev)
+    }
+
+    /// Whether a traffic result counts for the route's health.
+    fn counts(&self, route: &RouteHealth, t: &TrafficResult) -> bool {
+        let on_probe_destination = t.destination == self.probe;
+        match &t.failure {
+            Some((reason, _)) => reason.is_about_route() || on_probe_destination,
+            None => on_probe_destination && route.failing_before_tunnel(),
+        }
+    }
+}
+
+/// Health of every target × route, and each target's active route.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    /// Hysteresis settings.
+    pub settings: HealthSettings,
+    /// Per target, by name.
+    pub targets: BTreeMap<String, TargetHealth>,
+}
+
+impl RouteTable {
+    /// A table for `targets`, every route not yet observed.
+    pub fn new(settings: HealthSettings, targets: &[TargetSpec]) -> Self {
+        Self {
+            settings,
+            targets: targets
+                .iter()
+                .map(|s| (s.name.clone(), TargetHealth::new(s)))
+                .collect(),
+        }
+    }
+
+    /// A table for a new generation's `targets`: every (target, route) pair
+    /// that exists in both keeps its state (never back to "not yet observed",
+    /// which is eligible: a secret rotation must not send traffic back to a
+    /// broken proxy), and so does each kept target's override. Active routes
+    /// are re-derived at the next [`tick`](Self::tick).
+    pub fn rebuild(&self, settings: HealthSettings, targets: &[TargetSpec]) -> Self {
+        let mut next = Self::new(settings, targets);
+        for (name, t) in &mut next.targets {
+            let Some(old) = self.targets.get(name) else {
+                continue;
+            };
+            for r in &mut t.routes {
+                if let Some(before) = old.route(&r.route) {
+                    let direct = r.direct;
+                    *r = before.clone();
+                    r.direct = direct;
+                }
+            }
+            t.force = old.force;
+            t.active = t
+                .routes
+                .iter()
+                .position(|r| r.route == old.active_route())
+                .unwrap_or(0);
+        }
+        next
+    }
+
+    /// Feeds one observation at `now`; returns what changed.
+    pub fn observe(&mut self, now: Instant, obs: Observation) -> Vec<Event> {
+        let settings = self.settings;
+        let (target, route_name) = match &obs {
+            Observation::Probe(o) => (o.target.clone(), o.route.clone()),
+            Observation::Traffic(t) => (t.target.clone(), t.route.clone()),
+        };
+        let Some(t) = self.targets.get_mut(&target) else {
+            return Vec::new();
+        };
+        let Some(index) = t.routes.iter().position(|r| r.route == route_name) else {
+            return Vec::new();
+        };
+        let mut events = Vec::new();
+        let seen = match obs {
+            Observation::Probe(o) => {
+                let seen = Seen {
+                    reason: o.reason,
+                    detail: o.detail.clone(),
+                    source: Source::Probe,
+                };
+                t.routes[index].last_probe = Some(*o);
+                seen
+            }
+            Observation::Traffic(tr) => {
+                if !t.counts(&t.routes[index], &tr) {
+                    if tr
+                        .failure
+                        .as_ref()
+                        .is_some_and(|(r, _)| *r != FailureReason::PolicyDenied)
+                    {
+                        events.push(Event::ProbeWanted {
+                            target,
+                            route: route_name,
+                        });
+                    }
+                    return events;
+                }
+                let (reason, detail) = tr
+                    .failure
+                    .unwrap_or((FailureReason::Ok, "app tunnel established".into()));
+                if reason != FailureReason::Ok {
+                    // Confirm at once: detection must not wait for the interval.
+                    events.push(Event::ProbeWanted {
+                        target: target.clone(),
+                        route: route_name.clone(),
+                    });
+                }
+                Seen {
+                    reason,
+                    detail,
+                    source: Source::Traffic,
+                }
+            }
+        };
+        let route = &mut t.routes[index];
+        if let Some(healthy) = route.observe(seen, now, &settings) {
+            events.push(Event::RouteHealth {
+                target: target.clone(),
+                route: route.route.clone(),
+                healthy,
+                preferred: index == 0,
+                cause: if healthy {
+                    None
+                } else {
+                    route.first_failure.clone()
+                },
+                held_for: route.held_until.map(|h| h.duration_since(now)),
+            });
+        }
+        events.extend(Self::recompute_target(&target, t, now));
+        events
+    }
+
+    /// Re-derives every target's active route (holds expire with time alone).
+    pub fn tick(&mut self, now: Instant) -> Vec<Event> {
+        let mut events = Vec::new();
+        for (name, t) in &mut self.targets {
+            events.extend(Self::recompute_target(name, t, now));
+        }
+        events
+    }
+
+    /// Sets the operator's override for `target`.
+    pub fn force(&mut self, target: &str, force: Force, now: Instant) -> Vec<Event> {
+        let Some(t) = self.targets.get_mut(target) else {
+            return Vec::new();
+        };
+        t.force = force;
+        Self::recompute_target(target, t, now).into_iter().collect()
+    }
+
+    fn recompute_target(name: &str, t: &mut TargetHealth, now: Instant) -> Option<Event> {
+        let prev = t.recompute(now)?;
+        Some(Event::Failover {
+            target: name.to_string(),
+            from: t.routes[prev].route.clone(),
+            to: t.active_route().to_string(),
+            down: t.down,
+        })
+    }
+
+    /// The active route of `target`.
+    pub fn active_route(&self, target: &str) -> Option<&str> {
+        self.targets.get(target).map(TargetHealth::active_route)
+    }
+
+    /// The active route of `target` and the operator's override.
+    pub fn choice(&self, target: &str) -> Option<(String, Force)> {
+        let t = self.targets.get(target)?;
+        Some((t.active_route().to_string(), t.force))
+    }
+
+    /// True when `target` over `route` needs watching closely.
+    pub fn unsettled(&self, target: &str, route: &str, now: Instant) -> bool {
+        self.targets
+            .get(target)
+            .and_then(|t| t.route(route))
+            .is_none_or(|r| r.unsettled(now))
+    }
+}

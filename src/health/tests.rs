@@ -1,0 +1,316 @@
+//! The route table fed tables of observations under a paused clock.
+
+use super::*;
+
+fn probe(route: &str, ok: bool) -> Observation {
+    let o = if ok {
+        ProbeOutcome::observed("apns", route, FailureReason::Ok, "HTTP 403")
+    } else {
+        ProbeOutcome::observed(
+            "apns",
+            route,
+            FailureReason::ProxyUpstreamError,
+            "CONNECT -> 502 Bad Gateway",
+        )
+    };
+    Observation::Probe(Box::new(o))
+}
+
+fn traffic(route: &str, host: &str, port: u16, failure: Option<FailureReason>) -> Observation {
+    Observation::Traffic(TrafficResult {
+        target: "apns".into(),
+        route: route.into(),
+        destination: HostPort::new(host, port),
+        failure: failure.map(|r| (r, format!("{r} for {host}"))),
+    })
+}
+
+fn settings() -> HealthSettings {
+    HealthSettings {
+        fall: 2,
+        rise: 2,
+        hold_down: Duration::from_secs(10),
+        hold_down_max: Duration::from_secs(60),
+    }
+}
+
+fn spec(routes: &[(&str, bool)]) -> TargetSpec {
+    TargetSpec {
+        name: "apns".into(),
+        routes: routes.iter().map(|(n, d)| (n.to_string(), *d)).collect(),
+        probe: HostPort::new("api.push.apple.com", 443),
+    }
+}
+
+fn table() -> RouteTable {
+    RouteTable::new(
+        settings(),
+        &[spec(&[("provider", false), ("direct", true)])],
+    )
+}
+
+fn failovers(events: &[Event]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Failover { from, to, .. } => Some((from.clone(), to.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn wanted(events: &[Event]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, Event::ProbeWanted { .. }))
+        .count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn fall_rise_and_failover_follow_the_thresholds_exactly() {
+    let mut b = table();
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    assert!(failovers(&b.observe(t0, probe("direct", true))).is_empty());
+    // First verdict on the proxy is immediate.
+    let e = b.observe(t0, probe("provider", true));
+    assert!(matches!(&e[..], [Event::RouteHealth { healthy: true, .. }]));
+    assert_eq!(b.active_route("apns"), Some("provider"));
+    // One failure is not enough.
+    assert!(b.observe(t0 + s(2), probe("provider", false)).is_empty());
+    assert_eq!(b.active_route("apns"), Some("provider"));
+    // The second one is: down, and traffic moves to direct.
+    let e = b.observe(t0 + s(4), probe("provider", false));
+    assert_eq!(failovers(&e), [("provider".into(), "direct".into())]);
+    match &e[0] {
+        Event::RouteHealth {
+            healthy,
+            preferred,
+            cause,
+            ..
+        } => {
+            assert!(!healthy && *preferred);
+            assert_eq!(
+                cause.as_ref().map(|c| c.reason),
+                Some(FailureReason::ProxyUpstreamError)
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // One success is not enough to come back; two are, with no hold the first time.
+    assert!(failovers(&b.observe(t0 + s(6), probe("provider", true))).is_empty());
+    let e = b.observe(t0 + s(8), probe("provider", true));
+    assert_eq!(failovers(&e), [("direct".into(), "provider".into())]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flapping_route_is_held_down_for_doubling_times() {
+    let mut b = table();
+    let mut now = Instant::now();
+    let step = Duration::from_secs(1);
+    b.observe(now, probe("direct", true));
+    let cycle = |b: &mut RouteTable, now: &mut Instant| -> Option<Duration> {
+        for ok in [false, false, true, true] {
+            *now += step;
+            for e in b.observe(*now, probe("provider", ok)) {
+                if let Event::RouteHealth {
+                    healthy: true,
+                    held_for,
+                    ..
+                } = e
+                {
+                    return held_for;
+                }
+            }
+        }
+        None
+    };
+    b.observe(now, probe("provider", true));
+    assert_eq!(cycle(&mut b, &mut now), None, "first down: no hold");
+    assert_eq!(cycle(&mut b, &mut now), Some(Duration::from_secs(10)));
+    assert_eq!(b.active_route("apns"), Some("direct"), "held: stays direct");
+    assert!(b.tick(now + Duration::from_secs(9)).is_empty());
+    let e = b.tick(now + Duration::from_secs(10));
+    assert_eq!(failovers(&e), [("direct".into(), "provider".into())]);
+    assert_eq!(cycle(&mut b, &mut now), Some(Duration::from_secs(20)));
+    assert_eq!(cycle(&mut b, &mut now), Some(Duration::from_secs(40)));
+    assert_eq!(
+        cycle(&mut b, &mut now),
+        Some(Duration::from_secs(60)),
+        "capped"
+    );
+    // Quiet for longer than the window: the count starts over.
+    now += Duration::from_secs(600);
+    assert_eq!(cycle(&mut b, &mut now), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_every_route_down_the_target_is_down_on_its_preferred_route() {
+    let mut b = table();
+    let now = Instant::now();
+    let e = b.observe(now, probe("provider", false));
+    assert_eq!(
+        failovers(&e),
+        [("provider".into(), "direct".into())],
+        "direct is not known bad yet"
+    );
+    let e = b.observe(now, probe("direct", false));
+    assert_eq!(b.active_route("apns"), Some("provider"));
+    assert!(b.targets["apns"].down);
+    assert!(
+        matches!(e.last(), Some(Event::Failover { down: true, .. })),
+        "{e:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_connects_to_other_destinations_only_ask_for_a_probe() {
+    let mut b = table();
+    let now = Instant::now();
+    b.observe(now, probe("provider", true));
+    // A flood of 502s and 403s for a subdomain that does not exist, or a
+    // closed port: the route stays healthy and active, each asks for a probe.
+    for i in 0..60u16 {
+        let (host, port, reason) = if i % 2 == 0 {
+            (
+                "nope.push.apple.com",
+                443,
+                FailureReason::ProxyUpstreamError,
+            )
+        } else {
+            ("api.push.apple.com", 8443, FailureReason::ProxyDenied)
+        };
+        let e = b.observe(now, traffic("provider", host, port, Some(reason)));
+        assert_eq!(wanted(&e), 1, "{e:?}");
+        assert_eq!(e.len(), 1, "nothing but a probe request: {e:?}");
+    }
+    let r = &b.targets["apns"].routes[0];
+    assert_eq!((r.healthy, r.consecutive_fail), (Some(true), 0));
+    assert_eq!(b.active_route("apns"), Some("provider"));
+    // Our own policy refusal is not the route's business at all.
+    let e = b.observe(
+        now,
+        traffic(
+            "direct",
+            "x.push.apple.com",
+            443,
+            Some(FailureReason::PolicyDenied),
+        ),
+    );
+    assert!(e.is_empty(), "{e:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_about_the_route_or_on_the_probe_destination_count_at_once() {
+    // The proxy unreachable, whatever the app asked for.
+    let mut b = table();
+    let now = Instant::now();
+    b.observe(now, probe("provider", true));
+    let dead = Some(FailureReason::ProxyConnect);
+    b.observe(now, traffic("provider", "other.example", 443, dead));
+    let e = b.observe(now, traffic("provider", "other.example", 443, dead));
+    assert_eq!(failovers(&e), [("provider".into(), "direct".into())]);
+    assert_eq!(wanted(&e), 1, "and the probe confirms: {e:?}");
+    // A 502 on the probe's own destination (case and trailing dot aside).
+    let mut b = table();
+    b.observe(now, probe("provider", true));
+    let bad = Some(FailureReason::ProxyUpstreamError);
+    b.observe(now, traffic("provider", "API.push.apple.com.", 443, bad));
+    let e = b.observe(now, traffic("provider", "api.push.apple.com", 443, bad));
+    assert_eq!(failovers(&e), [("provider".into(), "direct".into())]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_a_success_on_the_probe_destination_resets_a_failing_streak() {
+    let mut b = table();
+    let now = Instant::now();
+    b.observe(now, probe("provider", true));
+    b.observe(now, probe("provider", false));
+    // Tunnels to other hosts stand fine: they must not hide the failing probe.
+    for _ in 0..5 {
+        assert!(
+            b.observe(now, traffic("provider", "www.apple.com", 443, None))
+                .is_empty()
+        );
+    }
+    assert_eq!(b.targets["apns"].routes[0].consecutive_fail, 1);
+    // On the probe destination, a tunnel answers a CONNECT failure.
+    b.observe(now, traffic("provider", "api.push.apple.com", 443, None));
+    assert_eq!(b.targets["apns"].routes[0].consecutive_fail, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn traffic_success_does_not_cancel_a_tls_failure_behind_the_tunnel() {
+    let mut b = table();
+    let now = Instant::now();
+    b.observe(now, probe("provider", true));
+    let tls = || {
+        Observation::Probe(Box::new(ProbeOutcome::observed(
+            "apns",
+            "provider",
+            FailureReason::TlsUntrusted,
+            "intercepted",
+        )))
+    };
+    b.observe(now, tls());
+    let e = b.observe(now, traffic("provider", "api.push.apple.com", 443, None));
+    assert!(e.is_empty(), "{e:?}");
+    assert_eq!(b.targets["apns"].routes[0].consecutive_fail, 1);
+    let e = b.observe(now, tls());
+    assert_eq!(failovers(&e), [("provider".into(), "direct".into())]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn forcing_direct_or_proxy_overrides_health() {
+    let mut b = table();
+    let now = Instant::now();
+    b.observe(now, probe("provider", true));
+    b.observe(now, probe("direct", true));
+    assert_eq!(
+        failovers(&b.force("apns", Force::Direct, now)),
+        [("provider".into(), "direct".into())]
+    );
+    b.observe(now, probe("provider", true));
+    assert_eq!(b.active_route("apns"), Some("direct"));
+    assert_eq!(
+        failovers(&b.force("apns", Force::Auto, now)),
+        [("direct".into(), "provider".into())]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rebuild_keeps_each_pair_by_name_and_never_forgets_a_broken_route() {
+    let mut b = table();
+    let now = Instant::now();
+    b.observe(now, probe("provider", false));
+    b.observe(now, probe("direct", true));
+    b.force("apns", Force::Direct, now);
+    assert_eq!(b.active_route("apns"), Some("direct"));
+    // A new generation (say, rotated credentials) adds a backup proxy and
+    // another target; the broken provider stays broken, not "unknown".
+    let mut other = spec(&[("provider", false)]);
+    other.name = "sms".into();
+    let mut next = b.rebuild(
+        settings(),
+        &[
+            spec(&[("provider", false), ("backup", false), ("direct", true)]),
+            other,
+        ],
+    );
+    let apns = &next.targets["apns"];
+    assert_eq!(apns.routes[0].healthy, Some(false));
+    assert_eq!(apns.routes[1].healthy, None);
+    assert_eq!(apns.routes[2].healthy, Some(true));
+    assert_eq!((apns.force, apns.active_route()), (Force::Direct, "direct"));
+    assert_eq!(next.targets["sms"].routes[0].healthy, None);
+    next.force("apns", Force::Auto, now);
+    assert_eq!(
+        next.active_route("apns"),
+        Some("backup"),
+        "an unknown route is eligible, a broken one is not"
+    );
+    // A target that is gone is gone.
+    let next = next.rebuild(settings(), &[spec(&[("direct", true)])]);
+    assert_eq!(next.targets.len(), 1);
+    assert_eq!(next.targets["apns"].routes[0].healthy, Some(true));
+}

@@ -1,0 +1,475 @@
+//! The sidecar's runtime state: the generation in force, the route table
+//! (behind one lock), the incident log, the metrics, and probe progress.
+//! The one place where an observation (a probe outcome, an app connection's
+//! result) becomes health events, and events become log lines, metrics,
+//! incident windows, early probes and the closing of direct tunnels after
+//! fail-back.
+//!
+//! It implements [`Routing`], the narrow handle the forward proxy sees.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::forward::{DirectTunnels, Routing};
+use crate::generation::{Current, Generation};
+use crate::health::{
+    Event, Force, HealthSettings, HostPort, Observation, RouteTable, TargetSpec, TrafficResult,
+};
+use crate::incidents::{Change, IncidentLog};
+use crate::probe::ProbeOutcome;
+use crate::reason::FailureReason;
+use crate::telemetry::Metrics;
+
+/// The result of the last config load.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadStatus {
+    /// True when it was applied.
+    pub ok: bool,
+    /// When (Unix seconds).
+    pub at: f64,
+    /// The error, when rejected.
+    pub error: Option<String>,
+    /// The generation in force.
+    pub generation: u64,
+}
+
+/// A woken probe runs no sooner than this after the pair's last one: app
+/// traffic failing in a burst must not turn into a burst of probes.
+const MIN_WAKE_GAP: Duration = Duration::from_secs(1);
+
+/// Per pair: when its loop last finished a probe (or started), and its waker.
+#[derive(Debug)]
+struct Pair {
+    last_done: Instant,
+    wake: Arc<Notify>,
+}
+
+/// State shared by the scheduler, the listeners and the forward proxy.
+pub struct Runtime {
+    current: Current,
+    table: Arc<Mutex<RouteTable>>,
+    incidents: Mutex<IncidentLog>,
+    /// The metrics registry.
+    pub metrics: Metrics,
+    reload: Mutex<ReloadStatus>,
+    pairs: Mutex<HashMap<(String, String), Pair>>,
+    direct: Arc<DirectTunnels>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+/// Locks a mutex, recovering from poisoning: the state stays usable even if
+/// a panic ever happened while it was held (each update is self-contained).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn settings(config: &Config) -> HealthSettings {
+    HealthSettings {
+        fall: config.probe.fall,
+        rise: config.probe.rise,
+        hold_down: config.probe.hold_down,
+        hold_down_max: config.probe.hold_down_max,
+    }
+}
+
+fn specs(config: &Config) -> Vec<TargetSpec> {
+    config
+        .targets
+        .iter()
+        .map(|t| TargetSpec {
+            name: t.name.clone(),
+            routes: t
+                .routes
+                .iter()
+                .map(|r| (r.name.clone(), r.is_direct()))
+                .collect(),
+            probe: HostPort::new(&t.endpoint.host, t.endpoint.port),
+        })
+        .collect()
+}
+
+impl Runtime {
+    /// State for the first generation, keeping incidents in `incidents`.
+    pub fn new(first: Generation, incidents: IncidentLog, metrics: Metrics) -> Self {
+        let table = RouteTable::new(settings(&first.config), &specs(&first.config));
+        let id = first.id;
+        let rt = Self {
+            current: Current::new(first),
+            table: Arc::new(Mutex::new(table)),
+            incidents: Mutex::new(incidents),
+            metrics,
+            reload: Mutex::new(ReloadStatus {
+                ok: true,
+                at: now_unix(),
+                error: None,
+                generation: id,
+            }),
+            pairs: Mutex::new(HashMap::new()),
+            direct: Arc::new(DirectTunnels::default()),
+        };
+        rt.metrics.config_reload(true);
+        rt.metrics.config_loaded(&rt.config());
+        rt.publish_all();
+        rt
+    }
+
+    /// The registry of direct tunnels, for the forward proxy.
+    pub fn direct_tunnels(&self) -> Arc<DirectTunnels> {
+        self.direct.clone()
+    }
+
+    /// The generation in force: take it once per unit of work.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.get()
+    }
+
+    /// The config of the generation in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.current.get().config.clone()
+    }
+
+    /// Swaps in `next`: the route table is rebuilt for it, keeping every
+    /// (target, route) pair's state by name.
+    pub fn install(&self, next: Generation) {
+        let id = next.id;
+        self.metrics.config_loaded(&next.config);
+        {
+            let mut table = lock(&self.table);
+            let rebuilt = table.rebuild(settings(&next.config), &specs(&next.config));
+            *table = rebuilt;
+        }
+        self.current.store(next);
+        self.set_reload(true, None);
+        self.tick();
+        self.publish_all();
+        tracing::info!(generation = id, "configuration applied");
+    }
+
+    /// Records a load result.
+    pub fn set_reload(&self, ok: bool, error: Option<String>) {
+        let generation = self.current.get().id;
+        *lock(&self.reload) = ReloadStatus {
+            ok,
+            at: now_unix(),
+            error,
+            generation,
+        };
+        self.metrics.config_reload(ok);
+    }
+
+    /// The last load result.
+    pub fn reload_status(&self) -> ReloadStatus {
+        lock(&self.reload).clone()
+    }
+
+    /// A copy of the route table.
+    pub fn table(&self) -> RouteTable {
+        lock(&self.table).clone()
+    }
+
+    /// Runs `f` on the incident log.
+    pub fn with_incidents<R>(&self, f: impl FnOnce(&mut IncidentLog) -> R) -> R {
+        f(&mut lock(&self.incidents))
+    }
+
+    /// The route `target`'s traffic uses now.
+    pub fn active_route(&self, target: &str) -> Option<String> {
+        lock(&self.table).active_route(target).map(str::to_string)
+    }
+
+    /// True when the pair needs watching closely (failing, recovering, held).
+    pub fn unsettled(&self, target: &str, route: &str) -> bool {
+        lock(&self.table).unsettled(target, route, Instant::now())
+    }
+
+    /// The pair's waker; registers the pair's loop as started now if new.
+    pub fn waker(&self, target: &str, route: &str) -> Arc<Notify> {
+        lock(&self.pairs)
+            .entry((target.to_string(), route.to_string()))
+            .or_insert_with(|| Pair {
+                last_done: Instant::now(),
+                wake: Arc::default(),
+            })
+            .wake
+            .clone()
+    }
+
+    /// How long a woken probe of the pair must still wait (rate limit).
+    pub fn wake_delay(&self, target: &str, route: &str) -> Duration {
+        let pairs = lock(&self.pairs);
+        pairs
+            .get(&(target.to_string(), route.to_string()))
+            .map_or(Duration::ZERO, |p| {
+                MIN_WAKE_GAP.saturating_sub(p.last_done.elapsed())
+            })
+    }
+
+    /// The pair of the config in force whose last probe finished longest
+    /// ago, and how long ago: what `/healthz` judges the scheduler by.
+    pub fn stalest_pair(&self) -> Option<(String, String, Duration)> {
+        let config = self.config();
+        let pairs = lock(&self.pairs);
+        let now = Instant::now();
+        config
+            .targets
+            .iter()
+            .flat_map(|t| t.routes.iter().map(move |r| (t, r)))
+            .map(|(t, r)| {
+                let key = (t.name.clone(), r.name.clone());
+                let age = pairs.get(&key).map_or(Duration::ZERO, |p| {
+                    now.saturating_duration_since(p.last_done)
+                });
+                (key.0, key.1, age)
+            })
+            .max_by_key(|(_, _, age)| *age)
+    }
+
+    /// Feeds one probe outcome into health, metrics, logs and incidents.
+    pub fn record_probe(&self, outcome: ProbeOutcome, via_proxy: bool) {
+        if let Some(p) = lock(&self.pairs).get_mut(&(outcome.target.clone(), outcome.route.clone()))
+        {
+            p.last_done = Instant::now();
+        }
+        self.metrics.record_probe(&outcome, via_proxy);
+        let target = outcome.target.clone();
+        let events =
+            lock(&self.table).observe(Instant::now(), Observation::Probe(Box::new(outcome)));
+        self.apply(&events);
+        self.publish_target(&target);
+    }
+
+    /// Sets the operator's override of `target`. `Err` says why it is refused.
+    pub fn force(&self, target: &str, force: Force) -> Result<(), String> {
+        let config = self.config();
+        let t = config
+            .target(target)
+            .ok_or_else(|| format!("no target named {target:?}"))?;
+        match force {
+            Force::Direct if !t.allows_direct() => {
+                return Err(format!("{target} does not list \"direct\" in its routes"));
+            }
+            Force::Proxy if t.routes.iter().all(|r| r.is_direct()) => {
+                return Err(format!("{target} has no proxy route"));
+            }
+            _ => {}
+        }
+        let events = lock(&self.table).force(target, force, Instant::now());
+        tracing::warn!(target_name = %target, force = ?force, "operator override of the route choice");
+        self.apply(&events);
+        self.publish_target(target);
+        Ok(())
+    }
+
+    /// Re-derives active routes (holds expire with time alone).
+    pub fn tick(&self) {
+        let events = lock(&self.table).tick(Instant::now());
+        self.apply(&events);
+    }
+
+    /// Turns table events into logs, counters, incident windows, early
+    /// probes and fail-back closes.
+    fn apply(&self, events: &[Event]) {
+        for e in events {
+            match e {
+                Event::RouteHealth {
+                    target,
+                    route,
+                    healthy,
+                    preferred,
+                    cause,
+                    held_for,
+                } => self.route_health(
+                    target,
+                    route,
+                    *healthy,
+                    *preferred,
+                    cause.as_ref(),
+                    *held_for,
+                ),
+                Event::Failover {
+                    target,
+                    from,
+                    to,
+                    down,
+                } => self.failover(target, from, to, *down),
+                Event::ProbeWanted { target, route } => {
+                    if let Some(p) = lock(&self.pairs).get(&(target.clone(), route.clone())) {
+                        p.wake.notify_one();
+                    }
+                }
+            }
+        }
+    }
+
+    fn route_health(
+        &self,
+        target: &str,
+        route: &str,
+        healthy: bool,
+        preferred: bool,
+        cause: Option<&crate::health::Seen>,
+        held_for: Option<Duration>,
+    ) {
+        let wall = SystemTime::now();
+        if !healthy {
+            let (reason, detail) = cause.map_or((FailureReason::Io, String::new()), |c| {
+                (c.reason, c.detail.clone())
+            });
+            tracing::warn!(target_name = %target, route = %route, reason = %reason, detail = %detail, "route unhealthy");
+            if preferred {
+                let change = self
+                    .with_incidents(|log| log.open_target(target, route, reason, &detail, wall));
+                if let Change::Opened(w) = change {
+                    tracing::warn!(incident = w.id, "{}", w.render());
+                }
+            }
+            return;
+        }
+        match held_for {
+            Some(h) => {
+                tracing::info!(target_name = %target, route = %route, held_seconds = h.as_secs_f64(), "route healthy; held down before traffic returns (it flapped)")
+            }
+            None => tracing::info!(target_name = %target, route = %route, "route healthy"),
+        }
+        if preferred {
+            if let Some(Change::Closed(w)) =
+                self.with_incidents(|log| log.close_target(target, wall))
+            {
+                tracing::info!(incident = w.id, "{}", w.render());
+            }
+        }
+    }
+
+    fn failover(&self, target: &str, from: &str, to: &str, down: bool) {
+        if down {
+            tracing::error!(target_name = %target, from = %from, to = %to, "every route is down; traffic stays on the preferred route");
+        } else {
+            tracing::warn!(target_name = %target, from = %from, to = %to, "active route changed");
+        }
+        self.metrics.failover(target, from, to);
+        self.publish_target(target);
+        let config = self.config();
+        let back_on_proxy = from == crate::config::Route::DIRECT
+            && config
+                .target(target)
+                .and_then(|t| t.routes.iter().find(|r| r.name == to))
+                .is_some_and(|r| !r.is_direct());
+        if back_on_proxy {
+            self.schedule_failback_close(target, config.forward.failback_grace);
+        }
+    }
+
+    /// After `grace`, closes the target's direct tunnels if its traffic is
+    /// still on a proxy route then (a tunnel left open direct after the
+    /// proxy is back is a compliance leak).
+    fn schedule_failback_close(&self, target: &str, grace: Option<Duration>) {
+        let Some(grace) = grace else {
+            return;
+        };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let direct = self.direct.clone();
+        let target = target.to_string();
+        let table = Arc::downgrade(&self.table);
+        handle.spawn(async move {
+            tokio::time::sleep(grace).await;
+            let still_proxy = table.upgrade().is_some_and(|t| {
+                lock(&t)
+                    .active_route(&target)
+                    .is_some_and(|r| r != crate::config::Route::DIRECT)
+            });
+            if still_proxy {
+                let closed = direct.close(&target);
+                if closed > 0 {
+                    tracing::info!(target_name = %target, closed, grace_seconds = grace.as_secs_f64(), "closed direct tunnels after fail-back to the proxy");
+                }
+            }
+        });
+    }
+
+    /// Sets the health and active gauges of every route of `target`.
+    pub fn publish_target(&self, target: &str) {
+        let table = lock(&self.table);
+        if let Some(t) = table.targets.get(target) {
+            for (i, r) in t.routes.iter().enumerate() {
+                self.metrics
+                    .route_state(target, &r.route, r.healthy == Some(true), i == t.active);
+            }
+        }
+    }
+
+    /// Re-sets every gauge that is not driven by probes (they would go idle).
+    pub fn publish_all(&self) {
+        let config = self.config();
+        for t in &config.targets {
+            self.publish_target(&t.name);
+            if let Some(not_after) = t.client_cert_not_after {
+                self.metrics.client_cert_not_after(&t.name, not_after);
+            }
+        }
+        self.metrics.publish_certs(&config);
+        self.metrics.build_info();
+        self.metrics.config_reload(self.reload_status().ok);
+    }
+}
+
+impl Routing for Runtime {
+    fn generation(&self) -> Arc<Generation> {
+        self.current()
+    }
+
+    fn choice(&self, target: &str) -> Option<(String, Force)> {
+        lock(&self.table).choice(target)
+    }
+
+    fn report(&self, result: TrafficResult) {
+        let target = result.target.clone();
+        let events = lock(&self.table).observe(Instant::now(), Observation::Traffic(result));
+        self.apply(&events);
+        self.publish_target(&target);
+    }
+
+    fn why_not_proxy(&self, target: &str) -> String {
+        let table = lock(&self.table);
+        let Some(t) = table.targets.get(target) else {
+            return "no target".into();
+        };
+        if t.force == Force::Direct {
+            return "operator forced direct".into();
+        }
+        let parts: Vec<String> = t
+            .routes
+            .iter()
+            .filter(|r| !r.direct)
+            .map(|r| match (&r.healthy, &r.last) {
+                (Some(false), Some(s)) => {
+                    format!("{}: unhealthy, {} ({})", r.route, s.reason, s.detail)
+                }
+                (Some(true), _) => format!("{}: healthy but held down after flapping", r.route),
+                _ => format!("{}: not yet probed", r.route),
+            })
+            .collect();
+        parts.join("; ")
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}

@@ -1,0 +1,511 @@
+//! One generation at a time, and a route's health moved only by the route:
+//! app traffic to bad destinations through real Squid never takes the route
+//! down; a reload moves probes and new app connections together while an
+//! open tunnel stays where it was; rotated proxy credentials are picked up
+//! from a Secret volume's `..data` swap with no signal; fail-back closes
+//! direct tunnels after the grace; a wedged scheduler fails `/healthz`.
+
+mod support;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use egress_sentinel::config::{Route, Target};
+use egress_sentinel::generation::ProberFactory;
+use egress_sentinel::probe::{ProbeOutcome, ProbeRunner};
+use egress_sentinel::reason::FailureReason;
+use egress_sentinel::sidecar::Hooks;
+use support::Workspace;
+use support::app::{KeptTunnel, get_via};
+use support::proxy::{Mode, ScriptProxy};
+use support::sidecar::{Running, eventually, request, sample};
+use support::squid::{self, Squid};
+use support::upstream::{Opts, Upstream};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+async fn push_upstream(bind: SocketAddr) -> Upstream {
+    let leaf = support::pki::ca().server(&["push.test", "api.push.test"], false);
+    let mut opts = Opts::new("push.test").leaf(leaf);
+    opts.bind = bind;
+    opts.start().await
+}
+
+fn gauge(text: &str, name: &str, target: &str, route: &str) -> Option<f64> {
+    sample(text, name, &[("target", target), ("route", route)])
+}
+
+/// A closed port on a `hosts`-matched name, 60 CONNECTs over 10 s, six at
+/// a time, through real Squid: every one reaches Squid (its access log
+/// shows them) and fails there, and the route stays healthy and active: no
+/// failover, no incident; the target's own traffic keeps going through
+/// Squid. Then Squid is killed: failover at the first request, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connects_to_a_closed_port_through_squid_never_take_the_route_down() {
+    let Some(bin) = squid::available() else {
+        return;
+    };
+    let up = push_upstream(SocketAddr::from(([127, 0, 0, 1], 0))).await;
+    let closed = free_port();
+    let mut squid = Squid::start(bin, &["push.test", "api.push.test"], &[]);
+    let ws = Workspace::new();
+    let config = ws.config(&format!(
+        r#"
+[probe]
+interval = "1s"
+unhealthy_interval = "200ms"
+timeout = "2s"
+fall = 2
+rise = 2
+
+[resolve]
+"push.test" = "127.0.0.1"
+"api.push.test" = "127.0.0.1"
+
+[[route]]
+name = "squid"
+proxy = "{squid}"
+connect_timeout = "500ms"
+
+[[target]]
+name = "apns"
+url = "https://push.test:{port}/"
+routes = ["squid", "direct"]
+hosts = ["*.push.test"]
+allow_addresses = ["127.0.0.1/32"]
+ca_file = "ca.pem"
+
+[forward]
+default = "deny"
+allow_ports = [443, {closed}]
+"#,
+        squid = squid.url(),
+        port = up.port(),
+    ));
+    let sidecar = Running::start(config).await;
+    eventually(Duration::from_secs(10), "squid route healthy", || async {
+        let m = sidecar.metrics_text().await;
+        (gauge(&m, "egress_route_healthy", "apns", "squid") == Some(1.0)).then_some(())
+    })
+    .await;
+
+    // The storm, with the target's own traffic alongside and a watcher
+    // that samples the route's state all along.
+    let proxy = sidecar.proxy;
+    let port = up.port();
+    let storm = tokio::spawn(async move {
+        let mut statuses = Vec::new();
+        for _ in 0..10 {
+            let round = (0..6).map(|_| get_via(proxy, "api.push.test", closed));
+            for r in futures_join_all(round).await {
+                statuses.push(match r {
+                    Err(Ok(refusal)) => refusal.status,
+                    other => panic!("a CONNECT to a closed port got {other:?}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
+        statuses
+    });
+    let own = tokio::spawn(async move {
+        let mut results = Vec::new();
+        for _ in 0..20 {
+            results.push(get_via(proxy, "push.test", port).await);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        results
+    });
+    let mut samples = 0;
+    while !storm.is_finished() {
+        let m = sidecar.metrics_text().await;
+        assert_eq!(
+            gauge(&m, "egress_route_healthy", "apns", "squid"),
+            Some(1.0)
+        );
+        assert_eq!(gauge(&m, "egress_route_active", "apns", "squid"), Some(1.0));
+        samples += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(samples > 50, "the state was watched throughout");
+    let statuses = storm.await.expect("storm");
+    assert_eq!(statuses.len(), 60);
+    assert!(statuses.iter().all(|s| *s == 502), "{statuses:?}");
+    let own = own.await.expect("own traffic");
+    assert!(own.iter().all(|r| r == &Ok(200)), "{own:?}");
+
+    let log = squid.access_log();
+    let refused_at_squid = log
+        .lines()
+        .filter(|l| l.contains(&format!("CONNECT api.push.test:{closed}")))
+        .count();
+    assert!(
+        refused_at_squid >= 60,
+        "every storm CONNECT reached Squid: {refused_at_squid}\n{log}"
+    );
+    let tunnelled = log
+        .lines()
+        .filter(|l| l.contains(&format!("CONNECT push.test:{port}")) && l.contains("/200"))
+        .count();
+    assert!(
+        tunnelled >= 20,
+        "the target's own traffic went through Squid"
+    );
+    let m = sidecar.metrics_text().await;
+    assert!(
+        !m.lines()
+            .any(|l| l.starts_with("egress_failovers_total{") && !l.ends_with(" 0")),
+        "no failover:\n{m}"
+    );
+    let status = sidecar.status().await;
+    assert_eq!(status["incidents"], serde_json::json!([]), "no incident");
+
+    // Now the route itself breaks: the first request fails over, none lost.
+    squid.kill();
+    let mut failed = Vec::new();
+    for _ in 0..20 {
+        let r = get_via(sidecar.proxy, "push.test", port).await;
+        if r != Ok(200) {
+            failed.push(r);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(failed.is_empty(), "zero failed requests: {failed:?}");
+    let m = sidecar.metrics_text().await;
+    assert_eq!(
+        gauge(&m, "egress_route_active", "apns", "direct"),
+        Some(1.0)
+    );
+    sidecar.stop().await;
+}
+
+/// `join_all` without a futures dependency: runs the futures concurrently.
+async fn futures_join_all<F: Future + Send + 'static>(
+    futs: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}
+
+fn direct_config(port: u16, address: &str) -> String {
+    format!(
+        r#"
+[probe]
+interval = "300ms"
+timeout = "2s"
+
+[run]
+reload_poll = "100ms"
+
+[resolve]
+"push.test" = "{address}"
+
+[[target]]
+name = "apns"
+url = "https://push.test:{port}/"
+routes = ["direct"]
+allow_addresses = ["127.0.0.1/32", "127.0.0.3/32"]
+ca_file = "ca.pem"
+
+[forward]
+default = "deny"
+"#
+    )
+}
+
+/// `[resolve]` moves push.test from upstream A (127.0.0.1) to B (127.0.0.3)
+/// on the same port: the next app request and the next probe reach B; a
+/// tunnel opened before the reload stays on A until it closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moves_probes_and_new_connections_together_and_open_tunnels_stay() {
+    let a = push_upstream(SocketAddr::from(([127, 0, 0, 1], 0))).await;
+    let port = a.port();
+    let b = push_upstream(SocketAddr::from(([127, 0, 0, 3], port))).await;
+    let ws = Workspace::new();
+    let sidecar = Running::start(ws.config(&direct_config(port, "127.0.0.1"))).await;
+    eventually(Duration::from_secs(5), "a probe reached A", || async {
+        (!a.requests().is_empty()).then_some(())
+    })
+    .await;
+    let mut old = KeptTunnel::open(sidecar.proxy, "push.test", port)
+        .await
+        .expect("tunnel to A");
+    assert_eq!(old.get("/before").await, Ok(200));
+    assert!(a.requests().iter().any(|r| r.path == "/before"));
+    assert!(b.requests().is_empty(), "nothing at B yet");
+
+    ws.write("config.toml", &direct_config(port, "127.0.0.3"));
+    eventually(Duration::from_secs(5), "generation 2", || async {
+        let s = sidecar.status().await;
+        (s["config_reload"]["generation"] == 2).then_some(())
+    })
+    .await;
+    // The next probe reaches B (probes start at once with a new generation).
+    eventually(Duration::from_secs(5), "a probe at B", || async {
+        b.requests().iter().any(|r| r.path == "/").then_some(())
+    })
+    .await;
+    // A new app connection reaches B.
+    let mut new = KeptTunnel::open(sidecar.proxy, "push.test", port)
+        .await
+        .expect("tunnel to B");
+    assert_eq!(new.get("/after").await, Ok(200));
+    assert!(b.requests().iter().any(|r| r.path == "/after"));
+    assert!(!a.requests().iter().any(|r| r.path == "/after"));
+    // The old tunnel is still on A.
+    assert_eq!(old.get("/still-a").await, Ok(200));
+    assert!(a.requests().iter().any(|r| r.path == "/still-a"));
+    assert!(!b.requests().iter().any(|r| r.path == "/still-a"));
+    drop((old, new));
+    // And probes stay on B from now on.
+    let probes_at_a = a.requests().iter().filter(|r| r.path == "/").count();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        a.requests().iter().filter(|r| r.path == "/").count(),
+        probes_at_a,
+        "no probe went to A after the reload"
+    );
+    sidecar.stop().await;
+}
+
+/// Writes `..2026_<tag>/credentials` and points `..data` at it with one
+/// rename, as the kubelet does for a Secret volume.
+fn swap_secret(dir: &Path, tag: &str, content: &str) {
+    let version = dir.join(format!("..2026_{tag}"));
+    std::fs::create_dir_all(&version).expect("version dir");
+    std::fs::write(version.join("credentials"), content).expect("credentials");
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(format!("..2026_{tag}"), &tmp).expect("symlink");
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
+}
+
+/// Squid demands Basic credentials; the provider rotates the password and
+/// the Secret volume behind the credentials file is swapped. No signal: the
+/// probes through the route pass again within 2 × the interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_proxy_credentials_are_picked_up_from_a_secret_volume_swap() {
+    let Some(bin) = squid::available() else {
+        return;
+    };
+    let up = push_upstream(SocketAddr::from(([127, 0, 0, 1], 0))).await;
+    let squid = Squid::start_with(
+        bin,
+        &["push.test"],
+        &[],
+        &squid::Opts {
+            auth: Some(("egress".into(), "first-secret".into())),
+            port: None,
+        },
+    );
+    let ws = Workspace::new();
+    let secret = ws.path("secret");
+    std::fs::create_dir_all(&secret).expect("secret dir");
+    swap_secret(&secret, "a", "egress:first-secret\n");
+    std::os::unix::fs::symlink("..data/credentials", secret.join("credentials"))
+        .expect("credentials link");
+    let interval = Duration::from_secs(1);
+    let sidecar = Running::start(ws.config(&format!(
+        r#"
+[probe]
+interval = "1s"
+unhealthy_interval = "200ms"
+timeout = "2s"
+
+[run]
+reload_poll = "100ms"
+
+[resolve]
+"push.test" = "127.0.0.1"
+
+[[route]]
+name = "squid"
+proxy = "{squid}"
+credentials_file = "secret/credentials"
+
+[[target]]
+name = "apns"
+url = "https://push.test:{port}/"
+routes = ["squid"]
+ca_file = "ca.pem"
+"#,
+        squid = squid.url(),
+        port = up.port(),
+    )))
+    .await;
+    let success = |m: &str| gauge(m, "egress_probe_success", "apns", "squid");
+    eventually(Duration::from_secs(10), "probes pass", || async {
+        (success(&sidecar.metrics_text().await) == Some(1.0)).then_some(())
+    })
+    .await;
+
+    squid.set_password("egress", "second-secret");
+    eventually(Duration::from_secs(10), "probes get 407", || async {
+        let s = sidecar.status().await;
+        let reason = &s["targets"][0]["routes"][0]["last_probe"]["reason"];
+        (reason == "proxy_auth_required").then_some(())
+    })
+    .await;
+    assert!(
+        squid.access_log().contains("TCP_DENIED/407"),
+        "squid refused the old password: {}",
+        squid.access_log()
+    );
+
+    let swapped = Instant::now();
+    swap_secret(&secret, "b", "egress:second-secret\n");
+    eventually(
+        2 * interval + Duration::from_millis(500),
+        "probes pass again",
+        || async { (success(&sidecar.metrics_text().await) == Some(1.0)).then_some(()) },
+    )
+    .await;
+    let took = swapped.elapsed();
+    assert!(took <= 2 * interval, "passed again after {took:?}");
+    let s = sidecar.status().await;
+    assert_eq!(s["config_reload"]["generation"], 2);
+    assert_eq!(s["config_reload"]["ok"], true);
+    sidecar.stop().await;
+}
+
+/// The provider's proxy breaks, push goes direct and an app tunnel stays
+/// open direct; the proxy is fixed, push fails back, and the direct tunnel
+/// is closed `failback_grace` later, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_fail_back_a_direct_tunnel_is_closed_after_the_grace() {
+    let up = push_upstream(SocketAddr::from(([127, 0, 0, 1], 0))).await;
+    let proxy = ScriptProxy::start(Mode::Status(502, "Bad Gateway")).await;
+    let ws = Workspace::new();
+    let sidecar = Running::start(ws.config(&support::scenario::config(
+        &proxy.url(),
+        up.port(),
+        "failback_grace = \"1s\"",
+    )))
+    .await;
+    eventually(Duration::from_secs(5), "push on direct", || async {
+        let m = sidecar.metrics_text().await;
+        (gauge(&m, "egress_route_active", "apns", "direct") == Some(1.0)).then_some(())
+    })
+    .await;
+    let mut tunnel = KeptTunnel::open(sidecar.proxy, "push.test", up.port())
+        .await
+        .expect("direct tunnel");
+    assert_eq!(tunnel.get("/during").await, Ok(200));
+
+    proxy.set_mode(Mode::Tunnel);
+    let back = eventually(Duration::from_secs(5), "fail-back", || async {
+        let m = sidecar.metrics_text().await;
+        (gauge(&m, "egress_route_active", "apns", "provider") == Some(1.0))
+            .then_some(Instant::now())
+    })
+    .await;
+    // Within the grace the tunnel still works.
+    assert_eq!(tunnel.get("/grace").await, Ok(200));
+    eventually(
+        Duration::from_secs(3),
+        "the direct tunnel closed",
+        || async { tunnel.is_closed().then_some(()) },
+    )
+    .await;
+    let after = back.elapsed();
+    assert!(
+        after >= Duration::from_millis(900),
+        "not before the grace: {after:?}"
+    );
+    let m = sidecar.metrics_text().await;
+    assert_eq!(
+        sample(
+            &m,
+            "egress_forward_connections_total",
+            &[
+                ("target", "apns"),
+                ("route", "direct"),
+                ("result", "closed_on_failback")
+            ]
+        ),
+        Some(1.0)
+    );
+    sidecar.stop().await;
+}
+
+/// A prober whose probes of one pair never return: the scheduler is wedged.
+struct Wedged;
+
+impl ProbeRunner for Wedged {
+    fn probe<'a>(
+        &'a self,
+        target: &'a Target,
+        route: &'a Route,
+    ) -> Pin<Box<dyn Future<Output = ProbeOutcome> + Send + 'a>> {
+        Box::pin(async move {
+            if route.name == "provider" {
+                std::future::pending::<()>().await;
+            }
+            ProbeOutcome::observed(&target.name, &route.name, FailureReason::Ok, "HTTP 200")
+        })
+    }
+}
+
+/// `/healthz` fails once a pair's last probe is older than 3 × interval +
+/// timeout, and names it; `/readyz` stays ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wedged_scheduler_fails_healthz_within_the_bound() {
+    let ws = Workspace::new();
+    let mut config = ws.config(
+        r#"
+[probe]
+interval = "200ms"
+timeout = "300ms"
+
+[[route]]
+name = "provider"
+proxy = "http://proxy.test:3128"
+
+[[target]]
+name = "apns"
+url = "https://push.test/"
+routes = ["provider", "direct"]
+"#,
+    );
+    config.shutdown.drain = Duration::ZERO;
+    // The wedged probe never finishes: shutdown closes it at the deadline.
+    config.shutdown.deadline = Duration::from_millis(500);
+    let bound = Duration::from_millis(3 * 200 + 300);
+    let prober: ProberFactory = Arc::new(|_: &_, _: &_| Arc::new(Wedged) as Arc<dyn ProbeRunner>);
+    let started = Instant::now();
+    let sidecar = Running::start_with(
+        config,
+        Hooks {
+            prober,
+            ..Hooks::default()
+        },
+    )
+    .await;
+    let (code, _) = request(sidecar.metrics, "GET", "/healthz").await;
+    assert_eq!(code, 200, "alive at start");
+    let body = eventually(bound + Duration::from_secs(2), "healthz fails", || async {
+        let (code, body) = request(sidecar.metrics, "GET", "/healthz").await;
+        (code == 503).then_some(body)
+    })
+    .await;
+    assert!(started.elapsed() >= bound, "not before the bound");
+    assert!(body.contains("apns/provider"), "{body}");
+    let (code, _) = request(sidecar.metrics, "GET", "/readyz").await;
+    assert_eq!(code, 200, "readiness does not depend on it");
+    sidecar.stop().await;
+}
