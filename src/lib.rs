@@ -12,7 +12,10 @@
 //! - [`config`]: the TOML schema, presets, validation with located errors.
 //! - [`reason`]: the closed [`FailureReason`](reason::FailureReason) and
 //!   [`Phase`](reason::Phase) sets, the only sources of those labels.
-//! - [`policy`]: the address policy for direct dials (pure functions).
+//! - [`destination`]: the one canonical destination parser (every IPv4
+//!   spelling `inet_aton` accepts, IPv6 with zones, `localhost`, DNS names).
+//! - [`policy`]: the address policy (pure functions): the ranges refused,
+//!   judged on the address a destination means, embedded IPv4 included.
 //! - [`generation`]: everything built from one config (dialer, prober),
 //!   swapped whole on reload.
 //! - [`dial`]: the one dialer (resolve → TCP → CONNECT → TLS), shared by
@@ -44,6 +47,7 @@
 pub mod accept;
 pub mod config;
 pub mod demo;
+pub mod destination;
 pub mod dial;
 pub mod files;
 pub mod forward;

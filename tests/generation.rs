@@ -311,6 +311,7 @@ async fn rotated_proxy_credentials_are_picked_up_from_a_secret_volume_swap() {
         &squid::Opts {
             auth: Some(("egress".into(), "first-secret".into())),
             port: None,
+            ..Default::default()
         },
     );
     let ws = Workspace::new();

@@ -21,6 +21,7 @@ use super::{
     Proxy, ResolveOverrides, Route, RouteKind, RunSettings, ShutdownSettings, Target, defaults,
     parse_duration,
 };
+use crate::destination::Host;
 use crate::dial::tls::{self, RootsMode, TlsClient};
 use crate::secret::Secret;
 
@@ -333,22 +334,50 @@ impl Compiler<'_> {
         let mut map = HashMap::new();
         for (name, addrs) in &raw.resolve {
             let key = format!("resolve.\"{name}\"");
+            // Keys and values go through the forward proxy's parser, so a
+            // key matches the name the app sends in any case, with or
+            // without a trailing dot.
+            let name = match crate::destination::parse_host(name) {
+                Ok(Host::Name(n)) => n,
+                Ok(Host::Localhost(_)) => {
+                    return Err(self.err(
+                        addrs.span(),
+                        &key,
+                        "localhost always means loopback and cannot be mapped".to_string(),
+                    ));
+                }
+                Ok(Host::Ip { .. }) => {
+                    return Err(self.err(
+                        addrs.span(),
+                        &key,
+                        "an IP address needs no [resolve] entry: map a host name".to_string(),
+                    ));
+                }
+                Err(e) => return Err(self.err(addrs.span(), &key, e.to_string())),
+            };
             let texts: Vec<&str> = match addrs.get_ref() {
                 AddressList::One(s) => vec![s.as_str()],
                 AddressList::Many(v) => v.iter().map(String::as_str).collect(),
             };
             let mut ips = Vec::new();
             for t in texts {
-                let ip: IpAddr = t.parse().map_err(|_| {
-                    self.err(
+                let ip: IpAddr = match crate::destination::parse_host(t) {
+                    Ok(Host::Ip { addr, zone: None }) => addr,
+                    _ => return Err(self.err(
                         addrs.span(),
                         &key,
                         format!("`{t}` is not an IP address: expected e.g. \"127.0.0.1\" or a list of them ([] makes the name fail to resolve)"),
-                    )
-                })?;
+                    )),
+                };
                 ips.push(ip);
             }
-            map.insert(name.to_ascii_lowercase(), ips);
+            if map.insert(name.clone(), ips).is_some() {
+                return Err(self.err(
+                    addrs.span(),
+                    &key,
+                    format!("{name} is mapped twice (names are compared in lower case, without a trailing dot)"),
+                ));
+            }
         }
         Ok(ResolveOverrides(map))
     }

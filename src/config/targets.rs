@@ -394,14 +394,14 @@ impl Compiler<'_> {
                 "credentials in a target URL are refused: use headers".to_string()
             ));
         }
-        let host = auth
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
-        if host.is_empty() {
+        if auth.host().is_empty() {
             return Err(err(format!("`{text}` has no host")));
         }
+        // The same parser as the forward proxy's: a target written as
+        // `https://2130706433/` is the target 127.0.0.1.
+        let host = crate::destination::parse_host(auth.host())
+            .map_err(|e| err(format!("`{text}`: {e}")))?
+            .to_string();
         let port = auth.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let path_and_query = uri
             .path_and_query()

@@ -11,6 +11,7 @@
 
 pub mod classify;
 pub mod connect;
+pub mod eyeballs;
 pub mod identity;
 pub mod resolve;
 pub mod route;
@@ -23,12 +24,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::policy::{AddressDenied, Cidr, check_address};
 use crate::reason::Phase;
 pub use connect::{ConnectError, ConnectReply};
+use eyeballs::ATTEMPT_DELAY;
+pub use eyeballs::Attempts;
 pub use resolve::{ResolveError, Resolver};
 pub use route::{Route, RouteKind, authority};
 pub use stream::BoxStream;
@@ -52,6 +54,8 @@ pub struct Tunnel {
     pub connect: Option<ConnectReply>,
     /// The address dialed: the proxy's, or the destination's.
     pub peer: SocketAddr,
+    /// Every address tried to get `peer` (Happy Eyeballs).
+    pub attempts: Attempts,
 }
 
 /// A stream for plain `http://` requests: to the origin, or to a proxy
@@ -158,7 +162,7 @@ pub enum DialError {
         source: ResolveError,
     },
     /// TCP to the proxy failed.
-    #[error("connecting to proxy {proxy} ({addr}): {source}")]
+    #[error("connecting to proxy {proxy} ({addr}): {source}{}", tried(attempts))]
     ProxyConnect {
         /// The proxy.
         proxy: String,
@@ -166,6 +170,8 @@ pub enum DialError {
         addr: SocketAddr,
         /// Why.
         source: io::Error,
+        /// Every address tried.
+        attempts: Attempts,
     },
     /// TLS to an `https://` proxy failed.
     #[error("TLS to proxy {proxy}: {source}")]
@@ -176,7 +182,7 @@ pub enum DialError {
         source: io::Error,
     },
     /// A stage toward the proxy ran out of time.
-    #[error("{phase} with proxy {proxy} timed out after {}", fmt_duration(*after))]
+    #[error("{phase} with proxy {proxy} timed out after {}{}", fmt_duration(*after), tried(attempts))]
     ProxyTimeout {
         /// The stage.
         phase: Phase,
@@ -184,6 +190,8 @@ pub enum DialError {
         proxy: String,
         /// How long it ran.
         after: Duration,
+        /// The addresses tried, when the TCP step timed out.
+        attempts: Attempts,
     },
     /// The CONNECT exchange failed.
     #[error("{}", TunnelDisplay { authority, source })]
@@ -202,21 +210,34 @@ pub enum DialError {
         source: ResolveError,
     },
     /// TCP to the destination failed.
-    #[error("connecting to {addr}: {source}")]
+    #[error("connecting to {addr}: {source}{}", tried(attempts))]
     Connect {
         /// The address tried last.
         addr: SocketAddr,
         /// Why.
         source: io::Error,
+        /// Every address tried.
+        attempts: Attempts,
     },
     /// A stage past the proxy ran out of time.
-    #[error("{phase} timed out after {}", fmt_duration(*after))]
+    #[error("{phase} timed out after {}{}", fmt_duration(*after), tried(attempts))]
     Timeout {
         /// The stage.
         phase: Phase,
         /// How long it ran.
         after: Duration,
+        /// The addresses tried, when the TCP step timed out.
+        attempts: Attempts,
     },
+}
+
+/// `; addresses tried: ...` when more than one address was tried.
+fn tried(attempts: &Attempts) -> String {
+    if attempts.worth_reporting() {
+        format!("; addresses tried: {attempts}")
+    } else {
+        String::new()
+    }
 }
 
 struct TunnelDisplay<'a> {
@@ -285,6 +306,12 @@ impl Dialer {
         Self { resolver }
     }
 
+    /// The resolver it dials with (the forward proxy's guard checks names
+    /// with the same one).
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
     /// Opens a stream to `dest` over `route`, recording phase times into
     /// `phases`. Every stage ends by `deadline`; stages toward a proxy also
     /// by the route's `connect_timeout`.
@@ -299,7 +326,7 @@ impl Dialer {
             return self.direct(dest, deadline, phases).await;
         };
         let proxy_deadline = deadline.min(Instant::now() + route.connect_timeout);
-        let (stream, peer) = self.reach_proxy(proxy, proxy_deadline, phases).await?;
+        let (stream, peer, attempts) = self.reach_proxy(proxy, proxy_deadline, phases).await?;
         let target = authority(dest.host, dest.port);
         let (stream, reply) = timed(
             phases,
@@ -312,6 +339,7 @@ impl Dialer {
             phase: Phase::Tunnel,
             proxy: proxy.display(),
             after,
+            attempts: Attempts::default(),
         })?
         .map_err(|source| DialError::Tunnel {
             authority: target.clone(),
@@ -321,6 +349,7 @@ impl Dialer {
             stream,
             connect: Some(reply),
             peer,
+            attempts,
         })
     }
 
@@ -348,7 +377,7 @@ impl Dialer {
             }
             RouteKind::Proxy(proxy) => {
                 let proxy_deadline = deadline.min(Instant::now() + route.connect_timeout);
-                let (stream, peer) = self.reach_proxy(proxy, proxy_deadline, phases).await?;
+                let (stream, peer, _) = self.reach_proxy(proxy, proxy_deadline, phases).await?;
                 Ok(HttpPath {
                     stream,
                     peer,
@@ -361,19 +390,15 @@ impl Dialer {
         }
     }
 
-    /// Resolve → TCP (→ TLS for an `https://` proxy): a stream to the proxy.
+    /// Resolve → TCP, Happy Eyeballs over the proxy's addresses (→ TLS for
+    /// an `https://` proxy): a stream to the proxy, and the addresses tried.
     async fn reach_proxy(
         &self,
         proxy: &route::Proxy,
         deadline: Instant,
         phases: &mut Phases,
-    ) -> Result<(BoxStream, SocketAddr), DialError> {
+    ) -> Result<(BoxStream, SocketAddr, Attempts), DialError> {
         let name = proxy.display();
-        let timeout = |phase, after| DialError::ProxyTimeout {
-            phase,
-            proxy: name.clone(),
-            after,
-        };
         let addrs = timed(
             phases,
             Phase::Resolve,
@@ -381,20 +406,26 @@ impl Dialer {
             self.resolver.resolve(&proxy.host, proxy.port),
         )
         .await
-        .map_err(|after| timeout(Phase::Resolve, after))?
+        .map_err(|after| DialError::ProxyTimeout {
+            phase: Phase::Resolve,
+            proxy: name.clone(),
+            after,
+            attempts: Attempts::default(),
+        })?
         .map_err(|source| DialError::ProxyResolve {
             proxy: name.clone(),
             source,
         })?;
-        timed(phases, Phase::Connect, deadline, async {
-            let (tcp, peer) =
-                connect_any(&addrs)
-                    .await
-                    .map_err(|(addr, source)| DialError::ProxyConnect {
-                        proxy: name.clone(),
-                        addr,
-                        source,
-                    })?;
+        let mut attempts = Attempts::default();
+        let connected = timed(phases, Phase::Connect, deadline, async {
+            let (tcp, peer) = eyeballs::connect(&addrs, ATTEMPT_DELAY, &mut attempts)
+                .await
+                .map_err(|(addr, source)| DialError::ProxyConnect {
+                    proxy: name.clone(),
+                    addr,
+                    source,
+                    attempts: attempts.clone(),
+                })?;
             let stream: BoxStream = Box::new(tcp);
             match &proxy.tls {
                 None => Ok((stream, peer)),
@@ -408,8 +439,14 @@ impl Dialer {
                     }),
             }
         })
-        .await
-        .map_err(|after| timeout(Phase::Connect, after))?
+        .await;
+        let (stream, peer) = connected.map_err(|after| DialError::ProxyTimeout {
+            phase: Phase::Connect,
+            proxy: name.clone(),
+            after,
+            attempts: attempts.clone(),
+        })??;
+        Ok((stream, peer, attempts))
     }
 
     async fn direct(
@@ -418,7 +455,11 @@ impl Dialer {
         deadline: Instant,
         phases: &mut Phases,
     ) -> Result<Tunnel, DialError> {
-        let timeout = |phase, after| DialError::Timeout { phase, after };
+        let timeout = |phase, after| DialError::Timeout {
+            phase,
+            after,
+            attempts: Attempts::default(),
+        };
         let resolved = timed(
             phases,
             Phase::Resolve,
@@ -440,37 +481,30 @@ impl Dialer {
                 source,
             })?;
         }
-        let (tcp, peer) = timed(phases, Phase::Connect, deadline, connect_any(&resolved))
-            .await
-            .map_err(|after| timeout(Phase::Connect, after))?
-            .map_err(|(addr, source)| DialError::Connect { addr, source })?;
+        let mut attempts = Attempts::default();
+        let connected = timed(
+            phases,
+            Phase::Connect,
+            deadline,
+            eyeballs::connect(&resolved, ATTEMPT_DELAY, &mut attempts),
+        )
+        .await;
+        let (tcp, peer) = connected
+            .map_err(|after| DialError::Timeout {
+                phase: Phase::Connect,
+                after,
+                attempts: attempts.clone(),
+            })?
+            .map_err(|(addr, source)| DialError::Connect {
+                addr,
+                source,
+                attempts: attempts.clone(),
+            })?;
         Ok(Tunnel {
             stream: Box::new(tcp),
             connect: None,
             peer,
+            attempts,
         })
     }
-}
-
-/// Connects to the first address that accepts; the last error otherwise.
-async fn connect_any(
-    addrs: &[SocketAddr],
-) -> Result<(TcpStream, SocketAddr), (SocketAddr, io::Error)> {
-    let mut last = None;
-    for addr in addrs {
-        match TcpStream::connect(addr).await {
-            Ok(s) => {
-                // Latency matters more than packet count for handshakes.
-                let _ = s.set_nodelay(true);
-                return Ok((s, *addr));
-            }
-            Err(e) => last = Some((*addr, e)),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        (
-            SocketAddr::from(([0, 0, 0, 0], 0)),
-            io::Error::new(io::ErrorKind::NotFound, "no address to connect to"),
-        )
-    }))
 }

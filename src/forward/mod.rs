@@ -241,7 +241,16 @@ impl Proxy {
         port: u16,
         early: bytes::Bytes,
     ) -> Option<Planned> {
-        match plan::plan(&generation.config, &host, port, |t| self.routing.choice(t)) {
+        let config = &generation.config;
+        let checked = plan::plan_checked(
+            config,
+            generation.dialer.resolver(),
+            &host,
+            port,
+            config.probe.timeout,
+            |t| self.routing.choice(t),
+        );
+        match checked.await {
             Ok(plan) => Some(Planned {
                 early,
                 host,

@@ -39,6 +39,7 @@ use super::plan::{self, Plan};
 use super::reply::{Tried, status_for};
 use super::{Proxy, request};
 use crate::config::{Route, authority};
+use crate::dial::classify::{proxy_answer_detail, proxy_answer_reason};
 use crate::dial::{Destination, HttpPath, Phases};
 use crate::generation::Generation;
 use crate::health::{HostPort, TrafficResult};
@@ -119,12 +120,14 @@ fn destination(uri: &Uri) -> Result<(String, u16), String> {
         Some(p) => format!("{}:{p}", auth.host()),
         None => format!("{}:80", auth.host()),
     };
-    request::parse_authority(&text).ok_or_else(|| {
-        format!(
-            "bad host in URL {:?}",
-            crate::dial::connect::sanitize(auth.as_str().as_bytes())
-        )
-    })
+    crate::destination::parse_authority(&text, Some(80))
+        .map(|(host, port)| (host.to_string(), port))
+        .map_err(|e| {
+            format!(
+                "bad host in URL {:?}: {e}",
+                crate::dial::connect::sanitize(auth.as_str().as_bytes())
+            )
+        })
 }
 
 /// One request, top-down: check it, plan it, send it on the first route
@@ -155,7 +158,15 @@ async fn one(
         Err(why) => return refusal(400, "http_request_error", &why),
     };
     let config = &generation.config;
-    let plan = match plan::plan(config, &host, port, |t| proxy.routing.choice(t)) {
+    let checked = plan::plan_checked(
+        config,
+        generation.dialer.resolver(),
+        &host,
+        port,
+        config.probe.timeout,
+        |t| proxy.routing.choice(t),
+    );
+    let plan = match checked.await {
         Ok(p) => p,
         Err(plan::Refused { label, why }) => {
             tracing::warn!(client = %peer, destination = %authority(&host, port), why = %why, "refused by policy");
@@ -382,8 +393,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// A proxy's own error, told from the origin's answer: a 407, or an error
-/// status carrying `Proxy-Status` or `X-Squid-Error`.
+/// A proxy's own error, told from the origin's (see
+/// [`proxy_answer_reason`]).
 fn proxy_own_error(
     resp: &Response<Incoming>,
     shown: &str,
@@ -391,24 +402,12 @@ fn proxy_own_error(
 ) -> Option<(FailureReason, String)> {
     let proxy = proxy?;
     let status = resp.status().as_u16();
-    let h = resp.headers();
-    let marked = h.contains_key("proxy-status") || h.contains_key("x-squid-error");
-    let reason = match status {
-        407 => FailureReason::ProxyAuthRequired,
-        500..=599 if marked => FailureReason::ProxyUpstreamError,
-        400..=499 if marked => FailureReason::ProxyDenied,
-        _ => return None,
-    };
-    let mut detail = format!(
-        "{shown} via {proxy} -> {status} {}",
-        resp.status().canonical_reason().unwrap_or("")
+    let reason = proxy_answer_reason(status, resp.headers())?;
+    let detail = format!(
+        "{shown} via {proxy} -> {status} {}{}",
+        resp.status().canonical_reason().unwrap_or(""),
+        proxy_answer_detail(resp.headers())
     );
-    for name in ["via", "server", "x-squid-error", "proxy-status"] {
-        if let Some(v) = h.get(name) {
-            let v = crate::dial::connect::sanitize(v.as_bytes());
-            detail.push_str(&format!(", {name}: {v}"));
-        }
-    }
     Some((reason, detail))
 }
 

@@ -13,17 +13,21 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
+use crate::destination::parse_authority;
+
 /// The largest request head accepted.
 pub const MAX_HEAD: usize = 16 * 1024;
 /// The most headers accepted.
 pub const MAX_HEADERS: usize = 64;
 
-/// What the app asked for.
+/// What the app asked for. Hosts are in the canonical form of
+/// [`crate::destination::Host`]'s `Display`: `2130706434` arrives here as
+/// `127.0.0.2`, `API.example.` as `api.example`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ask {
     /// `CONNECT host:port`.
     Connect {
-        /// Destination host (no brackets), lower case.
+        /// Destination host (no brackets), canonical.
         host: String,
         /// Destination port.
         port: u16,
@@ -31,7 +35,7 @@ pub enum Ask {
     /// An absolute-form `http://` request: the first of a connection that
     /// `plain` serves request by request.
     Http {
-        /// Destination host, lower case.
+        /// Destination host, canonical.
         host: String,
         /// Destination port.
         port: u16,
@@ -131,16 +135,12 @@ pub fn parse(head: &[u8]) -> Result<Ask, Refusal> {
         ));
     }
     if method == "CONNECT" {
-        let (host, port) = authority(target).ok_or_else(|| {
-            refuse(
-                400,
-                format!(
-                    "CONNECT target must be host:port, got {:?}",
-                    sanitize(target)
-                ),
-            )
-        })?;
-        return Ok(Ask::Connect { host, port });
+        let (host, port) = parse_authority(target, None)
+            .map_err(|e| refuse(400, format!("CONNECT target must be host:port: {e}")))?;
+        return Ok(Ask::Connect {
+            host: host.to_string(),
+            port,
+        });
     }
     let rest = target.strip_prefix("http://").ok_or_else(|| {
         if target.starts_with("https://") {
@@ -159,48 +159,14 @@ pub fn parse(head: &[u8]) -> Result<Ask, Refusal> {
         }
     })?;
     let auth = rest.find(['/', '?']).map_or(rest, |i| &rest[..i]);
-    let (host, port) = if auth.contains(':') && !auth.ends_with(']') {
-        authority(auth)
-    } else {
-        host_only(auth).map(|h| (h, 80))
-    }
-    .ok_or_else(|| refuse(400, format!("bad host in URL {:?}", sanitize(target))))?;
+    let (host, port) = parse_authority(auth, Some(80))
+        .map_err(|e| refuse(400, format!("bad host in URL {:?}: {e}", sanitize(target))))?;
+    let host = host.to_string();
     Ok(Ask::Http {
         host,
         port,
         head: head.to_vec(),
     })
-}
-
-/// `host:port` as a destination (the host checked and lower-cased), for
-/// request targets parsed elsewhere.
-pub fn parse_authority(s: &str) -> Option<(String, u16)> {
-    authority(s)
-}
-
-/// `host:port` (host a name, an IPv4 address or a bracketed IPv6 address).
-fn authority(s: &str) -> Option<(String, u16)> {
-    let (host, port) = s.rsplit_once(':')?;
-    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
-    Some((host_only(host)?, port))
-}
-
-fn host_only(host: &str) -> Option<String> {
-    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        return v6
-            .parse::<std::net::Ipv6Addr>()
-            .ok()
-            .map(|ip| ip.to_string());
-    }
-    let ok = !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    ok.then(|| host.trim_end_matches('.').to_ascii_lowercase())
 }
 
 fn sanitize(s: &str) -> String {
@@ -257,6 +223,54 @@ mod tests {
         assert_eq!(
             status(&format!("CONNECT a:443 HTTP/1.1\r\n{many}\r\n")),
             431
+        );
+    }
+
+    #[test]
+    fn hosts_arrive_canonical_whatever_the_spelling() {
+        let connect = |authority: &str| match parse(
+            format!("CONNECT {authority} HTTP/1.1\r\n\r\n").as_bytes(),
+        ) {
+            Ok(Ask::Connect { host, port }) => Ok((host, port)),
+            Ok(other) => panic!("{other:?}"),
+            Err(r) => Err(r),
+        };
+        for (spelling, host) in [
+            ("2852039166", "169.254.169.254"),
+            ("0xA9FEA9FE", "169.254.169.254"),
+            ("0251.0376.0251.0376", "169.254.169.254"),
+            ("169.254.43518", "169.254.169.254"),
+            ("[::ffff:a9fe:a9fe]", "::ffff:169.254.169.254"),
+            ("[64:ff9b::a9fe:a9fe]", "64:ff9b::a9fe:a9fe"),
+            ("[2002:a9fe:a9fe::]", "2002:a9fe:a9fe::"),
+            ("LOCALHOST", "localhost"),
+            ("api.push.apple.com.", "api.push.apple.com"),
+            ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+        ] {
+            assert_eq!(
+                connect(&format!("{spelling}:443")),
+                Ok((host.to_string(), 443)),
+                "{spelling}"
+            );
+        }
+        for (bad, why) in [
+            ("1.2.3.4.5:443", "last label is a number"),
+            ("b\u{fc}cher.example:443", "Punycode"),
+            ("a..b:443", "empty label"),
+            ("::1:443", "brackets"),
+        ] {
+            let r = connect(bad).expect_err(bad);
+            assert_eq!(r.status, 400, "{bad}");
+            assert!(r.why.contains(why), "{bad}: {}", r.why);
+        }
+        let Ok(Ask::Http { host, port, .. }) = parse(b"GET http://0x7f.1:8080/x HTTP/1.1\r\n\r\n")
+        else {
+            panic!("valid request");
+        };
+        assert_eq!((host.as_str(), port), ("127.0.0.1", 8080));
+        assert_eq!(
+            status("GET http://user@evil.example/ HTTP/1.1\r\n\r\n"),
+            400
         );
     }
 

@@ -1,16 +1,19 @@
 //! Test fixtures shared by the integration tests: a CA and certificates
 //! (`pki`), TLS upstreams (`upstream`), a scriptable CONNECT proxy
-//! (`proxy`), real Squid (`squid`), and config helpers. Everything listens
-//! on 127.0.0.1 only.
+//! (`proxy`), real Squid (`squid`), a loopback address that never answers
+//! (`blackhole`), the platform's address parsers (`platform`), and config
+//! helpers. Everything listens on loopback only.
 
 // Each test binary uses a different part of the fixtures.
 #![allow(dead_code)]
 
 pub mod app;
+pub mod blackhole;
 pub mod daemon;
 pub mod mitm;
 pub mod p12;
 pub mod pki;
+pub mod platform;
 pub mod proxy;
 pub mod scenario;
 pub mod sidecar;
