@@ -437,7 +437,7 @@ async fn a_wrong_password_is_an_error_metric_and_one_log_line_never_a_crash_nor_
     ws.write("password", &format!("{WRONG}\n"));
     let (listen, metrics, admin) = listen_table();
     let text = format!(
-        "{listen}\n{}\n[run]\nshutdown_timeout = \"1s\"\n",
+        "{listen}\n{}",
         direct_target(
             up.port(),
             "client_cert = \"cert.p12\"\nclient_cert_password_file = \"password\""

@@ -382,7 +382,7 @@ async fn a_watched_name_that_matches_nothing_is_a_warning_once_and_a_zero_gauge(
     let path = ws.write(
         "config.toml",
         &format!(
-            "{listen}\n[run]\nshutdown_timeout = \"1s\"\n\n[[target]]\nname = \"push\"\nurl = \"https://push.test/\"\nroutes = [\"direct\"]\n\n[resolve]\n\"push.test\" = []\n\n[watch]\nprocesses = [\"nginx-absent\"]\n"
+            "{listen}\n[[target]]\nname = \"push\"\nurl = \"https://push.test/\"\nroutes = [\"direct\"]\n\n[resolve]\n\"push.test\" = []\n\n[watch]\nprocesses = [\"nginx-absent\"]\n"
         ),
     );
     let daemon = Daemon::start(&path, "info");

@@ -244,7 +244,7 @@ async fn interception_is_logged_once_when_it_starts_and_once_when_it_ends() {
     let ws = workspace();
     let (listen, metrics, _) = listen_table();
     let text = format!(
-        "{listen}\n{}\n[run]\nshutdown_timeout = \"1s\"\n",
+        "{listen}\n{}",
         config(
             &proxy.url(),
             up.port(),

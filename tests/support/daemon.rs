@@ -18,12 +18,13 @@ pub fn free_port() -> u16 {
         .expect("port")
 }
 
-/// The `[listen]` table for a daemon, and its metrics and admin addresses.
+/// The `[listen]` table for a daemon on free ports, and `[shutdown]` with
+/// no drain (it stops at once on SIGTERM); its metrics and admin addresses.
 pub fn listen_table() -> (String, SocketAddr, SocketAddr) {
     let (m, a, p) = (free_port(), free_port(), free_port());
     (
         format!(
-            "[listen]\nmetrics = \"127.0.0.1:{m}\"\nadmin = \"127.0.0.1:{a}\"\nproxy = \"127.0.0.1:{p}\"\n"
+            "[listen]\nmetrics = \"127.0.0.1:{m}\"\nadmin = \"127.0.0.1:{a}\"\nproxy = \"127.0.0.1:{p}\"\n\n[shutdown]\ndrain = \"0s\"\ndeadline = \"1s\"\n"
         ),
         SocketAddr::from(([127, 0, 0, 1], m)),
         SocketAddr::from(([127, 0, 0, 1], a)),
