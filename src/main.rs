@@ -47,7 +47,7 @@ enum Command {
         /// Compare with a baseline written earlier by --record-baseline.
         #[arg(long)]
         baseline: Option<PathBuf>,
-        /// Write this run's results as a baseline file.
+        /// Write this run's results as a baseline file ("-": to standard output, the report then going to standard error).
         #[arg(long)]
         record_baseline: Option<PathBuf>,
         /// Also show file descriptors: this process's and the [watch] ones, by kind, TCP state and remote endpoint.
@@ -159,13 +159,25 @@ fn run_verify(
             serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
         }
     };
-    let _ = out.write_all(text.as_bytes());
+    // `--record-baseline -` (a container without a shell or a writable
+    // folder): the baseline is the standard output, the report goes aside.
+    let baseline_to_stdout = record.as_deref() == Some(std::path::Path::new("-"));
+    if baseline_to_stdout {
+        eprint!("{text}");
+    } else {
+        let _ = out.write_all(text.as_bytes());
+    }
     if let Some(drift) = &report.drift {
         eprint!("{}", drift.render());
     }
     if let Some(path) = record {
-        let baseline = verify::Baseline::record(&report, now);
-        if let Err(e) = std::fs::write(&path, baseline.to_json()) {
+        let baseline = verify::Baseline::record(&report, now).to_json() + "\n";
+        let written = if baseline_to_stdout {
+            out.write_all(baseline.as_bytes())
+        } else {
+            std::fs::write(&path, baseline)
+        };
+        if let Err(e) = written {
             eprintln!("error: cannot write the baseline {}: {e}", path.display());
             return verify::EXIT_USAGE;
         }

@@ -327,3 +327,33 @@ async fn old_foreign_and_newer_baselines_are_refused_with_exit_2() {
         assert!(r.stdout.is_empty(), "nothing is probed: {}", r.stdout);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_baseline_can_be_recorded_to_standard_output_from_a_container() {
+    let up = Opts::new("push.test").start().await;
+    let ws = Workspace::new();
+    ws.write("both-cas.pem", &pki::ca().cert_pem);
+    ws.write("real-ca.pem", &pki::ca().cert_pem);
+    ws.write(
+        "config.toml",
+        &config(1, up.port(), "\"127.0.0.1\"").replace(
+            "routes = [\"provider\", \"direct\"]",
+            "routes = [\"direct\"]",
+        ),
+    );
+    let r = verify(&ws, &["--record-baseline", "-"]).await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("1 checks, 1 passed, 0 failed"),
+        "the report: {}",
+        r.stderr
+    );
+    let file = ws.write("from-stdout.json", &r.stdout);
+    let again = verify(&ws, &["--baseline", file.to_str().expect("utf8")]).await;
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("no change since the baseline"),
+        "{}",
+        again.stderr
+    );
+}
