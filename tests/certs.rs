@@ -435,7 +435,7 @@ async fn a_wrong_password_is_an_error_metric_and_one_log_line_never_a_crash_nor_
         &p12::bundle(&leaf, PASSWORD, Encryption::Modern),
     );
     ws.write("password", &format!("{WRONG}\n"));
-    let (listen, metrics, admin) = listen_table();
+    let listen = listen_table();
     let text = format!(
         "{listen}\n{}",
         direct_target(
@@ -446,6 +446,8 @@ async fn a_wrong_password_is_an_error_metric_and_one_log_line_never_a_crash_nor_
     );
     let path = ws.write("config.toml", &text);
     let daemon = Daemon::start(&path, "info");
+    let metrics = daemon.addr("metrics").await;
+    let admin = daemon.addr("admin").await;
     let m = eventually(Duration::from_secs(10), "the error metric", || async {
         let m = scrape(metrics).await?;
         sample(

@@ -378,7 +378,7 @@ processes = ["{CHILD_NAME}"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watched_name_that_matches_nothing_is_a_warning_once_and_a_zero_gauge() {
     let ws = Workspace::new();
-    let (listen, metrics, _) = listen_table();
+    let listen = listen_table();
     let path = ws.write(
         "config.toml",
         &format!(
@@ -386,6 +386,7 @@ async fn a_watched_name_that_matches_nothing_is_a_warning_once_and_a_zero_gauge(
         ),
     );
     let daemon = Daemon::start(&path, "info");
+    let metrics = daemon.addr("metrics").await;
     let m = eventually(Duration::from_secs(10), "the gauge", || async {
         let m = scrape(metrics).await?;
         sample(

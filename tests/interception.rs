@@ -242,7 +242,7 @@ async fn interception_is_logged_once_when_it_starts_and_once_when_it_ends() {
     let up = Opts::new("push.test").start().await;
     let proxy = MitmProxy::start(Mode::Intercept(pki::rogue_ca())).await;
     let ws = workspace();
-    let (listen, metrics, _) = listen_table();
+    let listen = listen_table();
     let text = format!(
         "{listen}\n{}",
         config(
@@ -254,6 +254,7 @@ async fn interception_is_logged_once_when_it_starts_and_once_when_it_ends() {
     );
     let path = ws.write("config.toml", &text);
     let daemon = Daemon::start(&path, "info");
+    let metrics = daemon.addr("metrics").await;
     let intercepted = |want: f64| {
         move || async move {
             let m = scrape(metrics).await?;

@@ -1,44 +1,33 @@
-//! The built binary's `run`, on free loopback ports, with its log lines
-//! captured (the pipe is drained while it runs so the sidecar never blocks
-//! on a full pipe), stopped with SIGTERM.
+//! The built binary's `run` on port 0, with its log lines captured (read
+//! as they come, so the sidecar never blocks on a full pipe, and so the
+//! addresses it bound can be read from its `listening` lines), stopped
+//! with SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 use tokio::task::JoinHandle;
 
-/// A free loopback port (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-/// The `[listen]` table for a daemon on free ports, and `[shutdown]` with
-/// no drain (it stops at once on SIGTERM); its metrics and admin addresses.
-pub fn listen_table() -> (String, SocketAddr, SocketAddr) {
-    let (m, a, p) = (free_port(), free_port(), free_port());
-    (
-        format!(
-            "[listen]\nmetrics = \"127.0.0.1:{m}\"\nadmin = \"127.0.0.1:{a}\"\nproxy = \"127.0.0.1:{p}\"\n\n[shutdown]\ndrain = \"0s\"\ndeadline = \"1s\"\n"
-        ),
-        SocketAddr::from(([127, 0, 0, 1], m)),
-        SocketAddr::from(([127, 0, 0, 1], a)),
-    )
+/// `[listen]` on port 0 (the kernel picks: no race for a "free" port) and
+/// `[shutdown]` with no drain, so the daemon stops at once on SIGTERM.
+pub fn listen_table() -> String {
+    "[listen]\nmetrics = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nproxy = \"127.0.0.1:0\"\n\n[shutdown]\ndrain = \"0s\"\ndeadline = \"1s\"\n".to_string()
 }
 
 /// A running `egress-sentinel run`.
 pub struct Daemon {
     child: Child,
-    logs: JoinHandle<String>,
+    logs: Arc<Mutex<String>>,
+    reader: JoinHandle<()>,
 }
 
 impl Daemon {
-    /// Runs the binary on `config` with text logs at `log_level`.
+    /// Runs the binary on `config` with text logs at `log_level` (at least
+    /// `info`, for the `listening` lines).
     pub fn start(config: &Path, log_level: &str) -> Self {
         let mut child = tokio::process::Command::new(super::binary())
             .args([
@@ -55,13 +44,44 @@ impl Daemon {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn the sidecar");
-        let mut stderr = child.stderr.take().expect("stderr");
-        let logs = tokio::spawn(async move {
-            let mut err = String::new();
-            let _ = stderr.read_to_string(&mut err).await;
-            err
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let sink = logs.clone();
+        let reader = tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut all = sink.lock().expect("lock");
+                all.push_str(&line);
+                all.push('\n');
+            }
         });
-        Self { child, logs }
+        Self {
+            child,
+            logs,
+            reader,
+        }
+    }
+
+    /// The address `listener` (`metrics`, `admin`, `forward proxy`) is bound
+    /// to, from its `listening` log line; waits up to 10 s for it.
+    pub async fn addr(&self, listener: &str) -> SocketAddr {
+        let needle = format!("listener=\"{listener}\" addr=");
+        let start = Instant::now();
+        loop {
+            let found = self.logs.lock().expect("lock").lines().find_map(|l| {
+                let rest = l.split(&needle).nth(1)?;
+                rest.split_whitespace().next()?.parse().ok()
+            });
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no `listening` line for {listener}:\n{}",
+                self.logs.lock().expect("lock")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// SIGTERM, then its whole log.
@@ -73,14 +93,15 @@ impl Daemon {
             .expect("kill");
         tokio::time::timeout(Duration::from_secs(10), async {
             let _ = self.child.wait().await;
-            self.logs.await.expect("logs")
+            let _ = (&mut self.reader).await;
         })
         .await
-        .expect("the sidecar stops within 10 s")
+        .expect("the sidecar stops within 10 s");
+        self.logs.lock().expect("lock").clone()
     }
 }
 
-/// The daemon's `/metrics` at `addr`, once it listens (`None` before).
+/// The daemon's `/metrics` at `addr` (`None` when it does not answer 200).
 pub async fn scrape(addr: SocketAddr) -> Option<String> {
     tokio::net::TcpStream::connect(addr).await.ok()?;
     let (code, body) = super::sidecar::request(addr, "GET", "/metrics").await;
