@@ -69,17 +69,17 @@ fn main() {
         files.push(std::fs::File::open("/dev/null").expect("open /dev/null"));
     }
     let me = watch::process_fds(Path::new("/proc/self")).expect("self");
+    let tcp = me.tcp.expect("tcp detail");
     println!(
         "{} descriptors open: {:?}; tcp {:?}, TIME_WAIT in namespace {}",
         me.usage.total(),
         me.usage.by_kind,
-        me.tcp
-            .by_state
+        tcp.by_state
             .iter()
             .filter(|(_, n)| **n > 0)
             .map(|(s, n)| format!("{} {n}", s.name()))
             .collect::<Vec<_>>(),
-        me.tcp.time_wait_in_namespace
+        tcp.time_wait_in_namespace
     );
     let kinds = time(runs, || {
         std::hint::black_box(watch::fd_usage(Path::new("/proc/self")));

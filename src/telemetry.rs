@@ -356,8 +356,9 @@ impl Metrics {
     }
 
     /// Records one descriptor sample: per process, descriptors by kind, the
-    /// limit, TCP sockets by state, and how many processes matched a
-    /// watched name (a name that matches nothing is logged once).
+    /// limit, TCP sockets by state (when the sample has them), and how many
+    /// processes matched a watched name (a name that matches nothing is
+    /// logged once).
     pub fn record_watch(&self, sample: &WatchSample) {
         for p in &sample.processes {
             let name = p.process.as_str();
@@ -372,11 +373,12 @@ impl Metrics {
             if let Some(max) = w.usage.max {
                 self.max_fds(name, max);
             }
+            let Some(tcp) = &w.tcp else { continue };
             for state in TcpState::ALL {
                 let n = if state == TcpState::TimeWait {
-                    w.tcp.time_wait_in_namespace
+                    tcp.time_wait_in_namespace
                 } else {
-                    w.tcp.by_state.get(&state).copied().unwrap_or(0)
+                    tcp.by_state.get(&state).copied().unwrap_or(0)
                 };
                 self.gauge(
                     PROCESS_TCP_SOCKETS,

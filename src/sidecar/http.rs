@@ -69,6 +69,8 @@ pub struct Endpoints {
     pub ready: AtomicBool,
     /// `POST /verify` coordination.
     verify: tokio::sync::Mutex<VerifyGate>,
+    /// Held while a detailed descriptor sample runs: one at a time.
+    fd_detail: std::sync::Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -86,6 +88,7 @@ impl Endpoints {
             rt,
             ready: AtomicBool::new(false),
             verify: tokio::sync::Mutex::new(VerifyGate::default()),
+            fd_detail: std::sync::Mutex::new(()),
         }
     }
 
@@ -198,8 +201,21 @@ impl Endpoints {
     }
 
     /// Updates the descriptor gauges of this process and the watched ones
-    /// (at scrape time, so they are current).
+    /// by kind (at scrape time, so they are current: one `readlink` per
+    /// descriptor).
     pub fn record_fds(&self) {
+        let sample = crate::watch::sample_kinds(&self.rt.config().watch_processes);
+        self.rt.metrics.record_watch(&sample);
+    }
+
+    /// The whole sample, TCP sockets by state included. Reading the TCP
+    /// tables costs with every socket of the network namespace (tens of ms
+    /// with thousands): run it on a blocking thread, at upkeep. A sample
+    /// still running makes this one a no-op.
+    pub fn record_fd_detail(&self) {
+        let Ok(_one) = self.fd_detail.try_lock() else {
+            return;
+        };
         let sample = crate::watch::sample(&self.rt.config().watch_processes);
         self.rt.metrics.record_watch(&sample);
     }

@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //! - `mod.rs`: descriptor kinds and limits ([`fd_usage`]), finding
-//!   processes by name, one sample of everything ([`sample`]).
+//!   processes by name, one sample of everything ([`sample`]), or of the
+//!   kinds only ([`sample_kinds`], cheap enough for every scrape).
 //! - [`tcp`]: `/proc/PID/net/tcp{,6}` joined with the process's socket inodes.
 //!
 //! Linux `/proc` only; elsewhere it reports nothing. Reads are bounded. A
@@ -16,12 +17,12 @@
 
 pub mod tcp;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use tcp::{RemoteEndpoint, TcpSockets, TcpState};
+pub use tcp::{RemoteEndpoint, TcpSockets, TcpState, TcpTable};
 
 /// Counting stops here: past it, the number alone says enough.
 const MAX_SCAN: usize = 1_000_000;
@@ -110,8 +111,8 @@ pub struct ProcessFds {
     pub pid: Option<u32>,
     /// Descriptors by kind, and the limit.
     pub usage: FdUsage,
-    /// Its TCP sockets.
-    pub tcp: TcpSockets,
+    /// Its TCP sockets (`None` in a kinds-only sample).
+    pub tcp: Option<TcpSockets>,
 }
 
 impl ProcessFds {
@@ -121,15 +122,47 @@ impl ProcessFds {
     }
 }
 
-/// Reads one process in detail; `None` when it vanished or cannot be read.
-pub fn process_fds(proc_dir: &Path) -> Option<ProcessFds> {
+/// How much a sample reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Descriptors by kind and the limit: one `readlink` per descriptor.
+    Kinds,
+    /// Also the TCP sockets: the namespace's TCP tables, once per namespace.
+    Tcp,
+}
+
+/// TCP tables read during one sample, by network namespace.
+#[derive(Default)]
+struct Tables(HashMap<PathBuf, TcpTable>);
+
+impl Tables {
+    fn of(&mut self, proc_dir: &Path) -> &TcpTable {
+        // The namespace link names it (`net:[4026531840]`); without it, the
+        // process is its own namespace.
+        let key =
+            std::fs::read_link(proc_dir.join("ns/net")).unwrap_or_else(|_| proc_dir.to_path_buf());
+        self.0
+            .entry(key)
+            .or_insert_with(|| TcpTable::read(proc_dir))
+    }
+}
+
+fn read_process(proc_dir: &Path, detail: Detail, tables: &mut Tables) -> Option<ProcessFds> {
     let (usage, sockets) = scan_fds(proc_dir)?;
-    let tcp = tcp::tcp_sockets(proc_dir, &sockets);
+    let tcp = match detail {
+        Detail::Kinds => None,
+        Detail::Tcp => Some(tables.of(proc_dir).sockets_of(&sockets)),
+    };
     let pid = proc_dir
         .file_name()
         .and_then(|n| n.to_str())
         .and_then(|n| n.parse().ok());
     Some(ProcessFds { pid, usage, tcp })
+}
+
+/// Reads one process in detail; `None` when it vanished or cannot be read.
+pub fn process_fds(proc_dir: &Path) -> Option<ProcessFds> {
+    read_process(proc_dir, Detail::Tcp, &mut Tables::default())
 }
 
 /// What one sample found for one watched name.
@@ -154,9 +187,20 @@ pub struct WatchSample {
     pub processes: Vec<NamedSample>,
 }
 
-/// Samples this process (`/proc/self`) and every process named in `names`.
+/// Samples this process (`/proc/self`) and every process named in `names`,
+/// TCP detail included.
 pub fn sample(names: &[String]) -> WatchSample {
-    let me = process_fds(Path::new("/proc/self")).map(|mut p| {
+    sample_with(names, Detail::Tcp)
+}
+
+/// [`sample`] without the TCP detail: cheap enough for every scrape.
+pub fn sample_kinds(names: &[String]) -> WatchSample {
+    sample_with(names, Detail::Kinds)
+}
+
+fn sample_with(names: &[String], detail: Detail) -> WatchSample {
+    let mut tables = Tables::default();
+    let me = read_process(Path::new("/proc/self"), detail, &mut tables).map(|mut p| {
         p.pid = Some(std::process::id());
         p
     });
@@ -166,17 +210,21 @@ pub fn sample(names: &[String]) -> WatchSample {
         skipped: u64::from(me.is_none()),
         worst: me,
     }];
-    processes.extend(names.iter().map(|n| sample_named(n)));
+    processes.extend(names.iter().map(|n| named(n, detail, &mut tables)));
     WatchSample { processes }
 }
 
 /// Samples every process named `name`, keeping the most loaded.
 pub fn sample_named(name: &str) -> NamedSample {
+    named(name, Detail::Tcp, &mut Tables::default())
+}
+
+fn named(name: &str, detail: Detail, tables: &mut Tables) -> NamedSample {
     let found = processes_named(name);
     let mut skipped = 0;
     let mut worst: Option<ProcessFds> = None;
     for dir in &found {
-        match process_fds(dir) {
+        match read_process(dir, detail, tables) {
             None => skipped += 1,
             Some(p) => {
                 let better = worst.as_ref().is_none_or(|w| {
@@ -281,8 +329,8 @@ pub fn render(sample: &WatchSample) -> String {
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
         let _ = writeln!(out, "  by kind: {}", kinds.join(", "));
-        let states: Vec<String> = w
-            .tcp
+        let Some(tcp) = &w.tcp else { continue };
+        let states: Vec<String> = tcp
             .by_state
             .iter()
             .filter(|(_, n)| **n > 0)
@@ -296,12 +344,12 @@ pub fn render(sample: &WatchSample) -> String {
             } else {
                 states.join(", ")
             },
-            w.tcp.time_wait_in_namespace,
-            w.tcp.other_sockets
+            tcp.time_wait_in_namespace,
+            tcp.other_sockets
         );
-        if !w.tcp.top_remotes.is_empty() {
+        if !tcp.top_remotes.is_empty() {
             let _ = writeln!(out, "  top remote endpoints:");
-            for r in &w.tcp.top_remotes {
+            for r in &tcp.top_remotes {
                 let states: Vec<String> = r
                     .by_state
                     .iter()
@@ -344,15 +392,22 @@ mod tests {
         let c = std::net::TcpStream::connect(addr).expect("connect");
         let (s, _) = l.accept().expect("accept");
         let me = process_fds(Path::new("/proc/self")).expect("self");
-        assert!(me.tcp.by_state[&TcpState::Listen] >= 1, "{:?}", me.tcp);
-        assert!(me.tcp.by_state[&TcpState::Established] >= 2, "{:?}", me.tcp);
+        let tcp = me.tcp.expect("tcp detail");
+        assert!(tcp.by_state[&TcpState::Listen] >= 1, "{tcp:?}");
+        assert!(tcp.by_state[&TcpState::Established] >= 2, "{tcp:?}");
         assert!(
-            me.tcp
-                .top_remotes
+            tcp.top_remotes
                 .iter()
                 .any(|r| r.endpoint == addr.to_string()),
             "{:?}",
-            me.tcp.top_remotes
+            tcp.top_remotes
+        );
+        let light = sample_kinds(&[]);
+        assert!(
+            light.processes[0]
+                .worst
+                .as_ref()
+                .is_some_and(|w| w.tcp.is_none())
         );
         drop((c, s, l));
     }

@@ -3,8 +3,12 @@
 //! `/proc/PID/fd`, counted by state, and the remote endpoints with the most
 //! sockets — which peer a CLOSE_WAIT pile-up is stuck on.
 //!
-//! Parsing is pure ([`TcpTally::add_table`]) and bounded; reading is
-//! line by line, so a namespace with many sockets costs no large buffer.
+//! Parsing is pure ([`TcpTable::add_lines`], [`TcpTable::sockets_of`])
+//! and bounded; reading is line by line, so a namespace with many sockets
+//! costs no large buffer, and once per namespace per sample. The kernel's
+//! cost of writing the tables grows with every socket of the namespace
+//! (TIME_WAIT included), which is why scrapes count descriptors by kind
+//! only and the TCP detail is sampled at upkeep.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::BufRead;
@@ -122,71 +126,71 @@ pub struct TcpSockets {
     pub other_sockets: u64,
 }
 
-/// Accumulates TCP table lines for one process's socket inodes.
-#[derive(Debug)]
-pub struct TcpTally<'a> {
-    inodes: &'a HashSet<u64>,
-    matched: HashSet<u64>,
-    by_state: BTreeMap<TcpState, u64>,
-    time_wait: u64,
-    remotes: HashMap<SocketAddr, BTreeMap<TcpState, u64>>,
+/// The TCP sockets of one network namespace: `/proc/PID/net/tcp` and
+/// `tcp6`, parsed once and shared by every process of that namespace (in a
+/// pod: the sidecar and the app).
+#[derive(Debug, Clone, Default)]
+pub struct TcpTable {
+    entries: Vec<Entry>,
 }
 
-impl<'a> TcpTally<'a> {
-    /// A tally of the sockets whose inodes are in `inodes`.
-    pub fn new(inodes: &'a HashSet<u64>) -> Self {
-        let by_state = TcpState::ALL
-            .iter()
-            .filter(|s| **s != TcpState::TimeWait)
-            .map(|s| (*s, 0))
-            .collect();
-        Self {
-            inodes,
-            matched: HashSet::new(),
-            by_state,
-            time_wait: 0,
-            remotes: HashMap::new(),
+impl TcpTable {
+    /// Reads the tables as the process at `proc_dir` sees them.
+    pub fn read(proc_dir: &Path) -> Self {
+        let mut table = Self::default();
+        for name in ["net/tcp", "net/tcp6"] {
+            if let Ok(f) = std::fs::File::open(proc_dir.join(name)) {
+                let lines = std::io::BufReader::new(f).lines().map_while(Result::ok);
+                table.add_lines(lines);
+            }
         }
+        table
     }
 
-    /// Adds the lines of one table (`tcp` or `tcp6`); the header line and
-    /// lines that do not parse are skipped.
-    pub fn add_table<I, S>(&mut self, lines: I)
+    /// Adds the lines of one table; the header line and lines that do not
+    /// parse are skipped.
+    pub fn add_lines<I, S>(&mut self, lines: I)
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
         for line in lines.into_iter().take(MAX_LINES) {
             if let Some(entry) = parse_line(line.as_ref()) {
-                self.add(entry);
+                self.entries.push(entry);
             }
         }
     }
 
-    fn add(&mut self, e: Entry) {
-        if e.state == TcpState::TimeWait {
-            self.time_wait += 1;
-            return;
+    /// The sockets of the process whose socket inodes are `inodes`: by
+    /// state, the top remote endpoints, and those not in the tables.
+    pub fn sockets_of(&self, inodes: &HashSet<u64>) -> TcpSockets {
+        let mut by_state: BTreeMap<TcpState, u64> = TcpState::ALL
+            .iter()
+            .filter(|s| **s != TcpState::TimeWait)
+            .map(|s| (*s, 0))
+            .collect();
+        let mut matched = HashSet::new();
+        let mut time_wait = 0;
+        let mut remotes: HashMap<SocketAddr, BTreeMap<TcpState, u64>> = HashMap::new();
+        for e in &self.entries {
+            if e.state == TcpState::TimeWait {
+                time_wait += 1;
+                continue;
+            }
+            // A socket shows in both tables only for v4-mapped v6; count it once.
+            if !inodes.contains(&e.inode) || !matched.insert(e.inode) {
+                continue;
+            }
+            *by_state.entry(e.state).or_insert(0) += 1;
+            if e.state != TcpState::Listen {
+                *remotes
+                    .entry(e.remote)
+                    .or_default()
+                    .entry(e.state)
+                    .or_insert(0) += 1;
+            }
         }
-        // A socket shows in both tables only for v4-mapped v6; count it once.
-        if !self.inodes.contains(&e.inode) || !self.matched.insert(e.inode) {
-            return;
-        }
-        *self.by_state.entry(e.state).or_insert(0) += 1;
-        if e.state != TcpState::Listen {
-            *self
-                .remotes
-                .entry(e.remote)
-                .or_default()
-                .entry(e.state)
-                .or_insert(0) += 1;
-        }
-    }
-
-    /// The result: states, the top remotes, and the sockets not found.
-    pub fn finish(self) -> TcpSockets {
-        let mut top: Vec<RemoteEndpoint> = self
-            .remotes
+        let mut top: Vec<RemoteEndpoint> = remotes
             .into_iter()
             .map(|(addr, by_state)| RemoteEndpoint {
                 endpoint: addr.to_string(),
@@ -201,10 +205,10 @@ impl<'a> TcpTally<'a> {
         });
         top.truncate(TOP_REMOTES);
         TcpSockets {
-            by_state: self.by_state,
-            time_wait_in_namespace: self.time_wait,
+            by_state,
+            time_wait_in_namespace: time_wait,
             top_remotes: top,
-            other_sockets: (self.inodes.len() - self.matched.len()) as u64,
+            other_sockets: (inodes.len() - matched.len()) as u64,
         }
     }
 }
@@ -263,18 +267,6 @@ fn parse_addr(text: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// The TCP sockets of the process at `proc_dir` whose socket inodes are `inodes`.
-pub fn tcp_sockets(proc_dir: &Path, inodes: &HashSet<u64>) -> TcpSockets {
-    let mut tally = TcpTally::new(inodes);
-    for table in ["net/tcp", "net/tcp6"] {
-        if let Ok(f) = std::fs::File::open(proc_dir.join(table)) {
-            let lines = std::io::BufReader::new(f).lines().map_while(Result::ok);
-            tally.add_table(lines);
-        }
-    }
-    tally.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,10 +286,10 @@ garbage line";
     #[test]
     fn joins_the_tables_with_the_process_inodes() {
         let inodes: HashSet<u64> = [100, 101, 102, 103, 104, 555].into_iter().collect();
-        let mut t = TcpTally::new(&inodes);
-        t.add_table(V4.lines());
-        t.add_table(V6.lines());
-        let s = t.finish();
+        let mut t = TcpTable::default();
+        t.add_lines(V4.lines());
+        t.add_lines(V6.lines());
+        let s = t.sockets_of(&inodes);
         assert_eq!(s.by_state[&TcpState::Listen], 1);
         assert_eq!(s.by_state[&TcpState::Established], 2);
         assert_eq!(s.by_state[&TcpState::CloseWait], 2);
