@@ -267,6 +267,10 @@ fn run_sidecar(path: PathBuf, log_format: Option<LogFormat>) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(e) = config.check_runnable() {
+        eprintln!("error: {e}");
+        return verify::EXIT_USAGE;
+    }
     runtime.block_on(async move {
         let listeners = match egress_sentinel::sidecar::Listeners::bind(&config.listen).await {
             Ok(l) => l,

@@ -36,6 +36,8 @@ pub const PROXY_CONNECT_STATUS: &str = "egress_proxy_connect_status";
 pub const ROUTE_HEALTHY: &str = "egress_route_healthy";
 /// `egress_route_active{target,route}`: 1 for the route traffic uses now.
 pub const ROUTE_ACTIVE: &str = "egress_route_active";
+/// `egress_route_degraded{target,route}`: 1 while N of the last M attempts failed.
+pub const ROUTE_DEGRADED: &str = "egress_route_degraded";
 /// `egress_failovers_total{target,from,to}`.
 pub const FAILOVERS: &str = "egress_failovers_total";
 /// `egress_cert_not_after_timestamp_seconds{target,route,source}`, source ∈
@@ -97,6 +99,10 @@ const HELP: &[(&str, &str)] = &[
     (
         ROUTE_ACTIVE,
         "1 for the route the target's traffic uses now.",
+    ),
+    (
+        ROUTE_DEGRADED,
+        "1 while too many of the route's latest attempts failed ([probe] degraded_failures of degraded_window): a partial failure.",
     ),
     (FAILOVERS, "Changes of a target's active route."),
     (
@@ -411,6 +417,12 @@ impl Metrics {
         let tr = [("target", target), ("route", route)];
         self.gauge(ROUTE_HEALTHY, &tr, if healthy { 1.0 } else { 0.0 });
         self.gauge(ROUTE_ACTIVE, &tr, if active { 1.0 } else { 0.0 });
+    }
+
+    /// Sets whether the route is degraded.
+    pub fn route_degraded(&self, target: &str, route: &str, degraded: bool) {
+        let tr = [("target", target), ("route", route)];
+        self.gauge(ROUTE_DEGRADED, &tr, if degraded { 1.0 } else { 0.0 });
     }
 
     /// Counts a change of a target's active route.

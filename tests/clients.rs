@@ -160,12 +160,13 @@ async fn plain_http_goes_through_squid_in_absolute_form_despite_its_ssl_ports_ru
     .await;
     assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
     assert!(reply.ends_with("plain"), "{reply}");
-    let log = squid.access_log();
-    // (Squid logs the query as `?`: strip_query_terms.)
-    assert!(
-        log.contains(&format!("GET http://plain.test:{port}/x?")),
-        "squid saw the absolute-form request: {log}"
-    );
+    // Squid writes its access log a moment later; it logs the query as `?`.
+    let wanted = format!("GET http://plain.test:{port}/x?");
+    let log = eventually(Duration::from_secs(5), "squid's log line", || async {
+        let log = squid.access_log();
+        log.contains(&wanted).then_some(log)
+    })
+    .await;
     assert!(!log.contains("CONNECT plain.test"), "no CONNECT: {log}");
     let m = sidecar.metrics_text().await;
     assert_eq!(
@@ -431,5 +432,136 @@ async fn openssl_s_client_tunnels_through_the_sidecar() {
         up.requests().iter().any(|r| r.path == "/from-openssl"),
         "the upstream saw the request"
     );
+    sidecar.stop().await;
+}
+
+/// curl with `-x` (as `https_proxy`/`http_proxy` set it), both an HTTPS
+/// tunnel and a plain request; and Java's `HttpClient`, which ignores
+/// `HTTPS_PROXY` and takes the JDK's `https.proxyHost`/`https.proxyPort`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_and_java_httpclient_use_the_sidecar() {
+    let up = Opts::new("push.test").h1_only().start().await;
+    let origin = origin().await;
+    let ws = Workspace::new();
+    let text = format!(
+        r#"
+[resolve]
+"push.test" = "127.0.0.1"
+"plain.test" = "127.0.0.1"
+
+[[target]]
+name = "apns"
+url = "https://push.test:{push}/"
+routes = ["direct"]
+allow_addresses = ["127.0.0.1/32"]
+ca_file = "ca.pem"
+
+[[target]]
+name = "plain"
+url = "http://plain.test:{plain}/"
+routes = ["direct"]
+allow_addresses = ["127.0.0.1/32"]
+
+[forward]
+default = "deny"
+"#,
+        push = up.port(),
+        plain = origin.port
+    );
+    let sidecar = Running::start(ws.config(&text)).await;
+    let proxy = format!("http://{}", sidecar.proxy);
+    let curl = |url: String| {
+        let proxy = proxy.clone();
+        let ca = ws.path("ca.pem");
+        async move {
+            let out = tokio::process::Command::new("curl")
+                .args([
+                    "-sS",
+                    "--max-time",
+                    "10",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-x",
+                ])
+                .arg(&proxy)
+                .arg("--cacert")
+                .arg(ca)
+                .arg(url)
+                .output()
+                .await
+                .expect("curl");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    assert_eq!(
+        curl(format!("https://push.test:{}/from-curl", up.port())).await,
+        "200"
+    );
+    assert_eq!(
+        curl(format!("http://plain.test:{}/from-curl", origin.port)).await,
+        "200"
+    );
+    assert!(up.requests().iter().any(|r| r.path == "/from-curl"));
+    assert!(
+        origin
+            .seen()
+            .iter()
+            .any(|h| h.starts_with("GET /from-curl"))
+    );
+
+    let java = ws.write(
+        "Probe.java",
+        r#"
+import java.io.FileInputStream;
+import java.io.InputStream;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.security.KeyStore;
+import java.security.cert.CertificateFactory;
+import javax.net.ssl.SSLContext;
+import javax.net.ssl.TrustManagerFactory;
+
+public class Probe {
+    public static void main(String[] args) throws Exception {
+        KeyStore ks = KeyStore.getInstance(KeyStore.getDefaultType());
+        ks.load(null);
+        try (InputStream in = new FileInputStream(args[0])) {
+            ks.setCertificateEntry("ca", CertificateFactory.getInstance("X.509").generateCertificate(in));
+        }
+        TrustManagerFactory tmf = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
+        tmf.init(ks);
+        SSLContext ctx = SSLContext.getInstance("TLS");
+        ctx.init(null, tmf.getTrustManagers(), null);
+        HttpClient client = HttpClient.newBuilder().sslContext(ctx).version(HttpClient.Version.HTTP_1_1).build();
+        HttpResponse<String> r = client.send(HttpRequest.newBuilder(URI.create(args[1])).build(), HttpResponse.BodyHandlers.ofString());
+        System.out.println("java " + r.statusCode());
+    }
+}
+"#,
+    );
+    let Ok(out) = tokio::process::Command::new("java")
+        .arg(format!("-Dhttps.proxyHost={}", sidecar.proxy.ip()))
+        .arg(format!("-Dhttps.proxyPort={}", sidecar.proxy.port()))
+        .arg(java)
+        .arg(ws.path("ca.pem"))
+        .arg(format!("https://push.test:{}/from-java", up.port()))
+        .output()
+        .await
+    else {
+        eprintln!("SKIPPED the Java part: no java on PATH");
+        sidecar.stop().await;
+        return;
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("java 200"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(up.requests().iter().any(|r| r.path == "/from-java"));
     sidecar.stop().await;
 }

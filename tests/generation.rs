@@ -142,22 +142,22 @@ allow_ports = [443, {closed}]
     let own = own.await.expect("own traffic");
     assert!(own.iter().all(|r| r == &Ok(200)), "{own:?}");
 
-    let log = squid.access_log();
-    let refused_at_squid = log
-        .lines()
-        .filter(|l| l.contains(&format!("CONNECT api.push.test:{closed}")))
-        .count();
+    // Squid writes its access log a moment later.
+    let count = |log: &str, what: &str, status: &str| {
+        log.lines()
+            .filter(|l| l.contains(what) && l.contains(status))
+            .count()
+    };
+    let storm_line = format!("CONNECT api.push.test:{closed}");
+    let own_line = format!("CONNECT push.test:{port}");
+    let log = eventually(Duration::from_secs(5), "squid's log lines", || async {
+        let log = squid.access_log();
+        (count(&log, &storm_line, "") >= 60 && count(&log, &own_line, "/200") >= 20).then_some(log)
+    })
+    .await;
     assert!(
-        refused_at_squid >= 60,
-        "every storm CONNECT reached Squid: {refused_at_squid}\n{log}"
-    );
-    let tunnelled = log
-        .lines()
-        .filter(|l| l.contains(&format!("CONNECT push.test:{port}")) && l.contains("/200"))
-        .count();
-    assert!(
-        tunnelled >= 20,
-        "the target's own traffic went through Squid"
+        count(&log, &storm_line, "/200") == 0,
+        "no storm CONNECT was tunnelled: {log}"
     );
     let m = sidecar.metrics_text().await;
     assert!(
@@ -508,5 +508,79 @@ routes = ["provider", "direct"]
     assert!(body.contains("apns/provider"), "{body}");
     let (code, _) = request(sidecar.metrics, "GET", "/readyz").await;
     assert_eq!(code, 200, "readiness does not depend on it");
+    sidecar.stop().await;
+}
+
+/// nginx worker exhaustion behind the proxy: every second CONNECT for the
+/// probe's authority gets a 500. Fall/rise never sees it (each failure is
+/// followed by a success); the degraded window does, within one window,
+/// the 500s are counted as `proxy_upstream_error`, and `egress_route_healthy`
+/// never flaps. When the failures stop, degraded clears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connect_in_two_failing_is_degraded_without_healthy_ever_flapping() {
+    let up = push_upstream(SocketAddr::from(([127, 0, 0, 1], 0))).await;
+    let authority = format!("push.test:{}", up.port());
+    let proxy = ScriptProxy::start(Mode::EverySecondFails(authority)).await;
+    let ws = Workspace::new();
+    let sidecar =
+        Running::start(ws.config(&support::scenario::config(&proxy.url(), up.port(), ""))).await;
+    eventually(Duration::from_secs(5), "first verdict", || async {
+        let m = sidecar.metrics_text().await;
+        (gauge(&m, "egress_route_healthy", "apns", "provider") == Some(1.0)).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    let healthy_seen = std::sync::Mutex::new(Vec::new());
+    let degraded_at = eventually(Duration::from_secs(10), "degraded", || async {
+        let text = sidecar.metrics_text().await;
+        healthy_seen.lock().expect("lock").push(gauge(
+            &text,
+            "egress_route_healthy",
+            "apns",
+            "provider",
+        ));
+        (gauge(&text, "egress_route_degraded", "apns", "provider") == Some(1.0))
+            .then_some(started.elapsed())
+    })
+    .await;
+    let healthy_seen = healthy_seen.into_inner().expect("lock");
+    // Within one window of probes (10, at the 100 ms unhealthy interval
+    // after the first failure, the 1 s interval before it).
+    assert!(degraded_at < Duration::from_secs(5), "{degraded_at:?}");
+    assert!(
+        healthy_seen.iter().all(|h| *h != Some(0.0)),
+        "fall/rise never flapped: {healthy_seen:?}"
+    );
+    let m = sidecar.metrics_text().await;
+    let failures = sample(
+        &m,
+        "egress_probe_failures_total",
+        &[
+            ("target", "apns"),
+            ("route", "provider"),
+            ("reason", "proxy_upstream_error"),
+        ],
+    )
+    .unwrap_or(0.0);
+    assert!(
+        failures >= 3.0,
+        "the 500s are proxy_upstream_error: {failures}"
+    );
+    let s = sidecar.status().await;
+    assert_eq!(s["targets"][0]["routes"][0]["degraded"], true, "{s:#}");
+    // push may go direct: while degraded, its traffic does.
+    assert_eq!(
+        gauge(&m, "egress_route_active", "apns", "direct"),
+        Some(1.0)
+    );
+
+    proxy.set_mode(Mode::Tunnel);
+    eventually(Duration::from_secs(10), "degraded clears", || async {
+        let m = sidecar.metrics_text().await;
+        (gauge(&m, "egress_route_degraded", "apns", "provider") == Some(0.0)
+            && gauge(&m, "egress_route_active", "apns", "provider") == Some(1.0))
+        .then_some(())
+    })
+    .await;
     sidecar.stop().await;
 }

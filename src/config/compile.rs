@@ -134,6 +134,14 @@ impl Compiler<'_> {
             )?,
         };
         let shutdown = self.shutdown(&raw)?;
+        // Last: every located mistake is reported before this one.
+        if targets.is_empty() {
+            return Err(self.loc.error(
+                None,
+                "target",
+                "no target: add at least one [[target]] (e.g. `name = \"apns\"`, `preset = \"apns\"`) — there is nothing to probe or route",
+            ));
+        }
         Ok(Config {
             file: self.loc.file.to_path_buf(),
             listen,
@@ -244,15 +252,38 @@ impl Compiler<'_> {
         Ok(ShutdownSettings { drain, deadline })
     }
 
+    /// A duration greater than zero and at most a day: intervals, timeouts,
+    /// holds and grace periods.
     pub(super) fn duration(
         &self,
         v: Option<&Spanned<String>>,
         key: &str,
     ) -> Result<Option<Duration>> {
+        self.duration_up_to(v, key, defaults::MAX_SETTING_DURATION)
+    }
+
+    /// A duration greater than zero and at most `max`.
+    pub(super) fn duration_up_to(
+        &self,
+        v: Option<&Spanned<String>>,
+        key: &str,
+        max: Duration,
+    ) -> Result<Option<Duration>> {
         let Some(v) = v else { return Ok(None) };
         let d = parse_duration(v.get_ref()).map_err(|m| self.err(v.span(), key, m))?;
         if d.is_zero() {
             return Err(self.err(v.span(), key, "must be greater than zero"));
+        }
+        if d > max {
+            return Err(self.err(
+                v.span(),
+                key,
+                format!(
+                    "`{}` is out of range: at most {}",
+                    v.get_ref(),
+                    super::duration::describe(max)
+                ),
+            ));
         }
         Ok(Some(d))
     }
@@ -269,11 +300,16 @@ impl Compiler<'_> {
             if text == "off" {
                 return Ok(None);
             }
-            text.parse::<SocketAddr>().map(Some).map_err(|_| {
+            // ":9464" means every interface, as in Go and Prometheus.
+            let full = match text.strip_prefix(':') {
+                Some(port) => format!("0.0.0.0:{port}"),
+                None => text.to_string(),
+            };
+            full.parse::<SocketAddr>().map(Some).map_err(|_| {
                 self.loc.error(
                     span,
                     key,
-                    format!("`{text}` is not a listen address: expected \"IP:port\" (e.g. \"127.0.0.1:3128\") or \"off\""),
+                    format!("`{text}` is not a listen address: expected \"IP:port\" (e.g. \"127.0.0.1:3128\"), \":port\" (every interface) or \"off\""),
                 )
             })
         };
@@ -308,6 +344,28 @@ impl Compiler<'_> {
             }
             None => defaults::PROBE_MAX_BODY,
         };
+        let degraded_window = count(
+            &p.degraded_window,
+            "probe.degraded_window",
+            defaults::PROBE_DEGRADED_WINDOW,
+        )?;
+        let degraded_failures = count(
+            &p.degraded_failures,
+            "probe.degraded_failures",
+            defaults::PROBE_DEGRADED_FAILURES,
+        )?;
+        if degraded_failures > degraded_window {
+            let span = p
+                .degraded_failures
+                .as_ref()
+                .or(p.degraded_window.as_ref())
+                .map(Spanned::span);
+            return Err(self.loc.error(
+                span,
+                "probe.degraded_failures",
+                format!("{degraded_failures} failures can never happen in a window of {degraded_window} attempts: make degraded_failures at most degraded_window"),
+            ));
+        }
         Ok(ProbeSettings {
             interval: self
                 .duration(p.interval.as_ref(), "probe.interval")?
@@ -327,6 +385,8 @@ impl Compiler<'_> {
             hold_down_max: self
                 .duration(p.hold_down_max.as_ref(), "probe.hold_down_max")?
                 .unwrap_or(defaults::PROBE_HOLD_DOWN_MAX),
+            degraded_window,
+            degraded_failures,
         })
     }
 

@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+/// The longest interval, timeout, hold or grace any key takes.
+pub const MAX_SETTING_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 /// `[listen] metrics`.
 pub const LISTEN_METRICS: &str = "0.0.0.0:9464";
 /// `[listen] admin`.
@@ -26,6 +29,11 @@ pub const PROBE_MAX_BODY: usize = 64 * 1024;
 pub const PROBE_HOLD_DOWN: Duration = Duration::from_secs(30);
 /// `[probe] hold_down_max`.
 pub const PROBE_HOLD_DOWN_MAX: Duration = Duration::from_secs(600);
+
+/// `[probe] degraded_window`: attempts the partial-failure judgement sees.
+pub const PROBE_DEGRADED_WINDOW: u32 = 10;
+/// `[probe] degraded_failures`: failures among them that make a route degraded.
+pub const PROBE_DEGRADED_FAILURES: u32 = 3;
 
 /// `[admin] verify_cooldown`.
 pub const ADMIN_VERIFY_COOLDOWN: Duration = Duration::from_secs(10);

@@ -96,6 +96,10 @@ pub struct ProbeSettings {
     pub hold_down: Duration,
     /// The longest hold, and the window in which downs count as flaps.
     pub hold_down_max: Duration,
+    /// How many of the latest attempts the degraded judgement looks at.
+    pub degraded_window: u32,
+    /// Failures among them that make a route degraded.
+    pub degraded_failures: u32,
 }
 
 /// `[run]`: the sidecar's lifecycle.
@@ -260,6 +264,9 @@ pub struct Target {
     pub hosts: Vec<HostPattern>,
     /// Ranges lifted from the address policy for this target.
     pub allow_addresses: Vec<Cidr>,
+    /// A degraded route loses this target's traffic (default: when the
+    /// target may go direct).
+    pub failover_on_degraded: bool,
     /// Expiry (Unix seconds) of the configured client certificate, when it
     /// could be read (the same as `client_cert`'s leaf).
     pub client_cert_not_after: Option<i64>,
@@ -319,9 +326,38 @@ pub struct ForwardSettings {
 impl Config {
     /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = crate::files::read_text(path, MAX_CONFIG_BYTES)
+        let bytes = crate::files::read_bytes(path, MAX_CONFIG_BYTES)
             .map_err(|e| ConfigError::whole_file(path, e))?;
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                // Locate the first byte that is not UTF-8 in the valid part.
+                let valid = e.utf8_error().valid_up_to();
+                let prefix = String::from_utf8_lossy(&e.as_bytes()[..valid]).into_owned();
+                let loc = error::Locator {
+                    file: path,
+                    text: &prefix,
+                };
+                return Err(loc.error(
+                    Some(valid..valid),
+                    "",
+                    "not UTF-8 text: a configuration is a TOML text file (is this the right file?)",
+                ));
+            }
+        };
         Self::parse(path, &text)
+    }
+
+    /// The checks `run` adds to `check-config`'s: something to serve on.
+    pub fn check_runnable(&self) -> Result<(), ConfigError> {
+        let l = &self.listen;
+        if l.metrics.is_none() && l.admin.is_none() && l.proxy.is_none() {
+            return Err(ConfigError::whole_file(
+                &self.file,
+                "[listen]: every listener is \"off\": `run` would serve nothing (no metrics, no admin, no forward proxy); turn one on, or use `verify` for one-off checks",
+            ));
+        }
+        Ok(())
     }
 
     /// Checks `text` as if read from `path` (relative file paths in it are

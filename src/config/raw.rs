@@ -77,6 +77,8 @@ pub(crate) struct RawProbe {
     pub max_body: Option<Spanned<u64>>,
     pub hold_down: Option<Spanned<String>>,
     pub hold_down_max: Option<Spanned<String>>,
+    pub degraded_window: Option<Spanned<u32>>,
+    pub degraded_failures: Option<Spanned<u32>>,
 }
 
 /// `[run]`.
@@ -161,6 +163,7 @@ pub(crate) struct RawTarget {
     pub http2: Option<Spanned<String>>,
     pub hosts: Option<Spanned<Vec<Spanned<String>>>>,
     pub allow_addresses: Option<Vec<Spanned<String>>>,
+    pub failover_on_degraded: Option<bool>,
 }
 
 /// An expected status: a code (`200`) or a range (`"200-399"`).

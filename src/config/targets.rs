@@ -223,6 +223,9 @@ impl Compiler<'_> {
             );
         }
         let route_prints: Vec<u64> = target_routes.iter().map(|r| r.fingerprint).collect();
+        let failover_on_degraded = t
+            .failover_on_degraded
+            .unwrap_or_else(|| target_routes.iter().any(|r| r.is_direct()));
         Ok(Target {
             fingerprint: self.fingerprint("target", i, &route_prints),
             name,
@@ -238,6 +241,7 @@ impl Compiler<'_> {
             tls,
             http2,
             hosts,
+            failover_on_degraded,
             allow_addresses,
             client_cert_not_after,
             client_cert,

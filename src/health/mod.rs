@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub use route::{HealthSettings, RouteHealth, Seen, Source};
+pub use route::{Changed, HealthSettings, RouteHealth, Seen, Source};
 
 use crate::probe::ProbeOutcome;
 use crate::reason::FailureReason;
@@ -70,6 +70,8 @@ pub struct TargetSpec {
     pub routes: Vec<(String, bool)>,
     /// Where its probe goes: traffic there speaks for the route as a probe does.
     pub probe: HostPort,
+    /// A degraded route loses traffic (and is held when it clears).
+    pub failover_on_degraded: bool,
 }
 
 /// What one app connection learned about a route, up to its tunnel.
@@ -123,6 +125,24 @@ pub enum Event {
         /// True when no route is eligible (traffic stays on the preferred one).
         down: bool,
     },
+    /// Too many of a route's latest attempts failed (or, cleared, few enough
+    /// do again): a partial failure that fall/rise does not see.
+    Degraded {
+        /// Target.
+        target: String,
+        /// Route.
+        route: String,
+        /// The new state.
+        degraded: bool,
+        /// Failures among the latest attempts.
+        failures: u32,
+        /// How many attempts the window holds.
+        window: u32,
+        /// True when it is the target's preferred (first) route.
+        preferred: bool,
+        /// For a route turning degraded: its latest failure.
+        cause: Option<Seen>,
+    },
     /// App traffic failed on a route in a way that does not count for its
     /// health: probe the route now to find out whether the route is at fault.
     ProbeWanted {
@@ -146,6 +166,8 @@ pub struct TargetHealth {
     pub force: Force,
     /// Where the target's probe goes.
     pub probe: HostPort,
+    /// A degraded route loses traffic.
+    pub failover_on_degraded: bool,
 }
 
 impl TargetHealth {
@@ -160,6 +182,7 @@ impl TargetHealth {
             down: false,
             force: Force::Auto,
             probe: spec.probe.clone(),
+            failover_on_degraded: spec.failover_on_degraded,
         }
     }
 
@@ -188,7 +211,7 @@ impl TargetHealth {
         let eligible = self
             .routes
             .iter()
-            .position(|r| self.allowed(r) && r.eligible(now));
+            .position(|r| self.allowed(r) && r.eligible_for(now, self.failover_on_degraded));
         let fallback = self
             .routes
             .iter()
@@ -318,8 +341,23 @@ impl RouteTable {
                 }
             }
         };
+        let moves = t.failover_on_degraded;
         let route = &mut t.routes[index];
-        if let Some(healthy) = route.observe(seen, now, &settings) {
+        let failed = !seen.ok();
+        let last = seen.clone();
+        let changed = route.observe(seen, now, &settings, moves);
+        if let Some(degraded) = changed.degraded {
+            events.push(Event::Degraded {
+                target: target.clone(),
+                route: route.route.clone(),
+                degraded,
+                failures: route.recent_failures(),
+                window: settings.degraded_window,
+                preferred: index == 0,
+                cause: (degraded && failed).then_some(last),
+            });
+        }
+        if let Some(healthy) = changed.healthy {
             events.push(Event::RouteHealth {
                 target: target.clone(),
                 route: route.route.clone(),

@@ -85,6 +85,8 @@ fn settings(config: &Config) -> HealthSettings {
         rise: config.probe.rise,
         hold_down: config.probe.hold_down,
         hold_down_max: config.probe.hold_down_max,
+        degraded_window: config.probe.degraded_window,
+        degraded_failures: config.probe.degraded_failures,
     }
 }
 
@@ -100,6 +102,7 @@ fn specs(config: &Config) -> Vec<TargetSpec> {
                 .map(|r| (r.name.clone(), r.is_direct()))
                 .collect(),
             probe: HostPort::new(&t.endpoint.host, t.endpoint.port),
+            failover_on_degraded: t.failover_on_degraded,
         })
         .collect()
 }
@@ -308,6 +311,22 @@ impl Runtime {
                     to,
                     down,
                 } => self.failover(target, from, to, *down),
+                Event::Degraded {
+                    target,
+                    route,
+                    degraded,
+                    failures,
+                    window,
+                    preferred,
+                    cause,
+                } => self.degraded(
+                    target,
+                    route,
+                    *degraded,
+                    (*failures, *window),
+                    *preferred,
+                    cause.as_ref(),
+                ),
                 Event::ProbeWanted { target, route } => {
                     if let Some(p) = lock(&self.pairs).get(&(target.clone(), route.clone())) {
                         p.wake.notify_one();
@@ -348,6 +367,48 @@ impl Runtime {
             None => tracing::info!(target_name = %target, route = %route, "route healthy"),
         }
         if preferred {
+            if let Some(Change::Closed(w)) =
+                self.with_incidents(|log| log.close_target(target, wall))
+            {
+                tracing::info!(incident = w.id, "{}", w.render());
+            }
+        }
+    }
+
+    /// A partial failure: logged, exported, and (on the preferred route) an
+    /// incident window, like a route going down.
+    fn degraded(
+        &self,
+        target: &str,
+        route: &str,
+        degraded: bool,
+        (failures, window): (u32, u32),
+        preferred: bool,
+        cause: Option<&crate::health::Seen>,
+    ) {
+        self.metrics.route_degraded(target, route, degraded);
+        let wall = SystemTime::now();
+        if degraded {
+            let (reason, detail) = cause.map_or((FailureReason::Io, String::new()), |c| {
+                (c.reason, c.detail.clone())
+            });
+            tracing::warn!(target_name = %target, route = %route, failures, window, reason = %reason, detail = %detail, "route degraded: {failures} of the last {window} attempts failed");
+            if preferred {
+                let change = self
+                    .with_incidents(|log| log.open_target(target, route, reason, &detail, wall));
+                if let Change::Opened(w) = change {
+                    tracing::warn!(incident = w.id, "{}", w.render());
+                }
+            }
+            return;
+        }
+        tracing::info!(target_name = %target, route = %route, failures, window, "route no longer degraded");
+        let healthy = lock(&self.table)
+            .targets
+            .get(target)
+            .and_then(|t| t.route(route))
+            .is_some_and(|r| r.healthy != Some(false));
+        if preferred && healthy {
             if let Some(Change::Closed(w)) =
                 self.with_incidents(|log| log.close_target(target, wall))
             {
@@ -411,6 +472,7 @@ impl Runtime {
             for (i, r) in t.routes.iter().enumerate() {
                 self.metrics
                     .route_state(target, &r.route, r.healthy == Some(true), i == t.active);
+                self.metrics.route_degraded(target, &r.route, r.degraded);
             }
         }
     }
