@@ -277,6 +277,19 @@ async fn verify_warns_inside_warn_before_and_fails_inside_fail_before_pem_and_pk
         ),
         "{stderr}"
     );
+    // Thresholds up to three years are accepted; more is a mistake.
+    ws.write(
+        "config.toml",
+        &direct_target(up.port(), "warn_before = \"1095d\""),
+    );
+    assert_eq!(verify(&ws, &[]).await.0, Some(0));
+    ws.write(
+        "config.toml",
+        &direct_target(up.port(), "warn_before = \"4000d\""),
+    );
+    let (status, _, stderr) = verify(&ws, &[]).await;
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(stderr.contains("key `target[0].warn_before`"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,9 @@ use crate::dial::identity::{ClientCert, IdentityFiles};
 use crate::dial::tls::{self, TlsClient, TrustExpectation};
 use crate::policy::Cidr;
 
+/// The longest `warn_before`/`fail_before`: certificates live a year or two.
+const MAX_CERT_THRESHOLD: Duration = Duration::from_secs(3 * 365 * 86_400);
+
 /// How close to expiry a certificate must be to warn, and to fail `verify`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CertThresholds {
@@ -269,10 +272,14 @@ impl Compiler<'_> {
         };
         let mut out = defaults;
         if let Some((v, key)) = &warn {
-            out.warn_before = self.duration(Some(v), key)?.unwrap_or(defaults.warn_before);
+            out.warn_before = self
+                .duration_up_to(Some(v), key, MAX_CERT_THRESHOLD)?
+                .unwrap_or(defaults.warn_before);
         }
         if let Some((v, key)) = &fail {
-            out.fail_before = self.duration(Some(v), key)?.unwrap_or(defaults.fail_before);
+            out.fail_before = self
+                .duration_up_to(Some(v), key, MAX_CERT_THRESHOLD)?
+                .unwrap_or(defaults.fail_before);
         }
         if out.fail_before > out.warn_before {
             // Point at what was written: fail_before if set, else warn_before.
