@@ -27,6 +27,8 @@
 //! - [`health`]: the route table (pure): fall/rise, hold-down, active
 //!   routes, fed typed observations from probes and app traffic.
 //! - [`incidents`]: incident windows, merged by cause, persisted in `state_dir`.
+//! - [`compliance`]: the trail of direct connections (and the optional
+//!   access log) in `state_dir`, and the operational log's summary of them.
 //! - [`telemetry`]: every metric name, and the per-instance recorder.
 //! - [`watch`]: file-descriptor usage by kind.
 //! - [`sidecar`]: `run` — the runtime that wires the parts: scheduler,
@@ -45,6 +47,7 @@
 #![warn(missing_docs)]
 
 pub mod accept;
+pub mod compliance;
 pub mod config;
 pub mod demo;
 pub mod destination;

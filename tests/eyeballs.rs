@@ -82,10 +82,19 @@ async fn a_dead_first_proxy_address_costs_one_attempt_delay_and_the_report_names
         "the report does not name the address that answered: {}",
         o.detail
     );
+    // The probe's CONNECT, and the per-address check's through the live
+    // node (the dead one never accepts anything).
     assert_eq!(
         proxy.received().len(),
-        1,
-        "one CONNECT, through the live address"
+        2,
+        "the probe and the live address's check"
+    );
+    assert!(
+        o.proxy_addresses
+            .iter()
+            .any(|c| c.address == dead.addr && !c.up),
+        "the check names the dead node: {:?}",
+        o.proxy_addresses
     );
 }
 

@@ -584,3 +584,86 @@ async fn one_connect_in_two_failing_is_degraded_without_healthy_ever_flapping() 
     .await;
     sidecar.stop().await;
 }
+
+/// One bad node behind the proxy's name: `proxy.test` has two addresses,
+/// 127.0.0.4 a blackhole (never answers) listed first, 127.0.0.1 the proxy.
+/// The route is degraded, not down; the bad address is named in the metric
+/// and the report; app traffic goes through the good node with no failed
+/// request, and once a probe has named the bad node, without waiting on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_dead_node_behind_the_proxy_name_degrades_the_route_and_traffic_avoids_it() {
+    let up = push_upstream(SocketAddr::from(([127, 0, 0, 1], 0))).await;
+    let proxy = ScriptProxy::start(Mode::Tunnel).await;
+    let port = proxy.addr.port();
+    let _dead = support::blackhole::Blackhole::bind(SocketAddr::from(([127, 0, 0, 4], port))).await;
+    let ws = Workspace::new();
+    let text = support::scenario::config(&format!("http://proxy.test:{port}"), up.port(), "")
+        .replace(
+            "[resolve]\n",
+            "[resolve]\n\"proxy.test\" = [\"127.0.0.4\", \"127.0.0.1\"]\n",
+        )
+        .replace("connect_timeout = \"300ms\"", "connect_timeout = \"1s\"");
+    let sidecar = Running::start(ws.config(&text)).await;
+    let good = format!("127.0.0.1:{port}");
+    let bad = format!("127.0.0.4:{port}");
+    let up_gauge = |m: &str, address: &str| {
+        sample(
+            m,
+            "egress_proxy_address_up",
+            &[("route", "provider"), ("address", address)],
+        )
+    };
+    eventually(Duration::from_secs(10), "the bad node named", || async {
+        let m = sidecar.metrics_text().await;
+        (up_gauge(&m, &bad) == Some(0.0) && up_gauge(&m, &good) == Some(1.0)).then_some(())
+    })
+    .await;
+    let m = sidecar.metrics_text().await;
+    assert_eq!(
+        gauge(&m, "egress_route_degraded", "apns", "provider"),
+        Some(1.0)
+    );
+    assert_eq!(
+        gauge(&m, "egress_route_healthy", "apns", "provider"),
+        Some(1.0),
+        "not down"
+    );
+    assert_eq!(
+        gauge(&m, "egress_route_active", "apns", "provider"),
+        Some(1.0)
+    );
+    let s = sidecar.status().await;
+    let route = &s["targets"][0]["routes"][0];
+    assert!(
+        route["addresses_down"].to_string().contains(&bad),
+        "{route:#}"
+    );
+    assert!(
+        route["last_probe"]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("{bad} DOWN")),
+        "{route:#}"
+    );
+    // The app: every request succeeds through the good node, promptly.
+    for _ in 0..10 {
+        let started = Instant::now();
+        assert_eq!(
+            get_via(sidecar.proxy, "push.test", up.port()).await,
+            Ok(200)
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(240),
+            "the known-dead node is tried last, not first: {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(
+        proxy
+            .received()
+            .iter()
+            .any(|r| r.authority == format!("push.test:{}", up.port())),
+        "through the good node"
+    );
+    sidecar.stop().await;
+}

@@ -29,7 +29,7 @@ use crate::secret::Secret;
 const MAX_SECRET_FILE: u64 = 256 * 1024;
 
 /// Label values (route and target names) are kept short and plain.
-const MAX_NAME_LEN: usize = 64;
+pub(super) const MAX_NAME_LEN: usize = 64;
 
 pub(super) type Result<T> = std::result::Result<T, ConfigError>;
 
@@ -106,13 +106,21 @@ impl Compiler<'_> {
         for (i, t) in raw.targets.iter().enumerate() {
             let target = self.target(i, t, &raw.tls, &base_roots, &routes, &probe)?;
             if targets.iter().any(|o| o.name == target.name) {
-                return Err(self.err(
-                    t.name.span(),
-                    &format!("target[{i}].name"),
+                let msg = if t.name.is_some() {
                     format!(
                         "a target named \"{}\" is already defined; names must be unique",
                         target.name
-                    ),
+                    )
+                } else {
+                    format!(
+                        "this target has no name and would be called \"{}\" (after its preset or URL host), like an earlier one: give it a `name`",
+                        target.name
+                    )
+                };
+                return Err(self.err(
+                    super::targets::span_of(t),
+                    &format!("target[{i}].name"),
+                    msg,
                 ));
             }
             targets.push(Arc::new(target));
@@ -737,7 +745,33 @@ impl Compiler<'_> {
             }
             None => defaults::FORWARD_MAX_CONNECTIONS,
         };
+        let trail_max_bytes = match &f.trail_max_bytes {
+            Some(m) if (4096..=1024 * 1024 * 1024).contains(m.get_ref()) => *m.get_ref(),
+            Some(m) => {
+                return Err(self.err(
+                    m.span(),
+                    "forward.trail_max_bytes",
+                    "must be between 4096 and 1073741824 (1 GiB) bytes",
+                ));
+            }
+            None => defaults::FORWARD_TRAIL_MAX_BYTES,
+        };
+        let trail_keep = match &f.trail_keep {
+            Some(k) if *k.get_ref() <= 100 => *k.get_ref(),
+            Some(k) => {
+                return Err(self.err(
+                    k.span(),
+                    "forward.trail_keep",
+                    "must be between 0 and 100 rotated files",
+                ));
+            }
+            None => defaults::FORWARD_TRAIL_KEEP,
+        };
         Ok(ForwardSettings {
+            trail: f.trail.unwrap_or(defaults::FORWARD_TRAIL),
+            access_log: f.access_log.unwrap_or(defaults::FORWARD_ACCESS_LOG),
+            trail_max_bytes,
+            trail_keep,
             default,
             default_routes,
             allow_ports,

@@ -48,6 +48,14 @@ pub const FORWARD_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const FORWARD_MAX_CONNECTIONS: u32 = 1024;
 /// `[forward] failback_grace`.
 pub const FORWARD_FAILBACK_GRACE: Duration = Duration::from_secs(30);
+/// `[forward] trail`: the compliance trail of direct connections in `state_dir`.
+pub const FORWARD_TRAIL: bool = true;
+/// `[forward] access_log`: every app connection in `state_dir/access.jsonl`.
+pub const FORWARD_ACCESS_LOG: bool = false;
+/// `[forward] trail_max_bytes`: a trail file is rotated before this size.
+pub const FORWARD_TRAIL_MAX_BYTES: u64 = 8 * 1024 * 1024;
+/// `[forward] trail_keep`: rotated trail files kept (`.1` … `.N`).
+pub const FORWARD_TRAIL_KEEP: u32 = 3;
 
 /// `[shutdown] drain`: `/readyz` says 503 while listeners keep serving.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);

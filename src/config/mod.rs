@@ -234,7 +234,9 @@ impl HostPattern {
 }
 
 /// Something the app depends on: probed on each of its routes.
-#[derive(Debug)]
+///
+/// Its `Debug` shows header names but never their values, and the body's
+/// length but never its bytes: probes carry API keys and tokens there.
 pub struct Target {
     /// The target's name (a metric label).
     pub name: String,
@@ -280,6 +282,34 @@ pub struct Target {
     pub fingerprint: u64,
 }
 
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<String> = self
+            .headers
+            .iter()
+            .map(|(n, _)| format!("{n}: <redacted>"))
+            .collect();
+        let routes: Vec<&str> = self.routes.iter().map(|r| r.name.as_str()).collect();
+        f.debug_struct("Target")
+            .field("name", &self.name)
+            .field("preset", &self.preset)
+            .field("url", &self.endpoint.url())
+            .field("method", &self.method)
+            .field("headers", &headers)
+            .field(
+                "body",
+                &format_args!("<{} bytes redacted>", self.body.len()),
+            )
+            .field("expect_status", &self.expect_status.describe())
+            .field("routes", &routes)
+            .field("timeout", &self.timeout)
+            .field("http2", &self.http2)
+            .field("hosts", &self.hosts)
+            .field("allow_addresses", &self.allow_addresses)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Target {
     /// True when the app destination `host:port` belongs to this target.
     pub fn matches_destination(&self, host: &str, port: u16) -> bool {
@@ -321,6 +351,15 @@ pub struct ForwardSettings {
     /// After fail-back to a proxy route, direct tunnels are closed this
     /// long later (`None`: kept until they end).
     pub failback_grace: Option<Duration>,
+    /// The compliance trail of direct connections is written to
+    /// `state_dir` (on by default; nothing is written without a `state_dir`).
+    pub trail: bool,
+    /// Every app connection is also written to `state_dir/access.jsonl`.
+    pub access_log: bool,
+    /// A trail or access-log file is rotated before it passes this size.
+    pub trail_max_bytes: u64,
+    /// Rotated trail and access-log files kept.
+    pub trail_keep: u32,
 }
 
 impl Config {

@@ -139,7 +139,8 @@ pub(crate) struct RawRoute {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTarget {
-    pub name: Spanned<String>,
+    /// Optional: an unnamed target is named after its preset, else its URL's host.
+    pub name: Option<Spanned<String>>,
     pub preset: Option<Spanned<String>>,
     pub url: Option<Spanned<String>>,
     pub method: Option<Spanned<String>>,
@@ -185,4 +186,12 @@ pub(crate) struct RawForward {
     pub header_timeout: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<u32>>,
     pub failback_grace: Option<Spanned<String>>,
+    /// The compliance trail in `state_dir` (default true).
+    pub trail: Option<bool>,
+    /// Every app connection to `state_dir/access.jsonl` too (default false).
+    pub access_log: Option<bool>,
+    /// Rotation size of the trail files, bytes.
+    pub trail_max_bytes: Option<Spanned<u64>>,
+    /// Rotated trail files kept.
+    pub trail_keep: Option<Spanned<u32>>,
 }

@@ -97,7 +97,7 @@ impl Compiler<'_> {
         probe: &ProbeSettings,
     ) -> Result<Target> {
         let key = |k: &str| format!("target[{i}].{k}");
-        let name = self.name(&t.name, &key("name"))?;
+        let at = span_of(t);
         let preset = match &t.preset {
             Some(p) => Some(presets::find(p.get_ref()).ok_or_else(|| {
                 self.err(
@@ -114,14 +114,18 @@ impl Compiler<'_> {
         };
         let endpoint = match (&t.url, preset) {
             (Some(u), _) => self.endpoint(u.get_ref(), u.span(), &key("url"))?,
-            (None, Some(p)) => self.endpoint(p.url, t.name.span(), &key("preset"))?,
+            (None, Some(p)) => self.endpoint(p.url, at.clone(), &key("preset"))?,
             (None, None) => {
                 return Err(self.err(
-                    t.name.span(),
+                    at.clone(),
                     &key("url"),
                     "a target needs a url (or a preset)",
                 ));
             }
+        };
+        let name = match &t.name {
+            Some(n) => self.name(n, &key("name"))?,
+            None => derived_name(preset.map(|p| p.name), &endpoint.host),
         };
         let method = match (&t.method, preset) {
             (Some(m), _) => Method::from_bytes(m.get_ref().as_bytes()).map_err(|_| {
@@ -185,7 +189,7 @@ impl Compiler<'_> {
             (None, None, None) => None,
         };
         let target_routes =
-            self.route_list(t.routes.as_ref(), routes, &key("routes"), t.name.span())?;
+            self.route_list(t.routes.as_ref(), routes, &key("routes"), at.clone())?;
         let timeout = self
             .duration(t.timeout.as_ref(), &key("timeout"))?
             .unwrap_or(probe.timeout);
@@ -285,7 +289,7 @@ impl Compiler<'_> {
             // Point at what was written: fail_before if set, else warn_before.
             let (span, key) = match (&fail, &warn) {
                 (Some((v, key)), _) | (None, Some((v, key))) => (v.span(), key.clone()),
-                (None, None) => (t.name.span(), own("fail_before")),
+                (None, None) => (span_of(t), own("fail_before")),
             };
             return Err(self.err(
                 span,
@@ -482,4 +486,31 @@ impl Compiler<'_> {
         }
         Ok(HostPattern(text))
     }
+}
+
+/// Where a target's errors point when no single key is at fault: its
+/// name, else its preset, else its URL.
+pub(super) fn span_of(t: &RawTarget) -> Range<usize> {
+    t.name
+        .as_ref()
+        .or(t.preset.as_ref())
+        .or(t.url.as_ref())
+        .map_or(0..0, Spanned::span)
+}
+
+/// The name of a target written without one: its preset's (`apns`), else
+/// its URL's host (`api.sms.example`), kept to the characters and length a
+/// name allows.
+fn derived_name(preset: Option<&str>, host: &str) -> String {
+    let base = preset.unwrap_or(host);
+    base.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(super::compile::MAX_NAME_LEN)
+        .collect()
 }

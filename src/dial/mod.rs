@@ -9,6 +9,7 @@
 //! check every address, dial exactly a checked address.
 //! Never retries on another route: choosing routes is the caller's job.
 
+pub mod addresses;
 pub mod classify;
 pub mod connect;
 pub mod eyeballs;
@@ -21,6 +22,7 @@ pub mod tls;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -281,6 +283,30 @@ impl DialError {
     }
 }
 
+/// Runs the futures at once; their outputs in order.
+async fn join_all<F: Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<Pin<Box<F>>> = futs.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in pinned.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
 /// `1.2s`, `350ms`, `12.3ms` for messages and tables.
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
@@ -298,12 +324,17 @@ pub fn fmt_duration(d: Duration) -> String {
 pub struct Dialer {
     /// Our resolver (overrides first).
     resolver: Resolver,
+    /// Which proxy addresses failed their last check (shared by clones).
+    addresses: std::sync::Arc<addresses::AddressHealth>,
 }
 
 impl Dialer {
     /// A dialer resolving with `resolver`.
     pub fn new(resolver: Resolver) -> Self {
-        Self { resolver }
+        Self {
+            resolver,
+            addresses: Default::default(),
+        }
     }
 
     /// The resolver it dials with (the forward proxy's guard checks names
@@ -390,6 +421,72 @@ impl Dialer {
         }
     }
 
+    /// When `route` is a proxy whose name has several addresses: checks
+    /// each of the first [`addresses::MAX_CHECKED`] through the route's own
+    /// stages (TCP, TLS to an `https://` proxy, CONNECT to `dest`), at once,
+    /// within `deadline` and the route's `connect_timeout`. Empty for direct
+    /// routes and single-address proxies. App connections then try the
+    /// addresses that passed first.
+    pub async fn check_proxy_addresses(
+        &self,
+        route: &Route,
+        dest: Destination<'_>,
+        deadline: Instant,
+    ) -> Vec<addresses::AddressCheck> {
+        let RouteKind::Proxy(proxy) = &route.kind else {
+            return Vec::new();
+        };
+        let deadline = deadline.min(Instant::now() + route.connect_timeout);
+        let resolved =
+            tokio::time::timeout_at(deadline, self.resolver.resolve(&proxy.host, proxy.port)).await;
+        let Ok(Ok(addrs)) = resolved else {
+            return Vec::new();
+        };
+        if addrs.len() < 2 {
+            return Vec::new();
+        }
+        let target = authority(dest.host, dest.port);
+        let checks = addrs.iter().take(addresses::MAX_CHECKED).map(|addr| {
+            let target = target.clone();
+            async move {
+                let one = async {
+                    let tcp = tokio::net::TcpStream::connect(addr)
+                        .await
+                        .map_err(|e| format!("connect: {e}"))?;
+                    let stream: BoxStream = Box::new(tcp);
+                    let stream = match &proxy.tls {
+                        None => stream,
+                        Some(tls) => tls
+                            .handshake(stream, &proxy.host)
+                            .await
+                            .map(|(s, _)| s)
+                            .map_err(|f| format!("TLS: {}", f.error))?,
+                    };
+                    connect::exchange(stream, &target, proxy.authorization.as_ref())
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| match e {
+                            ConnectError::Refused(reply) => format!("CONNECT -> {reply}"),
+                            other => format!("CONNECT: {other}"),
+                        })
+                };
+                let (up, detail) = match tokio::time::timeout_at(deadline, one).await {
+                    Ok(Ok(())) => (true, "tunnel stands".to_string()),
+                    Ok(Err(e)) => (false, e),
+                    Err(_) => (false, "no answer in time".to_string()),
+                };
+                addresses::AddressCheck {
+                    address: *addr,
+                    up,
+                    detail,
+                }
+            }
+        });
+        let checks = join_all(checks).await;
+        self.addresses.record(&checks);
+        checks
+    }
+
     /// Resolve → TCP, Happy Eyeballs over the proxy's addresses (→ TLS for
     /// an `https://` proxy): a stream to the proxy, and the addresses tried.
     async fn reach_proxy(
@@ -416,6 +513,7 @@ impl Dialer {
             proxy: name.clone(),
             source,
         })?;
+        let addrs = self.addresses.prefer_working(addrs);
         let mut attempts = Attempts::default();
         let connected = timed(phases, Phase::Connect, deadline, async {
             let (tcp, peer) = eyeballs::connect(&addrs, ATTEMPT_DELAY, &mut attempts)

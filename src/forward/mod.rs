@@ -11,8 +11,9 @@
 //! each target's route choice, and a place to report what happened. It
 //! never decides health.
 //!
-//! Every connection that goes direct is logged with the reason the proxy
-//! route was not used, and counted.
+//! Every connection that goes direct is counted and written to the
+//! compliance trail with the reason the proxy route was not used; the
+//! operational log summarises them.
 
 mod plain;
 pub mod plan;
@@ -60,6 +61,8 @@ pub trait Routing: Send + Sync + 'static {
     fn why_not_proxy(&self, target: &str) -> String;
     /// The metrics registry.
     fn metrics(&self) -> &Metrics;
+    /// The compliance trail (and access log) tunnels are reported to.
+    fn trail(&self) -> &crate::compliance::Trail;
 }
 
 /// The most connections served at once: the configured cap, kept below what
@@ -141,6 +144,8 @@ struct Planned {
     host: String,
     port: u16,
     plan: Plan,
+    /// When the request was read: the tunnel's wait is measured from here.
+    received: Instant,
 }
 
 impl Planned {
@@ -200,7 +205,7 @@ impl Proxy {
         }
         let not_allowed_direct = req.plan.target.as_ref().is_some_and(|t| !t.allows_direct());
         let destination = req.destination();
-        tracing::error!(target_name = %req.plan.label, destination = %destination, routes = tried.len(), "every allowed route failed");
+        tracing::error!(target = %req.plan.label, destination = %destination, routes = tried.len(), "every allowed route failed");
         reply::all_failed(&mut app, &destination, &tried, not_allowed_direct).await;
     }
 
@@ -256,6 +261,7 @@ impl Proxy {
                 host,
                 port,
                 plan,
+                received: Instant::now(),
             }),
             Err(plan::Refused { label, why }) => {
                 let destination = authority(&host, port);
@@ -305,7 +311,7 @@ impl Proxy {
             Err(e) => e,
         };
         let (reason, detail) = (e.reason(), e.to_string());
-        tracing::warn!(target_name = %req.plan.label, route = %route.name, destination = %req.destination(), reason = %reason, detail = %detail, "app connection failed on route");
+        tracing::warn!(target = %req.plan.label, route = %route.name, destination = %req.destination(), reason = %reason, detail = %detail, "app connection failed on route");
         self.routing
             .metrics()
             .forward_connection(&req.plan.label, &route.name, "failed");
@@ -334,24 +340,43 @@ impl Proxy {
             (Some(t), true) => Some(self.direct.enter(&t.name)),
             _ => None,
         };
-        if route.is_direct() {
-            self.log_direct(&label, &destination, tried);
-        }
+        let why = route
+            .is_direct()
+            .then(|| self.log_direct(&label, &destination, tried));
         metrics.forward_connection(&label, &route.name, "ok");
+        metrics.forward_request_duration(&label, &route.name, req.received.elapsed());
+        let (opened, stood) = (std::time::SystemTime::now(), Instant::now());
+        let meter = metrics.forward_meter(&label, &route.name);
+        let upstream: BoxStream = Box::new(meter.wrap(tunnel.stream));
         let _guard = self.active.enter(metrics, &route.name);
         let settings = &generation.config.forward;
-        let relay = relay_tunnel(app, tunnel.stream, req.early, settings);
-        tokio::select! {
-            () = relay => {}
+        let relay = relay_tunnel(app, upstream, req.early, settings);
+        let end = tokio::select! {
+            () = relay => "closed",
             () = closed(&mut ticket) => {
-                tracing::info!(target_name = %label, destination = %destination, "direct tunnel closed: traffic is back on the proxy");
+                tracing::info!(target = %label, destination = %destination, "direct tunnel closed: traffic is back on the proxy");
                 metrics.forward_connection(&label, &route.name, "closed_on_failback");
+                "closed_on_failback"
             }
-        }
+        };
+        self.routing
+            .trail()
+            .closed(&crate::compliance::Connection::new(
+                opened,
+                &label,
+                &destination,
+                &route.name,
+                why,
+                meter.moved(),
+                stood.elapsed(),
+                end,
+            ));
     }
 
-    /// The compliance trail: why this connection bypassed the proxy.
-    fn log_direct(&self, target: &str, destination: &str, tried: &[Tried]) {
+    /// Why this connection bypassed the proxy, told to the trail's summary
+    /// (the operational log says the first at once, then once a minute);
+    /// the trail line itself is written when the tunnel ends.
+    fn log_direct(&self, target: &str, destination: &str, tried: &[Tried]) -> String {
         let why = if tried.is_empty() {
             self.routing.why_not_proxy(target)
         } else {
@@ -361,7 +386,8 @@ impl Proxy {
                 .collect::<Vec<_>>()
                 .join("; ")
         };
-        tracing::warn!(target_name = %target, destination = %destination, why = %why, "app connection went DIRECT, bypassing the proxy");
+        self.routing.trail().went_direct(target, destination, &why);
+        why
     }
 }
 

@@ -221,10 +221,10 @@ async fn one(
         }
         return all_failed(&authority(&host, port), &tried);
     };
-    if route.is_direct() {
-        proxy.log_direct(&plan.label, &authority(&host, port), &tried);
-    }
-    send(proxy, &plan, &route, path, req, &host, port, timeout).await
+    let why = route
+        .is_direct()
+        .then(|| proxy.log_direct(&plan.label, &authority(&host, port), &tried));
+    send(proxy, &plan, &route, path, req, &host, port, timeout, why).await
 }
 
 /// Sends the request on an open path; from here on nothing is retried.
@@ -238,8 +238,23 @@ async fn send(
     host: &str,
     port: u16,
     timeout: Duration,
+    why: Option<String>,
 ) -> Response<Body> {
     let metrics = proxy.routing.metrics();
+    // Bytes are counted as they move; the trail (and access log) line is
+    // written when the upstream connection ends, after the answer's body.
+    let meter = metrics.forward_meter(&plan.label, &route.name);
+    let stream = meter.wrap(path.stream);
+    let (routing, opened, stood) = (
+        proxy.routing.clone(),
+        std::time::SystemTime::now(),
+        Instant::now(),
+    );
+    let record = (
+        plan.label.clone(),
+        authority(host, port),
+        route.name.clone(),
+    );
     let absolute = path.proxy.is_some();
     let outbound = match outbound(req, absolute, path.proxy.as_ref()) {
         Ok(r) => r,
@@ -248,11 +263,22 @@ async fn send(
     let method = outbound.method().clone();
     let shown = format!("{method} http://{}", authority(host, port));
     let exchange = async {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(path.stream))
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(async move {
             let _ = conn.await;
+            let (label, destination, route) = record;
+            routing.trail().closed(&crate::compliance::Connection::new(
+                opened,
+                &label,
+                &destination,
+                &route,
+                why,
+                meter.moved(),
+                stood.elapsed(),
+                "closed",
+            ));
         });
         sender
             .send_request(outbound)
@@ -280,7 +306,7 @@ async fn send(
                 Ok(Err(e)) => format!("{shown} via {}: {what}: {e}", route.name),
                 _ => format!("{shown} via {}: {what}", route.name),
             };
-            tracing::warn!(target_name = %plan.label, route = %route.name, reason = %reason, detail = %detail, "plain http request failed after it was sent (not retried)");
+            tracing::warn!(target = %plan.label, route = %route.name, reason = %reason, detail = %detail, "plain http request failed after it was sent (not retried)");
             report(
                 proxy,
                 plan,

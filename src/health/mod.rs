@@ -143,6 +143,17 @@ pub enum Event {
         /// For a route turning degraded: its latest failure.
         cause: Option<Seen>,
     },
+    /// The set of a proxy's addresses that fail their check changed (one bad
+    /// node behind the proxy's name): the route is degraded while any does,
+    /// not down; app connections try the others first.
+    AddressesDown {
+        /// Target.
+        target: String,
+        /// Route.
+        route: String,
+        /// The failing addresses with what happened, empty when all work again.
+        down: Vec<String>,
+    },
     /// App traffic failed on a route in a way that does not count for its
     /// health: probe the route now to find out whether the route is at fault.
     ProbeWanted {
@@ -307,6 +318,29 @@ impl RouteTable {
                     detail: o.detail.clone(),
                     source: Source::Probe,
                 };
+                let down: Vec<String> = o
+                    .proxy_addresses
+                    .iter()
+                    .filter(|c| !c.up)
+                    .map(|c| format!("{} ({})", c.address, c.detail))
+                    .collect();
+                let before: Vec<&str> = t.routes[index]
+                    .addresses_down
+                    .iter()
+                    .map(|d| d.split(' ').next().unwrap_or(""))
+                    .collect();
+                let after: Vec<&str> = down
+                    .iter()
+                    .map(|d| d.split(' ').next().unwrap_or(""))
+                    .collect();
+                if before != after {
+                    events.push(Event::AddressesDown {
+                        target: target.clone(),
+                        route: route_name.clone(),
+                        down: down.clone(),
+                    });
+                }
+                t.routes[index].addresses_down = down;
                 t.routes[index].last_probe = Some(*o);
                 seen
             }

@@ -107,6 +107,9 @@ pub struct RouteHealth {
     pub recent: VecDeque<bool>,
     /// True while too many of the latest attempts failed.
     pub degraded: bool,
+    /// Addresses of the proxy's name that failed the last probe's check:
+    /// the route is degraded (not down) while any does.
+    pub addresses_down: Vec<String>,
 }
 
 impl RouteHealth {
@@ -126,7 +129,13 @@ impl RouteHealth {
             held_until: None,
             recent: VecDeque::new(),
             degraded: false,
+            addresses_down: Vec::new(),
         }
+    }
+
+    /// Degraded by its failure rate, or by some of its proxy's addresses.
+    pub fn degraded_any(&self) -> bool {
+        self.degraded || !self.addresses_down.is_empty()
     }
 
     /// Failures among the latest attempts.

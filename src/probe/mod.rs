@@ -54,15 +54,36 @@ impl Prober {
         let deadline = start + target.timeout;
         let mut phases = Phases::default();
         let mut seen = Seen::default();
-        let result = self
-            .stages(target, route, deadline, &mut phases, &mut seen)
-            .await;
+        let dest = Destination {
+            host: &target.endpoint.host,
+            port: target.endpoint.port,
+            allow: &target.allow_addresses,
+        };
+        // One bad node behind the proxy's name: each address on its own,
+        // alongside the probe proper.
+        // The probe's duration is the path's, not the checks' (a hung node
+        // is waited for until the route's connect_timeout).
+        let ((result, duration), proxy_addresses) = tokio::join!(
+            async {
+                let r = self
+                    .stages(target, route, deadline, &mut phases, &mut seen)
+                    .await;
+                (r, start.elapsed())
+            },
+            self.dialer.check_proxy_addresses(route, dest, deadline)
+        );
         let (ok, reason, mut detail, failed_phase) = match result {
             Ok(detail) => (true, FailureReason::Ok, detail, None),
             Err(f) => (false, f.reason, f.detail, Some(f.phase)),
         };
         if let Some(addresses) = &seen.addresses {
             detail.push_str(&format!("; addresses tried: {addresses}"));
+        }
+        if proxy_addresses.iter().any(|c| !c.up) {
+            detail.push_str(&format!(
+                "; proxy addresses: {}",
+                crate::dial::addresses::describe(&proxy_addresses)
+            ));
         }
         let mut outcome = ProbeOutcome {
             target: target.name.clone(),
@@ -76,12 +97,13 @@ impl Prober {
             http_status: seen.http_status,
             alpn: seen.alpn,
             phases,
-            duration: start.elapsed(),
+            duration,
             peer_cert: seen.peer_cert,
             anchor: None,
             expected_anchor: None,
             intercepted: None,
             started,
+            proxy_addresses,
         };
         outcome.set_trust(seen.trust);
         outcome

@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::dial::addresses::AddressCheck;
+
 use crate::dial::tls::{AnchorInfo, CertInfo, TrustVerdict};
 use crate::dial::{ConnectReply, Phases};
 use crate::reason::{FailureReason, Phase};
@@ -59,6 +61,10 @@ pub struct ProbeOutcome {
     /// When the probe started (Unix seconds).
     #[serde(rename = "started_at", serialize_with = "unix")]
     pub started: SystemTime,
+    /// Each address of a proxy's name, checked on its own (empty for direct
+    /// routes and single-address proxies).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub proxy_addresses: Vec<AddressCheck>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -112,6 +118,7 @@ impl ProbeOutcome {
             expected_anchor: None,
             intercepted: None,
             started: SystemTime::now(),
+            proxy_addresses: Vec::new(),
         }
     }
 

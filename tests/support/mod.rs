@@ -14,9 +14,11 @@ pub mod mitm;
 pub mod p12;
 pub mod pki;
 pub mod platform;
+pub mod promtool;
 pub mod proxy;
 pub mod scenario;
 pub mod sidecar;
+pub mod spawned;
 pub mod squid;
 pub mod upstream;
 
