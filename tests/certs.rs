@@ -501,7 +501,7 @@ async fn a_wrong_password_is_an_error_metric_and_one_log_line_never_a_crash_nor_
     one_line(
         &logs,
         "client certificate cannot be used",
-        &["ERROR", "bad_password", "target_name=apns"],
+        &["ERROR", "bad_password", "target=apns"],
     );
     assert_eq!(verify_code, Some(1), "{verify_out}");
     let rows = finding_rows(&verify_out);
