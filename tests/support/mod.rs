@@ -11,6 +11,9 @@
 
 pub mod app;
 pub mod blackhole;
+pub mod daemon;
+pub mod mitm;
+pub mod p12;
 pub mod pki;
 pub mod platform;
 pub mod prometheus;
