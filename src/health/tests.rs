@@ -393,3 +393,26 @@ async fn a_degraded_route_keeps_its_traffic_where_the_target_says_so() {
     assert!(b.targets["apns"].routes[0].degraded);
     assert_eq!(b.active_route("apns"), Some("provider"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn after_a_full_outage_traffic_returns_after_rise_not_after_the_window_drains() {
+    let mut b = table();
+    let mut now = Instant::now();
+    b.observe(now, probe("direct", true));
+    b.observe(now, probe("provider", true));
+    // Down hard: many failures, far more than the degraded threshold.
+    for _ in 0..8 {
+        now += Duration::from_secs(1);
+        b.observe(now, probe("provider", false));
+    }
+    assert_eq!(b.active_route("apns"), Some("direct"));
+    assert!(!b.targets["apns"].routes[0].degraded, "down, not degraded");
+    // Fixed: `rise` successes bring traffic back; the failures of the
+    // outage do not hold it in a degraded window.
+    now += Duration::from_secs(1);
+    b.observe(now, probe("provider", true));
+    now += Duration::from_secs(1);
+    let e = b.observe(now, probe("provider", true));
+    assert_eq!(failovers(&e), [("direct".into(), "provider".into())]);
+    assert!(!b.targets["apns"].routes[0].degraded);
+}

@@ -442,13 +442,16 @@ impl Runtime {
             }
             return;
         }
-        tracing::info!(target = %target, route = %route, failures, window, "route no longer degraded");
         let healthy = lock(&self.table)
             .targets
             .get(target)
             .and_then(|t| t.route(route))
             .is_some_and(|r| r.healthy != Some(false));
-        if preferred && healthy {
+        if !healthy {
+            return; // it went down: that is what the log and incidents say
+        }
+        tracing::info!(target = %target, route = %route, failures, window, "route no longer degraded");
+        if preferred {
             if let Some(Change::Closed(w)) =
                 self.with_incidents(|log| log.close_target(target, wall))
             {
