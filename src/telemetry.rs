@@ -47,6 +47,9 @@ pub const PROCESS_MAX_FDS: &str = "egress_process_max_fds";
 pub const CONFIG_RELOAD_SUCCESS: &str = "egress_config_last_reload_success";
 /// `egress_build_info{version}`: always 1.
 pub const BUILD_INFO: &str = "egress_build_info";
+/// `egress_route_override{target,route}`: 1 while an operator's override
+/// confines the target to this route.
+pub const ROUTE_OVERRIDE: &str = "egress_route_override";
 
 /// Latency buckets from 1 ms to 30 s.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -99,6 +102,10 @@ const HELP: &[(&str, &str)] = &[
         "1 if the last configuration load or reload succeeded.",
     ),
     (BUILD_INFO, "Build information; always 1."),
+    (
+        ROUTE_OVERRIDE,
+        "1 while an operator's override (POST /routes/<target>, with a ttl) confines the target's traffic to this route.",
+    ),
 ];
 
 static META: Metadata<'static> =
@@ -252,6 +259,15 @@ impl Metrics {
     /// `egress_build_info{version}`.
     pub fn build_info(&self) {
         self.gauge(BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+    }
+
+    /// Whether an operator's override confines `target` to `route` now.
+    pub fn route_override(&self, target: &str, route: &str, on: bool) {
+        self.gauge(
+            ROUTE_OVERRIDE,
+            &[("target", target), ("route", route)],
+            if on { 1.0 } else { 0.0 },
+        );
     }
 
     /// Open descriptors of `process` by kind.

@@ -1,6 +1,7 @@
 //! `GET /status`: the sidecar's state as JSON — per target, each route's
-//! health, streaks, hold and last outcome, the active route, and the
-//! incident windows (with their one-line rendering).
+//! health, streaks, hold and last outcome, the active route, the
+//! operator's override and when it ends, and the incident windows (with
+//! their one-line rendering).
 
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -41,6 +42,7 @@ pub fn render(rt: &Runtime) -> String {
                 "active_route": h.active_route(),
                 "down": h.down,
                 "force": h.force,
+                "force_expires_in_seconds": h.force_until.map(|u| u.saturating_duration_since(now).as_secs_f64()),
                 "routes": routes,
             }))
         })
