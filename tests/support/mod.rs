@@ -12,6 +12,7 @@ pub mod proxy;
 pub mod scenario;
 pub mod sidecar;
 pub mod squid;
+pub mod tools;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};
