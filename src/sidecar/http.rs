@@ -414,6 +414,16 @@ fn override_ttl(v: Option<&Value>) -> Result<Duration, String> {
 /// [`BODY_TIMEOUT`], empty or a JSON value. While it waits, the connection
 /// counts as waiting on its client (evictable past [`SOFT_CAP`]).
 async fn read_json(body: Incoming, conn: &Conn) -> Result<Option<Value>, Reply> {
+    let too_large = || {
+        closing(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the request body is larger than {MAX_BODY} bytes"),
+        ))
+    };
+    // A Content-Length over the cap is refused before a byte is read.
+    if hyper::body::Body::size_hint(&body).lower() > MAX_BODY as u64 {
+        return Err(too_large());
+    }
     conn.waiting();
     let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await;
     conn.working();
@@ -428,12 +438,7 @@ async fn read_json(body: Incoming, conn: &Conn) -> Result<Option<Value>, Reply> 
                 ),
             )));
         }
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(closing(text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the request body is larger than {MAX_BODY} bytes"),
-            )));
-        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
         Ok(Err(_)) => {
             return Err(closing(text(
                 StatusCode::BAD_REQUEST,

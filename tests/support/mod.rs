@@ -9,6 +9,7 @@
 pub mod app;
 pub mod pki;
 pub mod proxy;
+pub mod raw;
 pub mod scenario;
 pub mod sidecar;
 pub mod squid;
