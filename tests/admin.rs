@@ -469,5 +469,9 @@ async fn a_hundred_bodies_stalled_mid_way_do_not_lock_status_out() {
         .expect("refused at once")
         .expect("read");
     assert_eq!(support::raw::parse(&raw).status, 413);
+    // So is a head over its cap.
+    let long = format!("X-Filler: {}", "a".repeat(20 * 1024));
+    let a = send(addr, "GET", "/status", &[&host(addr), &long], "").await;
+    assert_eq!(a.status, 431, "{a:?}");
     sidecar.stop().await;
 }

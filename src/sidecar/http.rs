@@ -6,8 +6,8 @@
 //! what a client may hold:
 //!
 //! - a request head within [`HEADER_TIMEOUT`] (hyper's timer is set, or
-//!   its timeout does nothing), a body within [`BODY_TIMEOUT`] and
-//!   [`MAX_BODY`] bytes;
+//!   its timeout does nothing) and [`MAX_HEAD`] bytes, a body within
+//!   [`BODY_TIMEOUT`] and [`MAX_BODY`] bytes;
 //! - past [`SOFT_CAP`] open connections, a new one closes the connection
 //!   that has waited longest on its client (for a request head, between
 //!   requests, or mid-body) instead of being refused, as nginx reuses idle
@@ -49,6 +49,8 @@ pub const HARD_CAP: usize = 128;
 /// Time allowed for a request head (and for the next one on a keep-alive
 /// connection).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest request head (start line and headers), answered 431 past it.
+pub const MAX_HEAD: usize = 16 * 1024;
 /// Time allowed for a request body, whole.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest request body read (admin bodies are a few bytes of JSON).
@@ -524,6 +526,8 @@ impl accept::Handler for Http {
             let http = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
+                .max_header_size(MAX_HEAD)
+                .max_headers(64)
                 .serve_connection(TokioIo::new(tcp), svc);
             tokio::pin!(http);
             tokio::select! {

@@ -620,6 +620,7 @@ tr.target .name,.override-form .name{font-weight:700}
 dl.proxy{display:grid;grid-template-columns:auto 1fr;gap:0 .5rem;margin:.3rem 0 0;font-size:.85em}
 dl.proxy dt{font-weight:600}dl.proxy dd{margin:0;word-break:break-word}
 ul.phases{list-style:none;margin:0;padding:0;font-size:.85em}
+ul.phases li{white-space:nowrap}
 ul.phases li.failed{color:var(--bad)}
 .error,.refused{color:var(--bad);font-weight:600}
 .pass{color:var(--ok);font-weight:600}.fail{color:var(--bad);font-weight:600}
@@ -627,10 +628,12 @@ button{font:inherit;padding:.3rem .8rem}
 input,select{font:inherit}
 @media (max-width:700px){
  table thead{position:absolute;left:-9999px}
- table,tbody,tr,th,td{display:block;width:auto}
+ table,caption,tbody,tr,th,td{display:block;width:auto}
  tr{border-bottom:1px solid var(--line);padding:.3rem 0}
  th,td{border:0;padding:.15rem 0}
  td[data-label]::before,th[data-label]::before{content:attr(data-label) ": ";font-weight:600}
+ th,td,code{overflow-wrap:anywhere}
+ ul.phases li{display:inline;margin-right:.6rem}
 }
 "#;
 
@@ -684,9 +687,6 @@ const SCRIPT: &str = r#"
       var row = body.insertRow();
       row.dataset.target = c.target; row.dataset.route = c.route; row.dataset.ok = String(c.ok);
       var detail = c.detail || '';
-      if (c.proxy_reply && c.proxy_reply.status_line && detail.indexOf(c.proxy_reply.status_line) < 0) {
-        detail += ' [' + c.proxy_reply.status_line + ']';
-      }
       [[c.target, 'Target'], [c.route, 'Route'], [c.ok ? 'PASS' : 'FAIL', 'Result'], [c.reason, 'Reason'],
        [detail, 'Detail'], [(c.duration_seconds * 1000).toFixed(1) + ' ms', 'Total']].forEach(function (v, i) {
         var td = el('td', v[0], i === 2 ? (c.ok ? 'pass' : 'fail') : null);

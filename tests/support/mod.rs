@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod chromium;
 pub mod pki;
 pub mod proxy;
 pub mod raw;
