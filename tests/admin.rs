@@ -475,3 +475,75 @@ async fn a_hundred_bodies_stalled_mid_way_do_not_lock_status_out() {
     assert_eq!(a.status, 431, "{a:?}");
     sidecar.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_file_takes_over_without_a_restart() {
+    let up = scenario::upstream().await;
+    let proxy = ScriptProxy::start(Mode::Tunnel).await;
+    let ws = Workspace::new();
+    let token_file = ws.write("admin-token", &format!("{TOKEN}\n"));
+    let text = config(&proxy.url(), up.port(), "token_file = \"admin-token\"\n")
+        + "\n[run]\nreload_poll = \"100ms\"\n";
+    let sidecar = Running::start(ws.config(&text)).await;
+    let h = host(sidecar.admin);
+    let post = |token: &'static str| {
+        let h = h.clone();
+        let addr = sidecar.admin;
+        async move {
+            let bearer = format!("Authorization: Bearer {token}");
+            send(
+                addr,
+                "POST",
+                "/routes/apns",
+                &[&h, "Content-Type: application/json", &bearer],
+                r#"{"force":"auto"}"#,
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(post(TOKEN).await, 200);
+    const NEXT: &str = "fedcba9876543210-rotated-token";
+    // A Secret update, as the kubelet writes it: a new file in place.
+    let tmp = ws.write("admin-token.new", &format!("{NEXT}\n"));
+    std::fs::rename(&tmp, &token_file).expect("swap the token file");
+    eventually(
+        Duration::from_secs(10),
+        "the new token accepted",
+        || async { (post(NEXT).await == 200).then_some(()) },
+    )
+    .await;
+    assert_eq!(post(TOKEN).await, 403, "the old token still works");
+    sidecar.stop().await;
+}
+
+#[test]
+fn a_weak_or_unreadable_token_file_is_a_config_error_that_never_shows_the_token() {
+    let ws = Workspace::new();
+    ws.write("short", "abc123\n");
+    ws.write("two-lines", "0123456789abcdef\nmore-0123456789\n");
+    for (file, why) in [
+        ("short", "at least 16 visible characters"),
+        ("two-lines", "at least 16 visible characters"),
+        ("missing", "cannot open"),
+    ] {
+        let text = format!("[admin]\ntoken_file = \"{file}\"\n");
+        let p = ws.write("config.toml", &text);
+        let e = egress_sentinel::config::Config::load(&p)
+            .expect_err(file)
+            .to_string();
+        assert!(
+            e.contains("admin.token_file") && e.contains(why),
+            "{file}: {e}"
+        );
+        assert!(!e.contains("abc123") && !e.contains("more-0123"), "{e}");
+    }
+    let p = ws.write("config.toml", "[admin]\nhosts = [\"http://evil:1/\"]\n");
+    let e = egress_sentinel::config::Config::load(&p)
+        .expect_err("hosts")
+        .to_string();
+    assert!(
+        e.contains("admin.hosts") && e.contains("not a host name"),
+        "{e}"
+    );
+}
