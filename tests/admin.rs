@@ -483,8 +483,18 @@ async fn a_rotated_token_file_takes_over_without_a_restart() {
     let ws = Workspace::new();
     let token_file = ws.write("admin-token", &format!("{TOKEN}\n"));
     let text = config(&proxy.url(), up.port(), "token_file = \"admin-token\"\n")
-        + "\n[run]\nreload_poll = \"100ms\"\n";
-    let sidecar = Running::start(ws.config(&text)).await;
+        + "\n[run]\nreload_poll = \"100ms\"\n\n[shutdown]\ndrain = \"0s\"\n";
+    let cfg = ws.config(&text);
+    assert!(
+        cfg.files.contains(&token_file),
+        "the token file is not watched: {:?}",
+        cfg.files
+    );
+    let sidecar = Running::start(cfg).await;
+    // The sidecar takes its reference of the files as it starts: rotate
+    // after that (its first probes are done by then).
+    settled(&sidecar, &proxy).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let h = host(sidecar.admin);
     let post = |token: &'static str| {
         let h = h.clone();
