@@ -6,9 +6,16 @@
 //! Owns the in-memory log (bounded), its rendering in the incident log's own
 //! words, and the JSON Lines file in `state_dir` that lets a restart keep
 //! them. Wall-clock time comes in as an argument.
+//!
+//! The file stays bounded: every change is appended as it happens, and the
+//! file is rewritten compactly (one line per window kept) whenever the
+//! appends have doubled it. A file that is too large or holds unreadable
+//! lines (not just a torn last one) never stops the sidecar: it is moved
+//! aside (`incidents.jsonl.oversized-<unix>`, `.corrupt-<unix>`) with a log
+//! line, and what could be read from it is kept.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -19,8 +26,14 @@ use crate::reason::FailureReason;
 
 /// Windows kept in memory (and in the file after compaction).
 pub const MAX_WINDOWS: usize = 1000;
-/// The largest incident file read at start.
+/// The largest incident file read whole at start; of a larger one, only
+/// the last [`MAX_TAIL`] bytes are read, and the file is moved aside.
 const MAX_FILE: u64 = 32 * 1024 * 1024;
+/// What is read of an oversized file to recover the latest windows.
+const MAX_TAIL: u64 = 4 * 1024 * 1024;
+/// The file is compacted when appends have grown it past twice its last
+/// compacted size, and at least this much.
+const COMPACT_FLOOR: u64 = 256 * 1024;
 /// The file's name inside `state_dir`.
 pub const FILE_NAME: &str = "incidents.jsonl";
 
@@ -50,19 +63,19 @@ fn unix(t: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-fn hhmm(unix: i64) -> String {
-    // "2026-11-23T11:47:05Z" -> "11:47"
-    rfc3339(unix).get(11..16).unwrap_or("").to_string()
+fn hhmmss(unix: i64) -> String {
+    // "2026-11-23T11:47:05Z" -> "11:47:05"
+    rfc3339(unix).get(11..19).unwrap_or("").to_string()
 }
 
 impl IncidentWindow {
-    /// The window in the incident log's words:
-    /// `Incident window: 11:47 -> 13:00 · cause: proxy_upstream_error (...) · impact: apns, sms`.
+    /// The window in the incident log's words, to the second (UTC):
+    /// `Incident window: 11:47:05 -> 13:00:12 · cause: proxy_upstream_error (...) · impact: apns, sms`.
     pub fn render(&self) -> String {
-        let end = self.end.map_or_else(|| "(open)".to_string(), hhmm);
+        let end = self.end.map_or_else(|| "(open)".to_string(), hhmmss);
         format!(
             "Incident window: {} -> {end} · cause: {} ({}) · impact: {}",
-            hhmm(self.start),
+            hhmmss(self.start),
             self.reason,
             self.detail,
             self.impact.join(", ")
@@ -93,6 +106,83 @@ pub struct IncidentLog {
     windows: VecDeque<IncidentWindow>,
     next_id: u64,
     file: Option<PathBuf>,
+    /// The file's size as far as we know.
+    size: u64,
+    /// Its size after the last compaction.
+    compacted: u64,
+}
+
+/// What was read of the file at start.
+#[derive(Debug, Default)]
+struct Loaded {
+    windows: Vec<IncidentWindow>,
+    /// Why the file must be moved aside: (a word for its new name, the reason).
+    problem: Option<(&'static str, String)>,
+}
+
+/// Reads the incident file: whole when it fits in [`MAX_FILE`], else its
+/// last [`MAX_TAIL`] bytes. A torn last line (a crash mid-write) is
+/// skipped quietly; any other unreadable line makes the file corrupt.
+fn load(file: &Path, len: u64) -> std::io::Result<Loaded> {
+    let mut f = std::fs::File::open(file)?;
+    let mut out = Loaded::default();
+    let mut bytes = Vec::new();
+    let oversized = len > MAX_FILE;
+    if oversized {
+        f.seek(SeekFrom::Start(len - MAX_TAIL))?;
+        f.take(MAX_TAIL).read_to_end(&mut bytes)?;
+        // The first line is probably cut: start after it.
+        let first_end = bytes
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(bytes.len(), |i| i + 1);
+        bytes.drain(..first_end);
+        out.problem = Some((
+            "oversized",
+            format!(
+                "larger than {MAX_FILE} bytes ({len}); the windows in its last {MAX_TAIL} bytes are kept"
+            ),
+        ));
+    } else {
+        f.take(MAX_FILE).read_to_end(&mut bytes)?;
+    }
+    let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+    let last = lines
+        .iter()
+        .rposition(|l| !l.iter().all(u8::is_ascii_whitespace));
+    let mut bad = 0usize;
+    for (n, line) in lines.iter().enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<IncidentWindow>(line) {
+            Ok(w) => out.windows.push(w),
+            Err(e) if Some(n) == last && !oversized => {
+                tracing::warn!(file = %file.display(), line = n + 1, error = %e, "skipping a torn last incident record");
+            }
+            Err(_) => bad += 1,
+        }
+    }
+    if bad > 0 && out.problem.is_none() {
+        out.problem = Some((
+            "corrupt",
+            format!(
+                "{bad} unreadable lines; the {} readable windows are kept",
+                out.windows.len()
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// Renames `file` to `file.<word>-<unix>`; returns the new path.
+fn move_aside(file: &Path, word: &str) -> std::io::Result<PathBuf> {
+    let now = unix(SystemTime::now());
+    let mut name = file.as_os_str().to_os_string();
+    name.push(format!(".{word}-{now}"));
+    let to = PathBuf::from(name);
+    std::fs::rename(file, &to)?;
+    Ok(to)
 }
 
 impl IncidentLog {
@@ -101,7 +191,10 @@ impl IncidentLog {
         Self::default()
     }
 
-    /// A log persisted in `state_dir`, loading (and compacting) what is there.
+    /// A log persisted in `state_dir`, loading (and compacting) what is
+    /// there. Only a `state_dir` that cannot be created is an error: an
+    /// oversized, corrupt or unreadable file is moved aside (logged) and
+    /// the log starts with what could be read.
     pub fn open(state_dir: &Path) -> Result<Self, String> {
         std::fs::create_dir_all(state_dir)
             .map_err(|e| format!("cannot create state_dir {}: {e}", state_dir.display()))?;
@@ -110,23 +203,55 @@ impl IncidentLog {
             file: Some(file.clone()),
             ..Self::default()
         };
-        if file.exists() {
-            let text = crate::files::read_text(&file, MAX_FILE)?;
-            for (n, line) in text.lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                match serde_json::from_str::<IncidentWindow>(line) {
-                    Ok(w) => log.upsert(w),
-                    Err(e) => {
-                        tracing::warn!(file = %file.display(), line = n + 1, error = %e, "skipping an unreadable incident record")
-                    }
-                }
+        let len = match std::fs::metadata(&file) {
+            Ok(m) if m.is_file() => m.len(),
+            Ok(_) => {
+                log.set_aside(&file, "unreadable", "not a regular file");
+                return Ok(log);
             }
-            log.next_id = log.windows.iter().map(|w| w.id + 1).max().unwrap_or(0);
-            log.compact()?;
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(log),
+            Err(e) => {
+                log.set_aside(&file, "unreadable", &e.to_string());
+                return Ok(log);
+            }
+        };
+        let loaded = match load(&file, len) {
+            Ok(l) => l,
+            Err(e) => {
+                log.set_aside(&file, "unreadable", &e.to_string());
+                return Ok(log);
+            }
+        };
+        for w in loaded.windows {
+            log.upsert(w);
+        }
+        log.next_id = log.windows.iter().map(|w| w.id + 1).max().unwrap_or(0);
+        if let Some((word, why)) = &loaded.problem {
+            log.set_aside(&file, word, why);
+        }
+        if let Err(e) = log.compact() {
+            tracing::error!(error = %e, "cannot rewrite the incident file; incidents are kept in memory and appended when possible");
         }
         Ok(log)
+    }
+
+    /// Moves the file aside because of `why`, saying so in the log.
+    fn set_aside(&self, file: &Path, word: &str, why: &str) {
+        match move_aside(file, word) {
+            Ok(to) => tracing::warn!(
+                file = %file.display(),
+                moved_to = %to.display(),
+                why = %why,
+                windows_kept = self.windows.len(),
+                "incident file moved aside; starting a new one"
+            ),
+            Err(e) => tracing::error!(
+                file = %file.display(),
+                why = %why,
+                error = %e,
+                "incident file is unusable and cannot be moved aside; it will be replaced"
+            ),
+        }
     }
 
     fn upsert(&mut self, w: IncidentWindow) {
@@ -151,7 +276,8 @@ impl IncidentLog {
         }
     }
 
-    fn compact(&self) -> Result<(), String> {
+    /// Rewrites the file with one line per window kept.
+    fn compact(&mut self) -> Result<(), String> {
         let Some(file) = &self.file else {
             return Ok(());
         };
@@ -161,11 +287,25 @@ impl IncidentLog {
             out.push_str(&serde_json::to_string(w).map_err(|e| e.to_string())?);
             out.push('\n');
         }
-        std::fs::write(&tmp, out).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, file).map_err(|e| format!("cannot replace {}: {e}", file.display()))
+        std::fs::write(&tmp, &out).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, file)
+            .map_err(|e| format!("cannot replace {}: {e}", file.display()))?;
+        self.size = out.len() as u64;
+        self.compacted = self.size;
+        Ok(())
     }
 
-    fn persist(&self, w: &IncidentWindow) {
+    /// Appends `w`'s new state; compacts when the appends have doubled the file.
+    fn persist(&mut self, w: &IncidentWindow) {
+        self.append(w);
+        if self.file.is_some() && self.size > COMPACT_FLOOR.max(2 * self.compacted) {
+            if let Err(e) = self.compact() {
+                tracing::error!(error = %e, "cannot compact the incident file");
+            }
+        }
+    }
+
+    fn append(&mut self, w: &IncidentWindow) {
         let Some(file) = &self.file else { return };
         let line = match serde_json::to_string(w) {
             Ok(l) => l,
@@ -179,8 +319,11 @@ impl IncidentLog {
             .append(true)
             .open(file)
             .and_then(|mut f| writeln!(f, "{line}").and_then(|()| f.sync_data()));
-        if let Err(e) = written {
-            tracing::error!(file = %file.display(), error = %e, "cannot append to the incident file");
+        match written {
+            Ok(()) => self.size += line.len() as u64 + 1,
+            Err(e) => {
+                tracing::error!(file = %file.display(), error = %e, "cannot append to the incident file")
+            }
         }
     }
 
@@ -259,7 +402,7 @@ impl IncidentLog {
 
     /// Rewrites the file compactly, one line per window (every change was
     /// already appended when it was made); called at shutdown.
-    pub fn flush(&self) -> Result<(), String> {
+    pub fn flush(&mut self) -> Result<(), String> {
         self.compact()
     }
 }
@@ -330,7 +473,7 @@ mod tests {
         };
         assert_eq!(
             w.render(),
-            "Incident window: 11:47 -> 13:00 · cause: proxy_upstream_error (CONNECT api.push.apple.com:443 -> 502 Bad Gateway, Via: 1.1 egress-proxy) · impact: apns, sms, azure-ad"
+            "Incident window: 11:47:00 -> 13:00:00 · cause: proxy_upstream_error (CONNECT api.push.apple.com:443 -> 502 Bad Gateway, Via: 1.1 egress-proxy) · impact: apns, sms, azure-ad"
         );
         assert_eq!(w.duration(at(14, 0)), Duration::from_secs(73 * 60));
         assert_eq!(log.windows().count(), 2);
@@ -381,5 +524,156 @@ mod tests {
         std::fs::write(&file, text).expect("write");
         let log = IncidentLog::open(dir.path()).expect("reopen torn");
         assert_eq!(log.windows().count(), 2);
+        assert!(
+            only_file(dir.path()),
+            "a torn last line is no reason to move the file aside"
+        );
+    }
+
+    /// True when the state folder holds the incident file and nothing else.
+    fn only_file(dir: &Path) -> bool {
+        let names: Vec<_> = std::fs::read_dir(dir)
+            .expect("read_dir")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        names == [std::ffi::OsString::from(FILE_NAME)]
+    }
+
+    fn aside(dir: &Path, word: &str) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .expect("read_dir")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{FILE_NAME}.{word}-")))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn incident_times_are_to_the_second() {
+        let mut log = IncidentLog::in_memory();
+        let t = at(11, 47) + Duration::from_secs(5);
+        let Change::Opened(w) =
+            log.open_target("apns", "provider", FailureReason::ProxyDenied, "403", t)
+        else {
+            panic!("opened");
+        };
+        assert!(
+            w.render()
+                .starts_with("Incident window: 11:47:05 -> (open)"),
+            "{}",
+            w.render()
+        );
+    }
+
+    #[test]
+    fn a_corrupt_file_is_moved_aside_and_its_readable_windows_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut log = IncidentLog::open(dir.path()).expect("open");
+            log.open_target(
+                "apns",
+                "provider",
+                FailureReason::ProxyDenied,
+                "403",
+                at(9, 0),
+            );
+        }
+        let file = dir.path().join(FILE_NAME);
+        let mut bytes = std::fs::read(&file).expect("read");
+        bytes.extend_from_slice(b"\x00\xff not json at all\n");
+        bytes.extend_from_slice(
+            serde_json::to_string(&IncidentWindow {
+                id: 5,
+                start: 0,
+                end: Some(1),
+                route: "provider".into(),
+                reason: FailureReason::Timeout,
+                detail: String::new(),
+                impact: vec!["sms".into()],
+                open_targets: BTreeSet::new(),
+            })
+            .expect("json")
+            .as_bytes(),
+        );
+        bytes.push(b'\n');
+        std::fs::write(&file, bytes).expect("write");
+        let log = IncidentLog::open(dir.path()).expect("the sidecar starts");
+        assert_eq!(log.windows().count(), 2);
+        assert_eq!(aside(dir.path(), "corrupt").len(), 1);
+        // The new file holds the windows kept, one line each.
+        let text = std::fs::read_to_string(&file).expect("read");
+        assert_eq!(text.lines().count(), 2);
+    }
+
+    #[test]
+    fn an_oversized_file_is_moved_aside_and_its_latest_windows_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join(FILE_NAME);
+        {
+            let mut f = std::fs::File::create(&file).expect("create");
+            let filler = format!("{}\n", "x".repeat(1023));
+            for _ in 0..(MAX_FILE / 1024 + 10) {
+                f.write_all(filler.as_bytes()).expect("write");
+            }
+            let w = IncidentWindow {
+                id: 41,
+                start: 100,
+                end: None,
+                route: "provider".into(),
+                reason: FailureReason::ProxyUpstreamError,
+                detail: "502".into(),
+                impact: vec!["apns".into()],
+                open_targets: BTreeSet::from(["apns".to_string()]),
+            };
+            writeln!(f, "{}", serde_json::to_string(&w).expect("json")).expect("write");
+        }
+        let mut log = IncidentLog::open(dir.path()).expect("the sidecar starts");
+        assert_eq!(aside(dir.path(), "oversized").len(), 1);
+        let kept: Vec<_> = log.windows().map(|w| w.id).collect();
+        assert_eq!(kept, [41]);
+        assert!(std::fs::metadata(&file).expect("new file").len() < 4096);
+        // The open window still closes, and ids go on from it.
+        assert!(matches!(
+            log.close_target("apns", at(10, 0)),
+            Some(Change::Closed(_))
+        ));
+        let Change::Opened(n) =
+            log.open_target("sms", "provider", FailureReason::Timeout, "t", at(11, 0))
+        else {
+            panic!("opened");
+        };
+        assert_eq!(n.id, 42);
+    }
+
+    #[test]
+    fn the_file_is_compacted_as_it_grows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join(FILE_NAME);
+        let mut log = IncidentLog::open(dir.path()).expect("open");
+        let detail = "d".repeat(1000);
+        // Each flap appends two lines of ~1.2 kB: 1 500 flaps would be ~3.6 MB.
+        for i in 0..1500u64 {
+            let t = at(0, 0) + Duration::from_secs(i * 10);
+            log.open_target("apns", "provider", FailureReason::ProxyDenied, &detail, t);
+            log.close_target("apns", t + Duration::from_secs(5));
+        }
+        let size = std::fs::metadata(&file).expect("file").len();
+        let live: u64 = log
+            .windows()
+            .map(|w| serde_json::to_string(w).expect("json").len() as u64 + 1)
+            .sum();
+        assert_eq!(log.windows().count(), MAX_WINDOWS);
+        assert!(
+            size <= 2 * live + COMPACT_FLOOR + 2048,
+            "file {size} bytes for {live} bytes of windows"
+        );
+        let reopened = IncidentLog::open(dir.path()).expect("reopen");
+        assert_eq!(reopened.windows().count(), MAX_WINDOWS);
+        assert!(only_file(dir.path()));
     }
 }

@@ -12,7 +12,10 @@
 //! - [`config`]: the TOML schema, presets, validation with located errors.
 //! - [`reason`]: the closed [`FailureReason`](reason::FailureReason) and
 //!   [`Phase`](reason::Phase) sets, the only sources of those labels.
-//! - [`policy`]: the address policy for direct dials (pure functions).
+//! - [`destination`]: the one canonical destination parser (every IPv4
+//!   spelling `inet_aton` accepts, IPv6 with zones, `localhost`, DNS names).
+//! - [`policy`]: the address policy (pure functions): the ranges refused,
+//!   judged on the address a destination means, embedded IPv4 included.
 //! - [`generation`]: everything built from one config (dialer, prober),
 //!   swapped whole on reload.
 //! - [`dial`]: the one dialer (resolve → TCP → CONNECT → TLS), shared by
@@ -25,6 +28,8 @@
 //! - [`health`]: the route table (pure): fall/rise, hold-down, active
 //!   routes, fed typed observations from probes and app traffic.
 //! - [`incidents`]: incident windows, merged by cause, persisted in `state_dir`.
+//! - [`compliance`]: the trail of direct connections (and the optional
+//!   access log) in `state_dir`, and the operational log's summary of them.
 //! - [`telemetry`]: every metric name, and the per-instance recorder.
 //! - [`watch`]: file-descriptor usage by kind.
 //! - [`sidecar`]: `run` — the runtime that wires the parts: scheduler,
@@ -43,8 +48,10 @@
 #![warn(missing_docs)]
 
 pub mod accept;
+pub mod compliance;
 pub mod config;
 pub mod demo;
+pub mod destination;
 pub mod dial;
 pub mod files;
 pub mod forward;

@@ -219,29 +219,37 @@ fn run_watch(config: &Path, interval: Duration) -> u8 {
 }
 
 /// Logs to stderr; the level from `RUST_LOG` (else `default`); text on a
-/// terminal, JSON lines otherwise, unless `format` says.
+/// terminal, JSON lines otherwise, unless `format` says. ANSI colours only
+/// when stderr is a terminal (and `NO_COLOR` is not set): text logs sent
+/// to a file or a collector stay plain.
 fn init_logs(default: &str, format: Option<LogFormat>) {
+    use egress_sentinel::telemetry::logs;
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let format = format.unwrap_or(if std::io::stderr().is_terminal() {
+    let tty = std::io::stderr().is_terminal();
+    let format = match format.unwrap_or(if tty {
         LogFormat::Text
     } else {
         LogFormat::Json
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }) {
+        LogFormat::Text => logs::LogFormat::Text,
+        LogFormat::Json => logs::LogFormat::Json,
+    };
+    let ansi = tty && std::env::var_os("NO_COLOR").is_none();
+    let subscriber = logs::subscriber(filter, format, ansi, std::io::stderr);
+    if tracing::subscriber::set_global_default(subscriber).is_err() {
+        eprintln!("warning: logging was already set up");
     }
 }
 
-/// Loads the config and starts the async runtime; on failure, says why and
-/// returns the exit code (2 for a config error).
+/// Loads the config and starts the async runtime; on failure, says why
+/// (once, on stderr) and returns the exit code (2 for a config error).
 fn load_and_start(path: &Path) -> Result<(Config, Runtime), u8> {
-    let config = load(path)?;
+    let config = Config::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        verify::EXIT_USAGE
+    })?;
     let runtime = build_runtime().map_err(|e| {
         eprintln!("error: {e}");
         verify::EXIT_FAILED
@@ -249,11 +257,11 @@ fn load_and_start(path: &Path) -> Result<(Config, Runtime), u8> {
     Ok((config, runtime))
 }
 
-/// Loads the config; on failure, says why and returns exit code 2.
-fn load(path: &Path) -> Result<Config, u8> {
+/// Loads the sidecar's config; on failure, says why once, as a log line
+/// (the sidecar's logs are set up by then), and returns exit code 2.
+fn load_logged(path: &Path) -> Result<Config, u8> {
     Config::load(path).map_err(|e| {
         tracing::error!(error = %e, "invalid configuration");
-        eprintln!("error: {e}");
         verify::EXIT_USAGE
     })
 }
@@ -296,16 +304,19 @@ fn run_sidecar(path: PathBuf, log_format: Option<LogFormat>) -> u8 {
         }
     };
     init_logs("info", log_format);
-    let config = match load(&path) {
+    let config = match load_logged(&path) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(e) = config.check_runnable() {
+        eprintln!("error: {e}");
+        return verify::EXIT_USAGE;
+    }
     runtime.block_on(async move {
         let listeners = match egress_sentinel::sidecar::Listeners::bind(&config.listen).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, "cannot bind");
-                eprintln!("error: {e}");
                 return verify::EXIT_FAILED;
             }
         };
@@ -315,7 +326,6 @@ fn run_sidecar(path: PathBuf, log_format: Option<LogFormat>) -> u8 {
             Ok(()) => verify::EXIT_OK,
             Err(e) => {
                 tracing::error!(error = %e, "cannot run");
-                eprintln!("error: {e}");
                 verify::EXIT_FAILED
             }
         }

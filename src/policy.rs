@@ -1,7 +1,11 @@
-//! The address policy for destinations dialed directly: which IP addresses
-//! the sidecar refuses to connect to (loopback, link-local — cloud metadata —,
-//! private, shared, unique-local, multicast, unspecified) unless a target
-//! lists the range in `allow_addresses`.
+//! The address policy: which IP addresses the sidecar refuses to reach
+//! (loopback, link-local — cloud metadata —, private, shared, unique-local,
+//! multicast, unspecified) unless a target lists the range in
+//! `allow_addresses`. It judges the address a destination *means*: an IPv6
+//! address that carries an IPv4 address (IPv4-mapped, -translated,
+//! -compatible, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`) is judged by that
+//! IPv4 address too, and prefixes whose embedded address cannot be trusted
+//! (NAT64 local-use `64:ff9b:1::/48`, Teredo `2001::/32`) are refused whole.
 //!
 //! Pure functions only: nothing here dials. Tests of refusal run here, never
 //! by connecting to a real non-loopback address. The policy never applies to
@@ -187,22 +191,92 @@ const DENIED: &[DeniedRange] = &[
         net: v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),
         name: "multicast",
     },
+    // The embedded IPv4 address of these is whatever a translator or relay
+    // we cannot see makes of it: refused whole unless a target lists them.
+    DeniedRange {
+        net: v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),
+        name: "NAT64 local-use (embedded IPv4 address not checkable)",
+    },
+    DeniedRange {
+        net: v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 32),
+        name: "Teredo (embedded IPv4 address not checkable)",
+    },
 ];
+
+/// How an IPv6 address carries an IPv4 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Embedding {
+    /// `::ffff:a.b.c.d` (RFC 4291): the IPv4 address itself on a dual-stack socket.
+    Mapped,
+    /// `::ffff:0:a.b.c.d` (RFC 2765, SIIT).
+    Translated,
+    /// `::a.b.c.d` (RFC 4291, deprecated).
+    Compatible,
+    /// `64:ff9b::a.b.c.d` (RFC 6052): a NAT64 translator reaches the IPv4 address.
+    Nat64,
+    /// `2002:AABB:CCDD::/48` (RFC 3056): a 6to4 relay reaches AA.BB.CC.DD.
+    SixToFour,
+}
+
+impl fmt::Display for Embedding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Mapped => "IPv4-mapped",
+            Self::Translated => "IPv4-translated",
+            Self::Compatible => "IPv4-compatible",
+            Self::Nat64 => "NAT64 64:ff9b::/96",
+            Self::SixToFour => "6to4 2002::/16",
+        })
+    }
+}
+
+/// The IPv4 address `ip` carries, and how; `None` for an IPv6 address that
+/// carries none (`::` and `::1` carry none: they are IPv6's own).
+pub fn embedded_ipv4(ip: Ipv6Addr) -> Option<(Ipv4Addr, Embedding)> {
+    let bits = u128::from(ip);
+    let low32 = Ipv4Addr::from(bits as u32);
+    let seg = ip.segments();
+    match bits >> 32 {
+        0xffff => return Some((low32, Embedding::Mapped)),
+        0xffff_0000 => return Some((low32, Embedding::Translated)),
+        0 if bits > 1 => return Some((low32, Embedding::Compatible)),
+        0x0064_ff9b_0000_0000_0000_0000 => return Some((low32, Embedding::Nat64)),
+        _ => {}
+    }
+    if seg[0] == 0x2002 {
+        let v4 = (u32::from(seg[1]) << 16) | u32::from(seg[2]);
+        return Some((Ipv4Addr::from(v4), Embedding::SixToFour));
+    }
+    None
+}
 
 /// A refusal by the address policy, naming the address and the range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "address {ip} is {range}; refused by the address policy (list it in the target's allow_addresses to permit it)"
+    "address {ip} is {range}{}; refused by the address policy (list it in the target's allow_addresses to permit it)",
+    carried(carried_in)
 )]
 pub struct AddressDenied {
-    /// The address as checked (IPv4-mapped IPv6 unwrapped).
+    /// The address judged: the IPv4 address an IPv6 address carries, when
+    /// that is what was refused.
     pub ip: IpAddr,
     /// The name of the denied range.
     pub range: &'static str,
+    /// The IPv6 address that carried `ip`, and how.
+    pub carried_in: Option<(Ipv6Addr, Embedding)>,
 }
 
-/// Unwraps IPv4-mapped (`::ffff:a.b.c.d`) and IPv4-compatible addresses, so a
-/// private IPv4 address can't slip through in IPv6 clothing.
+fn carried(c: &Option<(Ipv6Addr, Embedding)>) -> String {
+    match c {
+        Some((v6, how)) => format!(" (carried in {v6}, {how})"),
+        None => String::new(),
+    }
+}
+
+/// The address `ip` stands for: an IPv4-mapped address unwrapped, so a
+/// private IPv4 address can't slip through in IPv6 clothing. Other
+/// embeddings are judged by [`check_address`] without unwrapping, since the
+/// IPv6 address is what gets dialed.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -213,15 +287,49 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Decides whether `ip` may be dialed directly, given a target's explicit
-/// `allow_addresses`. The address is canonicalised first.
+/// Decides whether `ip` may be reached, given a target's explicit
+/// `allow_addresses`. An IPv6 address is judged as itself and, when it
+/// carries an IPv4 address, as that address too: both must pass (a range
+/// listed in `allow_addresses` passes).
 pub fn check_address(ip: IpAddr, allow: &[Cidr]) -> Result<(), AddressDenied> {
-    let ip = canonical(ip);
-    if allow.iter().any(|net| net.contains(ip)) {
+    let allowed = |ip: IpAddr| allow.iter().any(|net| net.contains(ip));
+    let denied = |ip: IpAddr| DENIED.iter().find(|d| d.net.contains(ip));
+    if allowed(ip) {
         return Ok(());
     }
-    match DENIED.iter().find(|d| d.net.contains(ip)) {
-        Some(d) => Err(AddressDenied { ip, range: d.name }),
+    let v6 = match ip {
+        IpAddr::V4(_) => {
+            return match denied(ip) {
+                Some(d) => Err(AddressDenied {
+                    ip,
+                    range: d.name,
+                    carried_in: None,
+                }),
+                None => Ok(()),
+            };
+        }
+        IpAddr::V6(v6) => v6,
+    };
+    if let Some(d) = denied(ip) {
+        return Err(AddressDenied {
+            ip,
+            range: d.name,
+            carried_in: None,
+        });
+    }
+    let Some((v4, how)) = embedded_ipv4(v6) else {
+        return Ok(());
+    };
+    let v4 = IpAddr::V4(v4);
+    if allowed(v4) {
+        return Ok(());
+    }
+    match denied(v4) {
+        Some(d) => Err(AddressDenied {
+            ip: v4,
+            range: d.name,
+            carried_in: Some((v6, how)),
+        }),
         None => Ok(()),
     }
 }
@@ -254,6 +362,72 @@ mod tests {
             let denied = check_address(ip(addr), &[]).expect_err(addr);
             assert_eq!(denied.range, range, "{addr}");
         }
+    }
+
+    #[test]
+    fn ipv6_addresses_are_judged_by_the_ipv4_address_they_carry() {
+        for (addr, v4, how) in [
+            ("::ffff:a9fe:a9fe", "169.254.169.254", Embedding::Mapped),
+            (
+                "::ffff:0:a9fe:a9fe",
+                "169.254.169.254",
+                Embedding::Translated,
+            ),
+            ("::a9fe:a9fe", "169.254.169.254", Embedding::Compatible),
+            ("64:ff9b::a9fe:a9fe", "169.254.169.254", Embedding::Nat64),
+            ("2002:a9fe:a9fe::", "169.254.169.254", Embedding::SixToFour),
+            (
+                "2002:a9fe:a9fe:1234::99",
+                "169.254.169.254",
+                Embedding::SixToFour,
+            ),
+            ("64:ff9b::7f00:2", "127.0.0.2", Embedding::Nat64),
+            ("2002:7f00:2::", "127.0.0.2", Embedding::SixToFour),
+            ("::ffff:10.0.0.1", "10.0.0.1", Embedding::Mapped),
+        ] {
+            let denied = check_address(ip(addr), &[]).expect_err(addr);
+            assert_eq!(denied.ip, ip(v4), "{addr}");
+            assert_eq!(
+                denied.carried_in,
+                Some((addr.parse().expect("v6"), how)),
+                "{addr}"
+            );
+            assert!(
+                denied.to_string().contains(&format!("{v4} is ")),
+                "{denied}"
+            );
+        }
+        assert_eq!(embedded_ipv4("::1".parse().expect("v6")), None);
+        assert_eq!(embedded_ipv4("::".parse().expect("v6")), None);
+        assert_eq!(embedded_ipv4("2001:db8::1".parse().expect("v6")), None);
+        // Public IPv4 in any clothing is fine.
+        for addr in [
+            "64:ff9b::11bc:8f01",
+            "2002:11bc:8f01::",
+            "::ffff:17.188.143.1",
+        ] {
+            assert!(check_address(ip(addr), &[]).is_ok(), "{addr}");
+        }
+        // The allow list lifts the carried address too.
+        let allow: Vec<Cidr> = vec!["127.0.0.2/32".parse().expect("cidr")];
+        assert!(check_address(ip("64:ff9b::7f00:2"), &allow).is_ok());
+    }
+
+    #[test]
+    fn prefixes_whose_embedded_address_cannot_be_checked_are_refused_whole() {
+        for (addr, range) in [
+            ("64:ff9b:1::a9fe:a9fe", "NAT64 local-use"),
+            ("64:ff9b:1:ffff::1", "NAT64 local-use"),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo"),
+        ] {
+            let denied = check_address(ip(addr), &[]).expect_err(addr);
+            assert!(denied.range.starts_with(range), "{addr}: {denied}");
+        }
+        let allow: Vec<Cidr> = vec!["2001::/32".parse().expect("cidr")];
+        assert!(check_address(ip("2001:0:4136:e378:8000:63bf:3fff:fdd2"), &allow).is_ok());
+        // Neighbours of those prefixes are ordinary addresses.
+        assert!(check_address(ip("64:ff9b:2::1"), &[]).is_ok());
+        assert!(check_address(ip("2001:4860::8888"), &[]).is_ok());
     }
 
     #[test]

@@ -5,6 +5,18 @@
 //! Each instance owns its own recorder (no global), so tests can run many
 //! sidecars in one process. Label values come only from the config (target
 //! and route names), the closed reason and phase sets, and fixed words.
+//!
+//! Series a query needs from the start exist from the start:
+//! `egress_probe_failures_total` at 0 for every configured target × route ×
+//! failure reason, and `egress_route_reason` with every reason (1 for the
+//! current one, 0 for the rest), so `rate()` has a zero to start from and a
+//! reason that is no longer current never stays at 1 beside the new one.
+//!
+//! # Layout
+//! - this file: the names, help texts, buckets and [`Metrics`].
+//! - [`process`]: the standard `process_*` metrics from `/proc/self`.
+//! - [`meter`]: byte counting on app tunnels.
+//! - [`logs`]: the log line formats (text and JSON) and their redaction.
 
 use std::time::Duration;
 
@@ -13,6 +25,9 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 use metrics_util::MetricKindMask;
+pub mod logs;
+pub mod meter;
+pub mod process;
 
 use crate::probe::ProbeOutcome;
 use crate::reason::Phase;
@@ -21,8 +36,15 @@ use crate::reason::Phase;
 pub const PROBE_SUCCESS: &str = "egress_probe_success";
 /// `egress_probe_duration_seconds{target,route}`: histogram of whole probes.
 pub const PROBE_DURATION: &str = "egress_probe_duration_seconds";
-/// `egress_probe_phase_seconds{target,route,phase}`: the last probe's phases.
+/// `egress_probe_phase_seconds{target,route,phase}`: the last probe's phases;
+/// [`PHASE_NOT_RUN`] for a phase the last probe did not reach.
 pub const PROBE_PHASE: &str = "egress_probe_phase_seconds";
+/// The value of a phase gauge whose phase the last probe did not run (it
+/// failed earlier): never NaN, never the value of an earlier probe. Queries
+/// keep real durations with `egress_probe_phase_seconds >= 0`.
+pub const PHASE_NOT_RUN: f64 = -1.0;
+/// `egress_probe_last_timestamp_seconds{target,route}`: when the last probe finished.
+pub const PROBE_LAST_TIMESTAMP: &str = "egress_probe_last_timestamp_seconds";
 /// `egress_probe_failures_total{target,route,reason}`.
 pub const PROBE_FAILURES: &str = "egress_probe_failures_total";
 /// `egress_proxy_connect_status{target,route}`: last CONNECT status (0: none).
@@ -31,6 +53,14 @@ pub const PROXY_CONNECT_STATUS: &str = "egress_proxy_connect_status";
 pub const ROUTE_HEALTHY: &str = "egress_route_healthy";
 /// `egress_route_active{target,route}`: 1 for the route traffic uses now.
 pub const ROUTE_ACTIVE: &str = "egress_route_active";
+/// `egress_route_reason{target,route,reason}`: 1 for the route's current
+/// reason (`ok` included), 0 for every other.
+pub const ROUTE_REASON: &str = "egress_route_reason";
+/// `egress_route_degraded{target,route}`: 1 while N of the last M attempts failed.
+pub const ROUTE_DEGRADED: &str = "egress_route_degraded";
+/// `egress_proxy_address_up{route,address}`: 1 when that address of the
+/// proxy's name passed the last probe's check.
+pub const PROXY_ADDRESS_UP: &str = "egress_proxy_address_up";
 /// `egress_failovers_total{target,from,to}`.
 pub const FAILOVERS: &str = "egress_failovers_total";
 /// `egress_cert_not_after_timestamp_seconds{target,source}`, source ∈ client, peer.
@@ -39,6 +69,13 @@ pub const CERT_NOT_AFTER: &str = "egress_cert_not_after_timestamp_seconds";
 pub const FORWARD_CONNECTIONS: &str = "egress_forward_connections_total";
 /// `egress_forward_active_connections{route}`.
 pub const FORWARD_ACTIVE: &str = "egress_forward_active_connections";
+/// `egress_forward_request_duration_seconds{target,route}`: histogram, from
+/// the app's request read to the upstream tunnel standing (the `200` the
+/// app gets), failed attempts on earlier routes included.
+pub const FORWARD_REQUEST_DURATION: &str = "egress_forward_request_duration_seconds";
+/// `egress_forward_bytes_total{target,route,direction}`, direction ∈ up
+/// (app → upstream), down (upstream → app).
+pub const FORWARD_BYTES: &str = "egress_forward_bytes_total";
 /// `egress_process_open_fds{process,kind}`.
 pub const PROCESS_OPEN_FDS: &str = "egress_process_open_fds";
 /// `egress_process_max_fds{process}`.
@@ -67,9 +104,16 @@ const HELP: &[(&str, &str)] = &[
     ),
     (
         PROBE_PHASE,
-        "Duration of each phase of the last probe (NaN for phases it did not reach).",
+        "Duration of each phase of the last probe; -1 for a phase it did not run (it failed earlier).",
     ),
-    (PROBE_FAILURES, "Failed probes by failure reason."),
+    (
+        PROBE_LAST_TIMESTAMP,
+        "When the last probe of this target over this route finished (Unix seconds).",
+    ),
+    (
+        PROBE_FAILURES,
+        "Failed probes by failure reason (every reason present from the start).",
+    ),
     (
         PROXY_CONNECT_STATUS,
         "Status code the proxy gave the last probe's CONNECT (0 when none came).",
@@ -82,6 +126,18 @@ const HELP: &[(&str, &str)] = &[
         ROUTE_ACTIVE,
         "1 for the route the target's traffic uses now.",
     ),
+    (
+        ROUTE_REASON,
+        "1 for the reason of the last observation that counted for the route (ok when it passed), 0 for every other reason.",
+    ),
+    (
+        ROUTE_DEGRADED,
+        "1 while too many of the route's latest attempts failed ([probe] degraded_failures of degraded_window): a partial failure.",
+    ),
+    (
+        PROXY_ADDRESS_UP,
+        "1 when this address of the proxy's name tunnelled in the last probe's check (names with several addresses; the first 8).",
+    ),
     (FAILOVERS, "Changes of a target's active route."),
     (
         CERT_NOT_AFTER,
@@ -92,6 +148,14 @@ const HELP: &[(&str, &str)] = &[
         "App connections through the forward proxy by route and result.",
     ),
     (FORWARD_ACTIVE, "App tunnels open now, by route."),
+    (
+        FORWARD_REQUEST_DURATION,
+        "Time from the app's CONNECT to the upstream tunnel standing (the 200 it gets), failed routes included.",
+    ),
+    (
+        FORWARD_BYTES,
+        "Bytes relayed for the app: up (app to upstream) and down (upstream to app).",
+    ),
     (
         PROCESS_OPEN_FDS,
         "Open file descriptors by kind (socket, pipe, file, anon, other).",
@@ -140,9 +204,15 @@ impl Metrics {
             MetricKindMask::GAUGE | MetricKindMask::HISTOGRAM,
             Some(idle),
         );
-        let builder = match builder
+        let builder = builder
             .set_buckets_for_metric(Matcher::Full(PROBE_DURATION.into()), &LATENCY_BUCKETS)
-        {
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(FORWARD_REQUEST_DURATION.into()),
+                    &LATENCY_BUCKETS,
+                )
+            });
+        let builder = match builder {
             Ok(b) => b,
             // Unreachable: the bucket list is a non-empty constant.
             Err(_) => PrometheusBuilder::new(),
@@ -156,7 +226,8 @@ impl Metrics {
                 PROBE_FAILURES | FAILOVERS | FORWARD_CONNECTIONS => {
                     recorder.describe_counter(key, None, help)
                 }
-                PROBE_DURATION => {
+                FORWARD_BYTES => recorder.describe_counter(key, None, help),
+                PROBE_DURATION | FORWARD_REQUEST_DURATION => {
                     recorder.describe_histogram(key, Some(metrics::Unit::Seconds), help)
                 }
                 _ => recorder.describe_gauge(key, None, help),
@@ -167,9 +238,11 @@ impl Metrics {
         m
     }
 
-    /// The Prometheus text format.
+    /// The Prometheus text format, the `process_*` metrics read now included.
     pub fn render(&self) -> String {
-        self.handle.render()
+        let mut text = self.handle.render();
+        text.push_str(&process::ProcessSample::current().render());
+        text
     }
 
     /// Drains histogram buffers; call periodically.
@@ -200,9 +273,16 @@ impl Metrics {
             if phase == Phase::Tunnel && !via_proxy {
                 continue;
             }
-            let v = o.phases.get(phase).map_or(f64::NAN, |d| d.as_secs_f64());
+            let v = o
+                .phases
+                .get(phase)
+                .map_or(PHASE_NOT_RUN, |d| d.as_secs_f64());
             self.gauge(PROBE_PHASE, &[tr[0], tr[1], ("phase", phase.as_str())], v);
         }
+        let finished = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.gauge(PROBE_LAST_TIMESTAMP, &tr, finished);
         if !o.ok {
             self.counter(
                 PROBE_FAILURES,
@@ -231,6 +311,58 @@ impl Metrics {
         let tr = [("target", target), ("route", route)];
         self.gauge(ROUTE_HEALTHY, &tr, if healthy { 1.0 } else { 0.0 });
         self.gauge(ROUTE_ACTIVE, &tr, if active { 1.0 } else { 0.0 });
+    }
+
+    /// Registers `egress_probe_failures_total` at 0 for every failure reason
+    /// of one target × route (adding 0 to an existing series changes nothing).
+    pub fn probe_failures_zero(&self, target: &str, route: &str) {
+        for reason in crate::reason::FailureReason::ALL {
+            if reason != crate::reason::FailureReason::Ok {
+                self.counter(
+                    PROBE_FAILURES,
+                    &[
+                        ("target", target),
+                        ("route", route),
+                        ("reason", reason.as_str()),
+                    ],
+                    0,
+                );
+            }
+        }
+    }
+
+    /// Sets `egress_route_reason` of one target × route: 1 for `current`,
+    /// 0 for every other reason (all 0 before the first observation).
+    pub fn route_reason(
+        &self,
+        target: &str,
+        route: &str,
+        current: Option<crate::reason::FailureReason>,
+    ) {
+        for reason in crate::reason::FailureReason::ALL {
+            let v = if Some(reason) == current { 1.0 } else { 0.0 };
+            self.gauge(
+                ROUTE_REASON,
+                &[
+                    ("target", target),
+                    ("route", route),
+                    ("reason", reason.as_str()),
+                ],
+                v,
+            );
+        }
+    }
+
+    /// Sets whether the route is degraded.
+    pub fn route_degraded(&self, target: &str, route: &str, degraded: bool) {
+        let tr = [("target", target), ("route", route)];
+        self.gauge(ROUTE_DEGRADED, &tr, if degraded { 1.0 } else { 0.0 });
+    }
+
+    /// Sets whether an address of a proxy's name works.
+    pub fn proxy_address_up(&self, route: &str, address: &str, up: bool) {
+        let labels = [("route", route), ("address", address)];
+        self.gauge(PROXY_ADDRESS_UP, &labels, if up { 1.0 } else { 0.0 });
     }
 
     /// Counts a change of a target's active route.
@@ -291,6 +423,38 @@ impl Metrics {
             &[("target", target), ("route", route), ("result", result)],
             1,
         );
+    }
+
+    /// Observes how long an app connection waited for its tunnel on `route`.
+    pub fn forward_request_duration(&self, target: &str, route: &str, took: Duration) {
+        self.recorder
+            .register_histogram(
+                &Key::from_parts(
+                    FORWARD_REQUEST_DURATION,
+                    labels(&[("target", target), ("route", route)]),
+                ),
+                &META,
+            )
+            .record(took.as_secs_f64());
+    }
+
+    /// A byte meter for one app tunnel of `target` on `route`, adding to
+    /// `egress_forward_bytes_total` as bytes move.
+    pub fn forward_meter(&self, target: &str, route: &str) -> meter::ByteMeter {
+        let counter = |direction: &str| {
+            self.recorder.register_counter(
+                &Key::from_parts(
+                    FORWARD_BYTES,
+                    labels(&[
+                        ("target", target),
+                        ("route", route),
+                        ("direction", direction),
+                    ]),
+                ),
+                &META,
+            )
+        };
+        meter::ByteMeter::new(counter("up"), counter("down"))
     }
 
     /// Sets the number of open app tunnels on `route`.

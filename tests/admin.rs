@@ -383,7 +383,7 @@ async fn an_override_with_a_ttl_of_two_seconds_ends_by_itself() {
     let text = String::from_utf8_lossy(&logs.lock().expect("lock")).into_owned();
     assert!(
         text.lines().any(|l| l.contains("operator override expired")
-            && l.contains("target_name=apns")
+            && l.contains("target=apns")
             && l.contains("Direct")),
         "no log line for the expiry:\n{text}"
     );

@@ -193,3 +193,71 @@ async fn check_config_accepts_the_shipped_example() {
     let out = run(&["check-config", "--config", example]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+/// Configs that cannot work, and hostile files: exit 2 with the place and
+/// what is wrong, never a panic (the exit code of a panic is 101).
+#[tokio::test]
+async fn hostile_and_useless_configs_exit_2_with_the_place_never_a_panic() {
+    let ws = Workspace::new();
+    let target =
+        "[[target]]\nname = \"push\"\nurl = \"https://push.test/\"\nroutes = [\"direct\"]\n";
+    let mut garbage = b"[probe]\ninterval = \"1s\"\n".to_vec();
+    garbage.extend_from_slice(&[0xff, 0xfe, 0x00, 0x9f, b'\n']);
+    let cases: Vec<(&str, Vec<u8>, &str)> =
+        vec![
+        ("empty", Vec::new(), "no target"),
+        ("no target", b"[probe]\ninterval = \"5s\"\n".to_vec(), "no target"),
+        ("binary garbage", garbage, ":3:1: not UTF-8 text"),
+        (
+            "10 MB",
+            format!("# {}\n{target}", "x".repeat(10 * 1024 * 1024)).into_bytes(),
+            "larger than",
+        ),
+        (
+            "deep nesting",
+            format!("a = {}\n", "[".repeat(100_000)).into_bytes(),
+            ":1:",
+        ),
+        (
+            "wrong type",
+            format!("[probe]\nfall = \"two\"\n\n{target}").into_bytes(),
+            ":2:8: key `probe.fall`",
+        ),
+        (
+            "duplicate target",
+            format!("{target}\n{target}").into_bytes(),
+            ":7:8: key `target[1].name`",
+        ),
+        (
+            "unknown route",
+            b"[[target]]\nname = \"push\"\nurl = \"https://push.test/\"\nroutes = [\"provider\"]\n"
+                .to_vec(),
+            ":4:11: key `target[0].routes`: no route named \"provider\"",
+        ),
+    ];
+    for (what, bytes, says) in cases {
+        let path = ws.path("hostile.toml");
+        std::fs::write(&path, &bytes).expect("write");
+        let p = path.to_str().expect("utf8");
+        let out = run(&["check-config", "--config", p]).await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+        assert!(stderr.contains(p), "{what} names the file: {stderr}");
+        assert!(
+            stderr.contains(says),
+            "{what}: expected {says:?} in {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    }
+    // `run` also needs something to serve on.
+    let path = ws.write(
+        "off.toml",
+        &format!("[listen]\nmetrics = \"off\"\nadmin = \"off\"\nproxy = \"off\"\n\n{target}"),
+    );
+    let p = path.to_str().expect("utf8");
+    let out = run(&["check-config", "--config", p]).await;
+    assert_eq!(out.status.code(), Some(0), "valid for verify");
+    let out = run(&["run", "--config", p]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("every listener is \"off\""));
+}

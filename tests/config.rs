@@ -246,3 +246,49 @@ fn the_readme_configuration_reference_is_valid() {
         .replace("/etc/egress/extra-ca.pem", "extra-ca.pem");
     parse(&ws, &toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
 }
+
+#[test]
+fn durations_and_listen_addresses_take_the_forms_people_write_and_stay_in_range() {
+    let ws = Workspace::new();
+    let cfg = parse(
+        &ws,
+        r#"
+[listen]
+metrics = ":9464"
+admin = "off"
+
+[probe]
+interval = "1.5s"
+timeout = "0.5s"
+
+[[target]]
+name = "apns"
+url = "https://push.test/"
+routes = ["direct"]
+"#,
+    )
+    .expect("valid");
+    assert_eq!(
+        cfg.listen.metrics,
+        Some("0.0.0.0:9464".parse().expect("addr"))
+    );
+    assert_eq!(cfg.listen.admin, None);
+    assert_eq!(cfg.probe.interval, Duration::from_millis(1500));
+    assert_eq!(cfg.probe.timeout, Duration::from_millis(500));
+    // Out of range, or too large to hold: refused with the key, never an
+    // overflow at run time.
+    for (key, value, says) in [
+        ("interval", "25h", "at most 1d"),
+        ("timeout", "99999999999999999999h", "far too long"),
+        ("hold_down_max", "36500d", "at most 1d"),
+        ("unhealthy_interval", "0s", "greater than zero"),
+    ] {
+        let text = format!(
+            "[probe]\n{key} = \"{value}\"\n\n[[target]]\nname = \"a\"\nurl = \"https://a.test/\"\nroutes = [\"direct\"]\n"
+        );
+        let e = parse(&ws, &text).expect_err(value).to_string();
+        assert!(e.contains(&format!("probe.{key}")), "{e}");
+        assert!(e.contains(says), "{value}: {e}");
+        assert!(e.contains("config.toml:2:"), "located: {e}");
+    }
+}

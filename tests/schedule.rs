@@ -68,6 +68,8 @@ interval = "10s"
 unhealthy_interval = "2s"
 fall = 2
 rise = 2
+# Fall/rise timing alone: three failures must not also make it degraded.
+degraded_failures = 10
 
 [[route]]
 name = "provider"

@@ -21,6 +21,7 @@ use super::{
     Proxy, ResolveOverrides, Route, RouteKind, RunSettings, ShutdownSettings, Target, defaults,
     parse_duration,
 };
+use crate::destination::Host;
 use crate::dial::tls::{self, RootsMode, TlsClient};
 use crate::secret::Secret;
 
@@ -28,7 +29,7 @@ use crate::secret::Secret;
 const MAX_SECRET_FILE: u64 = 256 * 1024;
 
 /// Label values (route and target names) are kept short and plain.
-const MAX_NAME_LEN: usize = 64;
+pub(super) const MAX_NAME_LEN: usize = 64;
 
 pub(super) type Result<T> = std::result::Result<T, ConfigError>;
 
@@ -101,13 +102,21 @@ impl Compiler<'_> {
         for (i, t) in raw.targets.iter().enumerate() {
             let target = self.target(i, t, &base_roots, &routes, &probe)?;
             if targets.iter().any(|o| o.name == target.name) {
-                return Err(self.err(
-                    t.name.span(),
-                    &format!("target[{i}].name"),
+                let msg = if t.name.is_some() {
                     format!(
                         "a target named \"{}\" is already defined; names must be unique",
                         target.name
-                    ),
+                    )
+                } else {
+                    format!(
+                        "this target has no name and would be called \"{}\" (after its preset or URL host), like an earlier one: give it a `name`",
+                        target.name
+                    )
+                };
+                return Err(self.err(
+                    super::targets::span_of(t),
+                    &format!("target[{i}].name"),
+                    msg,
                 ));
             }
             targets.push(Arc::new(target));
@@ -129,6 +138,14 @@ impl Compiler<'_> {
             )?,
         };
         let shutdown = self.shutdown(&raw)?;
+        // Last: every located mistake is reported before this one.
+        if targets.is_empty() {
+            return Err(self.loc.error(
+                None,
+                "target",
+                "no target: add at least one [[target]] (e.g. `name = \"apns\"`, `preset = \"apns\"`) — there is nothing to probe or route",
+            ));
+        }
         Ok(Config {
             file: self.loc.file.to_path_buf(),
             listen,
@@ -294,15 +311,38 @@ impl Compiler<'_> {
         Ok(ShutdownSettings { drain, deadline })
     }
 
+    /// A duration greater than zero and at most a day: intervals, timeouts,
+    /// holds and grace periods.
     pub(super) fn duration(
         &self,
         v: Option<&Spanned<String>>,
         key: &str,
     ) -> Result<Option<Duration>> {
+        self.duration_up_to(v, key, defaults::MAX_SETTING_DURATION)
+    }
+
+    /// A duration greater than zero and at most `max`.
+    pub(super) fn duration_up_to(
+        &self,
+        v: Option<&Spanned<String>>,
+        key: &str,
+        max: Duration,
+    ) -> Result<Option<Duration>> {
         let Some(v) = v else { return Ok(None) };
         let d = parse_duration(v.get_ref()).map_err(|m| self.err(v.span(), key, m))?;
         if d.is_zero() {
             return Err(self.err(v.span(), key, "must be greater than zero"));
+        }
+        if d > max {
+            return Err(self.err(
+                v.span(),
+                key,
+                format!(
+                    "`{}` is out of range: at most {}",
+                    v.get_ref(),
+                    super::duration::describe(max)
+                ),
+            ));
         }
         Ok(Some(d))
     }
@@ -319,11 +359,16 @@ impl Compiler<'_> {
             if text == "off" {
                 return Ok(None);
             }
-            text.parse::<SocketAddr>().map(Some).map_err(|_| {
+            // ":9464" means every interface, as in Go and Prometheus.
+            let full = match text.strip_prefix(':') {
+                Some(port) => format!("0.0.0.0:{port}"),
+                None => text.to_string(),
+            };
+            full.parse::<SocketAddr>().map(Some).map_err(|_| {
                 self.loc.error(
                     span,
                     key,
-                    format!("`{text}` is not a listen address: expected \"IP:port\" (e.g. \"127.0.0.1:3128\") or \"off\""),
+                    format!("`{text}` is not a listen address: expected \"IP:port\" (e.g. \"127.0.0.1:3128\"), \":port\" (every interface) or \"off\""),
                 )
             })
         };
@@ -358,6 +403,28 @@ impl Compiler<'_> {
             }
             None => defaults::PROBE_MAX_BODY,
         };
+        let degraded_window = count(
+            &p.degraded_window,
+            "probe.degraded_window",
+            defaults::PROBE_DEGRADED_WINDOW,
+        )?;
+        let degraded_failures = count(
+            &p.degraded_failures,
+            "probe.degraded_failures",
+            defaults::PROBE_DEGRADED_FAILURES,
+        )?;
+        if degraded_failures > degraded_window {
+            let span = p
+                .degraded_failures
+                .as_ref()
+                .or(p.degraded_window.as_ref())
+                .map(Spanned::span);
+            return Err(self.loc.error(
+                span,
+                "probe.degraded_failures",
+                format!("{degraded_failures} failures can never happen in a window of {degraded_window} attempts: make degraded_failures at most degraded_window"),
+            ));
+        }
         Ok(ProbeSettings {
             interval: self
                 .duration(p.interval.as_ref(), "probe.interval")?
@@ -377,6 +444,8 @@ impl Compiler<'_> {
             hold_down_max: self
                 .duration(p.hold_down_max.as_ref(), "probe.hold_down_max")?
                 .unwrap_or(defaults::PROBE_HOLD_DOWN_MAX),
+            degraded_window,
+            degraded_failures,
         })
     }
 
@@ -384,22 +453,50 @@ impl Compiler<'_> {
         let mut map = HashMap::new();
         for (name, addrs) in &raw.resolve {
             let key = format!("resolve.\"{name}\"");
+            // Keys and values go through the forward proxy's parser, so a
+            // key matches the name the app sends in any case, with or
+            // without a trailing dot.
+            let name = match crate::destination::parse_host(name) {
+                Ok(Host::Name(n)) => n,
+                Ok(Host::Localhost(_)) => {
+                    return Err(self.err(
+                        addrs.span(),
+                        &key,
+                        "localhost always means loopback and cannot be mapped".to_string(),
+                    ));
+                }
+                Ok(Host::Ip { .. }) => {
+                    return Err(self.err(
+                        addrs.span(),
+                        &key,
+                        "an IP address needs no [resolve] entry: map a host name".to_string(),
+                    ));
+                }
+                Err(e) => return Err(self.err(addrs.span(), &key, e.to_string())),
+            };
             let texts: Vec<&str> = match addrs.get_ref() {
                 AddressList::One(s) => vec![s.as_str()],
                 AddressList::Many(v) => v.iter().map(String::as_str).collect(),
             };
             let mut ips = Vec::new();
             for t in texts {
-                let ip: IpAddr = t.parse().map_err(|_| {
-                    self.err(
+                let ip: IpAddr = match crate::destination::parse_host(t) {
+                    Ok(Host::Ip { addr, zone: None }) => addr,
+                    _ => return Err(self.err(
                         addrs.span(),
                         &key,
                         format!("`{t}` is not an IP address: expected e.g. \"127.0.0.1\" or a list of them ([] makes the name fail to resolve)"),
-                    )
-                })?;
+                    )),
+                };
                 ips.push(ip);
             }
-            map.insert(name.to_ascii_lowercase(), ips);
+            if map.insert(name.clone(), ips).is_some() {
+                return Err(self.err(
+                    addrs.span(),
+                    &key,
+                    format!("{name} is mapped twice (names are compared in lower case, without a trailing dot)"),
+                ));
+            }
         }
         Ok(ResolveOverrides(map))
     }
@@ -699,7 +796,33 @@ impl Compiler<'_> {
             }
             None => defaults::FORWARD_MAX_CONNECTIONS,
         };
+        let trail_max_bytes = match &f.trail_max_bytes {
+            Some(m) if (4096..=1024 * 1024 * 1024).contains(m.get_ref()) => *m.get_ref(),
+            Some(m) => {
+                return Err(self.err(
+                    m.span(),
+                    "forward.trail_max_bytes",
+                    "must be between 4096 and 1073741824 (1 GiB) bytes",
+                ));
+            }
+            None => defaults::FORWARD_TRAIL_MAX_BYTES,
+        };
+        let trail_keep = match &f.trail_keep {
+            Some(k) if *k.get_ref() <= 100 => *k.get_ref(),
+            Some(k) => {
+                return Err(self.err(
+                    k.span(),
+                    "forward.trail_keep",
+                    "must be between 0 and 100 rotated files",
+                ));
+            }
+            None => defaults::FORWARD_TRAIL_KEEP,
+        };
         Ok(ForwardSettings {
+            trail: f.trail.unwrap_or(defaults::FORWARD_TRAIL),
+            access_log: f.access_log.unwrap_or(defaults::FORWARD_ACCESS_LOG),
+            trail_max_bytes,
+            trail_keep,
             default,
             default_routes,
             allow_ports,

@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+/// The longest interval, timeout, hold or grace any key takes.
+pub const MAX_SETTING_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 /// `[listen] metrics`.
 pub const LISTEN_METRICS: &str = "0.0.0.0:9464";
 /// `[listen] admin`.
@@ -27,6 +30,11 @@ pub const PROBE_HOLD_DOWN: Duration = Duration::from_secs(30);
 /// `[probe] hold_down_max`.
 pub const PROBE_HOLD_DOWN_MAX: Duration = Duration::from_secs(600);
 
+/// `[probe] degraded_window`: attempts the partial-failure judgement sees.
+pub const PROBE_DEGRADED_WINDOW: u32 = 10;
+/// `[probe] degraded_failures`: failures among them that make a route degraded.
+pub const PROBE_DEGRADED_FAILURES: u32 = 3;
+
 /// `[admin] verify_cooldown`.
 pub const ADMIN_VERIFY_COOLDOWN: Duration = Duration::from_secs(10);
 /// An operator override's `ttl` when the request names none.
@@ -45,6 +53,14 @@ pub const FORWARD_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const FORWARD_MAX_CONNECTIONS: u32 = 1024;
 /// `[forward] failback_grace`.
 pub const FORWARD_FAILBACK_GRACE: Duration = Duration::from_secs(30);
+/// `[forward] trail`: the compliance trail of direct connections in `state_dir`.
+pub const FORWARD_TRAIL: bool = true;
+/// `[forward] access_log`: every app connection in `state_dir/access.jsonl`.
+pub const FORWARD_ACCESS_LOG: bool = false;
+/// `[forward] trail_max_bytes`: a trail file is rotated before this size.
+pub const FORWARD_TRAIL_MAX_BYTES: u64 = 8 * 1024 * 1024;
+/// `[forward] trail_keep`: rotated trail files kept (`.1` … `.N`).
+pub const FORWARD_TRAIL_KEEP: u32 = 3;
 
 /// `[shutdown] drain`: `/readyz` says 503 while listeners keep serving.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);

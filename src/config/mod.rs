@@ -97,6 +97,10 @@ pub struct ProbeSettings {
     pub hold_down: Duration,
     /// The longest hold, and the window in which downs count as flaps.
     pub hold_down_max: Duration,
+    /// How many of the latest attempts the degraded judgement looks at.
+    pub degraded_window: u32,
+    /// Failures among them that make a route degraded.
+    pub degraded_failures: u32,
 }
 
 /// `[run]`: the sidecar's lifecycle.
@@ -238,7 +242,9 @@ impl HostPattern {
 }
 
 /// Something the app depends on: probed on each of its routes.
-#[derive(Debug)]
+///
+/// Its `Debug` shows header names but never their values, and the body's
+/// length but never its bytes: probes carry API keys and tokens there.
 pub struct Target {
     /// The target's name (a metric label).
     pub name: String,
@@ -268,11 +274,42 @@ pub struct Target {
     pub hosts: Vec<HostPattern>,
     /// Ranges lifted from the address policy for this target.
     pub allow_addresses: Vec<Cidr>,
+    /// A degraded route loses this target's traffic (default: when the
+    /// target may go direct).
+    pub failover_on_degraded: bool,
     /// Expiry (Unix seconds) of the configured client certificate.
     pub client_cert_not_after: Option<i64>,
     /// Identifies the target's settings (and the trust and resolve tables):
     /// a reload keeps the health of pairs whose fingerprints did not change.
     pub fingerprint: u64,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<String> = self
+            .headers
+            .iter()
+            .map(|(n, _)| format!("{n}: <redacted>"))
+            .collect();
+        let routes: Vec<&str> = self.routes.iter().map(|r| r.name.as_str()).collect();
+        f.debug_struct("Target")
+            .field("name", &self.name)
+            .field("preset", &self.preset)
+            .field("url", &self.endpoint.url())
+            .field("method", &self.method)
+            .field("headers", &headers)
+            .field(
+                "body",
+                &format_args!("<{} bytes redacted>", self.body.len()),
+            )
+            .field("expect_status", &self.expect_status.describe())
+            .field("routes", &routes)
+            .field("timeout", &self.timeout)
+            .field("http2", &self.http2)
+            .field("hosts", &self.hosts)
+            .field("allow_addresses", &self.allow_addresses)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Target {
@@ -316,14 +353,52 @@ pub struct ForwardSettings {
     /// After fail-back to a proxy route, direct tunnels are closed this
     /// long later (`None`: kept until they end).
     pub failback_grace: Option<Duration>,
+    /// The compliance trail of direct connections is written to
+    /// `state_dir` (on by default; nothing is written without a `state_dir`).
+    pub trail: bool,
+    /// Every app connection is also written to `state_dir/access.jsonl`.
+    pub access_log: bool,
+    /// A trail or access-log file is rotated before it passes this size.
+    pub trail_max_bytes: u64,
+    /// Rotated trail and access-log files kept.
+    pub trail_keep: u32,
 }
 
 impl Config {
     /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = crate::files::read_text(path, MAX_CONFIG_BYTES)
+        let bytes = crate::files::read_bytes(path, MAX_CONFIG_BYTES)
             .map_err(|e| ConfigError::whole_file(path, e))?;
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                // Locate the first byte that is not UTF-8 in the valid part.
+                let valid = e.utf8_error().valid_up_to();
+                let prefix = String::from_utf8_lossy(&e.as_bytes()[..valid]).into_owned();
+                let loc = error::Locator {
+                    file: path,
+                    text: &prefix,
+                };
+                return Err(loc.error(
+                    Some(valid..valid),
+                    "",
+                    "not UTF-8 text: a configuration is a TOML text file (is this the right file?)",
+                ));
+            }
+        };
         Self::parse(path, &text)
+    }
+
+    /// The checks `run` adds to `check-config`'s: something to serve on.
+    pub fn check_runnable(&self) -> Result<(), ConfigError> {
+        let l = &self.listen;
+        if l.metrics.is_none() && l.admin.is_none() && l.proxy.is_none() {
+            return Err(ConfigError::whole_file(
+                &self.file,
+                "[listen]: every listener is \"off\": `run` would serve nothing (no metrics, no admin, no forward proxy); turn one on, or use `verify` for one-off checks",
+            ));
+        }
+        Ok(())
     }
 
     /// Checks `text` as if read from `path` (relative file paths in it are

@@ -77,6 +77,8 @@ pub(crate) struct RawProbe {
     pub max_body: Option<Spanned<u64>>,
     pub hold_down: Option<Spanned<String>>,
     pub hold_down_max: Option<Spanned<String>>,
+    pub degraded_window: Option<Spanned<u32>>,
+    pub degraded_failures: Option<Spanned<u32>>,
 }
 
 /// `[run]`.
@@ -135,7 +137,8 @@ pub(crate) struct RawRoute {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTarget {
-    pub name: Spanned<String>,
+    /// Optional: an unnamed target is named after its preset, else its URL's host.
+    pub name: Option<Spanned<String>>,
     pub preset: Option<Spanned<String>>,
     pub url: Option<Spanned<String>>,
     pub method: Option<Spanned<String>>,
@@ -153,6 +156,7 @@ pub(crate) struct RawTarget {
     pub http2: Option<Spanned<String>>,
     pub hosts: Option<Spanned<Vec<Spanned<String>>>>,
     pub allow_addresses: Option<Vec<Spanned<String>>>,
+    pub failover_on_degraded: Option<bool>,
 }
 
 /// An expected status: a code (`200`) or a range (`"200-399"`).
@@ -174,4 +178,12 @@ pub(crate) struct RawForward {
     pub header_timeout: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<u32>>,
     pub failback_grace: Option<Spanned<String>>,
+    /// The compliance trail in `state_dir` (default true).
+    pub trail: Option<bool>,
+    /// Every app connection to `state_dir/access.jsonl` too (default false).
+    pub access_log: Option<bool>,
+    /// Rotation size of the trail files, bytes.
+    pub trail_max_bytes: Option<Spanned<u64>>,
+    /// Rotated trail files kept.
+    pub trail_keep: Option<Spanned<u32>>,
 }

@@ -28,7 +28,7 @@ impl Compiler<'_> {
         probe: &ProbeSettings,
     ) -> Result<Target> {
         let key = |k: &str| format!("target[{i}].{k}");
-        let name = self.name(&t.name, &key("name"))?;
+        let at = span_of(t);
         let preset = match &t.preset {
             Some(p) => Some(presets::find(p.get_ref()).ok_or_else(|| {
                 self.err(
@@ -45,14 +45,18 @@ impl Compiler<'_> {
         };
         let endpoint = match (&t.url, preset) {
             (Some(u), _) => self.endpoint(u.get_ref(), u.span(), &key("url"))?,
-            (None, Some(p)) => self.endpoint(p.url, t.name.span(), &key("preset"))?,
+            (None, Some(p)) => self.endpoint(p.url, at.clone(), &key("preset"))?,
             (None, None) => {
                 return Err(self.err(
-                    t.name.span(),
+                    at.clone(),
                     &key("url"),
                     "a target needs a url (or a preset)",
                 ));
             }
+        };
+        let name = match &t.name {
+            Some(n) => self.name(n, &key("name"))?,
+            None => derived_name(preset.map(|p| p.name), &endpoint.host),
         };
         let method = match (&t.method, preset) {
             (Some(m), _) => Method::from_bytes(m.get_ref().as_bytes()).map_err(|_| {
@@ -116,7 +120,7 @@ impl Compiler<'_> {
             (None, None, None) => None,
         };
         let target_routes =
-            self.route_list(t.routes.as_ref(), routes, &key("routes"), t.name.span())?;
+            self.route_list(t.routes.as_ref(), routes, &key("routes"), at.clone())?;
         let timeout = self
             .duration(t.timeout.as_ref(), &key("timeout"))?
             .unwrap_or(probe.timeout);
@@ -152,6 +156,9 @@ impl Compiler<'_> {
             );
         }
         let route_prints: Vec<u64> = target_routes.iter().map(|r| r.fingerprint).collect();
+        let failover_on_degraded = t
+            .failover_on_degraded
+            .unwrap_or_else(|| target_routes.iter().any(|r| r.is_direct()));
         Ok(Target {
             fingerprint: self.fingerprint("target", i, &route_prints),
             name,
@@ -167,6 +174,7 @@ impl Compiler<'_> {
             tls,
             http2,
             hosts,
+            failover_on_degraded,
             allow_addresses,
             client_cert_not_after,
         })
@@ -257,14 +265,14 @@ impl Compiler<'_> {
                 "credentials in a target URL are refused: use headers".to_string()
             ));
         }
-        let host = auth
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
-        if host.is_empty() {
+        if auth.host().is_empty() {
             return Err(err(format!("`{text}` has no host")));
         }
+        // The same parser as the forward proxy's: a target written as
+        // `https://2130706433/` is the target 127.0.0.1.
+        let host = crate::destination::parse_host(auth.host())
+            .map_err(|e| err(format!("`{text}`: {e}")))?
+            .to_string();
         let port = auth.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let path_and_query = uri
             .path_and_query()
@@ -334,4 +342,31 @@ impl Compiler<'_> {
         }
         Ok(HostPattern(text))
     }
+}
+
+/// Where a target's errors point when no single key is at fault: its
+/// name, else its preset, else its URL.
+pub(super) fn span_of(t: &RawTarget) -> Range<usize> {
+    t.name
+        .as_ref()
+        .or(t.preset.as_ref())
+        .or(t.url.as_ref())
+        .map_or(0..0, Spanned::span)
+}
+
+/// The name of a target written without one: its preset's (`apns`), else
+/// its URL's host (`api.sms.example`), kept to the characters and length a
+/// name allows.
+fn derived_name(preset: Option<&str>, host: &str) -> String {
+    let base = preset.unwrap_or(host);
+    base.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(super::compile::MAX_NAME_LEN)
+        .collect()
 }

@@ -29,6 +29,32 @@ impl DialError {
     }
 }
 
+/// A proxy's own answer to a request sent to it in absolute form, told from
+/// the origin's: a 407, or an error status carrying `Proxy-Status` (RFC
+/// 9209) or Squid's `X-Squid-Error`. The origin's answer is never the
+/// route's failure.
+pub fn proxy_answer_reason(status: u16, headers: &http::HeaderMap) -> Option<FailureReason> {
+    let marked = headers.contains_key("proxy-status") || headers.contains_key("x-squid-error");
+    match status {
+        407 => Some(FailureReason::ProxyAuthRequired),
+        500..=599 if marked => Some(FailureReason::ProxyUpstreamError),
+        400..=499 if marked => Some(FailureReason::ProxyDenied),
+        _ => None,
+    }
+}
+
+/// `, via: …, x-squid-error: …` for a report of a proxy's own answer.
+pub fn proxy_answer_detail(headers: &http::HeaderMap) -> String {
+    let mut out = String::new();
+    for name in ["via", "server", "x-squid-error", "proxy-status"] {
+        if let Some(v) = headers.get(name) {
+            let v = super::connect::sanitize(v.as_bytes());
+            out.push_str(&format!(", {name}: {v}"));
+        }
+    }
+    out
+}
+
 /// The reason for a failed CONNECT exchange.
 pub fn connect_reason(e: &ConnectError) -> FailureReason {
     match e {

@@ -9,8 +9,10 @@
 //! check every address, dial exactly a checked address.
 //! Never retries on another route: choosing routes is the caller's job.
 
+pub mod addresses;
 pub mod classify;
 pub mod connect;
+pub mod eyeballs;
 pub mod resolve;
 pub mod route;
 pub mod stream;
@@ -19,15 +21,17 @@ pub mod tls;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::policy::{AddressDenied, Cidr, check_address};
 use crate::reason::Phase;
 pub use connect::{ConnectError, ConnectReply};
+use eyeballs::ATTEMPT_DELAY;
+pub use eyeballs::Attempts;
 pub use resolve::{ResolveError, Resolver};
 pub use route::{Route, RouteKind, authority};
 pub use stream::BoxStream;
@@ -51,6 +55,28 @@ pub struct Tunnel {
     pub connect: Option<ConnectReply>,
     /// The address dialed: the proxy's, or the destination's.
     pub peer: SocketAddr,
+    /// Every address tried to get `peer` (Happy Eyeballs).
+    pub attempts: Attempts,
+}
+
+/// A stream for plain `http://` requests: to the origin, or to a proxy
+/// that takes them in absolute form.
+pub struct HttpPath {
+    /// The connection.
+    pub stream: BoxStream,
+    /// The address dialed.
+    pub peer: SocketAddr,
+    /// The proxy, when the stream goes to one.
+    pub proxy: Option<ProxyHop>,
+}
+
+/// What a request sent to a proxy in absolute form needs of it.
+#[derive(Debug, Clone)]
+pub struct ProxyHop {
+    /// `http://host:port` of the proxy, for reports.
+    pub name: String,
+    /// The route's `Proxy-Authorization`, if it has credentials.
+    pub authorization: Option<crate::secret::Secret<http::HeaderValue>>,
 }
 
 /// Durations of the phases that ran (a failed phase counts up to its failure).
@@ -137,7 +163,7 @@ pub enum DialError {
         source: ResolveError,
     },
     /// TCP to the proxy failed.
-    #[error("connecting to proxy {proxy} ({addr}): {source}")]
+    #[error("connecting to proxy {proxy} ({addr}): {source}{}", tried(attempts))]
     ProxyConnect {
         /// The proxy.
         proxy: String,
@@ -145,6 +171,8 @@ pub enum DialError {
         addr: SocketAddr,
         /// Why.
         source: io::Error,
+        /// Every address tried.
+        attempts: Attempts,
     },
     /// TLS to an `https://` proxy failed.
     #[error("TLS to proxy {proxy}: {source}")]
@@ -155,7 +183,7 @@ pub enum DialError {
         source: io::Error,
     },
     /// A stage toward the proxy ran out of time.
-    #[error("{phase} with proxy {proxy} timed out after {}", fmt_duration(*after))]
+    #[error("{phase} with proxy {proxy} timed out after {}{}", fmt_duration(*after), tried(attempts))]
     ProxyTimeout {
         /// The stage.
         phase: Phase,
@@ -163,6 +191,8 @@ pub enum DialError {
         proxy: String,
         /// How long it ran.
         after: Duration,
+        /// The addresses tried, when the TCP step timed out.
+        attempts: Attempts,
     },
     /// The CONNECT exchange failed.
     #[error("{}", TunnelDisplay { authority, source })]
@@ -181,21 +211,34 @@ pub enum DialError {
         source: ResolveError,
     },
     /// TCP to the destination failed.
-    #[error("connecting to {addr}: {source}")]
+    #[error("connecting to {addr}: {source}{}", tried(attempts))]
     Connect {
         /// The address tried last.
         addr: SocketAddr,
         /// Why.
         source: io::Error,
+        /// Every address tried.
+        attempts: Attempts,
     },
     /// A stage past the proxy ran out of time.
-    #[error("{phase} timed out after {}", fmt_duration(*after))]
+    #[error("{phase} timed out after {}{}", fmt_duration(*after), tried(attempts))]
     Timeout {
         /// The stage.
         phase: Phase,
         /// How long it ran.
         after: Duration,
+        /// The addresses tried, when the TCP step timed out.
+        attempts: Attempts,
     },
+}
+
+/// `; addresses tried: ...` when more than one address was tried.
+fn tried(attempts: &Attempts) -> String {
+    if attempts.worth_reporting() {
+        format!("; addresses tried: {attempts}")
+    } else {
+        String::new()
+    }
 }
 
 struct TunnelDisplay<'a> {
@@ -239,6 +282,30 @@ impl DialError {
     }
 }
 
+/// Runs the futures at once; their outputs in order.
+async fn join_all<F: Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<Pin<Box<F>>> = futs.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in pinned.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
 /// `1.2s`, `350ms`, `12.3ms` for messages and tables.
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
@@ -256,12 +323,23 @@ pub fn fmt_duration(d: Duration) -> String {
 pub struct Dialer {
     /// Our resolver (overrides first).
     resolver: Resolver,
+    /// Which proxy addresses failed their last check (shared by clones).
+    addresses: std::sync::Arc<addresses::AddressHealth>,
 }
 
 impl Dialer {
     /// A dialer resolving with `resolver`.
     pub fn new(resolver: Resolver) -> Self {
-        Self { resolver }
+        Self {
+            resolver,
+            addresses: Default::default(),
+        }
+    }
+
+    /// The resolver it dials with (the forward proxy's guard checks names
+    /// with the same one).
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
     }
 
     /// Opens a stream to `dest` over `route`, recording phase times into
@@ -274,72 +352,198 @@ impl Dialer {
         deadline: Instant,
         phases: &mut Phases,
     ) -> Result<Tunnel, DialError> {
+        let RouteKind::Proxy(proxy) = &route.kind else {
+            return self.direct(dest, deadline, phases).await;
+        };
+        let proxy_deadline = deadline.min(Instant::now() + route.connect_timeout);
+        let (stream, peer, attempts) = self.reach_proxy(proxy, proxy_deadline, phases).await?;
+        let target = authority(dest.host, dest.port);
+        let (stream, reply) = timed(
+            phases,
+            Phase::Tunnel,
+            proxy_deadline,
+            connect::exchange(stream, &target, proxy.authorization.as_ref()),
+        )
+        .await
+        .map_err(|after| DialError::ProxyTimeout {
+            phase: Phase::Tunnel,
+            proxy: proxy.display(),
+            after,
+            attempts: Attempts::default(),
+        })?
+        .map_err(|source| DialError::Tunnel {
+            authority: target.clone(),
+            source,
+        })?;
+        Ok(Tunnel {
+            stream,
+            connect: Some(reply),
+            peer,
+            attempts,
+        })
+    }
+
+    /// Opens the way for one plain `http://` request to `dest` over `route`:
+    /// on a proxy route, a connection to the proxy itself (the request then
+    /// goes in absolute form, with the route's credentials: proxies such as
+    /// Squid refuse `CONNECT` to port 80); direct, a connection to the
+    /// origin. Probes of `http://` targets and the app's plain requests both
+    /// take this path.
+    pub async fn open_http(
+        &self,
+        route: &Route,
+        dest: Destination<'_>,
+        deadline: Instant,
+        phases: &mut Phases,
+    ) -> Result<HttpPath, DialError> {
         match &route.kind {
-            RouteKind::Direct => self.direct(dest, deadline, phases).await,
+            RouteKind::Direct => {
+                let t = self.direct(dest, deadline, phases).await?;
+                Ok(HttpPath {
+                    stream: t.stream,
+                    peer: t.peer,
+                    proxy: None,
+                })
+            }
             RouteKind::Proxy(proxy) => {
                 let proxy_deadline = deadline.min(Instant::now() + route.connect_timeout);
-                let name = proxy.display();
-                let timeout = |phase, after| DialError::ProxyTimeout {
-                    phase,
-                    proxy: name.clone(),
-                    after,
-                };
-                let addrs = timed(
-                    phases,
-                    Phase::Resolve,
-                    proxy_deadline,
-                    self.resolver.resolve(&proxy.host, proxy.port),
-                )
-                .await
-                .map_err(|after| timeout(Phase::Resolve, after))?
-                .map_err(|source| DialError::ProxyResolve {
-                    proxy: name.clone(),
-                    source,
-                })?;
-                let (mut stream, peer) = timed(phases, Phase::Connect, proxy_deadline, async {
-                    let (tcp, peer) = connect_any(&addrs).await.map_err(|(addr, source)| {
-                        DialError::ProxyConnect {
-                            proxy: name.clone(),
-                            addr,
-                            source,
-                        }
-                    })?;
-                    let stream: BoxStream = Box::new(tcp);
-                    match &proxy.tls {
-                        None => Ok((stream, peer)),
-                        Some(tls) => tls
-                            .handshake(stream, &proxy.host)
-                            .await
-                            .map(|(s, _)| (s, peer))
-                            .map_err(|f| DialError::ProxyTls {
-                                proxy: name.clone(),
-                                source: f.error,
-                            }),
-                    }
-                })
-                .await
-                .map_err(|after| timeout(Phase::Connect, after))??;
-                let target = authority(dest.host, dest.port);
-                let (s, reply) = timed(
-                    phases,
-                    Phase::Tunnel,
-                    proxy_deadline,
-                    connect::exchange(stream, &target, proxy.authorization.as_ref()),
-                )
-                .await
-                .map_err(|after| timeout(Phase::Tunnel, after))?
-                .map_err(|source| DialError::Tunnel {
-                    authority: target.clone(),
-                    source,
-                })?;
-                stream = s;
-                Ok(Tunnel {
+                let (stream, peer, _) = self.reach_proxy(proxy, proxy_deadline, phases).await?;
+                Ok(HttpPath {
                     stream,
-                    connect: Some(reply),
                     peer,
+                    proxy: Some(ProxyHop {
+                        name: proxy.display(),
+                        authorization: proxy.authorization.clone(),
+                    }),
                 })
             }
         }
+    }
+
+    /// When `route` is a proxy whose name has several addresses: checks
+    /// each of the first [`addresses::MAX_CHECKED`] through the route's own
+    /// stages (TCP, TLS to an `https://` proxy, CONNECT to `dest`), at once,
+    /// within `deadline` and the route's `connect_timeout`. Empty for direct
+    /// routes and single-address proxies. App connections then try the
+    /// addresses that passed first.
+    pub async fn check_proxy_addresses(
+        &self,
+        route: &Route,
+        dest: Destination<'_>,
+        deadline: Instant,
+    ) -> Vec<addresses::AddressCheck> {
+        let RouteKind::Proxy(proxy) = &route.kind else {
+            return Vec::new();
+        };
+        let deadline = deadline.min(Instant::now() + route.connect_timeout);
+        let resolved =
+            tokio::time::timeout_at(deadline, self.resolver.resolve(&proxy.host, proxy.port)).await;
+        let Ok(Ok(addrs)) = resolved else {
+            return Vec::new();
+        };
+        if addrs.len() < 2 {
+            return Vec::new();
+        }
+        let target = authority(dest.host, dest.port);
+        let checks = addrs.iter().take(addresses::MAX_CHECKED).map(|addr| {
+            let target = target.clone();
+            async move {
+                let one = async {
+                    let tcp = tokio::net::TcpStream::connect(addr)
+                        .await
+                        .map_err(|e| format!("connect: {e}"))?;
+                    let stream: BoxStream = Box::new(tcp);
+                    let stream = match &proxy.tls {
+                        None => stream,
+                        Some(tls) => tls
+                            .handshake(stream, &proxy.host)
+                            .await
+                            .map(|(s, _)| s)
+                            .map_err(|f| format!("TLS: {}", f.error))?,
+                    };
+                    connect::exchange(stream, &target, proxy.authorization.as_ref())
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| match e {
+                            ConnectError::Refused(reply) => format!("CONNECT -> {reply}"),
+                            other => format!("CONNECT: {other}"),
+                        })
+                };
+                let (up, detail) = match tokio::time::timeout_at(deadline, one).await {
+                    Ok(Ok(())) => (true, "tunnel stands".to_string()),
+                    Ok(Err(e)) => (false, e),
+                    Err(_) => (false, "no answer in time".to_string()),
+                };
+                addresses::AddressCheck {
+                    address: *addr,
+                    up,
+                    detail,
+                }
+            }
+        });
+        let checks = join_all(checks).await;
+        self.addresses.record(&checks);
+        checks
+    }
+
+    /// Resolve → TCP, Happy Eyeballs over the proxy's addresses (→ TLS for
+    /// an `https://` proxy): a stream to the proxy, and the addresses tried.
+    async fn reach_proxy(
+        &self,
+        proxy: &route::Proxy,
+        deadline: Instant,
+        phases: &mut Phases,
+    ) -> Result<(BoxStream, SocketAddr, Attempts), DialError> {
+        let name = proxy.display();
+        let addrs = timed(
+            phases,
+            Phase::Resolve,
+            deadline,
+            self.resolver.resolve(&proxy.host, proxy.port),
+        )
+        .await
+        .map_err(|after| DialError::ProxyTimeout {
+            phase: Phase::Resolve,
+            proxy: name.clone(),
+            after,
+            attempts: Attempts::default(),
+        })?
+        .map_err(|source| DialError::ProxyResolve {
+            proxy: name.clone(),
+            source,
+        })?;
+        let addrs = self.addresses.prefer_working(addrs);
+        let mut attempts = Attempts::default();
+        let connected = timed(phases, Phase::Connect, deadline, async {
+            let (tcp, peer) = eyeballs::connect(&addrs, ATTEMPT_DELAY, &mut attempts)
+                .await
+                .map_err(|(addr, source)| DialError::ProxyConnect {
+                    proxy: name.clone(),
+                    addr,
+                    source,
+                    attempts: attempts.clone(),
+                })?;
+            let stream: BoxStream = Box::new(tcp);
+            match &proxy.tls {
+                None => Ok((stream, peer)),
+                Some(tls) => tls
+                    .handshake(stream, &proxy.host)
+                    .await
+                    .map(|(s, _)| (s, peer))
+                    .map_err(|f| DialError::ProxyTls {
+                        proxy: name.clone(),
+                        source: f.error,
+                    }),
+            }
+        })
+        .await;
+        let (stream, peer) = connected.map_err(|after| DialError::ProxyTimeout {
+            phase: Phase::Connect,
+            proxy: name.clone(),
+            after,
+            attempts: attempts.clone(),
+        })??;
+        Ok((stream, peer, attempts))
     }
 
     async fn direct(
@@ -348,7 +552,11 @@ impl Dialer {
         deadline: Instant,
         phases: &mut Phases,
     ) -> Result<Tunnel, DialError> {
-        let timeout = |phase, after| DialError::Timeout { phase, after };
+        let timeout = |phase, after| DialError::Timeout {
+            phase,
+            after,
+            attempts: Attempts::default(),
+        };
         let resolved = timed(
             phases,
             Phase::Resolve,
@@ -370,37 +578,30 @@ impl Dialer {
                 source,
             })?;
         }
-        let (tcp, peer) = timed(phases, Phase::Connect, deadline, connect_any(&resolved))
-            .await
-            .map_err(|after| timeout(Phase::Connect, after))?
-            .map_err(|(addr, source)| DialError::Connect { addr, source })?;
+        let mut attempts = Attempts::default();
+        let connected = timed(
+            phases,
+            Phase::Connect,
+            deadline,
+            eyeballs::connect(&resolved, ATTEMPT_DELAY, &mut attempts),
+        )
+        .await;
+        let (tcp, peer) = connected
+            .map_err(|after| DialError::Timeout {
+                phase: Phase::Connect,
+                after,
+                attempts: attempts.clone(),
+            })?
+            .map_err(|(addr, source)| DialError::Connect {
+                addr,
+                source,
+                attempts: attempts.clone(),
+            })?;
         Ok(Tunnel {
             stream: Box::new(tcp),
             connect: None,
             peer,
+            attempts,
         })
     }
-}
-
-/// Connects to the first address that accepts; the last error otherwise.
-async fn connect_any(
-    addrs: &[SocketAddr],
-) -> Result<(TcpStream, SocketAddr), (SocketAddr, io::Error)> {
-    let mut last = None;
-    for addr in addrs {
-        match TcpStream::connect(addr).await {
-            Ok(s) => {
-                // Latency matters more than packet count for handshakes.
-                let _ = s.set_nodelay(true);
-                return Ok((s, *addr));
-            }
-            Err(e) => last = Some((*addr, e)),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        (
-            SocketAddr::from(([0, 0, 0, 0], 0)),
-            io::Error::new(io::ErrorKind::NotFound, "no address to connect to"),
-        )
-    }))
 }

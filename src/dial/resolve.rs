@@ -1,12 +1,16 @@
-//! Name resolution for the dialer: the config's `[resolve]` overrides first
-//! (tests, the demo and pinned upstreams use them), IP literals as they are,
-//! then the system resolver. Every call is bounded by the caller's deadline.
+//! Name resolution for the dialer: IP literals (in any spelling the
+//! destination parser accepts) and `localhost` as what they mean, then the
+//! config's `[resolve]` overrides (tests, the demo and pinned upstreams use
+//! them), then the system resolver. Something that is neither a name nor an
+//! address never reaches the system resolver. Every call is bounded by the
+//! caller's deadline.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::route::ResolveOverrides;
+use crate::destination::{Host, HostError, LOCALHOST, parse_host};
 
 /// Why a name did not resolve.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +24,9 @@ pub enum ResolveError {
     /// The system resolver answered with no address.
     #[error("no address for {0}")]
     Empty(String),
+    /// The host is neither a DNS name nor an IP address.
+    #[error(transparent)]
+    Invalid(#[from] HostError),
 }
 
 /// Resolves host names, overrides first.
@@ -37,9 +44,20 @@ impl Resolver {
 
     /// The addresses of `host` (a name or an IP literal), with `port`.
     pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, port)]);
-        }
+        let name = match parse_host(host)? {
+            Host::Ip { addr, zone: None } => return Ok(vec![SocketAddr::new(addr, port)]),
+            Host::Localhost(_) => {
+                return Ok(LOCALHOST
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, port))
+                    .collect());
+            }
+            // A zone id needs the interface's index: the system's
+            // getaddrinfo reads numeric hosts with a scope without DNS.
+            zoned @ Host::Ip { .. } => zoned.to_string(),
+            Host::Name(name) => name,
+        };
+        let host = name.as_str();
         if let Some(ips) = self.overrides.get(host) {
             if ips.is_empty() {
                 return Err(ResolveError::Blackholed(host.to_string()));

@@ -11,9 +11,11 @@
 //! each target's route choice, and a place to report what happened. It
 //! never decides health.
 //!
-//! Every connection that goes direct is logged with the reason the proxy
-//! route was not used, and counted.
+//! Every connection that goes direct is counted and written to the
+//! compliance trail with the reason the proxy route was not used; the
+//! operational log summarises them.
 
+mod plain;
 pub mod plan;
 pub mod relay;
 pub mod reply;
@@ -59,6 +61,8 @@ pub trait Routing: Send + Sync + 'static {
     fn why_not_proxy(&self, target: &str) -> String;
     /// The metrics registry.
     fn metrics(&self) -> &Metrics;
+    /// The compliance trail (and access log) tunnels are reported to.
+    fn trail(&self) -> &crate::compliance::Trail;
 }
 
 /// The most connections served at once: the configured cap, kept below what
@@ -134,13 +138,14 @@ impl accept::Handler for Proxy {
     }
 }
 
-/// A request read and planned: where it goes and the routes to try.
+/// A CONNECT read and planned: where it goes and the routes to try.
 struct Planned {
-    ask: Ask,
     early: bytes::Bytes,
     host: String,
     port: u16,
     plan: Plan,
+    /// When the request was read: the tunnel's wait is measured from here.
+    received: Instant,
 }
 
 impl Planned {
@@ -150,19 +155,48 @@ impl Planned {
 }
 
 impl Proxy {
-    /// One app connection, top-down: read the request, plan it, open a
-    /// tunnel on the first route that works, relay.
-    async fn handle(&self, mut app: TcpStream, peer: SocketAddr) {
+    /// One app connection: a CONNECT tunnel, or plain `http://` requests.
+    async fn handle(self: Arc<Self>, mut app: TcpStream, peer: SocketAddr) {
         let generation = self.routing.generation();
-        let Some(req) = self.read_and_plan(&mut app, peer, &generation).await else {
+        let Some((ask, early)) = self.read(&mut app, peer, &generation).await else {
+            return;
+        };
+        match ask {
+            Ask::Http { head, .. } => {
+                let mut prefix = bytes::BytesMut::from(&head[..]);
+                prefix.extend_from_slice(&early);
+                plain::serve(self.clone(), app, peer, prefix.freeze()).await;
+            }
+            Ask::Connect { host, port } => {
+                self.connect(app, peer, &generation, host, port, early)
+                    .await;
+            }
+        }
+    }
+
+    /// A CONNECT, top-down: plan it, open a tunnel on the first route that
+    /// works, answer 200 and relay.
+    async fn connect(
+        &self,
+        mut app: TcpStream,
+        peer: SocketAddr,
+        generation: &Generation,
+        host: String,
+        port: u16,
+        early: bytes::Bytes,
+    ) {
+        let Some(req) = self
+            .plan(&mut app, peer, generation, host, port, early)
+            .await
+        else {
             return;
         };
         let mut tried: Vec<Tried> = Vec::new();
         let routes = req.plan.routes.clone();
         for route in &routes {
-            match self.open(&generation, &req, route).await {
+            match self.open(generation, &req, route).await {
                 Ok(tunnel) => {
-                    self.serve_tunnel(app, tunnel, &generation, req, route, &tried)
+                    self.serve_tunnel(app, tunnel, generation, req, route, &tried)
                         .await;
                     return;
                 }
@@ -171,21 +205,20 @@ impl Proxy {
         }
         let not_allowed_direct = req.plan.target.as_ref().is_some_and(|t| !t.allows_direct());
         let destination = req.destination();
-        tracing::error!(target_name = %req.plan.label, destination = %destination, routes = tried.len(), "every allowed route failed");
+        tracing::error!(target = %req.plan.label, destination = %destination, routes = tried.len(), "every allowed route failed");
         reply::all_failed(&mut app, &destination, &tried, not_allowed_direct).await;
     }
 
-    /// Reads the request and applies the policy; answers the app itself
-    /// (400/403/408/431) and returns `None` when it is refused.
-    async fn read_and_plan(
+    /// Reads the first request head; answers the app itself (400/408/431)
+    /// and returns `None` when it is malformed.
+    async fn read(
         &self,
         app: &mut TcpStream,
         peer: SocketAddr,
         generation: &Generation,
-    ) -> Option<Planned> {
-        let config = &generation.config;
-        let (ask, early) = match request::read(app, config.forward.header_timeout).await {
-            Ok(r) => r,
+    ) -> Option<(Ask, bytes::Bytes)> {
+        match request::read(app, generation.config.forward.header_timeout).await {
+            Ok(r) => Some(r),
             Err(refusal) => {
                 tracing::info!(client = %peer, status = refusal.status, why = %refusal.why, "refused a malformed request");
                 let body = format!("egress-sentinel: {}\n", refusal.why);
@@ -197,19 +230,38 @@ impl Proxy {
                     &body,
                 )
                 .await;
-                return None;
+                None
             }
-        };
-        let (host, port) = match &ask {
-            Ask::Connect { host, port } | Ask::Http { host, port, .. } => (host.clone(), *port),
-        };
-        match plan::plan(config, &host, port, |t| self.routing.choice(t)) {
+        }
+    }
+
+    /// Applies the policy to a CONNECT; answers 403 itself and returns
+    /// `None` when it is refused.
+    async fn plan(
+        &self,
+        app: &mut TcpStream,
+        peer: SocketAddr,
+        generation: &Generation,
+        host: String,
+        port: u16,
+        early: bytes::Bytes,
+    ) -> Option<Planned> {
+        let config = &generation.config;
+        let checked = plan::plan_checked(
+            config,
+            generation.dialer.resolver(),
+            &host,
+            port,
+            config.probe.timeout,
+            |t| self.routing.choice(t),
+        );
+        match checked.await {
             Ok(plan) => Some(Planned {
-                ask,
                 early,
                 host,
                 port,
                 plan,
+                received: Instant::now(),
             }),
             Err(plan::Refused { label, why }) => {
                 let destination = authority(&host, port);
@@ -259,7 +311,7 @@ impl Proxy {
             Err(e) => e,
         };
         let (reason, detail) = (e.reason(), e.to_string());
-        tracing::warn!(target_name = %req.plan.label, route = %route.name, destination = %req.destination(), reason = %reason, detail = %detail, "app connection failed on route");
+        tracing::warn!(target = %req.plan.label, route = %route.name, destination = %req.destination(), reason = %reason, detail = %detail, "app connection failed on route");
         self.routing
             .metrics()
             .forward_connection(&req.plan.label, &route.name, "failed");
@@ -288,24 +340,43 @@ impl Proxy {
             (Some(t), true) => Some(self.direct.enter(&t.name)),
             _ => None,
         };
-        if route.is_direct() {
-            self.log_direct(&label, &destination, tried);
-        }
+        let why = route
+            .is_direct()
+            .then(|| self.log_direct(&label, &destination, tried));
         metrics.forward_connection(&label, &route.name, "ok");
+        metrics.forward_request_duration(&label, &route.name, req.received.elapsed());
+        let (opened, stood) = (std::time::SystemTime::now(), Instant::now());
+        let meter = metrics.forward_meter(&label, &route.name);
+        let upstream: BoxStream = Box::new(meter.wrap(tunnel.stream));
         let _guard = self.active.enter(metrics, &route.name);
         let settings = &generation.config.forward;
-        let relay = relay_tunnel(app, tunnel.stream, req.ask, req.early, settings);
-        tokio::select! {
-            () = relay => {}
+        let relay = relay_tunnel(app, upstream, req.early, settings);
+        let end = tokio::select! {
+            () = relay => "closed",
             () = closed(&mut ticket) => {
-                tracing::info!(target_name = %label, destination = %destination, "direct tunnel closed: traffic is back on the proxy");
+                tracing::info!(target = %label, destination = %destination, "direct tunnel closed: traffic is back on the proxy");
                 metrics.forward_connection(&label, &route.name, "closed_on_failback");
+                "closed_on_failback"
             }
-        }
+        };
+        self.routing
+            .trail()
+            .closed(&crate::compliance::Connection::new(
+                opened,
+                &label,
+                &destination,
+                &route.name,
+                why,
+                meter.moved(),
+                stood.elapsed(),
+                end,
+            ));
     }
 
-    /// The compliance trail: why this connection bypassed the proxy.
-    fn log_direct(&self, target: &str, destination: &str, tried: &[Tried]) {
+    /// Why this connection bypassed the proxy, told to the trail's summary
+    /// (the operational log says the first at once, then once a minute);
+    /// the trail line itself is written when the tunnel ends.
+    fn log_direct(&self, target: &str, destination: &str, tried: &[Tried]) -> String {
         let why = if tried.is_empty() {
             self.routing.why_not_proxy(target)
         } else {
@@ -315,7 +386,8 @@ impl Proxy {
                 .collect::<Vec<_>>()
                 .join("; ")
         };
-        tracing::warn!(target_name = %target, destination = %destination, why = %why, "app connection went DIRECT, bypassing the proxy");
+        self.routing.trail().went_direct(target, destination, &why);
+        why
     }
 }
 
@@ -330,24 +402,14 @@ async fn closed(ticket: &mut Option<Ticket>) {
 async fn relay_tunnel(
     mut app: TcpStream,
     mut upstream: BoxStream,
-    ask: Ask,
     early: bytes::Bytes,
     settings: &crate::config::ForwardSettings,
 ) {
-    let prelude: &[u8] = match &ask {
-        Ask::Connect { .. } => {
-            if app
-                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                .await
-                .is_err()
-            {
-                return;
-            }
-            &[]
-        }
-        Ask::Http { head, .. } => head,
-    };
-    if !prelude.is_empty() && upstream.write_all(prelude).await.is_err() {
+    if app
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .await
+        .is_err()
+    {
         return;
     }
     if !early.is_empty() && upstream.write_all(&early).await.is_err() {

@@ -1,11 +1,19 @@
 //! Route choice for app traffic, and the open-proxy guard: which target a
 //! destination belongs to, whether its port is allowed, and the routes to
-//! try, active route first. Pure: the caller passes the route table's view.
+//! try, active route first. [`plan`] is pure: the caller passes the route
+//! table's view. [`plan_checked`] adds the one lookup the guard needs: a
+//! name that matches no target is resolved here before a proxy resolves it.
+//!
+//! Every refusal is `policy_denied`, and its text says so.
 
-use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::config::{Config, ForwardDefault, Route, Target};
+use crate::destination::{Host, parse_host};
+use crate::dial::Resolver;
 use crate::health::Force;
 use crate::policy::{Cidr, check_address};
 
@@ -46,7 +54,7 @@ pub fn plan(
         |t: Option<&Arc<Target>>| t.map_or_else(|| UNMATCHED.to_string(), |t| t.name.clone());
     let refuse = |t: Option<&Arc<Target>>, why: String| Refused {
         label: label(t),
-        why,
+        why: format!("policy_denied: {why}"),
     };
     let target = config
         .targets
@@ -111,10 +119,12 @@ pub fn plan(
             }
         }
     };
-    // An address literal is checked on every route, not only direct: the
-    // sidecar must not relay the app to the metadata service through a proxy.
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        check_address(ip, &plan.allow).map_err(|e| refuse(target, e.to_string()))?;
+    // An address literal (in any spelling) and localhost are checked on
+    // every route, not only direct: the sidecar must not relay the app to
+    // the metadata service through a proxy.
+    let parsed = parse_host(host).map_err(|e| refuse(target, e.to_string()))?;
+    for ip in parsed.literal_addresses().unwrap_or_default() {
+        check_address(ip, &plan.allow).map_err(|e| refuse(target, format!("{host}: {e}")))?;
     }
     if plan.routes.is_empty() {
         return Err(refuse(
@@ -123,4 +133,75 @@ pub fn plan(
         ));
     }
     Ok(plan)
+}
+
+/// The longest the guard waits for its own lookup of an unmatched name.
+pub const GUARD_LOOKUP: Duration = Duration::from_secs(5);
+
+/// Plans `host:port` like [`plan`]; then, for a DNS name that matches no
+/// target (so it goes to a proxy, which would resolve it itself), resolves
+/// the name with `resolver` and refuses it when any of its addresses is in
+/// a denied range, or when it cannot be resolved here (it could not be
+/// checked). The lookup is bounded by `timeout` and [`GUARD_LOOKUP`].
+///
+/// What remains: the proxy may resolve the name differently (DNS
+/// rebinding, split horizon). `[forward] default = "deny"` with explicit
+/// targets closes that.
+pub async fn plan_checked(
+    config: &Config,
+    resolver: &Resolver,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    choice: impl Fn(&str) -> Option<(String, Force)>,
+) -> Result<Plan, Refused> {
+    let plan = plan(config, host, port, choice)?;
+    if plan.target.is_none() {
+        let deadline = Instant::now() + timeout.min(GUARD_LOOKUP);
+        check_resolved(resolver, host, port, &plan.allow, deadline)
+            .await
+            .map_err(|why| Refused {
+                label: plan.label.clone(),
+                why: format!("policy_denied: {why}"),
+            })?;
+    }
+    Ok(plan)
+}
+
+/// Resolves `host` (when it is a DNS name) and checks every address against
+/// the address policy. The error says which address, which range, and what
+/// to do.
+pub async fn check_resolved(
+    resolver: &Resolver,
+    host: &str,
+    port: u16,
+    allow: &[Cidr],
+    deadline: Instant,
+) -> Result<(), String> {
+    let name = match parse_host(host) {
+        Ok(Host::Name(n)) => n,
+        // Literals and localhost were judged without a lookup.
+        Ok(_) => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let unchecked = |why: String| {
+        format!(
+            "{name} matches no target and could not be resolved here to check its addresses ({why}); \
+             list it in a target's hosts, or map it in [resolve]"
+        )
+    };
+    let addrs = match tokio::time::timeout_at(deadline, resolver.resolve(&name, port)).await {
+        Err(_) => return Err(unchecked("the lookup timed out".to_string())),
+        Ok(Err(e)) => return Err(unchecked(e.to_string())),
+        Ok(Ok(a)) => a,
+    };
+    for addr in addrs {
+        check_address(addr.ip(), allow).map_err(|e| {
+            format!(
+                "{name} matches no target and resolves to a refused address: {e}; \
+                 a proxy would reach it for the app"
+            )
+        })?;
+    }
+    Ok(())
 }

@@ -39,19 +39,53 @@ where
     let up = pump(app_r, up_w, &last, start, idle);
     let down = pump(up_r, app_w, &last, start, idle);
     tokio::pin!(up, down);
+    // One side done: the other may go on as long as it keeps moving (a slow
+    // answer after the app's FIN arrives whole), and ends once it has been
+    // quiet for `half_close`: no socket lingers in CLOSE_WAIT.
+    let quiet = |last: &AtomicU64| {
+        start
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)))
+    };
     let (up_n, down_n) = tokio::select! {
         u = &mut up => {
-            let d = if u.finished { tokio::time::timeout(half_close, &mut down).await.map(|d| d.bytes).unwrap_or(0) } else { 0 };
+            let d = if u.finished { follow(&mut down, &last, half_close, quiet).await } else { 0 };
             (u.bytes, d)
         }
         d = &mut down => {
-            let u = if d.finished { tokio::time::timeout(half_close, &mut up).await.map(|u| u.bytes).unwrap_or(0) } else { 0 };
+            let u = if d.finished { follow(&mut up, &last, half_close, quiet).await } else { 0 };
             (u, d.bytes)
         }
     };
     Moved {
         up: up_n,
         down: down_n,
+    }
+}
+
+/// Waits for the remaining direction until it ends or has been quiet for
+/// `half_close`; returns the bytes it moved (0 when cut).
+async fn follow<F>(
+    other: &mut std::pin::Pin<&mut F>,
+    last: &AtomicU64,
+    half_close: Duration,
+    quiet: impl Fn(&AtomicU64) -> Duration,
+) -> u64
+where
+    F: std::future::Future<Output = Pumped>,
+{
+    loop {
+        let wait = half_close
+            .saturating_sub(quiet(last))
+            .max(Duration::from_millis(10));
+        tokio::select! {
+            p = other.as_mut() => return p.bytes,
+            () = tokio::time::sleep(wait) => {
+                if quiet(last) >= half_close {
+                    return 0;
+                }
+            }
+        }
     }
 }
 
@@ -131,6 +165,34 @@ mod tests {
             took >= Duration::from_secs(30) && took < Duration::from_secs(31),
             "{took:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_half_close_a_slow_answer_still_arrives_whole() {
+        let (app, mut app_peer) = tokio::io::duplex(1024);
+        let (up, mut up_peer) = tokio::io::duplex(1024);
+        app_peer.write_all(b"GET").await.expect("write");
+        app_peer.shutdown().await.expect("shutdown");
+        let server = tokio::spawn(async move {
+            let mut req = [0u8; 3];
+            up_peer.read_exact(&mut req).await.expect("read");
+            // 45 s of answer, a chunk every 3 s: longer than the half-close
+            // timeout in all, never quiet for that long.
+            for _ in 0..15 {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                up_peer.write_all(b"chunk").await.expect("write");
+            }
+            up_peer.shutdown().await.expect("shutdown");
+        });
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            app_peer.read_to_end(&mut got).await.expect("read");
+            got.len()
+        });
+        let moved = relay(app, up, Duration::from_secs(300), Duration::from_secs(5)).await;
+        assert_eq!(moved, Moved { up: 3, down: 75 });
+        server.await.expect("server");
+        assert_eq!(reader.await.expect("reader"), 75);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,7 +1,9 @@
-//! Reading and checking what the app sends the forward proxy: a request
-//! head, bounded in size, header count and time, that must be either
-//! `CONNECT host:port HTTP/1.1` or an absolute-form `http://` request.
-//! Everything else is refused with the status that says why.
+//! Reading and checking what the app sends the forward proxy first: a
+//! request head, bounded in size, header count and time, that must be either
+//! `CONNECT host:port` (HTTP/1.0, as Python's `http.client` and `openssl
+//! s_client -proxy` send it, or 1.1) or an absolute-form `http://` request
+//! (then served by `plain`). Everything else is refused with the status that
+//! says why.
 //!
 //! Owns parsing only; it decides nothing about where a request may go.
 
@@ -11,29 +13,33 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
+use crate::destination::parse_authority;
+
 /// The largest request head accepted.
 pub const MAX_HEAD: usize = 16 * 1024;
 /// The most headers accepted.
 pub const MAX_HEADERS: usize = 64;
 
-/// What the app asked for.
+/// What the app asked for. Hosts are in the canonical form of
+/// [`crate::destination::Host`]'s `Display`: `2130706434` arrives here as
+/// `127.0.0.2`, `API.example.` as `api.example`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ask {
     /// `CONNECT host:port`.
     Connect {
-        /// Destination host (no brackets), lower case.
+        /// Destination host (no brackets), canonical.
         host: String,
         /// Destination port.
         port: u16,
     },
-    /// An absolute-form `http://` request, rewritten for the origin.
+    /// An absolute-form `http://` request: the first of a connection that
+    /// `plain` serves request by request.
     Http {
-        /// Destination host, lower case.
+        /// Destination host, canonical.
         host: String,
         /// Destination port.
         port: u16,
-        /// The head to send upstream: origin-form, hop-by-hop and
-        /// `Proxy-Authorization` headers removed, `Connection: close`.
+        /// The head as the app sent it.
         head: Vec<u8>,
     },
 }
@@ -117,7 +123,6 @@ pub fn parse(head: &[u8]) -> Result<Ask, Refusal> {
     }
     let method = req.method.unwrap_or("");
     let target = req.path.unwrap_or("");
-    let version = req.version.unwrap_or(0);
     let has = |name: &str| {
         req.headers
             .iter()
@@ -130,19 +135,12 @@ pub fn parse(head: &[u8]) -> Result<Ask, Refusal> {
         ));
     }
     if method == "CONNECT" {
-        if version != 1 {
-            return Err(refuse(400, "CONNECT needs HTTP/1.1"));
-        }
-        let (host, port) = authority(target).ok_or_else(|| {
-            refuse(
-                400,
-                format!(
-                    "CONNECT target must be host:port, got {:?}",
-                    sanitize(target)
-                ),
-            )
-        })?;
-        return Ok(Ask::Connect { host, port });
+        let (host, port) = parse_authority(target, None)
+            .map_err(|e| refuse(400, format!("CONNECT target must be host:port: {e}")))?;
+        return Ok(Ask::Connect {
+            host: host.to_string(),
+            port,
+        });
     }
     let rest = target.strip_prefix("http://").ok_or_else(|| {
         if target.starts_with("https://") {
@@ -160,91 +158,15 @@ pub fn parse(head: &[u8]) -> Result<Ask, Refusal> {
             )
         }
     })?;
-    let (auth, path) = match rest.find(['/', '?']) {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let path = if path.starts_with('?') {
-        format!("/{path}")
-    } else {
-        path.to_string()
-    };
-    let (host, port) = if auth.contains(':') && !auth.ends_with(']') {
-        authority(auth)
-    } else {
-        host_only(auth).map(|h| (h, 80))
-    }
-    .ok_or_else(|| refuse(400, format!("bad host in URL {:?}", sanitize(target))))?;
-    let mut out = Vec::with_capacity(head.len());
-    out.extend_from_slice(format!("{method} {path} HTTP/1.1\r\n").as_bytes());
-    let connection_tokens: Vec<String> = req
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| {
-            String::from_utf8_lossy(h.value)
-                .split(',')
-                .map(|t| t.trim().to_ascii_lowercase())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    for h in req.headers.iter() {
-        let name = h.name.to_ascii_lowercase();
-        if HOP_BY_HOP.contains(&name.as_str()) || connection_tokens.contains(&name) {
-            continue;
-        }
-        out.extend_from_slice(h.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
-    }
-    if !has("host") {
-        out.extend_from_slice(format!("Host: {auth}\r\n").as_bytes());
-    }
-    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    let auth = rest.find(['/', '?']).map_or(rest, |i| &rest[..i]);
+    let (host, port) = parse_authority(auth, Some(80))
+        .map_err(|e| refuse(400, format!("bad host in URL {:?}: {e}", sanitize(target))))?;
+    let host = host.to_string();
     Ok(Ask::Http {
         host,
         port,
-        head: out,
+        head: head.to_vec(),
     })
-}
-
-/// Headers that belong to one hop (RFC 9110 §7.6.1), plus the app's proxy
-/// credentials, which never travel further.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "upgrade",
-];
-
-/// `host:port` (host a name, an IPv4 address or a bracketed IPv6 address).
-fn authority(s: &str) -> Option<(String, u16)> {
-    let (host, port) = s.rsplit_once(':')?;
-    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
-    Some((host_only(host)?, port))
-}
-
-fn host_only(host: &str) -> Option<String> {
-    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        return v6
-            .parse::<std::net::Ipv6Addr>()
-            .ok()
-            .map(|ip| ip.to_string());
-    }
-    let ok = !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    ok.then(|| host.trim_end_matches('.').to_ascii_lowercase())
 }
 
 fn sanitize(s: &str) -> String {
@@ -280,7 +202,14 @@ mod tests {
         assert_eq!(status("CONNECT * HTTP/1.1\r\n\r\n"), 400);
         assert_eq!(status("CONNECT a.example:0 HTTP/1.1\r\n\r\n"), 400);
         assert_eq!(status("CONNECT a.example:99999 HTTP/1.1\r\n\r\n"), 400);
-        assert_eq!(status("CONNECT a.example:443 HTTP/1.0\r\n\r\n"), 400);
+        assert_eq!(
+            parse(b"CONNECT a.example:443 HTTP/1.0\r\n\r\n"),
+            Ok(Ask::Connect {
+                host: "a.example".into(),
+                port: 443
+            }),
+            "Python's http.client and openssl s_client send HTTP/1.0"
+        );
         assert_eq!(status("CONNECT a b:443 HTTP/1.1\r\n\r\n"), 400);
         assert_eq!(status("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
         assert_eq!(status("GET https://x/ HTTP/1.1\r\n\r\n"), 400);
@@ -298,26 +227,65 @@ mod tests {
     }
 
     #[test]
-    fn absolute_form_is_rewritten_without_hop_by_hop_or_proxy_credentials() {
-        let Ok(Ask::Http { host, port, head }) = parse(
-            b"GET http://Example.test:8080/a?b=1 HTTP/1.1\r\nHost: example.test:8080\r\nProxy-Authorization: Basic c2VjcmV0\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\nKeep-Alive: 5\r\nAccept: */*\r\n\r\n",
-        ) else {
-            panic!("valid request");
+    fn hosts_arrive_canonical_whatever_the_spelling() {
+        let connect = |authority: &str| match parse(
+            format!("CONNECT {authority} HTTP/1.1\r\n\r\n").as_bytes(),
+        ) {
+            Ok(Ask::Connect { host, port }) => Ok((host, port)),
+            Ok(other) => panic!("{other:?}"),
+            Err(r) => Err(r),
         };
-        assert_eq!((host.as_str(), port), ("example.test", 8080));
-        let head = String::from_utf8(head).expect("utf8");
-        assert_eq!(
-            head,
-            "GET /a?b=1 HTTP/1.1\r\nHost: example.test:8080\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-        );
-        let Ok(Ask::Http { port, head, .. }) = parse(b"GET http://example.test HTTP/1.1\r\n\r\n")
+        for (spelling, host) in [
+            ("2852039166", "169.254.169.254"),
+            ("0xA9FEA9FE", "169.254.169.254"),
+            ("0251.0376.0251.0376", "169.254.169.254"),
+            ("169.254.43518", "169.254.169.254"),
+            ("[::ffff:a9fe:a9fe]", "::ffff:169.254.169.254"),
+            ("[64:ff9b::a9fe:a9fe]", "64:ff9b::a9fe:a9fe"),
+            ("[2002:a9fe:a9fe::]", "2002:a9fe:a9fe::"),
+            ("LOCALHOST", "localhost"),
+            ("api.push.apple.com.", "api.push.apple.com"),
+            ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+        ] {
+            assert_eq!(
+                connect(&format!("{spelling}:443")),
+                Ok((host.to_string(), 443)),
+                "{spelling}"
+            );
+        }
+        for (bad, why) in [
+            ("1.2.3.4.5:443", "last label is a number"),
+            ("b\u{fc}cher.example:443", "Punycode"),
+            ("a..b:443", "empty label"),
+            ("::1:443", "brackets"),
+        ] {
+            let r = connect(bad).expect_err(bad);
+            assert_eq!(r.status, 400, "{bad}");
+            assert!(r.why.contains(why), "{bad}: {}", r.why);
+        }
+        let Ok(Ask::Http { host, port, .. }) = parse(b"GET http://0x7f.1:8080/x HTTP/1.1\r\n\r\n")
         else {
             panic!("valid request");
         };
-        assert_eq!(port, 80);
-        assert!(
-            String::from_utf8_lossy(&head).starts_with("GET / HTTP/1.1\r\nHost: example.test\r\n")
+        assert_eq!((host.as_str(), port), ("127.0.0.1", 8080));
+        assert_eq!(
+            status("GET http://user@evil.example/ HTTP/1.1\r\n\r\n"),
+            400
         );
+    }
+
+    #[test]
+    fn absolute_form_names_its_destination_and_keeps_the_head() {
+        let raw = b"GET http://Example.test:8080/a?b=1 HTTP/1.0\r\nHost: other\r\n\r\n";
+        let Ok(Ask::Http { host, port, head }) = parse(raw) else {
+            panic!("valid request");
+        };
+        assert_eq!((host.as_str(), port), ("example.test", 8080));
+        assert_eq!(head, raw.to_vec());
+        let Ok(Ask::Http { port, .. }) = parse(b"GET http://example.test HTTP/1.1\r\n\r\n") else {
+            panic!("valid request");
+        };
+        assert_eq!(port, 80);
     }
 
     #[tokio::test]

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub use route::{HealthSettings, RouteHealth, Seen, Source};
+pub use route::{Changed, HealthSettings, RouteHealth, Seen, Source};
 
 use crate::probe::ProbeOutcome;
 use crate::reason::FailureReason;
@@ -70,6 +70,8 @@ pub struct TargetSpec {
     pub routes: Vec<(String, bool)>,
     /// Where its probe goes: traffic there speaks for the route as a probe does.
     pub probe: HostPort,
+    /// A degraded route loses traffic (and is held when it clears).
+    pub failover_on_degraded: bool,
 }
 
 /// What one app connection learned about a route, up to its tunnel.
@@ -123,6 +125,35 @@ pub enum Event {
         /// True when no route is eligible (traffic stays on the preferred one).
         down: bool,
     },
+    /// Too many of a route's latest attempts failed (or, cleared, few enough
+    /// do again): a partial failure that fall/rise does not see.
+    Degraded {
+        /// Target.
+        target: String,
+        /// Route.
+        route: String,
+        /// The new state.
+        degraded: bool,
+        /// Failures among the latest attempts.
+        failures: u32,
+        /// How many attempts the window holds.
+        window: u32,
+        /// True when it is the target's preferred (first) route.
+        preferred: bool,
+        /// For a route turning degraded: its latest failure.
+        cause: Option<Seen>,
+    },
+    /// The set of a proxy's addresses that fail their check changed (one bad
+    /// node behind the proxy's name): the route is degraded while any does,
+    /// not down; app connections try the others first.
+    AddressesDown {
+        /// Target.
+        target: String,
+        /// Route.
+        route: String,
+        /// The failing addresses with what happened, empty when all work again.
+        down: Vec<String>,
+    },
     /// App traffic failed on a route in a way that does not count for its
     /// health: probe the route now to find out whether the route is at fault.
     ProbeWanted {
@@ -155,6 +186,8 @@ pub struct TargetHealth {
     pub force_until: Option<Instant>,
     /// Where the target's probe goes.
     pub probe: HostPort,
+    /// A degraded route loses traffic.
+    pub failover_on_degraded: bool,
 }
 
 impl TargetHealth {
@@ -170,6 +203,7 @@ impl TargetHealth {
             force: Force::Auto,
             force_until: None,
             probe: spec.probe.clone(),
+            failover_on_degraded: spec.failover_on_degraded,
         }
     }
 
@@ -198,7 +232,7 @@ impl TargetHealth {
         let eligible = self
             .routes
             .iter()
-            .position(|r| self.allowed(r) && r.eligible(now));
+            .position(|r| self.allowed(r) && r.eligible_for(now, self.failover_on_degraded));
         let fallback = self
             .routes
             .iter()
@@ -295,6 +329,29 @@ impl RouteTable {
                     detail: o.detail.clone(),
                     source: Source::Probe,
                 };
+                let down: Vec<String> = o
+                    .proxy_addresses
+                    .iter()
+                    .filter(|c| !c.up)
+                    .map(|c| format!("{} ({})", c.address, c.detail))
+                    .collect();
+                let before: Vec<&str> = t.routes[index]
+                    .addresses_down
+                    .iter()
+                    .map(|d| d.split(' ').next().unwrap_or(""))
+                    .collect();
+                let after: Vec<&str> = down
+                    .iter()
+                    .map(|d| d.split(' ').next().unwrap_or(""))
+                    .collect();
+                if before != after {
+                    events.push(Event::AddressesDown {
+                        target: target.clone(),
+                        route: route_name.clone(),
+                        down: down.clone(),
+                    });
+                }
+                t.routes[index].addresses_down = down;
                 t.routes[index].last_probe = Some(*o);
                 seen
             }
@@ -329,8 +386,23 @@ impl RouteTable {
                 }
             }
         };
+        let moves = t.failover_on_degraded;
         let route = &mut t.routes[index];
-        if let Some(healthy) = route.observe(seen, now, &settings) {
+        let failed = !seen.ok();
+        let last = seen.clone();
+        let changed = route.observe(seen, now, &settings, moves);
+        if let Some(degraded) = changed.degraded {
+            events.push(Event::Degraded {
+                target: target.clone(),
+                route: route.route.clone(),
+                degraded,
+                failures: route.recent_failures(),
+                window: settings.degraded_window,
+                preferred: index == 0,
+                cause: (degraded && failed).then_some(last),
+            });
+        }
+        if let Some(healthy) = changed.healthy {
             events.push(Event::RouteHealth {
                 target: target.clone(),
                 route: route.route.clone(),

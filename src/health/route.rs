@@ -6,6 +6,7 @@
 //! Pure state: time comes in as an argument; nothing here sleeps, dials or
 //! logs.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -25,6 +26,28 @@ pub struct HealthSettings {
     pub hold_down: Duration,
     /// The longest hold, and the window in which downs count as flaps.
     pub hold_down_max: Duration,
+    /// How many of the latest attempts the degraded judgement looks at.
+    pub degraded_window: u32,
+    /// Failures among them that make a route degraded.
+    pub degraded_failures: u32,
+}
+
+impl HealthSettings {
+    /// Failures in the window at or under which a degraded route clears:
+    /// one (so a failure rate near the threshold does not flap), or none
+    /// when a single failure is already the threshold.
+    fn degraded_clears_at(&self) -> u32 {
+        self.degraded_failures.saturating_sub(1).min(1)
+    }
+}
+
+/// What one observation changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changed {
+    /// The fall/rise verdict, when it changed.
+    pub healthy: Option<bool>,
+    /// The degraded state, when it changed.
+    pub degraded: Option<bool>,
 }
 
 /// Where a verdict came from.
@@ -80,6 +103,13 @@ pub struct RouteHealth {
     pub last_down: Option<Instant>,
     /// Not eligible for traffic before this, although healthy.
     pub held_until: Option<Instant>,
+    /// The latest attempts that counted, newest last: `true` for a failure.
+    pub recent: VecDeque<bool>,
+    /// True while too many of the latest attempts failed.
+    pub degraded: bool,
+    /// Addresses of the proxy's name that failed the last probe's check:
+    /// the route is degraded (not down) while any does.
+    pub addresses_down: Vec<String>,
 }
 
 impl RouteHealth {
@@ -97,7 +127,20 @@ impl RouteHealth {
             flaps: 0,
             last_down: None,
             held_until: None,
+            recent: VecDeque::new(),
+            degraded: false,
+            addresses_down: Vec::new(),
         }
+    }
+
+    /// Degraded by its failure rate, or by some of its proxy's addresses.
+    pub fn degraded_any(&self) -> bool {
+        self.degraded || !self.addresses_down.is_empty()
+    }
+
+    /// Failures among the latest attempts.
+    pub fn recent_failures(&self) -> u32 {
+        self.recent.iter().filter(|f| **f).count() as u32
     }
 
     /// Eligible for traffic: not known to be down and not held.
@@ -105,9 +148,19 @@ impl RouteHealth {
         self.healthy != Some(false) && self.held_until.is_none_or(|h| now >= h)
     }
 
-    /// True while the route needs watching closely: failing, recovering or held.
+    /// Eligible for traffic where a degraded route loses it (the target's
+    /// `failover_on_degraded`).
+    pub fn eligible_for(&self, now: Instant, degraded_moves_traffic: bool) -> bool {
+        self.eligible(now) && !(degraded_moves_traffic && self.degraded)
+    }
+
+    /// True while the route needs watching closely: failing, recovering,
+    /// degraded or held.
     pub fn unsettled(&self, now: Instant) -> bool {
-        self.healthy != Some(true) || self.consecutive_fail > 0 || !self.eligible(now)
+        self.healthy != Some(true)
+            || self.consecutive_fail > 0
+            || self.degraded
+            || !self.eligible(now)
     }
 
     /// True when the last failure that counted lies on the way to the
@@ -127,9 +180,74 @@ impl RouteHealth {
         })
     }
 
-    /// Feeds one verdict; returns `Some(healthy)` when the state changed,
-    /// with the hold applied to a route coming back.
-    pub(super) fn observe(&mut self, seen: Seen, now: Instant, s: &HealthSettings) -> Option<bool> {
+    /// Feeds one verdict; says what changed. A route coming back (healthy
+    /// again, or no longer degraded when that moves traffic) is held like
+    /// one that flapped.
+    pub(super) fn observe(
+        &mut self,
+        seen: Seen,
+        now: Instant,
+        s: &HealthSettings,
+        degraded_moves_traffic: bool,
+    ) -> Changed {
+        let was_out = self.out(degraded_moves_traffic);
+        let degraded = self.judge_degraded(!seen.ok(), s);
+        let healthy = self.fall_rise(seen, s);
+        match (was_out, self.out(degraded_moves_traffic)) {
+            (false, true) => self.went_down(now, s),
+            (true, false) => self.came_back(now, s),
+            _ => {}
+        }
+        Changed { healthy, degraded }
+    }
+
+    /// Out of traffic on its own account: down, or degraded where that
+    /// moves traffic. Entering it is a down (a flap when recent); leaving
+    /// it is a return, held after repeated flaps.
+    fn out(&self, degraded_moves_traffic: bool) -> bool {
+        self.healthy == Some(false) || (degraded_moves_traffic && self.degraded)
+    }
+
+    /// The sliding window: degraded at `degraded_failures` of the latest
+    /// `degraded_window`, clear again at one (hysteresis).
+    fn judge_degraded(&mut self, failed: bool, s: &HealthSettings) -> Option<bool> {
+        let window = s.degraded_window.max(1) as usize;
+        self.recent.push_back(failed);
+        while self.recent.len() > window {
+            self.recent.pop_front();
+        }
+        let failures = self.recent_failures();
+        let next = if self.degraded {
+            failures > s.degraded_clears_at()
+        } else {
+            failures >= s.degraded_failures.max(1)
+        };
+        (next != self.degraded).then(|| {
+            self.degraded = next;
+            next
+        })
+    }
+
+    fn went_down(&mut self, now: Instant, s: &HealthSettings) {
+        let recent = self
+            .last_down
+            .is_some_and(|d| now.duration_since(d) <= s.hold_down_max);
+        self.flaps = if recent {
+            self.flaps.saturating_add(1)
+        } else {
+            1
+        };
+        self.last_down = Some(now);
+        self.held_until = None;
+    }
+
+    fn came_back(&mut self, now: Instant, s: &HealthSettings) {
+        let hold = self.hold(s);
+        self.held_until = (!hold.is_zero()).then(|| now + hold);
+    }
+
+    /// Fall/rise: returns `Some(healthy)` when the verdict changed.
+    fn fall_rise(&mut self, seen: Seen, s: &HealthSettings) -> Option<bool> {
         let ok = seen.ok();
         if ok {
             self.consecutive_ok = self.consecutive_ok.saturating_add(1);
@@ -150,21 +268,6 @@ impl RouteHealth {
             _ => None,
         }?;
         self.healthy = Some(next);
-        if next {
-            let hold = self.hold(s);
-            self.held_until = (!hold.is_zero()).then(|| now + hold);
-        } else {
-            let recent = self
-                .last_down
-                .is_some_and(|d| now.duration_since(d) <= s.hold_down_max);
-            self.flaps = if recent {
-                self.flaps.saturating_add(1)
-            } else {
-                1
-            };
-            self.last_down = Some(now);
-            self.held_until = None;
-        }
         Some(next)
     }
 

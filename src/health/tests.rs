@@ -31,6 +31,8 @@ fn settings() -> HealthSettings {
         rise: 2,
         hold_down: Duration::from_secs(10),
         hold_down_max: Duration::from_secs(60),
+        degraded_window: 10,
+        degraded_failures: 3,
     }
 }
 
@@ -39,6 +41,7 @@ fn spec(routes: &[(&str, bool)]) -> TargetSpec {
         name: "apns".into(),
         routes: routes.iter().map(|(n, d)| (n.to_string(), *d)).collect(),
         probe: HostPort::new("api.push.apple.com", 443),
+        failover_on_degraded: true,
     }
 }
 
@@ -105,7 +108,11 @@ async fn fall_rise_and_failover_follow_the_thresholds_exactly() {
 
 #[tokio::test(start_paused = true)]
 async fn a_flapping_route_is_held_down_for_doubling_times() {
-    let mut b = table();
+    // Hold-down alone: a flapping route is also degraded, which here does
+    // not move traffic (see the degraded tests for that).
+    let mut spec = spec(&[("provider", false), ("direct", true)]);
+    spec.failover_on_degraded = false;
+    let mut b = RouteTable::new(settings(), &[spec]);
     let mut now = Instant::now();
     let step = Duration::from_secs(1);
     b.observe(now, probe("direct", true));
@@ -359,4 +366,76 @@ async fn an_override_ends_by_itself_at_its_expiry_and_survives_a_rebuild_until_t
     b.force("apns", Force::Proxy, now);
     assert!(b.tick(until + Duration::from_secs(86_400)).is_empty());
     assert_eq!(b.targets["apns"].force, Force::Proxy);
+}
+
+fn degraded(events: &[Event]) -> Vec<bool> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Degraded { degraded, .. } => Some(*degraded),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_failure_in_three_is_degraded_without_fall_rise_ever_moving() {
+    // nginx worker exhaustion: a 500 to part of the requests for hours.
+    let mut b = table();
+    let mut now = Instant::now();
+    let mut seen_degraded = Vec::new();
+    let mut healthy_changes = 0;
+    let mut moved = Vec::new();
+    for i in 0..30 {
+        now += Duration::from_secs(1);
+        let e = b.observe(now, probe("provider", i % 3 != 2));
+        seen_degraded.extend(degraded(&e).into_iter().map(|d| (i, d)));
+        healthy_changes += e
+            .iter()
+            .filter(|e| matches!(e, Event::RouteHealth { healthy: false, .. }))
+            .count();
+        moved.extend(failovers(&e));
+    }
+    assert_eq!(healthy_changes, 0, "fall/rise never sees it");
+    assert_eq!(
+        seen_degraded,
+        [(8, true)],
+        "degraded at the third failure in the window, once"
+    );
+    assert_eq!(
+        moved,
+        [("provider".into(), "direct".into())],
+        "a direct-allowed target moves"
+    );
+    assert!(b.targets["apns"].routes[0].degraded);
+    // The failures stop: it clears only when at most one of the last ten
+    // failed (hysteresis). A first down is no flap: no hold, traffic returns.
+    let mut cleared_at = None;
+    for i in 0..20 {
+        now += Duration::from_secs(1);
+        let e = b.observe(now, probe("provider", true));
+        if degraded(&e) == [false] {
+            cleared_at = Some(i);
+            moved.extend(failovers(&e));
+            break;
+        }
+    }
+    // Failures at 20, 23, 26 and 29 in the window: it clears once only one
+    // of them is left among the last ten, at the 7th success (26 drops out).
+    assert_eq!(cleared_at, Some(6));
+    assert_eq!(b.active_route("apns"), Some("provider"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_degraded_route_keeps_its_traffic_where_the_target_says_so() {
+    let mut spec = spec(&[("provider", false), ("direct", true)]);
+    spec.failover_on_degraded = false;
+    let mut b = RouteTable::new(settings(), &[spec]);
+    let now = Instant::now();
+    for ok in [true, false, true, false, true, false] {
+        let e = b.observe(now, probe("provider", ok));
+        assert!(failovers(&e).is_empty(), "{e:?}");
+    }
+    assert!(b.targets["apns"].routes[0].degraded);
+    assert_eq!(b.active_route("apns"), Some("provider"));
 }

@@ -13,7 +13,7 @@ use super::outcome::Failure;
 use crate::config::{Target, authority};
 use crate::dial::classify::after_tls_reason;
 use crate::dial::stream::{ErrorTap, TlsErrorSlot};
-use crate::dial::{BoxStream, Phases, fmt_duration, timed};
+use crate::dial::{BoxStream, Phases, ProxyHop, fmt_duration, timed};
 use crate::reason::{FailureReason, Phase};
 
 /// What the upstream answered.
@@ -21,6 +21,8 @@ use crate::reason::{FailureReason, Phase};
 pub struct Answer {
     /// The status.
     pub status: StatusCode,
+    /// The response headers.
+    pub headers: http::HeaderMap,
     /// The body, at most `max_body` bytes of it.
     pub body: Bytes,
 }
@@ -79,6 +81,7 @@ fn timeout(phase: Phase, after: std::time::Duration) -> Failure {
 pub async fn exchange(
     stream: BoxStream,
     h2: bool,
+    proxy: Option<&ProxyHop>,
     target: &Target,
     max_body: usize,
     deadline: Instant,
@@ -95,7 +98,8 @@ pub async fn exchange(
     } else {
         authority(&ep.host, ep.port)
     };
-    let uri = if h2 {
+    // To a proxy (plain http), the request goes in absolute form.
+    let uri = if h2 || proxy.is_some() {
         format!(
             "{}://{host}{}",
             if ep.tls { "https" } else { "http" },
@@ -121,6 +125,11 @@ pub async fn exchange(
     })?;
     for (name, value) in &target.headers {
         request.headers_mut().insert(name.clone(), value.clone());
+    }
+    if let Some(auth) = proxy.and_then(|p| p.authorization.as_ref()) {
+        request
+            .headers_mut()
+            .insert(header::PROXY_AUTHORIZATION, auth.expose().clone());
     }
 
     let (tapped, tap) = ErrorTap::new(stream);
@@ -172,6 +181,7 @@ async fn read_body(
     tap: &TlsErrorSlot,
 ) -> Result<Answer, Failure> {
     let status = response.status();
+    let headers = response.headers().clone();
     let mut body = response.into_body();
     let read = timed(phases, Phase::Body, deadline, async {
         let mut buf = BytesMut::new();
@@ -192,5 +202,9 @@ async fn read_body(
     .await
     .map_err(|after| timeout(Phase::Body, after))?
     .map_err(|e| hyper_failure(Phase::Body, "reading the body", &e, tap))?;
-    Ok(Answer { status, body: read })
+    Ok(Answer {
+        status,
+        headers,
+        body: read,
+    })
 }

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 pub use outcome::{Failure, ProbeOutcome};
 
 use crate::config::{Http2Mode, Route, Target};
-use crate::dial::classify::tls_stage_reason;
+use crate::dial::classify::{proxy_answer_detail, proxy_answer_reason, tls_stage_reason};
 use crate::dial::tls::{CertInfo, TlsInfo};
 use crate::dial::{BoxStream, ConnectReply, Destination, Dialer, Phases, fmt_duration, timed};
 use crate::reason::{FailureReason, Phase};
@@ -36,6 +36,8 @@ struct Seen {
     http_status: Option<u16>,
     alpn: Option<String>,
     peer_cert: Option<CertInfo>,
+    /// The addresses the TCP step tried, when there were several.
+    addresses: Option<String>,
 }
 
 impl Prober {
@@ -51,13 +53,37 @@ impl Prober {
         let deadline = start + target.timeout;
         let mut phases = Phases::default();
         let mut seen = Seen::default();
-        let result = self
-            .stages(target, route, deadline, &mut phases, &mut seen)
-            .await;
-        let (ok, reason, detail, failed_phase) = match result {
+        let dest = Destination {
+            host: &target.endpoint.host,
+            port: target.endpoint.port,
+            allow: &target.allow_addresses,
+        };
+        // One bad node behind the proxy's name: each address on its own,
+        // alongside the probe proper.
+        // The probe's duration is the path's, not the checks' (a hung node
+        // is waited for until the route's connect_timeout).
+        let ((result, duration), proxy_addresses) = tokio::join!(
+            async {
+                let r = self
+                    .stages(target, route, deadline, &mut phases, &mut seen)
+                    .await;
+                (r, start.elapsed())
+            },
+            self.dialer.check_proxy_addresses(route, dest, deadline)
+        );
+        let (ok, reason, mut detail, failed_phase) = match result {
             Ok(detail) => (true, FailureReason::Ok, detail, None),
             Err(f) => (false, f.reason, f.detail, Some(f.phase)),
         };
+        if let Some(addresses) = &seen.addresses {
+            detail.push_str(&format!("; addresses tried: {addresses}"));
+        }
+        if proxy_addresses.iter().any(|c| !c.up) {
+            detail.push_str(&format!(
+                "; proxy addresses: {}",
+                crate::dial::addresses::describe(&proxy_addresses)
+            ));
+        }
         ProbeOutcome {
             target: target.name.clone(),
             route: route.name.clone(),
@@ -70,9 +96,10 @@ impl Prober {
             http_status: seen.http_status,
             alpn: seen.alpn,
             phases,
-            duration: start.elapsed(),
+            duration,
             peer_cert: seen.peer_cert,
             started,
+            proxy_addresses,
         }
     }
 
@@ -90,6 +117,11 @@ impl Prober {
             port: ep.port,
             allow: &target.allow_addresses,
         };
+        if !ep.tls {
+            return self
+                .plain(target, route, dest, deadline, phases, seen)
+                .await;
+        }
         let tunnel = match self.dialer.open(route, dest, deadline, phases).await {
             Ok(t) => t,
             Err(e) => {
@@ -98,27 +130,87 @@ impl Prober {
             }
         };
         seen.proxy_reply = tunnel.connect;
-        let (stream, h2) = if ep.tls {
-            let (stream, info) = self
-                .tls(target, tunnel.stream, deadline, phases, seen)
-                .await?;
-            let h2 = info.alpn.as_deref() == Some("h2");
-            if target.http2 == Http2Mode::Required && !h2 {
+        seen.addresses = tunnel
+            .attempts
+            .worth_reporting()
+            .then(|| tunnel.attempts.to_string());
+        let (stream, info) = self
+            .tls(target, tunnel.stream, deadline, phases, seen)
+            .await?;
+        let h2 = info.alpn.as_deref() == Some("h2");
+        if target.http2 == Http2Mode::Required && !h2 {
+            return Err(Failure::new(
+                FailureReason::TlsHandshake,
+                Phase::Tls,
+                format!(
+                    "{} did not negotiate HTTP/2 (ALPN: {}); this target requires h2",
+                    ep.host,
+                    info.alpn.as_deref().unwrap_or("none")
+                ),
+            ));
+        }
+        let answer =
+            http::exchange(stream, h2, None, target, self.max_body, deadline, phases).await?;
+        self.judge(target, answer, h2, seen)
+    }
+
+    /// A plain `http://` target: the path the app's plain requests take
+    /// (absolute form to a proxy, origin form direct), with a proxy's own
+    /// error told from the origin's answer.
+    async fn plain(
+        &self,
+        target: &Target,
+        route: &Route,
+        dest: Destination<'_>,
+        deadline: Instant,
+        phases: &mut Phases,
+        seen: &mut Seen,
+    ) -> Result<String, Failure> {
+        let path = self
+            .dialer
+            .open_http(route, dest, deadline, phases)
+            .await
+            .map_err(|e| Failure::new(e.reason(), e.phase(), e.to_string()))?;
+        let proxy = path.proxy.clone();
+        let answer = http::exchange(
+            path.stream,
+            false,
+            proxy.as_ref(),
+            target,
+            self.max_body,
+            deadline,
+            phases,
+        )
+        .await?;
+        if let Some(p) = &proxy {
+            let status = answer.status.as_u16();
+            if let Some(reason) = proxy_answer_reason(status, &answer.headers) {
+                seen.http_status = Some(status);
                 return Err(Failure::new(
-                    FailureReason::TlsHandshake,
-                    Phase::Tls,
+                    reason,
+                    Phase::FirstByte,
                     format!(
-                        "{} did not negotiate HTTP/2 (ALPN: {}); this target requires h2",
-                        ep.host,
-                        info.alpn.as_deref().unwrap_or("none")
+                        "{} {} via {} -> {status} {}{}",
+                        target.method,
+                        target.endpoint.url(),
+                        p.name,
+                        answer.status.canonical_reason().unwrap_or(""),
+                        proxy_answer_detail(&answer.headers)
                     ),
                 ));
             }
-            (stream, h2)
-        } else {
-            (tunnel.stream, false)
-        };
-        let answer = http::exchange(stream, h2, target, self.max_body, deadline, phases).await?;
+        }
+        self.judge(target, answer, false, seen)
+    }
+
+    /// The upstream's answer against the target's expectations.
+    fn judge(
+        &self,
+        target: &Target,
+        answer: http::Answer,
+        h2: bool,
+        seen: &mut Seen,
+    ) -> Result<String, Failure> {
         let status = answer.status.as_u16();
         seen.http_status = Some(status);
         let status_text = format!(

@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::dial::addresses::AddressCheck;
+
 use crate::dial::tls::CertInfo;
 use crate::dial::{ConnectReply, Phases};
 use crate::reason::{FailureReason, Phase};
@@ -47,6 +49,10 @@ pub struct ProbeOutcome {
     /// When the probe started (Unix seconds).
     #[serde(rename = "started_at", serialize_with = "unix")]
     pub started: SystemTime,
+    /// Each address of a proxy's name, checked on its own (empty for direct
+    /// routes and single-address proxies).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub proxy_addresses: Vec<AddressCheck>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -97,6 +103,7 @@ impl ProbeOutcome {
             duration: Duration::ZERO,
             peer_cert: None,
             started: SystemTime::now(),
+            proxy_addresses: Vec::new(),
         }
     }
 }

@@ -137,8 +137,25 @@ fn route_state(r: &RouteHealth, now: Instant) -> (&'static str, String) {
                 ),
             )
         }
+        Some(true) if r.degraded_any() => {
+            let mut why = Vec::new();
+            if r.degraded {
+                why.push(format!(
+                    "{} of the last {} attempts failed",
+                    r.recent_failures(),
+                    r.recent.len()
+                ));
+            }
+            if !r.addresses_down.is_empty() {
+                why.push(format!(
+                    "proxy addresses failing: {}",
+                    r.addresses_down.join(", ")
+                ));
+            }
+            ("degraded", why.join("; "))
+        }
         Some(true) if r.consecutive_fail > 0 => (
-            "degraded",
+            "healthy",
             format!("healthy, but the last {} checks failed", r.consecutive_fail),
         ),
         Some(true) => (

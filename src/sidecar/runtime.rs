@@ -3,7 +3,8 @@
 //! The one place where an observation (a probe outcome, an app connection's
 //! result) becomes health events, and events become log lines, metrics,
 //! incident windows, early probes and the closing of direct tunnels after
-//! fail-back.
+//! fail-back. It owns the compliance trail the forward proxy reports
+//! direct connections to.
 //!
 //! It implements [`Routing`], the narrow handle the forward proxy sees.
 
@@ -14,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::compliance::Trail;
 use crate::config::Config;
 use crate::forward::{DirectTunnels, Routing};
 use crate::generation::{Current, Generation};
@@ -59,6 +61,8 @@ pub struct Runtime {
     reload: Mutex<ReloadStatus>,
     pairs: Mutex<HashMap<(String, String), Pair>>,
     direct: Arc<DirectTunnels>,
+    /// The compliance trail, the access log and the direct-connection summary.
+    trail: Trail,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -85,6 +89,8 @@ fn settings(config: &Config) -> HealthSettings {
         rise: config.probe.rise,
         hold_down: config.probe.hold_down,
         hold_down_max: config.probe.hold_down_max,
+        degraded_window: config.probe.degraded_window,
+        degraded_failures: config.probe.degraded_failures,
     }
 }
 
@@ -100,6 +106,7 @@ fn specs(config: &Config) -> Vec<TargetSpec> {
                 .map(|r| (r.name.clone(), r.is_direct()))
                 .collect(),
             probe: HostPort::new(&t.endpoint.host, t.endpoint.port),
+            failover_on_degraded: t.failover_on_degraded,
         })
         .collect()
 }
@@ -109,6 +116,7 @@ impl Runtime {
     pub fn new(first: Generation, incidents: IncidentLog, metrics: Metrics) -> Self {
         let table = RouteTable::new(settings(&first.config), &specs(&first.config));
         let id = first.id;
+        let first_config = first.config.clone();
         let rt = Self {
             current: Current::new(first),
             table: Arc::new(Mutex::new(table)),
@@ -122,7 +130,9 @@ impl Runtime {
             }),
             pairs: Mutex::new(HashMap::new()),
             direct: Arc::new(DirectTunnels::default()),
+            trail: Trail::new(&first_config),
         };
+        rt.zero_failures(&first_config);
         rt.metrics.config_reload(true);
         rt.publish_all();
         rt
@@ -152,11 +162,22 @@ impl Runtime {
             let rebuilt = table.rebuild(settings(&next.config), &specs(&next.config));
             *table = rebuilt;
         }
+        self.trail.configure(&next.config);
+        self.zero_failures(&next.config);
         self.current.store(next);
         self.set_reload(true, None);
         self.tick();
         self.publish_all();
         tracing::info!(generation = id, "configuration applied");
+    }
+
+    /// Every configured pair's failure counters, at 0 before any failure.
+    fn zero_failures(&self, config: &Config) {
+        for t in &config.targets {
+            for r in &t.routes {
+                self.metrics.probe_failures_zero(&t.name, &r.name);
+            }
+        }
     }
 
     /// Records a load result.
@@ -245,6 +266,10 @@ impl Runtime {
             p.last_done = Instant::now();
         }
         self.metrics.record_probe(&outcome, via_proxy);
+        for c in &outcome.proxy_addresses {
+            self.metrics
+                .proxy_address_up(&outcome.route, &c.address.to_string(), c.up);
+        }
         let target = outcome.target.clone();
         let events =
             lock(&self.table).observe(Instant::now(), Observation::Probe(Box::new(outcome)));
@@ -272,19 +297,21 @@ impl Runtime {
         let now = Instant::now();
         let events = lock(&self.table).force_until(target, force, now, now + ttl);
         if force == Force::Auto {
-            tracing::warn!(target_name = %target, force = ?force, "operator override of the route choice");
+            tracing::warn!(target = %target, force = ?force, "operator override of the route choice");
         } else {
-            tracing::warn!(target_name = %target, force = ?force, ttl_seconds = ttl.as_secs_f64(), "operator override of the route choice");
+            tracing::warn!(target = %target, force = ?force, ttl_seconds = ttl.as_secs_f64(), "operator override of the route choice");
         }
         self.apply(&events);
         self.publish_target(target);
         Ok(())
     }
 
-    /// Re-derives active routes (holds expire with time alone).
+    /// Re-derives active routes (holds expire with time alone) and logs the
+    /// direct-connection summaries that are due.
     pub fn tick(&self) {
         let events = lock(&self.table).tick(Instant::now());
         self.apply(&events);
+        self.trail.tick();
     }
 
     /// Turns table events into logs, counters, incident windows, early
@@ -313,13 +340,41 @@ impl Runtime {
                     to,
                     down,
                 } => self.failover(target, from, to, *down),
+                Event::Degraded {
+                    target,
+                    route,
+                    degraded,
+                    failures,
+                    window,
+                    preferred,
+                    cause,
+                } => self.degraded(
+                    target,
+                    route,
+                    *degraded,
+                    (*failures, *window),
+                    *preferred,
+                    cause.as_ref(),
+                ),
+                Event::AddressesDown {
+                    target,
+                    route,
+                    down,
+                } => {
+                    if down.is_empty() {
+                        tracing::info!(target = %target, route = %route, "every address of the proxy's name works again");
+                    } else {
+                        tracing::warn!(target = %target, route = %route, down = %down.join(", "), "some addresses of the proxy's name fail: the route is degraded; app connections try the others first");
+                    }
+                    self.publish_target(target);
+                }
                 Event::ProbeWanted { target, route } => {
                     if let Some(p) = lock(&self.pairs).get(&(target.clone(), route.clone())) {
                         p.wake.notify_one();
                     }
                 }
                 Event::OverrideExpired { target, force } => {
-                    tracing::warn!(target_name = %target, force = ?force, "operator override expired; health decides the route again");
+                    tracing::warn!(target = %target, force = ?force, "operator override expired; health decides the route again");
                     self.publish_target(target);
                 }
             }
@@ -340,7 +395,7 @@ impl Runtime {
             let (reason, detail) = cause.map_or((FailureReason::Io, String::new()), |c| {
                 (c.reason, c.detail.clone())
             });
-            tracing::warn!(target_name = %target, route = %route, reason = %reason, detail = %detail, "route unhealthy");
+            tracing::warn!(target = %target, route = %route, reason = %reason, detail = %detail, "route unhealthy");
             if preferred {
                 let change = self
                     .with_incidents(|log| log.open_target(target, route, reason, &detail, wall));
@@ -352,9 +407,9 @@ impl Runtime {
         }
         match held_for {
             Some(h) => {
-                tracing::info!(target_name = %target, route = %route, held_seconds = h.as_secs_f64(), "route healthy; held down before traffic returns (it flapped)")
+                tracing::info!(target = %target, route = %route, held_seconds = h.as_secs_f64(), "route healthy; held down before traffic returns (it flapped)")
             }
-            None => tracing::info!(target_name = %target, route = %route, "route healthy"),
+            None => tracing::info!(target = %target, route = %route, "route healthy"),
         }
         if preferred {
             if let Some(Change::Closed(w)) =
@@ -365,11 +420,65 @@ impl Runtime {
         }
     }
 
+    /// A partial failure: logged, exported, and (on the preferred route) an
+    /// incident window, like a route going down.
+    fn degraded(
+        &self,
+        target: &str,
+        route: &str,
+        degraded: bool,
+        (failures, window): (u32, u32),
+        preferred: bool,
+        cause: Option<&crate::health::Seen>,
+    ) {
+        self.metrics.route_degraded(
+            target,
+            route,
+            degraded || self.addresses_down(target, route),
+        );
+        let wall = SystemTime::now();
+        if degraded {
+            let (reason, detail) = cause.map_or((FailureReason::Io, String::new()), |c| {
+                (c.reason, c.detail.clone())
+            });
+            tracing::warn!(target = %target, route = %route, failures, window, reason = %reason, detail = %detail, "route degraded: {failures} of the last {window} attempts failed");
+            if preferred {
+                let change = self
+                    .with_incidents(|log| log.open_target(target, route, reason, &detail, wall));
+                if let Change::Opened(w) = change {
+                    tracing::warn!(incident = w.id, "{}", w.render());
+                }
+            }
+            return;
+        }
+        tracing::info!(target = %target, route = %route, failures, window, "route no longer degraded");
+        let healthy = lock(&self.table)
+            .targets
+            .get(target)
+            .and_then(|t| t.route(route))
+            .is_some_and(|r| r.healthy != Some(false));
+        if preferred && healthy {
+            if let Some(Change::Closed(w)) =
+                self.with_incidents(|log| log.close_target(target, wall))
+            {
+                tracing::info!(incident = w.id, "{}", w.render());
+            }
+        }
+    }
+
+    fn addresses_down(&self, target: &str, route: &str) -> bool {
+        lock(&self.table)
+            .targets
+            .get(target)
+            .and_then(|t| t.route(route))
+            .is_some_and(|r| !r.addresses_down.is_empty())
+    }
+
     fn failover(&self, target: &str, from: &str, to: &str, down: bool) {
         if down {
-            tracing::error!(target_name = %target, from = %from, to = %to, "every route is down; traffic stays on the preferred route");
+            tracing::error!(target = %target, from = %from, to = %to, "every route is down; traffic stays on the preferred route");
         } else {
-            tracing::warn!(target_name = %target, from = %from, to = %to, "active route changed");
+            tracing::warn!(target = %target, from = %from, to = %to, "active route changed");
         }
         self.metrics.failover(target, from, to);
         self.publish_target(target);
@@ -407,19 +516,23 @@ impl Runtime {
             if still_proxy {
                 let closed = direct.close(&target);
                 if closed > 0 {
-                    tracing::info!(target_name = %target, closed, grace_seconds = grace.as_secs_f64(), "closed direct tunnels after fail-back to the proxy");
+                    tracing::info!(target = %target, closed, grace_seconds = grace.as_secs_f64(), "closed direct tunnels after fail-back to the proxy");
                 }
             }
         });
     }
 
-    /// Sets the health and active gauges of every route of `target`.
+    /// Sets the health, active and reason gauges of every route of `target`.
     pub fn publish_target(&self, target: &str) {
         let table = lock(&self.table);
         if let Some(t) = table.targets.get(target) {
             for (i, r) in t.routes.iter().enumerate() {
                 self.metrics
                     .route_state(target, &r.route, r.healthy == Some(true), i == t.active);
+                self.metrics
+                    .route_reason(target, &r.route, r.last.as_ref().map(|s| s.reason));
+                self.metrics
+                    .route_degraded(target, &r.route, r.degraded_any());
                 let forced = match t.force {
                     Force::Auto => false,
                     Force::Proxy => !r.direct,
@@ -485,5 +598,9 @@ impl Routing for Runtime {
 
     fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    fn trail(&self) -> &Trail {
+        &self.trail
     }
 }

@@ -71,7 +71,7 @@ impl Pair {
             }
             let generation = &self.generation;
             let outcome = generation.prober.probe(&self.target, &self.route).await;
-            tracing::debug!(target_name = %outcome.target, route = %outcome.route, reason = %outcome.reason, seconds = outcome.duration.as_secs_f64(), detail = %outcome.detail, "probe");
+            tracing::debug!(target = %outcome.target, route = %outcome.route, reason = %outcome.reason, seconds = outcome.duration.as_secs_f64(), detail = %outcome.detail, "probe");
             self.rt.record_probe(outcome, !self.route.is_direct());
             let probe = &generation.config.probe;
             let base = if self.rt.unsettled(target, route) {

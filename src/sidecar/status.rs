@@ -30,6 +30,10 @@ pub fn render(rt: &Runtime) -> String {
                         "consecutive_failures": r.consecutive_fail,
                         "held_for_seconds": r.held_until.map(|u| u.saturating_duration_since(now).as_secs_f64()),
                         "flaps": r.flaps,
+                        "degraded": r.degraded_any(),
+                        "addresses_down": r.addresses_down,
+                        "recent_failures": r.recent_failures(),
+                        "recent_attempts": r.recent.len(),
                         "last": r.last,
                         "last_probe": r.last_probe,
                     })

@@ -1,18 +1,23 @@
 //! Test fixtures shared by the integration tests: a CA and certificates
 //! (`pki`), TLS upstreams (`upstream`), a scriptable CONNECT proxy
-//! (`proxy`), real Squid (`squid`), and config helpers. Everything listens
-//! on 127.0.0.1 only.
+//! (`proxy`), real Squid (`squid`), a loopback address that never answers
+//! (`blackhole`), the platform's address parsers (`platform`), and config
+//! helpers. Everything listens on loopback only.
 
 // Each test binary uses a different part of the fixtures.
 #![allow(dead_code)]
 
 pub mod app;
+pub mod blackhole;
 pub mod chromium;
 pub mod pki;
+pub mod platform;
+pub mod promtool;
 pub mod proxy;
 pub mod raw;
 pub mod scenario;
 pub mod sidecar;
+pub mod spawned;
 pub mod squid;
 pub mod tools;
 pub mod upstream;

@@ -29,6 +29,10 @@ pub enum Mode {
     Garbage,
     /// Answer with a status line and headers that never end.
     EndlessHeader,
+    /// Every second CONNECT to this authority gets a 500 (counted per
+    /// authority, so other traffic cannot change the pattern); the rest
+    /// tunnel. Worker exhaustion behind the proxy, as seen from outside.
+    EverySecondFails(String),
 }
 
 /// One CONNECT the proxy received.
@@ -46,6 +50,8 @@ pub struct Received {
 struct State {
     mode: Mutex<Option<Mode>>,
     received: Mutex<Vec<Received>>,
+    /// CONNECTs seen per authority, for `EverySecondFails`.
+    per_authority: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// A running proxy; stops when dropped.
@@ -154,8 +160,20 @@ async fn handle(mut tcp: TcpStream, st: Arc<State>) {
         .expect("lock")
         .clone()
         .unwrap_or(Mode::Tunnel);
+    let nth = {
+        let mut counts = st.per_authority.lock().expect("lock");
+        let n = counts.entry(authority.clone()).or_insert(0);
+        *n += 1;
+        *n
+    };
     match mode {
         Mode::Tunnel => tunnel(tcp, &authority).await,
+        Mode::EverySecondFails(which) if which == authority && nth % 2 == 0 => {
+            let _ = tcp
+                .write_all(b"HTTP/1.1 500 Internal Server Error\r\nVia: 1.1 script-proxy\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+        Mode::EverySecondFails(_) => tunnel(tcp, &authority).await,
         Mode::RequireAuth(expected) => {
             if received.authorization.as_deref() == Some(expected.as_str()) {
                 tunnel(tcp, &authority).await;

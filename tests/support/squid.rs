@@ -59,6 +59,17 @@ pub struct Opts {
     pub auth: Option<(String, String)>,
     /// Listen on this port (to restart on the same one); free one if `None`.
     pub port: Option<u16>,
+    /// Squid's stock rule: `http_access deny CONNECT !SSL_ports` (443 only).
+    pub connect_443_only: bool,
+}
+
+/// What [`Squid::start_guarded`] adds to a plain start.
+#[derive(Debug, Clone, Copy, Default)]
+struct Guard<'a> {
+    /// More hosts-file lines: `(address, name)`.
+    mapped: &'a [(&'a str, &'a str)],
+    /// Refuse every destination outside loopback before dialing.
+    loopback_only: bool,
 }
 
 /// Where Debian installs squid's NCSA helper.
@@ -73,6 +84,30 @@ impl Squid {
 
     /// [`start`](Self::start) with `opts`.
     pub fn start_with(binary: &Path, hosts: &[&str], denied: &[&str], opts: &Opts) -> Squid {
+        Self::start_inner(binary, hosts, denied, opts, Guard::default(), 1)
+    }
+
+    /// Starts squid knowing `hosts` (127.0.0.1) and the `mapped`
+    /// `(address, name)` pairs, refusing (403, before dialing) every
+    /// destination outside 127.0.0.0/8 and ::1: a spelling that means an
+    /// address off this machine (NAT64, 6to4) is never dialed, even if the
+    /// sidecar let it through.
+    pub fn start_guarded(binary: &Path, hosts: &[&str], mapped: &[(&str, &str)]) -> Squid {
+        let guard = Guard {
+            mapped,
+            loopback_only: true,
+        };
+        Self::start_inner(binary, hosts, &[], &Opts::default(), guard, 1)
+    }
+
+    fn start_inner(
+        binary: &Path,
+        hosts: &[&str],
+        denied: &[&str],
+        opts: &Opts,
+        guard: Guard<'_>,
+        tries: u32,
+    ) -> Squid {
         let dir = tempfile::tempdir().expect("squid dir");
         // Squid drops privileges to `proxy`: it must be able to write here.
         set_mode(dir.path(), 0o777);
@@ -81,6 +116,9 @@ impl Squid {
         let mut hosts_text = String::new();
         for h in hosts.iter().chain(denied) {
             hosts_text.push_str(&format!("127.0.0.1 {h}\n"));
+        }
+        for (addr, name) in guard.mapped {
+            hosts_text.push_str(&format!("{addr} {name}\n"));
         }
         std::fs::write(&hosts_file, hosts_text).expect("hosts file");
         let port = opts.port.unwrap_or_else(free_port);
@@ -123,6 +161,14 @@ impl Squid {
                 pw = d.join("htpasswd").display()
             ));
         }
+        if opts.connect_443_only {
+            conf.push_str(
+                "acl SSL_ports port 443\nacl CONNECT method CONNECT\nhttp_access deny CONNECT !SSL_ports\n",
+            );
+        }
+        if guard.loopback_only {
+            conf.push_str("acl on_loopback dst 127.0.0.0/8 ::1\nhttp_access deny !on_loopback\n");
+        }
         conf.push_str("http_access allow all\n");
         let conf_path = d.join("squid.conf");
         std::fs::write(&conf_path, conf).expect("squid.conf");
@@ -137,18 +183,32 @@ impl Squid {
             .expect("spawn squid");
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut squid = Squid { addr, child, dir };
-        squid.wait_ready();
+        if let Err(exited) = squid.wait_ready() {
+            // A free port can be taken (by another test's outgoing
+            // connection) before squid binds it; squid then exits at once.
+            // A port the test chose is the test's business.
+            if opts.port.is_some() || tries >= 3 {
+                panic!("{exited}");
+            }
+            eprintln!("{exited}\nretrying squid on another port");
+            drop(squid);
+            return Self::start_inner(binary, hosts, denied, opts, guard, tries + 1);
+        }
         squid
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until squid listens; `Err` with its log when it exited first.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(20) {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("squid exited with {status}; cache.log:\n{}", self.log());
+                return Err(format!(
+                    "squid exited with {status}; cache.log:\n{}",
+                    self.log()
+                ));
             }
             if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
