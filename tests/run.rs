@@ -206,45 +206,8 @@ async fn proxy_returning_502_after_migration_fails_over_push_but_not_sms_and_rec
         ),
         Some(1.0)
     );
-    promtool_check(&m).await;
+    support::promtool::check(&m).await;
     sidecar.stop().await;
-}
-
-/// Runs `promtool check metrics` on an exposition.
-async fn promtool_check(text: &str) {
-    let promtool = std::path::Path::new("/usr/bin/promtool");
-    if !promtool.exists() {
-        assert_ne!(
-            std::env::var("EGRESS_REQUIRE_PROMTOOL").as_deref(),
-            Ok("1"),
-            "EGRESS_REQUIRE_PROMTOOL=1 but promtool is missing: apt-get install prometheus"
-        );
-        eprintln!(
-            "SKIPPED promtool check: /usr/bin/promtool not installed (apt-get install prometheus)"
-        );
-        return;
-    }
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn promtool");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(text.as_bytes()).await.expect("write");
-    drop(stdin);
-    let out = child.wait_with_output().await.expect("promtool");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool: {said}\n{text}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,7 +324,7 @@ async fn metrics_carry_every_contract_name_and_pass_promtool() {
     .await;
     let _ = app.kill();
     let _ = app.wait();
-    promtool_check(&m).await;
+    support::promtool::check(&m).await;
     sidecar.stop().await;
 }
 

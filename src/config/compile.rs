@@ -15,11 +15,11 @@ use rustls::RootCertStore;
 use toml::Spanned;
 
 use super::error::Locator;
-use super::raw::{AddressList, RawConfig, RawForward, RawRoute};
+use super::raw::{AddressList, RawConfig, RawDns, RawForward, RawRoute};
 use super::{
-    AdminSettings, Config, ConfigError, ForwardDefault, ForwardSettings, Listen, ProbeSettings,
-    Proxy, ResolveOverrides, Route, RouteKind, RunSettings, ShutdownSettings, Target, defaults,
-    parse_duration,
+    AdminSettings, Config, ConfigError, DnsSettings, ForwardDefault, ForwardSettings, Listen,
+    Nameservers, ProbeSettings, Proxy, ResolveOverrides, ResolveSettings, Route, RouteKind,
+    RunSettings, ShutdownSettings, Target, defaults, parse_duration,
 };
 use crate::destination::Host;
 use crate::dial::tls::{self, RootsMode, TlsClient};
@@ -86,7 +86,10 @@ impl Compiler<'_> {
         let listen = self.listen(&raw)?;
         let probe = self.probe(&raw)?;
         let admin = self.admin(&raw)?;
-        let resolve = Arc::new(self.resolve(&raw)?);
+        let resolve = Arc::new(ResolveSettings {
+            overrides: self.resolve(&raw)?,
+            dns: self.dns(&raw.dns)?,
+        });
         let base_roots = self.base_roots(&raw)?;
         let mut routes = vec![Arc::new(Route {
             name: Route::DIRECT.to_string(),
@@ -251,7 +254,13 @@ impl Compiler<'_> {
                 .unwrap_or_default()
         };
         let extra = format!("{extra:?}");
-        hash_of(&[&entry, &shared("tls"), &shared("resolve"), &extra])
+        hash_of(&[
+            &entry,
+            &shared("tls"),
+            &shared("resolve"),
+            &shared("dns"),
+            &extra,
+        ])
     }
 
     /// A file the config names, resolved against the config's folder and
@@ -499,6 +508,82 @@ impl Compiler<'_> {
             }
         }
         Ok(ResolveOverrides(map))
+    }
+
+    /// `[dns]`: the nameservers as written, or the system's resolv.conf
+    /// (and hosts file), which then are files of the generation: a change
+    /// to either builds a new one.
+    fn dns(&self, raw: &RawDns) -> Result<DnsSettings> {
+        let nameservers = match &raw.nameservers {
+            Some(list) => {
+                if list.get_ref().is_empty() {
+                    return Err(self.err(
+                        list.span(),
+                        "dns.nameservers",
+                        "the list is empty: name at least one nameserver, or leave the key out to use /etc/resolv.conf",
+                    ));
+                }
+                let mut addrs = Vec::new();
+                for ns in list.get_ref() {
+                    let addr = nameserver(ns.get_ref()).ok_or_else(|| {
+                        self.err(
+                            ns.span(),
+                            "dns.nameservers",
+                            format!("`{}` is not a nameserver address: expected \"IP\" (port 53) or \"IP:port\", e.g. \"10.96.0.10\", \"127.0.0.1:5353\" or \"[fd00::a]:53\"", ns.get_ref()),
+                        )
+                    })?;
+                    if addrs.contains(&addr) {
+                        return Err(self.err(
+                            ns.span(),
+                            "dns.nameservers",
+                            format!("{addr} is listed twice"),
+                        ));
+                    }
+                    addrs.push(addr);
+                }
+                Nameservers::Configured(addrs)
+            }
+            None => {
+                let conf = self.file(crate::dial::resolve::RESOLV_CONF);
+                let hosts = self.file(crate::dial::resolve::HOSTS_FILE);
+                Nameservers::System(Box::new(crate::dial::resolve::SystemDns::read(
+                    &conf, &hosts,
+                )))
+            }
+        };
+        let system = match &nameservers {
+            Nameservers::System(s) => Some(s),
+            Nameservers::Configured(_) => None,
+        };
+        let timeout = self
+            .duration_up_to(
+                raw.timeout.as_ref(),
+                "dns.timeout",
+                defaults::DNS_MAX_TIMEOUT,
+            )?
+            .or_else(|| system.and_then(|s| s.timeout()))
+            .unwrap_or(defaults::DNS_TIMEOUT);
+        let attempts = match &raw.attempts {
+            Some(a) if (1..=defaults::DNS_MAX_ATTEMPTS).contains(a.get_ref()) => *a.get_ref(),
+            Some(a) => {
+                return Err(self.err(
+                    a.span(),
+                    "dns.attempts",
+                    format!(
+                        "must be between 1 and {} (tries per query, the first included)",
+                        defaults::DNS_MAX_ATTEMPTS
+                    ),
+                ));
+            }
+            None => system
+                .and_then(|s| s.attempts())
+                .unwrap_or(defaults::DNS_ATTEMPTS),
+        };
+        Ok(DnsSettings {
+            nameservers,
+            timeout,
+            attempts,
+        })
     }
 
     fn base_roots(&mut self, raw: &RawConfig) -> Result<Arc<RootCertStore>> {
@@ -840,6 +925,15 @@ impl Compiler<'_> {
             )?,
         })
     }
+}
+
+/// `10.96.0.10` (port 53), `127.0.0.1:5353`, `[fd00::a]:53` or `fd00::a`.
+fn nameserver(text: &str) -> Option<SocketAddr> {
+    let addr = match text.parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => SocketAddr::new(text.parse::<IpAddr>().ok()?, 53),
+    };
+    (addr.port() != 0).then_some(addr)
 }
 
 /// Standard base64 with padding (RFC 4648), for Basic credentials (and

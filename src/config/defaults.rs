@@ -35,6 +35,17 @@ pub const PROBE_DEGRADED_WINDOW: u32 = 10;
 /// `[probe] degraded_failures`: failures among them that make a route degraded.
 pub const PROBE_DEGRADED_FAILURES: u32 = 3;
 
+/// `[dns] timeout`: one try's wait for an answer, when resolv.conf does not
+/// say (`options timeout:N`): glibc's.
+pub const DNS_TIMEOUT: Duration = Duration::from_secs(5);
+/// `[dns] attempts`: tries per query, the first included, when resolv.conf
+/// does not say (`options attempts:N`): glibc's.
+pub const DNS_ATTEMPTS: u32 = 2;
+/// `[dns] attempts` at most.
+pub const DNS_MAX_ATTEMPTS: u32 = 5;
+/// `[dns] timeout` at most (the probe's timeout still ends a lookup sooner).
+pub const DNS_MAX_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// `[admin] verify_cooldown`.
 pub const ADMIN_VERIFY_COOLDOWN: Duration = Duration::from_secs(10);
 /// An operator override's `ttl` when the request names none.

@@ -4,7 +4,10 @@
 //! Owns turning a file into a checked, immutable `Config`, with errors that
 //! name the file, line, column and key. It reads the files the config points
 //! at (credentials, CAs, client certificates) at load time, so a bad path is
-//! a config error, not a probe failure. It never dials anything.
+//! a config error, not a probe failure; without `[dns] nameservers` it also
+//! reads the system's resolv.conf and hosts file (an unreadable one is a
+//! resolve failure of each name, not a config error). It never dials
+//! anything.
 
 mod compile;
 pub mod defaults;
@@ -26,6 +29,7 @@ pub(crate) use compile::base64;
 pub use duration::parse_duration;
 pub use error::ConfigError;
 
+pub use crate::dial::resolve::{DnsSettings, Nameservers, ResolveSettings};
 pub use crate::dial::route::{Proxy, ResolveOverrides, Route, RouteKind, authority};
 use crate::dial::tls::TlsClient;
 use crate::policy::Cidr;
@@ -45,8 +49,9 @@ pub struct Config {
     pub probe: ProbeSettings,
     /// Admin endpoint settings.
     pub admin: AdminSettings,
-    /// Host name overrides for our own resolver.
-    pub resolve: Arc<ResolveOverrides>,
+    /// How our own resolver finds addresses: the `[resolve]` overrides,
+    /// then DNS (`[dns]`, or the system's resolv.conf).
+    pub resolve: Arc<ResolveSettings>,
     /// Every route by name, `direct` included.
     pub routes: Vec<Arc<Route>>,
     /// The targets, in file order.

@@ -18,6 +18,9 @@ pub(crate) struct RawConfig {
     /// Probe scheduling and hysteresis.
     #[serde(default)]
     pub probe: RawProbe,
+    /// Nameservers and how patiently they are asked.
+    #[serde(default)]
+    pub dns: RawDns,
     /// Host name overrides, like curl's `--resolve`.
     #[serde(default)]
     pub resolve: BTreeMap<String, Spanned<AddressList>>,
@@ -47,6 +50,15 @@ pub(crate) struct RawConfig {
     /// Other processes to watch.
     #[serde(default)]
     pub watch: RawWatch,
+}
+
+/// `[dns]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDns {
+    pub nameservers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub timeout: Option<Spanned<String>>,
+    pub attempts: Option<Spanned<u32>>,
 }
 
 /// `[watch]`.

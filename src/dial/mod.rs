@@ -499,7 +499,7 @@ impl Dialer {
             phases,
             Phase::Resolve,
             deadline,
-            self.resolver.resolve(&proxy.host, proxy.port),
+            self.resolver.resolve_by(&proxy.host, proxy.port, deadline),
         )
         .await
         .map_err(|after| DialError::ProxyTimeout {
@@ -561,7 +561,7 @@ impl Dialer {
             phases,
             Phase::Resolve,
             deadline,
-            self.resolver.resolve(dest.host, dest.port),
+            self.resolver.resolve_by(dest.host, dest.port, deadline),
         )
         .await
         .map_err(|after| timeout(Phase::Resolve, after))?
