@@ -7,9 +7,6 @@
 mod support;
 
 #[allow(dead_code)]
-#[path = "support/stub_dns.rs"]
-mod stub_dns;
-
 use std::process::Output;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +15,7 @@ use egress_sentinel::dial::resolve::{
     DnsFailure, DnsSettings, Nameservers, ResolveError, ResolveSettings, Resolver, SystemDns,
 };
 use egress_sentinel::reason::{FailureReason, Phase};
-use stub_dns::{Answer, StubDns};
+use support::stub_dns::{Answer, StubDns};
 use support::upstream::Opts;
 use support::{Workspace, binary, check_all};
 

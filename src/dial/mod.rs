@@ -436,9 +436,11 @@ impl Dialer {
             return Vec::new();
         };
         let deadline = deadline.min(Instant::now() + route.connect_timeout);
-        let resolved =
-            tokio::time::timeout_at(deadline, self.resolver.resolve(&proxy.host, proxy.port)).await;
-        let Ok(Ok(addrs)) = resolved else {
+        let Ok(addrs) = self
+            .resolver
+            .resolve_by(&proxy.host, proxy.port, deadline)
+            .await
+        else {
             return Vec::new();
         };
         if addrs.len() < 2 {
