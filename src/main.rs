@@ -48,9 +48,12 @@ enum Command {
         /// Compare with a baseline written earlier by --record-baseline.
         #[arg(long)]
         baseline: Option<PathBuf>,
-        /// Write this run's results as a baseline file.
+        /// Write this run's results as a baseline file ("-": to standard output, the report then going to standard error).
         #[arg(long)]
         record_baseline: Option<PathBuf>,
+        /// Also show file descriptors: this process's and the [watch] ones, by kind, TCP state and remote endpoint.
+        #[arg(long)]
+        fds: bool,
         /// Keep checking: a live view for a change window (redrawn on a
         /// terminal, one line per change otherwise); Ctrl-C prints a summary.
         #[arg(long, conflicts_with_all = ["baseline", "record_baseline"])]
@@ -120,10 +123,11 @@ fn main() -> ExitCode {
             format,
             baseline,
             record_baseline,
+            fds,
             ..
         } => {
             init_logs("warn", Some(LogFormat::Text));
-            run_verify(config, format, baseline, record_baseline)
+            run_verify(config, format, baseline, record_baseline, fds)
         }
     };
     ExitCode::from(code)
@@ -134,43 +138,70 @@ fn run_verify(
     format: Format,
     baseline: Option<PathBuf>,
     record: Option<PathBuf>,
+    fds: bool,
 ) -> u8 {
     let (config, runtime) = match load_and_start(&config) {
         Ok(both) => both,
         Err(code) => return code,
     };
-    let prober = verify::prober_for(&config);
-    let results = runtime.block_on(verify::run_checks(&config, &prober));
-    let mut out = std::io::stdout().lock();
-    let report = match format {
-        Format::Table => verify::render_table(&results),
-        Format::Json => verify::render_json(&results) + "\n",
-    };
-    let _ = out.write_all(report.as_bytes());
-    if let Some(path) = baseline {
-        match verify::compare_baseline(&path, &results) {
-            Ok(lines) if lines.is_empty() => {
-                eprintln!("no change since the baseline {}", path.display())
-            }
-            Ok(lines) => {
-                eprintln!("changes since the baseline {}:", path.display());
-                for l in lines {
-                    eprintln!("  {l}");
-                }
-            }
+    // A baseline that cannot be used is a usage error, found before probing.
+    let before = match &baseline {
+        Some(path) => match verify::Baseline::load(path) {
+            Ok(b) => Some((path, b)),
             Err(e) => {
                 eprintln!("error: {e}");
                 return verify::EXIT_USAGE;
             }
+        },
+        None => None,
+    };
+    let prober = verify::prober_for(&config);
+    let now = verify::now_unix();
+    let mut report = runtime.block_on(verify::run_report(&config, &prober, now));
+    if let Some((path, b)) = &before {
+        report.drift = Some(verify::drift::compare(path, b, &report));
+    }
+    let sample = fds.then(|| egress_sentinel::watch::sample(&config.watch_processes));
+    let mut out = std::io::stdout().lock();
+    let text = match (format, &sample) {
+        (Format::Table, None) => report.render_table(),
+        (Format::Table, Some(s)) => format!(
+            "{}\nFILE DESCRIPTORS\n{}",
+            report.render_table(),
+            egress_sentinel::watch::render(s)
+        ),
+        (Format::Json, None) => report.render_json() + "\n",
+        (Format::Json, Some(s)) => {
+            let checks: serde_json::Value =
+                serde_json::from_str(&report.render_json()).unwrap_or_default();
+            let doc = serde_json::json!({ "checks": checks, "fds": s });
+            serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
         }
+    };
+    // `--record-baseline -` (a container without a shell or a writable
+    // folder): the baseline is the standard output, the report goes aside.
+    let baseline_to_stdout = record.as_deref() == Some(std::path::Path::new("-"));
+    if baseline_to_stdout {
+        eprint!("{text}");
+    } else {
+        let _ = out.write_all(text.as_bytes());
+    }
+    if let Some(drift) = &report.drift {
+        eprint!("{}", drift.render());
     }
     if let Some(path) = record {
-        if let Err(e) = std::fs::write(&path, verify::render_json(&results)) {
+        let baseline = verify::Baseline::record(&report, now).to_json() + "\n";
+        let written = if baseline_to_stdout {
+            out.write_all(baseline.as_bytes())
+        } else {
+            std::fs::write(&path, baseline)
+        };
+        if let Err(e) = written {
             eprintln!("error: cannot write the baseline {}: {e}", path.display());
             return verify::EXIT_USAGE;
         }
     }
-    verify::exit_code(&results)
+    report.exit_code()
 }
 
 /// `--interval`: a duration above zero, at most an hour.

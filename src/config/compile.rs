@@ -103,7 +103,7 @@ impl Compiler<'_> {
         }
         let mut targets: Vec<Arc<Target>> = Vec::new();
         for (i, t) in raw.targets.iter().enumerate() {
-            let target = self.target(i, t, &base_roots, &routes, &probe)?;
+            let target = self.target(i, t, &raw.tls, &base_roots, &routes, &probe)?;
             if targets.iter().any(|o| o.name == target.name) {
                 let msg = if t.name.is_some() {
                     format!(

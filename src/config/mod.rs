@@ -28,6 +28,7 @@ use http::{HeaderName, HeaderValue, Method};
 pub(crate) use compile::base64;
 pub use duration::parse_duration;
 pub use error::ConfigError;
+pub use targets::{CertLevel, CertThresholds, human_duration};
 
 pub use crate::dial::resolve::{DnsSettings, Nameservers, ResolveSettings};
 pub use crate::dial::route::{Proxy, ResolveOverrides, Route, RouteKind, authority};
@@ -282,8 +283,14 @@ pub struct Target {
     /// A degraded route loses this target's traffic (default: when the
     /// target may go direct).
     pub failover_on_degraded: bool,
-    /// Expiry (Unix seconds) of the configured client certificate.
+    /// Expiry (Unix seconds) of the configured client certificate, when it
+    /// could be read (the same as `client_cert`'s leaf).
     pub client_cert_not_after: Option<i64>,
+    /// The configured client certificate: its files and what reading them
+    /// gave (a file that cannot be read is kept here, not refused).
+    pub client_cert: Option<crate::dial::identity::ClientCert>,
+    /// How close to expiry a certificate (client or peer) warns, and fails.
+    pub cert_thresholds: CertThresholds,
     /// Identifies the target's settings (and the trust and resolve tables):
     /// a reload keeps the health of pairs whose fingerprints did not change.
     pub fingerprint: u64,

@@ -132,6 +132,10 @@ pub(crate) enum AddressList {
 pub(crate) struct RawTls {
     pub ca_file: Option<Spanned<String>>,
     pub roots: Option<Spanned<String>>,
+    /// Certificate expiry inside this window is a warning (default 30 days).
+    pub warn_before: Option<Spanned<String>>,
+    /// Certificate expiry inside this window fails `verify` (default 7 days).
+    pub fail_before: Option<Spanned<String>>,
 }
 
 /// `[[route]]`.
@@ -165,6 +169,12 @@ pub(crate) struct RawTarget {
     pub client_cert: Option<Spanned<String>>,
     pub client_key: Option<Spanned<String>>,
     pub client_cert_password_file: Option<Spanned<String>>,
+    /// The CA (PEM) this target's chains must end in, instead of the public roots.
+    pub expect_ca: Option<Spanned<String>>,
+    /// Overrides `[tls] warn_before` for this target.
+    pub warn_before: Option<Spanned<String>>,
+    /// Overrides `[tls] fail_before` for this target.
+    pub fail_before: Option<Spanned<String>>,
     pub http2: Option<Spanned<String>>,
     pub hosts: Option<Spanned<Vec<Spanned<String>>>>,
     pub allow_addresses: Option<Vec<Spanned<String>>>,

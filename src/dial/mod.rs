@@ -13,6 +13,7 @@ pub mod addresses;
 pub mod classify;
 pub mod connect;
 pub mod eyeballs;
+pub mod identity;
 pub mod resolve;
 pub mod route;
 pub mod stream;

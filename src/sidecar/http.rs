@@ -104,6 +104,8 @@ pub struct Endpoints {
     pub ready: AtomicBool,
     /// `POST /verify` coordination.
     verify: tokio::sync::Mutex<VerifyGate>,
+    /// Held while a detailed descriptor sample runs: one at a time.
+    fd_detail: std::sync::Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -121,6 +123,7 @@ impl Endpoints {
             rt,
             ready: AtomicBool::new(false),
             verify: tokio::sync::Mutex::new(VerifyGate::default()),
+            fd_detail: std::sync::Mutex::new(()),
         }
     }
 
@@ -295,26 +298,23 @@ impl Endpoints {
     }
 
     /// Updates the descriptor gauges of this process and the watched ones
-    /// (at scrape time, so they are current).
+    /// by kind (at scrape time, so they are current: one `readlink` per
+    /// descriptor).
     pub fn record_fds(&self) {
-        let usage = crate::watch::fd_usage(std::path::Path::new("/proc/self"));
-        for (kind, n) in &usage.by_kind {
-            self.rt.metrics.open_fds("egress-sentinel", kind, *n);
-        }
-        if let Some(max) = usage.max {
-            self.rt.metrics.max_fds("egress-sentinel", max);
-        }
-        for name in &self.rt.config().watch_processes {
-            let Some(usage) = crate::watch::worst_usage(name) else {
-                continue;
-            };
-            for (kind, n) in &usage.by_kind {
-                self.rt.metrics.open_fds(name, kind, *n);
-            }
-            if let Some(max) = usage.max {
-                self.rt.metrics.max_fds(name, max);
-            }
-        }
+        let sample = crate::watch::sample_kinds(&self.rt.config().watch_processes);
+        self.rt.metrics.record_watch(&sample);
+    }
+
+    /// The whole sample, TCP sockets by state included. Reading the TCP
+    /// tables costs with every socket of the network namespace (tens of ms
+    /// with thousands): run it on a blocking thread, at upkeep. A sample
+    /// still running makes this one a no-op.
+    pub fn record_fd_detail(&self) {
+        let Ok(_one) = self.fd_detail.try_lock() else {
+            return;
+        };
+        let sample = crate::watch::sample(&self.rt.config().watch_processes);
+        self.rt.metrics.record_watch(&sample);
     }
 
     /// One verify run shared by concurrent callers, refused within the
@@ -358,11 +358,10 @@ impl Endpoints {
         tokio::spawn(async move {
             // The generation in force: its dialer is the app traffic's.
             let generation = this.rt.current();
-            let results = verify::run_checks(&generation.config, &generation.prober).await;
-            let outcome = Arc::new((
-                verify::exit_code(&results) == verify::EXIT_OK,
-                verify::render_json(&results),
-            ));
+            let report =
+                verify::run_report(&generation.config, &generation.prober, verify::now_unix())
+                    .await;
+            let outcome = Arc::new((report.exit_code() == verify::EXIT_OK, report.render_json()));
             let mut gate = this.verify.lock().await;
             gate.in_flight = None;
             gate.finished = Some(StdInstant::now());

@@ -209,7 +209,8 @@ pub async fn run_with(
                 rt.tick();
                 rt.publish_all();
                 rt.metrics.upkeep();
-                endpoints.record_fds();
+                let e = endpoints.clone();
+                tokio::task::spawn_blocking(move || e.record_fd_detail());
             }
         }
     }

@@ -457,6 +457,23 @@ fn route_cells(h: &mut String, r: &RouteHealth, wall: SystemTime) {
         }
         None => h.push('—'),
     }
+    // Interception is judged by the trust anchor, not the issuer.
+    if let Some(p) = probe {
+        match (p.intercepted, &p.anchor) {
+            (Some(true), Some(a)) => {
+                let _ = write!(
+                    h,
+                    "<div class=\"intercepted\"><strong>intercepted</strong>: the chain ends at {}, expected {}</div>",
+                    esc(&a.subject),
+                    esc(p.expected_anchor.as_deref().unwrap_or("another anchor"))
+                );
+            }
+            (_, Some(a)) => {
+                let _ = write!(h, "<div class=\"why\">anchor {}</div>", esc(&a.subject));
+            }
+            _ => {}
+        }
+    }
     h.push_str("</td><td data-label=\"Last probe\">");
     match probe {
         Some(p) => {
@@ -532,47 +549,84 @@ fn incidents_section(h: &mut String, windows: &[IncidentWindow], wall: SystemTim
     h.push_str("</tbody></table></section>\n");
 }
 
+/// Descriptors of this process and the watched ones (the same sample
+/// `/status` and `verify --fds` read): by kind against the limit, TCP
+/// sockets by state, the remote endpoints with the most sockets.
 fn fds_section(h: &mut String, config: &Config) {
     h.push_str(
         "<section id=\"fds\" aria-labelledby=\"fds-h\"><h2 id=\"fds-h\">File descriptors</h2>\
-<table class=\"fds\"><thead><tr><th scope=\"col\">Process</th><th scope=\"col\">Open</th>\
-<th scope=\"col\">Limit</th><th scope=\"col\">By kind</th></tr></thead><tbody>\n",
+<table class=\"fds\"><thead><tr><th scope=\"col\">Process</th><th scope=\"col\">Open / limit</th>\
+<th scope=\"col\">By kind</th><th scope=\"col\">TCP sockets</th><th scope=\"col\">Most sockets to</th></tr></thead><tbody>\n",
     );
-    let mut row = |name: &str, usage: Option<crate::watch::FdUsage>| {
-        let Some(u) = usage else {
+    for p in crate::watch::sample(&config.watch_processes).processes {
+        let Some(w) = &p.worst else {
+            let why = if p.matched == 0 {
+                "no process with this name".to_string()
+            } else {
+                format!("{} found, none readable (another user?)", p.matched)
+            };
             let _ = writeln!(
                 h,
-                "<tr><th scope=\"row\" data-label=\"Process\">{}</th><td colspan=\"3\">not running, or its descriptors are not readable</td></tr>",
-                esc(name)
+                "<tr><th scope=\"row\" data-label=\"Process\">{}</th><td colspan=\"4\">{}</td></tr>",
+                esc(&p.process),
+                esc(&why)
             );
-            return;
+            continue;
         };
-        let total = u.total();
-        let limit = match u.max {
-            Some(m) if m > 0 => format!("{m} ({:.0}% used)", total as f64 * 100.0 / m as f64),
-            _ => "unknown".into(),
+        let total = w.usage.total();
+        let open = match w.usage.max {
+            Some(m) if m > 0 => format!(
+                "{total} / {m} ({:.0}% used)",
+                total as f64 * 100.0 / m as f64
+            ),
+            _ => format!("{total} / unknown"),
         };
-        let kinds: Vec<String> = u
+        let kinds: Vec<String> = w
+            .usage
             .by_kind
             .iter()
             .filter(|(_, n)| **n > 0)
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
+        let (states, remotes) = match &w.tcp {
+            Some(t) => {
+                let mut states: Vec<String> = t
+                    .by_state
+                    .iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(s, n)| format!("{} {n}", s.name()))
+                    .collect();
+                if t.time_wait_in_namespace > 0 {
+                    states.push(format!(
+                        "TIME_WAIT {} (namespace)",
+                        t.time_wait_in_namespace
+                    ));
+                }
+                let remotes: Vec<String> = t
+                    .top_remotes
+                    .iter()
+                    .take(3)
+                    .map(|r| format!("{} ({})", r.endpoint, r.sockets))
+                    .collect();
+                (states.join(", "), remotes.join(", "))
+            }
+            None => (String::new(), String::new()),
+        };
+        let name = match (p.matched, w.pid) {
+            (n, Some(pid)) if n > 1 => format!("{} (pid {pid}, the most loaded of {n})", p.process),
+            (_, Some(pid)) => format!("{} (pid {pid})", p.process),
+            _ => p.process.clone(),
+        };
         let _ = writeln!(
             h,
-            "<tr><th scope=\"row\" data-label=\"Process\">{}</th><td data-label=\"Open\">{total}</td>\
-<td data-label=\"Limit\">{}</td><td data-label=\"By kind\">{}</td></tr>",
-            esc(name),
-            esc(&limit),
-            esc(&kinds.join(", "))
+            "<tr><th scope=\"row\" data-label=\"Process\">{}</th><td data-label=\"Open / limit\">{}</td>\
+<td data-label=\"By kind\">{}</td><td data-label=\"TCP sockets\">{}</td><td data-label=\"Most sockets to\">{}</td></tr>",
+            esc(&name),
+            esc(&open),
+            esc(&kinds.join(", ")),
+            esc(&states),
+            esc(&remotes)
         );
-    };
-    row(
-        "egress-sentinel",
-        Some(crate::watch::fd_usage(std::path::Path::new("/proc/self"))),
-    );
-    for name in &config.watch_processes {
-        row(name, crate::watch::worst_usage(name));
     }
     h.push_str("</tbody></table></section>\n");
 }
@@ -639,7 +693,7 @@ dl.proxy dt{font-weight:600}dl.proxy dd{margin:0;word-break:break-word}
 ul.phases{list-style:none;margin:0;padding:0;font-size:.85em}
 ul.phases li{white-space:nowrap}
 ul.phases li.failed{color:var(--bad)}
-.error,.refused{color:var(--bad);font-weight:600}
+.error,.refused,.intercepted{color:var(--bad);font-weight:600}
 .pass{color:var(--ok);font-weight:600}.fail{color:var(--bad);font-weight:600}
 button{font:inherit;padding:.3rem .8rem}
 input,select{font:inherit}

@@ -134,6 +134,7 @@ impl Runtime {
         };
         rt.zero_failures(&first_config);
         rt.metrics.config_reload(true);
+        rt.metrics.config_loaded(&rt.config());
         rt.publish_all();
         rt
     }
@@ -157,6 +158,7 @@ impl Runtime {
     /// (target, route) pair's state by name.
     pub fn install(&self, next: Generation) {
         let id = next.id;
+        self.metrics.config_loaded(&next.config);
         {
             let mut table = lock(&self.table);
             let rebuilt = table.rebuild(settings(&next.config), &specs(&next.config));
@@ -552,6 +554,7 @@ impl Runtime {
                 self.metrics.client_cert_not_after(&t.name, not_after);
             }
         }
+        self.metrics.publish_certs(&config);
         self.metrics.build_info();
         self.metrics.config_reload(self.reload_status().ok);
     }

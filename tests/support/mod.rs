@@ -14,6 +14,9 @@
 pub mod app;
 pub mod blackhole;
 pub mod chromium;
+pub mod daemon;
+pub mod mitm;
+pub mod p12;
 pub mod pki;
 pub mod platform;
 pub mod prometheus;
