@@ -32,14 +32,6 @@ use support::{Workspace, app, promtool};
 /// comes with the branch that adds it; the scrape test fails once one is
 /// exported, so that it is taken off this list and checked like the rest.
 const NOT_YET_EXPORTED: &[&str] = &[
-    // certificates branch: configured thresholds per target and level.
-    "egress_cert_threshold_seconds",
-    // certificates branch: chain validated through an unexpected anchor.
-    "egress_tls_intercepted",
-    // certificates branch: TCP sockets of a watched process by state.
-    "egress_process_tcp_sockets",
-    // certificates branch: processes matching a [watch] name.
-    "egress_watch_processes_matched",
     // admin branch: an operator's override of a target's route.
     "egress_route_override",
 ];

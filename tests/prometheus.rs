@@ -89,12 +89,14 @@ url = "https://push.test:{port}/"
 routes = ["squid", "direct"]
 allow_addresses = ["127.0.0.1/32"]
 ca_file = "ca.pem"
+expect_ca = "ca.pem"
 
 [[target]]
 name = "sms"
 url = "https://sms.test:{port}/"
 routes = ["squid"]
 ca_file = "ca.pem"
+expect_ca = "ca.pem"
 "#,
         squid = squid.url(),
         port = up.port(),
