@@ -24,6 +24,7 @@
 //! - [`forward`]: the app's forward proxy: route choice, failover before the
 //!   tunnel stands, the open-proxy guard, the compliance trail.
 //! - [`verify`]: the `verify` command's run, report and baseline comparison.
+//! - [`live`]: `verify --watch`, the live view for a change window.
 //! - [`health`]: the route table (pure): fall/rise, hold-down, active
 //!   routes, fed typed observations from probes and app traffic.
 //! - [`incidents`]: incident windows, merged by cause, persisted in `state_dir`.
@@ -32,7 +33,7 @@
 //! - [`telemetry`]: every metric name, and the per-instance recorder.
 //! - [`watch`]: file-descriptor usage by kind.
 //! - [`sidecar`]: `run` — the runtime that wires the parts: scheduler,
-//!   listeners, reload, shutdown.
+//!   listeners (the admin surface and its status page), reload, shutdown.
 //! - [`files`]: bounded reads of the files the config names.
 //! - [`secret`]: the redacting wrapper for credentials.
 //! - [`demo`]: `egress-sentinel demo`, the incident replayed on loopback.
@@ -57,6 +58,7 @@ pub mod forward;
 pub mod generation;
 pub mod health;
 pub mod incidents;
+pub mod live;
 pub mod policy;
 pub mod probe;
 pub mod reason;

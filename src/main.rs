@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use egress_sentinel::config::Config;
@@ -53,6 +54,13 @@ enum Command {
         /// Also show file descriptors: this process's and the [watch] ones, by kind, TCP state and remote endpoint.
         #[arg(long)]
         fds: bool,
+        /// Keep checking: a live view for a change window (redrawn on a
+        /// terminal, one line per change otherwise); Ctrl-C prints a summary.
+        #[arg(long, conflicts_with_all = ["baseline", "record_baseline"])]
+        watch: bool,
+        /// With --watch: how often each target × route is checked.
+        #[arg(long, requires = "watch", value_parser = parse_interval, default_value = "2s")]
+        interval: Duration,
     },
     /// Replay the outbound-proxy incident on loopback: the sidecar detects, fails over and back.
     Demo,
@@ -102,10 +110,21 @@ fn main() -> ExitCode {
         },
         Command::Verify {
             config,
+            watch: true,
+            interval,
+            ..
+        } => {
+            // Only errors: a warning would land in the middle of the table.
+            init_logs("error", Some(LogFormat::Text));
+            run_watch(&config, interval)
+        }
+        Command::Verify {
+            config,
             format,
             baseline,
             record_baseline,
             fds,
+            ..
         } => {
             init_logs("warn", Some(LogFormat::Text));
             run_verify(config, format, baseline, record_baseline, fds)
@@ -183,6 +202,51 @@ fn run_verify(
         }
     }
     report.exit_code()
+}
+
+/// `--interval`: a duration above zero, at most an hour.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = egress_sentinel::config::parse_duration(s)?;
+    if d.is_zero() || d > Duration::from_secs(3600) {
+        return Err(format!("`{s}` is not an interval between 1ms and 1h"));
+    }
+    Ok(d)
+}
+
+/// `verify --watch`: the live view until Ctrl-C (or SIGTERM); exit 0.
+fn run_watch(config: &Path, interval: Duration) -> u8 {
+    use std::io::IsTerminal;
+    let (config, runtime) = match load_and_start(config) {
+        Ok(both) => both,
+        Err(code) => return code,
+    };
+    let tty = std::io::stdout().is_terminal();
+    let mut out = std::io::stdout();
+    let result = runtime.block_on(async {
+        let stop = async {
+            #[cfg(unix)]
+            if let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                return;
+            }
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        egress_sentinel::live::run(config, interval, &mut out, tty, stop).await
+    });
+    match result {
+        Ok(_) => verify::EXIT_OK,
+        // stdout closed (a pipe whose reader left): nothing more to say.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => verify::EXIT_OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            verify::EXIT_FAILED
+        }
+    }
 }
 
 /// Logs to stderr; the level from `RUST_LOG` (else `default`); text on a

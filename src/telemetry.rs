@@ -103,6 +103,9 @@ pub const WATCH_MATCHED: &str = "egress_watch_processes_matched";
 pub const CONFIG_RELOAD_SUCCESS: &str = "egress_config_last_reload_success";
 /// `egress_build_info{version}`: always 1.
 pub const BUILD_INFO: &str = "egress_build_info";
+/// `egress_route_override{target,route}`: 1 while an operator's override
+/// confines the target to this route.
+pub const ROUTE_OVERRIDE: &str = "egress_route_override";
 
 /// Latency buckets from 1 ms to 30 s.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -202,6 +205,10 @@ const HELP: &[(&str, &str)] = &[
         "1 if the last configuration load or reload succeeded.",
     ),
     (BUILD_INFO, "Build information; always 1."),
+    (
+        ROUTE_OVERRIDE,
+        "1 while an operator's override (POST /routes/<target>, with a ttl) confines the target's traffic to this route.",
+    ),
 ];
 
 static META: Metadata<'static> =
@@ -571,6 +578,15 @@ impl Metrics {
     /// `egress_build_info{version}`.
     pub fn build_info(&self) {
         self.gauge(BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+    }
+
+    /// Whether an operator's override confines `target` to `route` now.
+    pub fn route_override(&self, target: &str, route: &str, on: bool) {
+        self.gauge(
+            ROUTE_OVERRIDE,
+            &[("target", target), ("route", route)],
+            if on { 1.0 } else { 0.0 },
+        );
     }
 
     /// Open descriptors of `process` by kind.

@@ -85,11 +85,7 @@ impl Compiler<'_> {
     fn config(mut self, raw: RawConfig) -> Result<Config> {
         let listen = self.listen(&raw)?;
         let probe = self.probe(&raw)?;
-        let admin = AdminSettings {
-            verify_cooldown: self
-                .duration(raw.admin.verify_cooldown.as_ref(), "admin.verify_cooldown")?
-                .unwrap_or(defaults::ADMIN_VERIFY_COOLDOWN),
-        };
+        let admin = self.admin(&raw)?;
         let resolve = Arc::new(ResolveSettings {
             overrides: self.resolve(&raw)?,
             dns: self.dns(&raw.dns)?,
@@ -168,6 +164,61 @@ impl Compiler<'_> {
             watch_processes: self.watch_processes(&raw)?,
             files: self.files.take().into_iter().collect(),
         })
+    }
+
+    fn admin(&self, raw: &RawConfig) -> Result<AdminSettings> {
+        let a = &raw.admin;
+        let token = match &a.token_file {
+            Some(f) => Some(self.admin_token(f)?),
+            None => None,
+        };
+        let mut hosts = Vec::new();
+        for h in a.hosts.iter().flatten() {
+            let name = h.get_ref().trim_end_matches('.').to_ascii_lowercase();
+            let plain = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !plain {
+                return Err(self.err(
+                    h.span(),
+                    "admin.hosts",
+                    format!(
+                        "`{}` is not a host name: expected a name such as \"egress-sentinel.sso.svc\" (no port, no scheme)",
+                        h.get_ref()
+                    ),
+                ));
+            }
+            hosts.push(name);
+        }
+        Ok(AdminSettings {
+            verify_cooldown: self
+                .duration(a.verify_cooldown.as_ref(), "admin.verify_cooldown")?
+                .unwrap_or(defaults::ADMIN_VERIFY_COOLDOWN),
+            token,
+            hosts,
+        })
+    }
+
+    /// The admin token: one line of at least 16 visible characters. Read
+    /// through [`Self::file`], so replacing the file rotates the token.
+    fn admin_token(&self, f: &Spanned<String>) -> Result<Secret<String>> {
+        let path = self.file(f.get_ref());
+        let text = crate::files::read_text(&path, MAX_SECRET_FILE)
+            .map_err(|m| self.err(f.span(), "admin.token_file", m))?;
+        let token = text.trim_end_matches(['\r', '\n']);
+        if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(self.err(
+                f.span(),
+                "admin.token_file",
+                format!(
+                    "{} must hold one line of at least 16 visible characters, no spaces, e.g. from `openssl rand -hex 32` (its content is not shown)",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(Secret::new(token.to_string()))
     }
 
     fn watch_processes(&self, raw: &RawConfig) -> Result<Vec<String>> {
@@ -885,8 +936,9 @@ fn nameserver(text: &str) -> Option<SocketAddr> {
     (addr.port() != 0).then_some(addr)
 }
 
-/// Standard base64 with padding (RFC 4648), for Basic credentials.
-fn base64(input: &[u8]) -> String {
+/// Standard base64 with padding (RFC 4648), for Basic credentials (and
+/// the status page's CSP hashes).
+pub(crate) fn base64(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {

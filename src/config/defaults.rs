@@ -48,6 +48,11 @@ pub const DNS_MAX_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `[admin] verify_cooldown`.
 pub const ADMIN_VERIFY_COOLDOWN: Duration = Duration::from_secs(10);
+/// An operator override's `ttl` when the request names none.
+pub const ADMIN_OVERRIDE_TTL: Duration = Duration::from_secs(3600);
+/// The longest `ttl` an override may ask for: a forgotten override must
+/// not pin a target's route for good.
+pub const ADMIN_OVERRIDE_TTL_MAX: Duration = Duration::from_secs(24 * 3600);
 
 /// `[forward] allow_ports`.
 pub const FORWARD_ALLOW_PORTS: [u16; 1] = [443];

@@ -25,6 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 
+pub(crate) use compile::base64;
 pub use duration::parse_duration;
 pub use error::ConfigError;
 pub use targets::{CertLevel, CertThresholds, human_duration};
@@ -33,6 +34,7 @@ pub use crate::dial::resolve::{DnsSettings, Nameservers, ResolveSettings};
 pub use crate::dial::route::{Proxy, ResolveOverrides, Route, RouteKind, authority};
 use crate::dial::tls::TlsClient;
 use crate::policy::Cidr;
+use crate::secret::Secret;
 
 /// The largest configuration file accepted.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
@@ -129,6 +131,13 @@ pub struct ShutdownSettings {
 pub struct AdminSettings {
     /// How soon after one `POST /verify` another is accepted.
     pub verify_cooldown: Duration,
+    /// `[admin] token_file`'s token: when set, every state-changing request
+    /// needs `Authorization: Bearer <token>`; when not, such requests are
+    /// accepted from loopback peers only.
+    pub token: Option<Secret<String>>,
+    /// Host names (beyond `localhost` and the listener's own address) that
+    /// state-changing requests may name in `Host`, e.g. a Service's name.
+    pub hosts: Vec<String>,
 }
 
 /// Where a target's probe goes.

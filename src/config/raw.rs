@@ -114,6 +114,8 @@ pub(crate) struct RawShutdown {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAdmin {
     pub verify_cooldown: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
+    pub hosts: Option<Vec<Spanned<String>>>,
 }
 
 /// One address or several.

@@ -13,9 +13,15 @@
 //!   where observations become events, logs, metrics and incidents.
 //! - [`scheduler`]: one probe loop per target × route.
 //! - [`reload`]: watching the config and the files it names.
-//! - [`http`]: the metrics and admin listeners; [`status`]: `/status`.
+//! - [`http`]: the metrics and admin listeners: routing, body bounds, the
+//!   eviction of connections stalled on their client.
+//! - [`admin`]: the checks in front of every state-changing admin request
+//!   (Host, Origin, token or loopback peer, JSON bodies).
+//! - [`status`]: `/status` (JSON); [`page`]: `/` (the HTML status page).
 
+pub mod admin;
 pub mod http;
+pub mod page;
 pub mod reload;
 pub mod runtime;
 pub mod scheduler;

@@ -279,8 +279,10 @@ impl Runtime {
         self.publish_target(&target);
     }
 
-    /// Sets the operator's override of `target`. `Err` says why it is refused.
-    pub fn force(&self, target: &str, force: Force) -> Result<(), String> {
+    /// Sets the operator's override of `target` for `ttl` (then it ends by
+    /// itself at an upkeep tick; `Auto` has none). `Err` says why it is
+    /// refused.
+    pub fn force(&self, target: &str, force: Force, ttl: Duration) -> Result<(), String> {
         let config = self.config();
         let t = config
             .target(target)
@@ -294,8 +296,13 @@ impl Runtime {
             }
             _ => {}
         }
-        let events = lock(&self.table).force(target, force, Instant::now());
-        tracing::warn!(target = %target, force = ?force, "operator override of the route choice");
+        let now = Instant::now();
+        let events = lock(&self.table).force_until(target, force, now, now + ttl);
+        if force == Force::Auto {
+            tracing::warn!(target = %target, force = ?force, "operator override of the route choice");
+        } else {
+            tracing::warn!(target = %target, force = ?force, ttl_seconds = ttl.as_secs_f64(), "operator override of the route choice");
+        }
         self.apply(&events);
         self.publish_target(target);
         Ok(())
@@ -367,6 +374,10 @@ impl Runtime {
                     if let Some(p) = lock(&self.pairs).get(&(target.clone(), route.clone())) {
                         p.wake.notify_one();
                     }
+                }
+                Event::OverrideExpired { target, force } => {
+                    tracing::warn!(target = %target, force = ?force, "operator override expired; health decides the route again");
+                    self.publish_target(target);
                 }
             }
         }
@@ -527,6 +538,12 @@ impl Runtime {
                     .route_reason(target, &r.route, r.last.as_ref().map(|s| s.reason));
                 self.metrics
                     .route_degraded(target, &r.route, r.degraded_any());
+                let forced = match t.force {
+                    Force::Auto => false,
+                    Force::Proxy => !r.direct,
+                    Force::Direct => r.direct,
+                };
+                self.metrics.route_override(target, &r.route, forced);
             }
         }
     }

@@ -3,7 +3,8 @@
 //! interception verdict), the active route, the client certificate and the
 //! certificate findings (the same words as `verify`); the file descriptors
 //! of this process and the watched ones, with TCP states and the top remote
-//! endpoints; and the incident windows (with their one-line rendering).
+//! endpoints; the operator's override and when it ends; and the incident
+//! windows (with their one-line rendering).
 
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -88,6 +89,7 @@ pub fn render(rt: &Runtime) -> String {
                 "active_route": h.active_route(),
                 "down": h.down,
                 "force": h.force,
+                "force_expires_in_seconds": h.force_until.map(|u| u.saturating_duration_since(now).as_secs_f64()),
                 "client_cert": client_cert(t, wall),
                 "cert_thresholds": {
                     "warn_before_seconds": t.cert_thresholds.warn_before.as_secs(),

@@ -3,7 +3,9 @@
 //! (`proxy`), real Squid (`squid`), a loopback address that never answers
 //! (`blackhole`), the platform's address parsers (`platform`), promtool
 //! and a real Prometheus server (`promtool`, `prometheus`), the shipped
-//! alert rules and dashboard as data (`rules`), and config helpers.
+//! alert rules and dashboard as data (`rules`), headless Chromium driven
+//! over DevTools (`chromium`), raw HTTP exchanges with any header
+//! (`raw`), Debian tools found or skipped (`tools`), and config helpers.
 //! Everything listens on loopback only.
 
 // Each test binary uses a different part of the fixtures.
@@ -11,6 +13,7 @@
 
 pub mod app;
 pub mod blackhole;
+pub mod chromium;
 pub mod daemon;
 pub mod mitm;
 pub mod p12;
@@ -19,12 +22,14 @@ pub mod platform;
 pub mod prometheus;
 pub mod promtool;
 pub mod proxy;
+pub mod raw;
 pub mod rules;
 pub mod scenario;
 pub mod sidecar;
 pub mod spawned;
 pub mod squid;
 pub mod stub_dns;
+pub mod tools;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};
