@@ -31,10 +31,7 @@ use support::{Workspace, app, promtool};
 /// contract) that the sidecar on this branch does not export yet. Each
 /// comes with the branch that adds it; the scrape test fails once one is
 /// exported, so that it is taken off this list and checked like the rest.
-const NOT_YET_EXPORTED: &[&str] = &[
-    // admin branch: an operator's override of a target's route.
-    "egress_route_override",
-];
+const NOT_YET_EXPORTED: &[&str] = &[];
 
 /// The unit-test group that is a whole healthy fleet.
 const HEALTHY_GROUP: &str = "a healthy fleet pages nobody";
