@@ -405,7 +405,7 @@ fn nameservers_take_a_default_port_and_ipv6() {
     ));
     for f in ["/etc/resolv.conf", "/etc/hosts"] {
         assert!(
-            system.files.iter().any(|p| p.as_os_str() == f),
+            system.files.iter().any(|(p, _)| p.as_os_str() == f),
             "{f}: {:?}",
             system.files
         );

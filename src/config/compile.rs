@@ -67,7 +67,7 @@ pub(super) struct Compiler<'a> {
     /// The file as plain TOML values, for fingerprints.
     tables: toml::Table,
     /// Every file the config names, as read.
-    files: std::cell::RefCell<std::collections::BTreeSet<PathBuf>>,
+    files: std::cell::RefCell<std::collections::BTreeMap<PathBuf, Option<u64>>>,
 }
 
 fn hash_of(parts: &[&str]) -> u64 {
@@ -163,6 +163,7 @@ impl Compiler<'_> {
             shutdown,
             watch_processes: self.watch_processes(&raw)?,
             files: self.files.take().into_iter().collect(),
+            config_hash: crate::files::content_hash_of(self.loc.text.as_bytes()),
         })
     }
 
@@ -267,7 +268,12 @@ impl Compiler<'_> {
     /// remembered: a change to it builds a new generation.
     pub(super) fn file(&self, p: &str) -> PathBuf {
         let path = self.path(p);
-        self.files.borrow_mut().insert(path.clone());
+        // Hashed before it is read: a change after this point, even one
+        // before the generation is in force, is seen by the next poll.
+        self.files
+            .borrow_mut()
+            .entry(path.clone())
+            .or_insert_with(|| crate::files::content_hash(&path));
         path
     }
 

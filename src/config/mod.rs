@@ -65,10 +65,13 @@ pub struct Config {
     pub run: RunSettings,
     /// Graceful shutdown.
     pub shutdown: ShutdownSettings,
-    /// Every file the config names (credentials, CAs, client certificates):
-    /// a change to any of them, like one to the config file, builds a new
+    /// Every file the config names (credentials, CAs, client certificates,
+    /// resolv.conf), with a hash of its content taken before it was read: a
+    /// change to any of them, like one to the config file, builds a new
     /// generation.
-    pub files: Vec<PathBuf>,
+    pub files: Vec<(PathBuf, Option<u64>)>,
+    /// A hash of the config text this was compiled from.
+    pub config_hash: Option<u64>,
     /// Command names of other processes whose descriptors are exported.
     pub watch_processes: Vec<String>,
 }
