@@ -1,16 +1,19 @@
 //! The forward proxy under a low descriptor limit (`prlimit`): connections
 //! are capped below what the limit allows, the surplus gets a prompt 503
 //! instead of an EMFILE storm, the process does not spin, and service
-//! resumes when tunnels close. In its own binary: it opens many sockets.
+//! resumes when tunnels close. And the other way: with the limit and the
+//! cap raised, 5 000 tunnels open at once are all accepted, SIGTERM drains
+//! them, and the process exits 0 within the deadline. In its own binary:
+//! it opens many sockets; its tests run one at a time.
 
 mod support;
 
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::proxy::{Mode, ScriptProxy};
 use support::scenario::{config, upstream};
-use support::sidecar::eventually;
+use support::sidecar::{eventually, request, sample};
 use support::{Workspace, binary};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -53,8 +56,12 @@ async fn open_tunnel(proxy: u16, port: u16) -> (u16, TcpStream) {
     (status, s)
 }
 
+/// The tests here load the machine with sockets: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_a_low_fd_limit_the_surplus_gets_503_and_nothing_spins() {
+    let _serial = SERIAL.lock().await;
     let prlimit = std::path::Path::new("/usr/bin/prlimit");
     if !prlimit.exists() {
         eprintln!("SKIPPED: /usr/bin/prlimit (util-linux) not installed");
@@ -136,4 +143,251 @@ async fn under_a_low_fd_limit_the_surplus_gets_503_and_nothing_spins() {
         .expect("exit")
         .expect("wait");
     assert_eq!(exit.code(), Some(0));
+}
+
+/// The tunnels the 5 000-tunnel test opens: 5 000, or as many as this
+/// process's descriptor limit allows (each tunnel holds two here: the
+/// app's end and the upstream's).
+fn tunnels_that_fit(want: usize) -> usize {
+    // Root may raise its own limit (CI runs as root); otherwise make do.
+    let me = std::process::id().to_string();
+    let _ = std::process::Command::new("/usr/bin/prlimit")
+        .args(["--pid", &me, "--nofile=65536:65536"])
+        .stderr(std::process::Stdio::null())
+        .status();
+    let soft = egress_sentinel::watch::fd_usage(std::path::Path::new("/proc/self"))
+        .max
+        .unwrap_or(1024);
+    let fit = usize::try_from(soft.saturating_sub(512) / 2).unwrap_or(0);
+    if fit < want {
+        eprintln!("the descriptor limit {soft} fits {fit} tunnels, not {want}");
+    }
+    want.min(fit)
+}
+
+/// An upstream that echoes every connection until it ends; counts the
+/// connections it has open.
+async fn echo_upstream() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = open.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let counter = counter.clone();
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 256];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                counter.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (port, open)
+}
+
+/// One tunnel to the echo upstream, proven with a byte there and back.
+async fn echo_tunnel(proxy: std::net::SocketAddr, port: u16) -> Result<TcpStream, String> {
+    let work = async {
+        let mut s = TcpStream::connect(proxy).await.map_err(|e| e.to_string())?;
+        s.write_all(format!("CONNECT echo.test:{port} HTTP/1.1\r\n\r\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                other => return Err(format!("reply cut: {other:?}")),
+            }
+        }
+        if !head.starts_with(b"HTTP/1.1 200 ") {
+            return Err(String::from_utf8_lossy(&head).into_owned());
+        }
+        s.write_all(b"e").await.map_err(|e| e.to_string())?;
+        s.read_exact(&mut byte).await.map_err(|e| e.to_string())?;
+        (byte == *b"e")
+            .then_some(s)
+            .ok_or_else(|| "echo".to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(30), work)
+        .await
+        .unwrap_or_else(|_| Err("no tunnel within 30 s".into()))
+}
+
+/// 5 000 app tunnels at once (the sidecar's descriptor limit raised with
+/// `prlimit`, `max_connections` raised to 6 000): every one is accepted
+/// and carries bytes; SIGTERM makes `/readyz` 503 while tunnels keep
+/// working through the drain; after it the listener refuses new
+/// connections and the open tunnels still carry bytes; when the app closes
+/// them the process exits 0, well before the deadline, with every
+/// upstream connection closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_tunnels_are_all_accepted_then_sigterm_drains_them_and_exits_0() {
+    use std::sync::atomic::Ordering;
+    let _serial = SERIAL.lock().await;
+    let prlimit = std::path::Path::new("/usr/bin/prlimit");
+    if !prlimit.exists() {
+        eprintln!("SKIPPED: /usr/bin/prlimit (util-linux) not installed");
+        return;
+    }
+    let n = tunnels_that_fit(5_000);
+    let up = upstream().await;
+    let (echo_port, echo_open) = echo_upstream().await;
+    let ws = Workspace::new();
+    let text = format!(
+        r#"
+[listen]
+metrics = "127.0.0.1:0"
+admin = "off"
+proxy = "127.0.0.1:0"
+
+[probe]
+interval = "2s"
+timeout = "2s"
+
+[resolve]
+"push.test" = "127.0.0.1"
+"echo.test" = "127.0.0.1"
+
+[[target]]
+name = "apns"
+url = "https://push.test:{tls}/"
+routes = ["direct"]
+hosts = ["echo.test"]
+allow_addresses = ["127.0.0.1/32"]
+ca_file = "ca.pem"
+
+[forward]
+default = "deny"
+allow_ports = [{echo_port}]
+max_connections = 6000
+
+[shutdown]
+drain = "2s"
+deadline = "30s"
+"#,
+        tls = up.port()
+    );
+    let path = ws.write("config.toml", &text);
+    let mut command = std::process::Command::new(prlimit);
+    command
+        .arg("--nofile=16384:16384")
+        .arg(binary())
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info");
+    let mut sidecar = support::spawned::Spawned::spawn(command);
+    let metrics = sidecar.addr("metrics").await;
+    let proxy = sidecar.addr("forward proxy").await;
+    let fds_idle = sidecar.steady_fds().await;
+
+    // Open them, 50 at a time.
+    let opening = Instant::now();
+    let mut held: Vec<TcpStream> = Vec::with_capacity(n);
+    let mut failures = Vec::new();
+    while held.len() + failures.len() < n {
+        let batch = (n - held.len() - failures.len()).min(50);
+        let handles: Vec<_> = (0..batch)
+            .map(|_| tokio::spawn(echo_tunnel(proxy, echo_port)))
+            .collect();
+        for h in handles {
+            match h.await.expect("task") {
+                Ok(s) => held.push(s),
+                Err(e) => failures.push(e),
+            }
+        }
+        assert!(
+            opening.elapsed() < Duration::from_secs(120),
+            "only {} tunnels within 120 s",
+            held.len()
+        );
+    }
+    let opened_in = opening.elapsed();
+    assert!(
+        failures.is_empty(),
+        "{} of {n} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(held.len(), n);
+    let (_, m) = request(metrics, "GET", "/metrics").await;
+    assert_eq!(
+        sample(
+            &m,
+            "egress_forward_active_connections",
+            &[("route", "direct")]
+        ),
+        Some(n as f64),
+        "every tunnel counted open"
+    );
+    let fds_full = sidecar.open_fds();
+    assert!(
+        fds_full >= fds_idle + 2 * n as u64,
+        "{fds_full} descriptors for {n} tunnels (idle {fds_idle})"
+    );
+    let rss_full = sidecar.rss_kib();
+    eprintln!(
+        "{n} tunnels open in {opened_in:?}: {fds_full} descriptors, RSS {rss_full} KiB ({} KiB a tunnel)",
+        rss_full / n as u64
+    );
+
+    // SIGTERM: not ready at once, yet the tunnels keep working.
+    let term = Instant::now();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(sidecar.pid()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    eventually(Duration::from_secs(2), "/readyz 503", || async {
+        (request(metrics, "GET", "/readyz").await.0 == 503).then_some(())
+    })
+    .await;
+    for s in held.iter_mut().step_by(n / 20 + 1) {
+        s.write_all(b"d").await.expect("write during the drain");
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.expect("echo during the drain");
+    }
+    // After the drain the listener is closed; tunnels in flight still work.
+    eventually(Duration::from_secs(10), "the listener closed", || async {
+        TcpStream::connect(proxy).await.is_err().then_some(())
+    })
+    .await;
+    assert!(
+        term.elapsed() >= Duration::from_millis(1900),
+        "closed before the drain ended"
+    );
+    for s in held.iter_mut().step_by(n / 20 + 1) {
+        s.write_all(b"f").await.expect("write after the drain");
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.expect("echo after the drain");
+    }
+    // The app closes its tunnels; the process exits 0, long before the
+    // 30 s deadline, and every upstream connection is closed.
+    drop(held);
+    let (status, lines) = sidecar.exit_within(Duration::from_secs(25)).await;
+    let took = term.elapsed();
+    assert_eq!(status.code(), Some(0), "{}", lines.join("\n"));
+    assert!(
+        took < Duration::from_secs(25),
+        "exit {took:?} after SIGTERM"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("at the deadline was closed")),
+        "tunnels were cut at the deadline:\n{}",
+        lines.join("\n")
+    );
+    eventually(
+        Duration::from_secs(5),
+        "upstream connections closed",
+        || async { (echo_open.load(Ordering::SeqCst) == 0).then_some(()) },
+    )
+    .await;
+    eprintln!("SIGTERM to exit 0 with {n} tunnels: {took:?}");
 }

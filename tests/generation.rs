@@ -677,3 +677,106 @@ async fn one_dead_node_behind_the_proxy_name_degrades_the_route_and_traffic_avoi
     );
     sidecar.stop().await;
 }
+
+/// The config file is overwritten with garbage while the sidecar runs (a
+/// bad deploy, a half-written file, binary junk), then fixed. Each bad
+/// version is rejected and the running generation keeps serving — probes
+/// and app tunnels — with `egress_config_last_reload_success` 0 and the
+/// error in `/status`; the fix is taken with the gauge back at 1, and the
+/// sidecar's descriptors end where they began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_replaced_by_garbage_keeps_the_old_generation_until_it_is_fixed() {
+    let up = push_upstream(SocketAddr::from(([127, 0, 0, 1], 0))).await;
+    let ws = Workspace::new();
+    let listen = "[listen]\nmetrics = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nproxy = \"127.0.0.1:0\"\n\n[shutdown]\ndrain = \"0s\"\ndeadline = \"2s\"\n";
+    let good = format!("{listen}{}", direct_config(up.port(), "127.0.0.1"));
+    let path = ws.write("config.toml", &good);
+    let mut sidecar = support::spawned::Spawned::run(&path, &[]);
+    let metrics = sidecar.addr("metrics").await;
+    let admin = sidecar.addr("admin").await;
+    let proxy = sidecar.addr("forward proxy").await;
+    let status = || async {
+        let (_, body) = request(admin, "GET", "/status").await;
+        serde_json::from_str::<serde_json::Value>(&body).expect("status JSON")
+    };
+    let reload_gauge = || async {
+        let (_, m) = request(metrics, "GET", "/metrics").await;
+        sample(&m, "egress_config_last_reload_success", &[])
+    };
+    eventually(Duration::from_secs(5), "apns healthy", || async {
+        (status().await["targets"][0]["routes"][0]["healthy"] == true).then_some(())
+    })
+    .await;
+    assert_eq!(get_via(proxy, "push.test", up.port()).await, Ok(200));
+    assert_eq!(reload_gauge().await, Some(1.0));
+    let generation = status().await["config_reload"]["generation"].clone();
+    let before = sidecar.steady_fds().await;
+
+    let mut junk = b"\x7fELF\x02\x01\x01\0\0\0garbage\xff\xfe".to_vec();
+    junk.extend((0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    let bad_versions: [(&str, Vec<u8>); 4] = [
+        ("binary junk", junk),
+        ("an empty file", Vec::new()),
+        ("half-written", good.as_bytes()[..good.len() / 2].to_vec()),
+        (
+            "TOML of the wrong shape",
+            b"[[target]]\nname = 7\n".to_vec(),
+        ),
+    ];
+    let mut previous = String::new();
+    for (what, bytes) in bad_versions {
+        std::fs::write(&path, &bytes).expect("overwrite the config");
+        let s = eventually(Duration::from_secs(5), what, || async {
+            let s = status().await;
+            let error = s["config_reload"]["error"].as_str().unwrap_or_default();
+            // This version's own error, not the previous one's.
+            (s["config_reload"]["ok"] == false
+                && error.contains("config.toml")
+                && error != previous)
+                .then_some(s)
+        })
+        .await;
+        previous = s["config_reload"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(reload_gauge().await, Some(0.0), "{what}");
+        assert_eq!(
+            s["config_reload"]["generation"], generation,
+            "{what}: the running generation stays"
+        );
+        assert_eq!(s["targets"][0]["target"], "apns", "{what}: {s:#}");
+        // Still serving: a new app tunnel, and fresh probes.
+        assert_eq!(
+            get_via(proxy, "push.test", up.port()).await,
+            Ok(200),
+            "{what}"
+        );
+        let probes = up.requests().len();
+        eventually(
+            Duration::from_secs(3),
+            "a probe after the bad version",
+            || async { (up.requests().len() > probes).then_some(()) },
+        )
+        .await;
+    }
+
+    std::fs::write(&path, &good).expect("fix the config");
+    eventually(Duration::from_secs(5), "the fix applied", || async {
+        let s = status().await;
+        (s["config_reload"]["ok"] == true).then_some(())
+    })
+    .await;
+    assert_eq!(reload_gauge().await, Some(1.0));
+    assert_eq!(get_via(proxy, "push.test", up.port()).await, Ok(200));
+    sidecar
+        .fds_settle_to(before, Duration::from_secs(5), "after the bad versions")
+        .await;
+    let (code, lines) = sidecar.stop().await;
+    assert_eq!(code.code(), Some(0), "{}", lines.join("\n"));
+    let rejected = lines
+        .iter()
+        .filter(|l| l.contains("configuration reload rejected"))
+        .count();
+    assert!(rejected >= 4, "each bad version logged: {rejected}");
+}

@@ -1,10 +1,24 @@
 //! The probe against real Squid (Debian's package) on loopback: an allowed
 //! CONNECT succeeds, a `dstdomain` deny is `proxy_denied` with Squid's 403,
 //! and an upstream port with nothing behind it is `proxy_upstream_error`.
+//!
+//! The fault matrix's Squid rows, with a running sidecar: Squid frozen by
+//! SIGSTOP (its kernel still accepts, nothing answers) is `proxy_timeout`
+//! within the probe timeout and push fails over; Squid reconfigured while
+//! it runs — a deny rule, then authentication, then a dead parent — is
+//! named `proxy_denied`, `proxy_auth_required`, `proxy_upstream_error` with
+//! Squid's status line. Each ends with the sidecar's descriptors back where
+//! they were and a clean exit.
 
 mod support;
 
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
 use egress_sentinel::reason::{FailureReason, Phase};
+use support::app::get_via;
+use support::sidecar::{eventually, request, sample};
+use support::spawned::Spawned;
 use support::squid::{self, Squid};
 use support::upstream::Opts;
 use support::{Workspace, check_all};
@@ -113,4 +127,299 @@ ca_file = "ca.pem"
         "{:?}",
         dead.connect_status
     );
+}
+
+/// The sidecar's config for the fault rows: push may go direct, SMS only
+/// through Squid; probes time out after 1 s. Every listener on port 0.
+fn running_config(squid: &str, port: u16) -> String {
+    format!(
+        r#"
+[listen]
+metrics = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+proxy = "127.0.0.1:0"
+
+[probe]
+interval = "1s"
+unhealthy_interval = "200ms"
+timeout = "1s"
+fall = 2
+rise = 2
+
+[resolve]
+"push.test" = "127.0.0.1"
+"sms.test" = "127.0.0.1"
+
+[[route]]
+name = "squid"
+proxy = "{squid}"
+connect_timeout = "500ms"
+
+[[target]]
+name = "apns"
+url = "https://push.test:{port}/"
+routes = ["squid", "direct"]
+allow_addresses = ["127.0.0.1/32"]
+ca_file = "ca.pem"
+
+[[target]]
+name = "sms"
+url = "https://sms.test:{port}/"
+routes = ["squid"]
+ca_file = "ca.pem"
+
+[forward]
+default = "deny"
+failback_grace = "1s"
+
+[shutdown]
+drain = "0s"
+deadline = "2s"
+"#
+    )
+}
+
+/// One TLS upstream answering for push.test and sms.test.
+async fn upstream() -> support::upstream::Upstream {
+    let leaf = support::pki::ca().server(&["push.test", "sms.test"], false);
+    Opts::new("push.test").leaf(leaf).start().await
+}
+
+/// The binary, run on `running_config`, with its listeners found.
+struct Sidecar {
+    process: Spawned,
+    metrics: SocketAddr,
+    admin: SocketAddr,
+    proxy: SocketAddr,
+}
+
+impl Sidecar {
+    async fn start(ws: &Workspace, squid: &Squid, port: u16) -> Self {
+        let path = ws.write("config.toml", &running_config(&squid.url(), port));
+        let mut process = Spawned::run(&path, &[]);
+        let metrics = process.addr("metrics").await;
+        let admin = process.addr("admin").await;
+        let proxy = process.addr("forward proxy").await;
+        Self {
+            process,
+            metrics,
+            admin,
+            proxy,
+        }
+    }
+
+    async fn metrics(&self) -> String {
+        request(self.metrics, "GET", "/metrics").await.1
+    }
+
+    fn gauge(m: &str, name: &str, target: &str, route: &str) -> Option<f64> {
+        sample(m, name, &[("target", target), ("route", route)])
+    }
+
+    /// Waits until `want` holds for the metrics text.
+    async fn until(&self, what: &str, want: impl Fn(&str) -> bool) {
+        eventually(Duration::from_secs(15), what, || async {
+            want(&self.metrics().await).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until `target`'s Squid route's current reason is `reason`,
+    /// and returns its last probe from `/status`.
+    async fn reason_becomes(&self, target: &str, reason: &str) -> serde_json::Value {
+        let within = Duration::from_secs(15);
+        eventually(within, &format!("{target} via squid: {reason}"), || async {
+            let m = self.metrics().await;
+            let labels = [("target", target), ("route", "squid"), ("reason", reason)];
+            if sample(&m, "egress_route_reason", &labels) != Some(1.0) {
+                return None;
+            }
+            let (_, body) = request(self.admin, "GET", "/status").await;
+            let s: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let t = s["targets"]
+                .as_array()?
+                .iter()
+                .find(|t| t["target"] == target)?
+                .clone();
+            let last = t["routes"][0]["last_probe"].clone();
+            (last["reason"] == reason).then_some(last)
+        })
+        .await
+    }
+
+    /// SIGTERM; it must exit 0.
+    async fn stop(self) {
+        let (status, lines) = self.process.stop().await;
+        assert_eq!(status.code(), Some(0), "{}", lines.join("\n"));
+    }
+}
+
+/// Squid frozen by SIGSTOP: its kernel still completes the TCP handshake
+/// and queues the CONNECT, nothing answers. Probes say `proxy_timeout`
+/// (not `proxy_connect`) within the 1 s timeout, push fails over to direct
+/// and the app's push requests keep succeeding, SMS (proxy only) gets a
+/// prompt 504; after SIGCONT the route comes back and push fails back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn squid_frozen_by_sigstop_is_proxy_timeout_within_the_timeout_and_push_fails_over() {
+    let Some(bin) = squid::available() else {
+        return;
+    };
+    let up = upstream().await;
+    let squid = Squid::start(bin, &["push.test", "sms.test"], &[]);
+    let ws = Workspace::new();
+    let sidecar = Sidecar::start(&ws, &squid, up.port()).await;
+    let gauge = Sidecar::gauge;
+    sidecar
+        .until("squid healthy", |m| {
+            gauge(m, "egress_route_active", "apns", "squid") == Some(1.0)
+                && gauge(m, "egress_route_healthy", "sms", "squid") == Some(1.0)
+        })
+        .await;
+    assert_eq!(
+        get_via(sidecar.proxy, "push.test", up.port()).await,
+        Ok(200)
+    );
+    let before = sidecar.process.steady_fds().await;
+
+    squid.signal("STOP");
+    let stopped = Instant::now();
+    // The one-off check (verify's path, the same dialer) times out in the
+    // tunnel phase, within the timeout.
+    let cfg = ws.config(&running_config(&squid.url(), up.port()));
+    let outcomes = check_all(&cfg).await;
+    let via_squid = outcomes
+        .iter()
+        .find(|o| o.target == "sms" && o.route == "squid")
+        .expect("sms via squid");
+    assert_eq!(
+        via_squid.reason,
+        FailureReason::ProxyTimeout,
+        "{}",
+        via_squid.detail
+    );
+    assert_eq!(via_squid.failed_phase, Some(Phase::Tunnel));
+    assert!(
+        via_squid.duration < Duration::from_millis(1500),
+        "took {:?} for a 1 s timeout",
+        via_squid.duration
+    );
+
+    let last = sidecar.reason_becomes("apns", "proxy_timeout").await;
+    assert_eq!(last["failed_phase"], "tunnel", "{last:#}");
+    sidecar
+        .until("push on direct", |m| {
+            gauge(m, "egress_route_active", "apns", "direct") == Some(1.0)
+        })
+        .await;
+    let failed_over = stopped.elapsed();
+    // The next scheduled probe (1 s), then fall = 2 probes of at most the
+    // 1 s timeout, 200 ms apart: well within 6 s on a loaded machine.
+    assert!(failed_over < Duration::from_secs(6), "{failed_over:?}");
+    for _ in 0..5 {
+        assert_eq!(
+            get_via(sidecar.proxy, "push.test", up.port()).await,
+            Ok(200)
+        );
+    }
+    let start = Instant::now();
+    match get_via(sidecar.proxy, "sms.test", up.port()).await {
+        Err(Ok(refusal)) => {
+            assert_eq!(refusal.status, 504, "{refusal:?}");
+            let ps = refusal.proxy_status.unwrap_or_default();
+            assert!(ps.contains("proxy_timeout"), "{ps}");
+        }
+        other => panic!("sms through a frozen squid: {other:?}"),
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+
+    squid.signal("CONT");
+    sidecar
+        .until("push back on squid", |m| {
+            gauge(m, "egress_route_active", "apns", "squid") == Some(1.0)
+                && gauge(m, "egress_route_healthy", "sms", "squid") == Some(1.0)
+        })
+        .await;
+    assert_eq!(get_via(sidecar.proxy, "sms.test", up.port()).await, Ok(200));
+    // Every connection that queued at the frozen squid is closed by now.
+    sidecar
+        .process
+        .fds_settle_to(before, Duration::from_secs(10), "after SIGCONT")
+        .await;
+    sidecar.stop().await;
+}
+
+/// An operator changes Squid's rules while the sidecar runs: a `dstdomain`
+/// deny, then Basic authentication, then a parent proxy that is down. Each
+/// is named with its own reason and Squid's own status line, and the route
+/// recovers when the rule goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn squid_reconfigured_to_deny_to_demand_auth_and_to_a_dead_parent_is_named_each_time() {
+    let Some(bin) = squid::available() else {
+        return;
+    };
+    let up = upstream().await;
+    let hosts = ["push.test", "sms.test"];
+    let mut squid = Squid::start(bin, &hosts, &[]);
+    let ws = Workspace::new();
+    let sidecar = Sidecar::start(&ws, &squid, up.port()).await;
+    sidecar.reason_becomes("sms", "ok").await;
+    let before = sidecar.process.steady_fds().await;
+
+    // The ACL now denies the SMS provider.
+    squid.reconfigure(&["push.test"], &["sms.test"], &squid::Opts::default());
+    let last = sidecar.reason_becomes("sms", "proxy_denied").await;
+    assert_eq!(last["connect_status"], 403, "{last:#}");
+    let detail = last["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("403 Forbidden"), "{detail}");
+    assert!(detail.contains("ERR_ACCESS_DENIED"), "{detail}");
+    let m = sidecar.metrics().await;
+    assert_eq!(
+        Sidecar::gauge(&m, "egress_proxy_connect_status", "sms", "squid"),
+        Some(403.0)
+    );
+
+    // Authentication required; the sidecar has no credentials.
+    let auth = squid::Opts {
+        auth: Some(("app".into(), "secret".into())),
+        ..Default::default()
+    };
+    squid.reconfigure(&hosts, &[], &auth);
+    let last = sidecar.reason_becomes("sms", "proxy_auth_required").await;
+    assert_eq!(last["connect_status"], 407, "{last:#}");
+    let detail = last["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("407 Proxy Authentication Required"),
+        "{detail}"
+    );
+
+    // Every request through a parent proxy that is down.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let parent = squid::Opts {
+        parent: Some(dead),
+        ..Default::default()
+    };
+    squid.reconfigure(&hosts, &[], &parent);
+    let last = sidecar.reason_becomes("sms", "proxy_upstream_error").await;
+    let status = last["connect_status"].as_u64().unwrap_or(0);
+    assert!((500..600).contains(&status), "{last:#}");
+    let detail = last["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(&format!("{status} ")), "{detail}");
+    assert!(detail.contains("X-Squid-Error"), "{detail}");
+
+    // The rule goes; the route comes back.
+    squid.reconfigure(&hosts, &[], &squid::Opts::default());
+    sidecar.reason_becomes("sms", "ok").await;
+    assert_eq!(get_via(sidecar.proxy, "sms.test", up.port()).await, Ok(200));
+    sidecar
+        .process
+        .fds_settle_to(before, Duration::from_secs(10), "after the rule changes")
+        .await;
+    sidecar.stop().await;
 }

@@ -59,6 +59,58 @@ impl Spawned {
         Self { child, lines }
     }
 
+    /// The process id, for `/proc` and signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its open descriptors, from `/proc` (nothing of the test process's).
+    pub fn open_fds(&self) -> u64 {
+        let dir = format!("/proc/{}", self.pid());
+        egress_sentinel::watch::fd_usage(Path::new(&dir)).total()
+    }
+
+    /// Its resident memory in KiB (`VmRSS`), 0 once it has exited.
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits until its descriptors are at most `baseline` (a tunnel's or a
+    /// probe's sockets can take a moment to close), within `within`.
+    pub async fn fds_settle_to(&self, baseline: u64, within: Duration, what: &str) {
+        let start = Instant::now();
+        loop {
+            let now = self.open_fds();
+            if now <= baseline {
+                return;
+            }
+            assert!(
+                start.elapsed() < within,
+                "{what}: {now} descriptors open, {baseline} before, after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Its descriptor count once it holds still (two equal readings 300 ms
+    /// apart), for a baseline.
+    pub async fn steady_fds(&self) -> u64 {
+        let start = Instant::now();
+        loop {
+            let a = self.open_fds();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let b = self.open_fds();
+            if a == b || start.elapsed() > Duration::from_secs(5) {
+                return a.max(b);
+            }
+        }
+    }
+
     /// Every stderr line so far.
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().expect("log lock").clone()
@@ -114,17 +166,23 @@ impl Spawned {
 
     /// SIGTERM, then waits for the exit (10 s at most); returns the status
     /// and every stderr line.
-    pub async fn stop(mut self) -> (ExitStatus, Vec<String>) {
+    pub async fn stop(self) -> (ExitStatus, Vec<String>) {
         let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
         let _ = kill(pid, Signal::SIGTERM);
+        self.exit_within(Duration::from_secs(10)).await
+    }
+
+    /// Waits for the exit (a signal was sent already), `within` at most,
+    /// then kills it and panics; returns the status and every stderr line.
+    pub async fn exit_within(mut self, within: Duration) -> (ExitStatus, Vec<String>) {
         let start = Instant::now();
         let status = loop {
             if let Ok(Some(s)) = self.child.try_wait() {
                 break s;
             }
-            if start.elapsed() > Duration::from_secs(10) {
+            if start.elapsed() > within {
                 let _ = self.child.kill();
-                panic!("no exit within 10 s of SIGTERM");
+                panic!("no exit within {within:?}");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };

@@ -23,6 +23,7 @@ pub struct Squid {
 
 impl Drop for Squid {
     fn drop(&mut self) {
+        // A stopped squid (SIGSTOP) dies of SIGKILL all the same.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -61,6 +62,9 @@ pub struct Opts {
     pub port: Option<u16>,
     /// Squid's stock rule: `http_access deny CONNECT !SSL_ports` (443 only).
     pub connect_443_only: bool,
+    /// Forward everything through a parent proxy on this loopback port
+    /// (`cache_peer ... parent`, `never_direct allow all`).
+    pub parent: Option<u16>,
 }
 
 /// What [`Squid::start_guarded`] adds to a plain start.
@@ -112,66 +116,8 @@ impl Squid {
         // Squid drops privileges to `proxy`: it must be able to write here.
         set_mode(dir.path(), 0o777);
         let d = dir.path();
-        let hosts_file = d.join("hosts");
-        let mut hosts_text = String::new();
-        for h in hosts.iter().chain(denied) {
-            hosts_text.push_str(&format!("127.0.0.1 {h}\n"));
-        }
-        for (addr, name) in guard.mapped {
-            hosts_text.push_str(&format!("{addr} {name}\n"));
-        }
-        std::fs::write(&hosts_file, hosts_text).expect("hosts file");
         let port = opts.port.unwrap_or_else(free_port);
-        let mut conf = format!(
-            "http_port 127.0.0.1:{port}\n\
-             visible_hostname egress-test-squid\n\
-             hosts_file {hosts}\n\
-             dns_nameservers 127.0.0.1\n\
-             pid_filename none\n\
-             cache deny all\n\
-             cache_mem 8 MB\n\
-             access_log stdio:{access}\n\
-             cache_log {cache_log}\n\
-             coredump_dir {d}\n\
-             shutdown_lifetime 0 seconds\n\
-             connect_timeout 5 seconds\n\
-             forward_max_tries 1\n",
-            hosts = hosts_file.display(),
-            access = d.join("access.log").display(),
-            cache_log = d.join("cache.log").display(),
-            d = d.display(),
-        );
-        if !denied.is_empty() {
-            conf.push_str(&format!(
-                "acl blocked dstdomain {}\nhttp_access deny blocked\n",
-                denied.join(" ")
-            ));
-        }
-        if let Some((user, password)) = &opts.auth {
-            write_htpasswd(&d.join("htpasswd"), user, password);
-            // A short credentialsttl: squid re-checks a cached password
-            // within a second, so a rotation shows in the tests.
-            conf.push_str(&format!(
-                "auth_param basic program {NCSA_AUTH} {pw}\n\
-                 auth_param basic children 2\n\
-                 auth_param basic credentialsttl 1 second\n\
-                 auth_param basic casesensitive on\n\
-                 acl authed proxy_auth REQUIRED\n\
-                 http_access deny !authed\n",
-                pw = d.join("htpasswd").display()
-            ));
-        }
-        if opts.connect_443_only {
-            conf.push_str(
-                "acl SSL_ports port 443\nacl CONNECT method CONNECT\nhttp_access deny CONNECT !SSL_ports\n",
-            );
-        }
-        if guard.loopback_only {
-            conf.push_str("acl on_loopback dst 127.0.0.0/8 ::1\nhttp_access deny !on_loopback\n");
-        }
-        conf.push_str("http_access allow all\n");
-        let conf_path = d.join("squid.conf");
-        std::fs::write(&conf_path, conf).expect("squid.conf");
+        let conf_path = write_conf(d, port, hosts, denied, opts, guard);
         let child = Command::new(binary)
             .arg("-N")
             .arg("-f")
@@ -260,11 +206,120 @@ impl Squid {
         }
     }
 
+    /// Changes squid's rules while it runs, as an operator would: rewrites
+    /// `squid.conf` with `hosts`, `denied` and `opts` (same port) and sends
+    /// SIGHUP (reconfigure). Returns once squid listens again.
+    pub fn reconfigure(&mut self, hosts: &[&str], denied: &[&str], opts: &Opts) {
+        write_conf(
+            self.dir.path(),
+            self.addr.port(),
+            hosts,
+            denied,
+            opts,
+            Guard::default(),
+        );
+        self.signal("HUP");
+        // Squid closes and reopens its listening socket on reconfigure.
+        std::thread::sleep(Duration::from_millis(500));
+        if let Err(exited) = self.wait_ready() {
+            panic!("{exited}");
+        }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `HUP`...) to squid.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} squid");
+    }
+
     /// Kills squid at once (SIGKILL): connections are refused from now on.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Writes `squid.conf` (and its hosts and password files) into `d`.
+fn write_conf(
+    d: &Path,
+    port: u16,
+    hosts: &[&str],
+    denied: &[&str],
+    opts: &Opts,
+    guard: Guard<'_>,
+) -> PathBuf {
+    let hosts_file = d.join("hosts");
+    let mut hosts_text = String::new();
+    for h in hosts.iter().chain(denied) {
+        hosts_text.push_str(&format!("127.0.0.1 {h}\n"));
+    }
+    for (addr, name) in guard.mapped {
+        hosts_text.push_str(&format!("{addr} {name}\n"));
+    }
+    std::fs::write(&hosts_file, hosts_text).expect("hosts file");
+    let mut conf = format!(
+        "http_port 127.0.0.1:{port}\n\
+             visible_hostname egress-test-squid\n\
+             hosts_file {hosts}\n\
+             dns_nameservers 127.0.0.1\n\
+             pid_filename none\n\
+             cache deny all\n\
+             cache_mem 8 MB\n\
+             access_log stdio:{access}\n\
+             cache_log {cache_log}\n\
+             coredump_dir {d}\n\
+             shutdown_lifetime 0 seconds\n\
+             connect_timeout 5 seconds\n\
+             forward_max_tries 1\n",
+        hosts = hosts_file.display(),
+        access = d.join("access.log").display(),
+        cache_log = d.join("cache.log").display(),
+        d = d.display(),
+    );
+    if !denied.is_empty() {
+        conf.push_str(&format!(
+            "acl blocked dstdomain {}\nhttp_access deny blocked\n",
+            denied.join(" ")
+        ));
+    }
+    if let Some((user, password)) = &opts.auth {
+        write_htpasswd(&d.join("htpasswd"), user, password);
+        // A short credentialsttl: squid re-checks a cached password
+        // within a second, so a rotation shows in the tests.
+        conf.push_str(&format!(
+            "auth_param basic program {NCSA_AUTH} {pw}\n\
+                 auth_param basic children 2\n\
+                 auth_param basic credentialsttl 1 second\n\
+                 auth_param basic casesensitive on\n\
+                 acl authed proxy_auth REQUIRED\n\
+                 http_access deny !authed\n",
+            pw = d.join("htpasswd").display()
+        ));
+    }
+    if opts.connect_443_only {
+        conf.push_str(
+                "acl SSL_ports port 443\nacl CONNECT method CONNECT\nhttp_access deny CONNECT !SSL_ports\n",
+            );
+    }
+    if let Some(parent) = opts.parent {
+        // Every request goes through a parent proxy; when it is down,
+        // squid answers CONNECT with a 5xx of its own.
+        conf.push_str(&format!(
+            "cache_peer 127.0.0.1 parent {parent} 0 no-query no-digest default name=parent\n\
+                 never_direct allow all\n"
+        ));
+    }
+    if guard.loopback_only {
+        conf.push_str("acl on_loopback dst 127.0.0.0/8 ::1\nhttp_access deny !on_loopback\n");
+    }
+    conf.push_str("http_access allow all\n");
+    let conf_path = d.join("squid.conf");
+    std::fs::write(&conf_path, conf).expect("squid.conf");
+    conf_path
 }
 
 /// One `user:$apr1$...` line, hashed by `openssl passwd -apr1`.
