@@ -1,0 +1,477 @@
+//! The tunnel relay in every mode — `copy` (user-space buffers, any
+//! stream) and `splice` (pipes between plain sockets) — over real loopback
+//! sockets, wired as the forward proxy wires it (the copy relay's upstream
+//! wrapped in the byte meter, the splice relay counting into the same
+//! meter): bytes arrive whole and are counted both ways, a slow answer
+//! after the app's FIN arrives whole, a half-closed or idle tunnel ends on
+//! time, a failure one way ends both, bulk borrows a large buffer or pipe
+//! and gives it back while the tunnel stays open, a spent pool still
+//! relays, and 200 tunnels moving bulk at once stay within the pool (the
+//! process's peak RSS, measured in a fresh child process).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use egress_sentinel::forward::relay::{LARGE, Moved, Pool, Relay};
+use egress_sentinel::telemetry::meter::ByteMeter;
+use metrics::Counter;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Copy,
+    Splice,
+}
+
+#[cfg(target_os = "linux")]
+const MODES: [Mode; 2] = [Mode::Copy, Mode::Splice];
+#[cfg(not(target_os = "linux"))]
+const MODES: [Mode; 1] = [Mode::Copy];
+
+/// Half-close quiet for the timing tests.
+const HALF_CLOSE: Duration = Duration::from_millis(300);
+/// Slack for timings on a busy 2-core machine.
+const SLACK: Duration = Duration::from_millis(700);
+
+/// A pool for `mode` with `budget` bytes (pipes for splice).
+fn pool(mode: Mode, budget: u64) -> Arc<Pool> {
+    match mode {
+        Mode::Copy => Arc::new(Pool::new(budget)),
+        #[cfg(target_os = "linux")]
+        Mode::Splice => {
+            let (pool, why) = Pool::with_pipes(budget, usize::MAX);
+            assert_eq!(why, None, "pipes");
+            Arc::new(pool)
+        }
+        #[cfg(not(target_os = "linux"))]
+        Mode::Splice => unreachable!("no splice here"),
+    }
+}
+
+/// A connected loopback pair: (the side we keep, the side the relay gets).
+async fn pair() -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let (a, b) = tokio::join!(TcpStream::connect(addr), l.accept());
+    let a = a.expect("connect");
+    let (b, _) = b.expect("accept");
+    a.set_nodelay(true).ok();
+    b.set_nodelay(true).ok();
+    (a, b)
+}
+
+/// One tunnel: the app's end, the upstream server's end, and the relay
+/// between them, which returns what it moved and what the meter counted.
+struct Tunnel {
+    app: TcpStream,
+    upstream: TcpStream,
+    relay: JoinHandle<(Moved, (u64, u64))>,
+}
+
+async fn tunnel(mode: Mode, pool: Arc<Pool>, idle: Duration, half_close: Duration) -> Tunnel {
+    let (app, app_side) = pair().await;
+    let (upstream, up_side) = pair().await;
+    let relay = tokio::spawn(async move {
+        let meter = ByteMeter::new(Counter::noop(), Counter::noop());
+        let relay = Relay {
+            pool: &pool,
+            idle,
+            half_close,
+        };
+        let moved = match mode {
+            Mode::Copy => relay.copy(app_side, meter.wrap(up_side)).await,
+            #[cfg(target_os = "linux")]
+            Mode::Splice => relay.splice(app_side, up_side, &meter).await,
+            #[cfg(not(target_os = "linux"))]
+            Mode::Splice => unreachable!("no splice here"),
+        };
+        (moved, meter.moved())
+    });
+    Tunnel {
+        app,
+        upstream,
+        relay,
+    }
+}
+
+/// `len` bytes of a pattern that catches reordering and loss.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ seed)
+        .collect::<Vec<u8>>()
+}
+
+/// Writes `data` and shuts the write side down, while reading to the end.
+async fn exchange(mut s: TcpStream, data: Vec<u8>) -> (Vec<u8>, TcpStream) {
+    let (mut r, mut w) = s.split();
+    let write = async {
+        w.write_all(&data).await.expect("write");
+        w.shutdown().await.expect("shutdown");
+    };
+    let read = async {
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.expect("read");
+        got
+    };
+    let ((), got) = tokio::join!(write, read);
+    (got, s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_arrive_whole_and_are_counted_both_ways_in_every_mode() {
+    for mode in MODES {
+        let pool = pool(mode, 8 * LARGE as u64);
+        let t = tunnel(mode, pool.clone(), Duration::from_secs(30), HALF_CLOSE).await;
+        let up = pattern(3 * LARGE + 100, 1);
+        let down = pattern(5 * LARGE + 7, 2);
+        let ((at_upstream, _u), (at_app, _a)) = tokio::join!(
+            exchange(t.upstream, down.clone()),
+            exchange(t.app, up.clone())
+        );
+        assert!(at_upstream == up, "{mode:?}: the upstream got other bytes");
+        assert!(at_app == down, "{mode:?}: the app got other bytes");
+        let (moved, metered) = t.relay.await.expect("relay");
+        let want = Moved {
+            up: up.len() as u64,
+            down: down.len() as u64,
+        };
+        assert_eq!(moved, want, "{mode:?}");
+        assert_eq!(metered, (want.up, want.down), "{mode:?}: the meter");
+        let s = pool.stats();
+        assert!(s.peak >= 1, "{mode:?}: bulk borrowed from the pool: {s:?}");
+        assert_eq!(s.buffers_out + s.pipes_out, 0, "{mode:?}: all back: {s:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_answer_after_the_apps_fin_arrives_whole_in_every_mode() {
+    for mode in MODES {
+        let t = tunnel(mode, pool(mode, 0), Duration::from_secs(30), HALF_CLOSE).await;
+        let (mut app, mut upstream) = (t.app, t.upstream);
+        app.write_all(b"GET").await.expect("write");
+        app.shutdown().await.expect("shutdown");
+        let server = async {
+            let mut req = Vec::new();
+            upstream.read_to_end(&mut req).await.expect("read");
+            assert_eq!(req, b"GET");
+            // 1 s of answer, a chunk every 100 ms: longer than the
+            // half-close quiet in all, never quiet for that long.
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                upstream.write_all(b"chunk").await.expect("write");
+            }
+            upstream.shutdown().await.expect("shutdown");
+        };
+        let reader = async {
+            let mut got = Vec::new();
+            app.read_to_end(&mut got).await.expect("read");
+            got.len()
+        };
+        let ((), got) = tokio::join!(server, reader);
+        assert_eq!(got, 50, "{mode:?}");
+        let (moved, metered) = t.relay.await.expect("relay");
+        assert_eq!(moved, Moved { up: 3, down: 50 }, "{mode:?}");
+        assert_eq!(metered, (3, 50), "{mode:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_closed_tunnel_ends_after_the_half_close_quiet_in_every_mode() {
+    for mode in MODES {
+        let t = tunnel(mode, pool(mode, 0), Duration::from_secs(30), HALF_CLOSE).await;
+        let (mut app, mut upstream) = (t.app, t.upstream);
+        app.write_all(b"hello").await.expect("write");
+        app.shutdown().await.expect("shutdown");
+        let start = Instant::now();
+        let (moved, _) = t.relay.await.expect("relay");
+        let took = start.elapsed();
+        assert_eq!(moved.up, 5, "{mode:?}");
+        assert!(
+            took >= HALF_CLOSE - Duration::from_millis(20) && took < HALF_CLOSE + SLACK,
+            "{mode:?}: ended after {took:?}"
+        );
+        // The upstream got the bytes, the FIN, then the close.
+        let mut got = Vec::new();
+        upstream.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, b"hello", "{mode:?}");
+        let n = app.read(&mut [0u8; 8]).await.unwrap_or(0);
+        assert_eq!(n, 0, "{mode:?}: the app sees the end");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tunnel_ends_after_the_idle_timeout_in_every_mode() {
+    let idle = Duration::from_millis(500);
+    for mode in MODES {
+        let t = tunnel(mode, pool(mode, 0), idle, HALF_CLOSE).await;
+        let (mut app, mut upstream) = (t.app, t.upstream);
+        app.write_all(b"ping").await.expect("write");
+        let mut got = [0u8; 4];
+        upstream.read_exact(&mut got).await.expect("read");
+        upstream.write_all(b"pong").await.expect("write");
+        app.read_exact(&mut got).await.expect("read");
+        let last = Instant::now();
+        let (moved, _) = t.relay.await.expect("relay");
+        let took = last.elapsed();
+        assert_eq!(moved, Moved { up: 4, down: 4 }, "{mode:?}");
+        assert!(
+            took >= idle - Duration::from_millis(20) && took < idle + SLACK,
+            "{mode:?}: ended {took:?} after the last byte"
+        );
+        assert_eq!(app.read(&mut got).await.unwrap_or(0), 0, "{mode:?}");
+        assert_eq!(upstream.read(&mut got).await.unwrap_or(0), 0, "{mode:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_one_way_ends_both_at_once_in_every_mode() {
+    for mode in MODES {
+        let t = tunnel(
+            mode,
+            pool(mode, 8 * LARGE as u64),
+            Duration::from_secs(30),
+            HALF_CLOSE,
+        )
+        .await;
+        let (mut app, upstream) = (t.app, t.upstream);
+        // Bulk in flight toward the upstream, which then resets.
+        let writer = tokio::spawn(async move {
+            let chunk = vec![1u8; 64 * 1024];
+            while app.write_all(&chunk).await.is_ok() {}
+            app
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        upstream.set_zero_linger().expect("linger");
+        drop(upstream);
+        let ended = tokio::time::timeout(SLACK, t.relay).await;
+        assert!(ended.is_ok(), "{mode:?}: the relay went on after a reset");
+        let app = tokio::time::timeout(SLACK, writer)
+            .await
+            .expect("the app's writes fail")
+            .expect("writer");
+        drop(app);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_gives_its_large_buffer_back_while_the_tunnel_stays_open_in_every_mode() {
+    for mode in MODES {
+        let pool = pool(mode, 4 * LARGE as u64);
+        let t = tunnel(mode, pool.clone(), Duration::from_secs(30), HALF_CLOSE).await;
+        let (mut app, mut upstream) = (t.app, t.upstream);
+        let data = pattern(8 * LARGE, 3);
+        let send = data.clone();
+        let writer = tokio::spawn(async move {
+            app.write_all(&send).await.expect("write");
+            app
+        });
+        let mut got = vec![0u8; data.len()];
+        upstream.read_exact(&mut got).await.expect("read");
+        assert!(got == data, "{mode:?}");
+        let during = pool.stats();
+        assert_eq!(
+            during.buffers_out + during.pipes_out,
+            1,
+            "{mode:?}: the bulk direction holds one: {during:?}"
+        );
+        if mode == Mode::Splice {
+            assert_eq!(during.pipes_out, 1, "{mode:?}: a pipe: {during:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let after = pool.stats();
+        assert_eq!(
+            after.buffers_out + after.pipes_out,
+            0,
+            "{mode:?}: given back after a quiet: {after:?}"
+        );
+        // Still open, and small answers still flow.
+        let mut app = writer.await.expect("writer");
+        upstream.write_all(b"ok").await.expect("write");
+        let mut two = [0u8; 2];
+        app.read_exact(&mut two).await.expect("read");
+        assert_eq!(&two, b"ok");
+        assert!(!t.relay.is_finished(), "{mode:?}");
+        t.relay.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_pool_spent_tunnels_still_relay_at_the_small_size_in_every_mode() {
+    for mode in MODES {
+        let pool = pool(mode, 0);
+        let t = tunnel(mode, pool.clone(), Duration::from_secs(30), HALF_CLOSE).await;
+        let up = pattern(2 * LARGE + 3, 4);
+        let ((at_upstream, _u), (at_app, _a)) = tokio::join!(
+            exchange(t.upstream, Vec::new()),
+            exchange(t.app, up.clone())
+        );
+        assert!(at_upstream == up, "{mode:?}");
+        assert!(at_app.is_empty(), "{mode:?}");
+        let (moved, metered) = t.relay.await.expect("relay");
+        assert_eq!(moved.up, up.len() as u64, "{mode:?}");
+        assert_eq!(metered.0, up.len() as u64, "{mode:?}");
+        assert_eq!(pool.stats().peak, 0, "{mode:?}: nothing to borrow");
+    }
+}
+
+// === 200 bulk tunnels, peak RSS ===
+
+/// Tunnels at once, bytes each, and the pool for the bounded runs.
+const MANY: usize = 200;
+const EACH: usize = 2 * LARGE;
+const BOUNDED_POOL: u64 = 16 * LARGE as u64;
+
+/// `VmRSS` or `VmHWM` of this process, KiB.
+fn status_kib(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs in a fresh child (see below): 200 tunnels moving bulk at once
+/// through one pool of `RELAY_RSS_POOL` bytes; prints the peak RSS growth
+/// and the pool's peak leases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by two_hundred_bulk_tunnels_stay_within_the_pool, in a fresh process"]
+async fn rss_child() {
+    let mode = match std::env::var("RELAY_RSS_MODE").as_deref() {
+        Ok("splice") => Mode::Splice,
+        _ => Mode::Copy,
+    };
+    let budget: u64 = std::env::var("RELAY_RSS_POOL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(BOUNDED_POOL);
+    let pool = pool(mode, budget);
+    let mut tunnels = Vec::with_capacity(MANY);
+    for _ in 0..MANY {
+        tunnels.push(tunnel(mode, pool.clone(), Duration::from_secs(30), HALF_CLOSE).await);
+    }
+    static CHUNK: [u8; 64 * 1024] = [0x5a; 64 * 1024];
+    let base = status_kib("VmRSS:");
+    // Resets VmHWM to the current RSS (Linux >= 4.0).
+    std::fs::write("/proc/self/clear_refs", "5").expect("clear_refs");
+    let mut jobs = Vec::with_capacity(MANY);
+    for t in tunnels {
+        let (mut app, mut upstream, relay) = (t.app, t.upstream, t.relay);
+        jobs.push(tokio::spawn(async move {
+            let send = async {
+                for _ in 0..EACH / CHUNK.len() {
+                    app.write_all(&CHUNK).await.expect("write");
+                }
+                app.shutdown().await.expect("shutdown");
+            };
+            let sink = async {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut total = 0;
+                loop {
+                    match upstream.read(&mut buf).await.expect("read") {
+                        0 => break total,
+                        n => total += n,
+                    }
+                }
+            };
+            let ((), got) = tokio::join!(send, sink);
+            drop(upstream);
+            let (moved, _) = relay.await.expect("relay");
+            (got, moved.up)
+        }));
+    }
+    for j in jobs {
+        let (got, up) = j.await.expect("tunnel");
+        assert_eq!((got, up as usize), (EACH, EACH));
+    }
+    let peak = status_kib("VmHWM:");
+    let s = pool.stats();
+    println!(
+        "RSS_RESULT mode={mode:?} base_kib={base} peak_kib={peak} growth_kib={} pool_peak={} slots={}",
+        peak.saturating_sub(base),
+        s.peak,
+        s.slots
+    );
+}
+
+struct ChildResult {
+    growth_mib: f64,
+    pool_peak: usize,
+}
+
+fn run_child(mode: &str, pool: u64) -> ChildResult {
+    let exe = std::env::current_exe().expect("exe");
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "rss_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("RELAY_RSS_MODE", mode)
+        .env("RELAY_RSS_POOL", pool.to_string())
+        .output()
+        .expect("child");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed:\n{text}");
+    let line = text
+        .lines()
+        .find_map(|l| l.find("RSS_RESULT").map(|at| &l[at..]))
+        .unwrap_or_else(|| panic!("no result:\n{text}"));
+    eprintln!("{line}");
+    let field = |k: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(k)?.strip_prefix('=')?.parse().ok())
+            .unwrap_or_else(|| panic!("{k} in {line}"))
+    };
+    ChildResult {
+        growth_mib: field("growth_kib") / 1024.0,
+        pool_peak: field("pool_peak") as usize,
+    }
+}
+
+/// 200 tunnels that each move 2 MiB at once, through a 16 MiB pool: the
+/// relay never holds more than 16 large buffers (or pipes), and the
+/// process's peak RSS grows by the pool plus the small buffers, not by
+/// 200 × 1 MiB. The control run, with a pool large enough for all, shows
+/// the demand the bound held back.
+#[test]
+fn two_hundred_bulk_tunnels_stay_within_the_pool() {
+    let control = run_child("copy", 256 * LARGE as u64);
+    let bounded_slots = (BOUNDED_POOL / LARGE as u64) as usize;
+    assert!(
+        control.pool_peak > 2 * bounded_slots,
+        "the control wanted only {} large buffers at once: the test would prove nothing",
+        control.pool_peak
+    );
+    let mut modes = vec!["copy"];
+    if cfg!(target_os = "linux") {
+        modes.push("splice");
+    }
+    for mode in modes {
+        let r = run_child(mode, BOUNDED_POOL);
+        assert!(
+            r.pool_peak <= bounded_slots,
+            "{mode}: {} leases",
+            r.pool_peak
+        );
+        // The pool (16 MiB), 200 × 2 × 4 KiB of small buffers, the test's
+        // own 200 sink buffers and tasks: well under 48 MiB. Unbounded,
+        // the control's peak leases alone are more than 32 MiB.
+        assert!(
+            r.growth_mib < 48.0,
+            "{mode}: peak RSS grew {:.1} MiB with a 16 MiB pool",
+            r.growth_mib
+        );
+        assert!(
+            r.growth_mib < control.growth_mib,
+            "{mode}: {:.1} MiB bounded vs {:.1} MiB unbounded",
+            r.growth_mib,
+            control.growth_mib
+        );
+    }
+}
