@@ -7,7 +7,12 @@
 //! time, a failure one way ends both, bulk borrows a large buffer or pipe
 //! and gives it back while the tunnel stays open, a spent pool still
 //! relays, and 200 tunnels moving bulk at once stay within the pool (the
-//! process's peak RSS, measured in a fresh child process).
+//! process's peak RSS, measured in a fresh child process). End to end
+//! through the forward proxy in each mode: bytes counted exactly in
+//! `egress_forward_bytes_total`, direct and through an `http://` proxy
+//! route, and a direct tunnel closed after fail-back.
+
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +23,10 @@ use metrics::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+
+use support::Workspace;
+use support::proxy::{Mode as ProxyMode, ScriptProxy};
+use support::sidecar::{Running, eventually, sample};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -473,5 +482,176 @@ fn two_hundred_bulk_tunnels_stay_within_the_pool() {
             r.growth_mib,
             control.growth_mib
         );
+    }
+}
+
+// === end to end, through the forward proxy ===
+
+#[cfg(target_os = "linux")]
+const RELAYS: [&str; 2] = ["copy", "splice"];
+#[cfg(not(target_os = "linux"))]
+const RELAYS: [&str; 1] = ["copy"];
+
+/// An echo server on 127.0.0.1.
+async fn echo() -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A CONNECT tunnel to `push.test:port` through the sidecar at `proxy`.
+async fn connect(proxy: std::net::SocketAddr, port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(proxy).await.expect("connect");
+    s.write_all(
+        format!("CONNECT push.test:{port} HTTP/1.1\r\nHost: push.test:{port}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).await.expect("read"), 1, "{head:?}");
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+/// Sends `n` bytes through a new tunnel to the echo and reads them back.
+async fn echo_through(proxy: std::net::SocketAddr, port: u16, n: usize) {
+    let s = connect(proxy, port).await;
+    let data = pattern(n, 9);
+    let (got, _s) = exchange(s, data.clone()).await;
+    assert!(got == data, "the echo came back different");
+}
+
+fn bytes(m: &str, route: &str, direction: &str) -> Option<f64> {
+    sample(
+        m,
+        "egress_forward_bytes_total",
+        &[
+            ("target", "apns"),
+            ("route", route),
+            ("direction", direction),
+        ],
+    )
+}
+
+fn route_active(m: &str, route: &str) -> bool {
+    sample(
+        m,
+        "egress_route_active",
+        &[("target", "apns"), ("route", route)],
+    ) == Some(1.0)
+}
+
+/// Pipes this process holds open.
+fn pipes_open() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy().starts_with("pipe:"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_forward_proxy_bytes_are_counted_and_fail_back_closes_direct_tunnels_in_every_relay_mode()
+ {
+    const N: usize = 300_000;
+    for relay in RELAYS {
+        let up = support::scenario::upstream().await;
+        let echo = echo().await;
+        let proxy = ScriptProxy::start(ProxyMode::Status(502, "Bad Gateway")).await;
+        let ws = Workspace::new();
+        let extra = format!(
+            "failback_grace = \"1s\"\nrelay = \"{relay}\"\nallow_ports = [443, {}]",
+            echo.port()
+        );
+        let pipes_before = pipes_open();
+        let sidecar =
+            Running::start(ws.config(&support::scenario::config(&proxy.url(), up.port(), &extra)))
+                .await;
+        if relay == "splice" {
+            // The default pool (64 MiB): 64 pipes opened at start.
+            let opened = pipes_open().saturating_sub(pipes_before);
+            assert!(opened >= 128, "{relay}: {opened} pipe ends opened");
+        }
+        eventually(Duration::from_secs(5), "push on direct", || async {
+            route_active(&sidecar.metrics_text().await, "direct").then_some(())
+        })
+        .await;
+
+        // Direct: every byte counted, both ways.
+        echo_through(sidecar.proxy, echo.port(), N).await;
+        eventually(Duration::from_secs(3), "direct bytes counted", || async {
+            let m = sidecar.metrics_text().await;
+            (bytes(&m, "direct", "up") == Some(N as f64)
+                && bytes(&m, "direct", "down") == Some(N as f64))
+            .then_some(())
+        })
+        .await;
+
+        // A direct tunnel kept open is closed after fail-back's grace.
+        let mut kept = connect(sidecar.proxy, echo.port()).await;
+        kept.write_all(b"still here").await.expect("write");
+        let mut ten = [0u8; 10];
+        kept.read_exact(&mut ten).await.expect("echo");
+        proxy.set_mode(ProxyMode::Tunnel);
+        let back = eventually(Duration::from_secs(5), "fail-back", || async {
+            route_active(&sidecar.metrics_text().await, "provider").then_some(Instant::now())
+        })
+        .await;
+        let closed = tokio::time::timeout(Duration::from_secs(3), kept.read(&mut ten)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "{relay}: the direct tunnel stayed open: {closed:?}"
+        );
+        let after = back.elapsed();
+        assert!(
+            after >= Duration::from_millis(900),
+            "{relay}: closed after {after:?}"
+        );
+        let m = sidecar.metrics_text().await;
+        assert_eq!(
+            sample(
+                &m,
+                "egress_forward_connections_total",
+                &[
+                    ("target", "apns"),
+                    ("route", "direct"),
+                    ("result", "closed_on_failback")
+                ]
+            ),
+            Some(1.0),
+            "{relay}"
+        );
+
+        // Through the http:// proxy route (plain sockets too): counted.
+        echo_through(sidecar.proxy, echo.port(), N).await;
+        eventually(Duration::from_secs(3), "proxy bytes counted", || async {
+            let m = sidecar.metrics_text().await;
+            (bytes(&m, "provider", "up") == Some(N as f64)
+                && bytes(&m, "provider", "down") == Some(N as f64))
+            .then_some(())
+        })
+        .await;
+        sidecar.stop().await;
     }
 }
