@@ -18,7 +18,8 @@
 //! Environment (defaults in brackets): BENCH_ROUNDS [5], BENCH_BYTES
 //! [512 MiB], BENCH_AGG_TUNNELS [50], BENCH_AGG_BYTES [16 MiB each],
 //! BENCH_DIALS [1000 in all], BENCH_RTT [2000 in all], BENCH_IDLE [500],
-//! BENCH_FOOTPRINT_SECS [30; 0 skips]. Nothing leaves 127.0.0.1.
+//! BENCH_FOOTPRINT_SECS [30; 0 skips], BENCH_WORKERS [the sidecar's
+//! default `[runtime] worker_threads`]. Nothing leaves 127.0.0.1.
 
 #[allow(dead_code, unused_imports)]
 #[path = "../tests/support/mod.rs"]
@@ -235,6 +236,10 @@ relay = "{relay}"
         sink = ends.sink.port(),
         echo = ends.echo.port(),
     );
+    let config = match std::env::var("BENCH_WORKERS") {
+        Ok(n) => format!("[runtime]\nworker_threads = {n}\n{config}"),
+        Err(_) => config,
+    };
     let path = dir.path().join("bench.toml");
     std::fs::write(&path, config).expect("config");
     spawn(

@@ -589,9 +589,13 @@ async fn through_the_forward_proxy_bytes_are_counted_and_fail_back_closes_direct
             Running::start(ws.config(&support::scenario::config(&proxy.url(), up.port(), &extra)))
                 .await;
         if relay == "splice" {
-            // The default pool (64 MiB): 64 pipes opened at start.
-            let opened = pipes_open().saturating_sub(pipes_before);
-            assert!(opened >= 128, "{relay}: {opened} pipe ends opened");
+            // The default pool (64 MiB): 64 pipes opened when the forward
+            // proxy starts (a test running a child beside this one holds a
+            // few pipes of its own for a while: hence "about").
+            eventually(Duration::from_secs(5), "about 128 pipe ends", || async {
+                (pipes_open().saturating_sub(pipes_before) >= 120).then_some(())
+            })
+            .await;
         }
         eventually(Duration::from_secs(5), "push on direct", || async {
             route_active(&sidecar.metrics_text().await, "direct").then_some(())
