@@ -316,7 +316,7 @@ fn haproxy(ends: Ends) -> Option<Path_> {
     std::fs::write(
         &conf,
         format!(
-            "global\n  maxconn 20000\n  tune.pipesize 1048576\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 600s\n  timeout server 600s\n  option splice-request\n  option splice-response\n\nlisten sink\n  bind 127.0.0.1:{sink_port}\n  server s {}\n\nlisten echo\n  bind 127.0.0.1:{echo_port}\n  server e {}\n",
+            "global\n  maxconn 4000\n  tune.pipesize 1048576\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 600s\n  timeout server 600s\n  option splice-request\n  option splice-response\n\nlisten sink\n  bind 127.0.0.1:{sink_port}\n  server s {}\n\nlisten echo\n  bind 127.0.0.1:{echo_port}\n  server e {}\n",
             ends.sink, ends.echo
         ),
     )
