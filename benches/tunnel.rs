@@ -21,7 +21,7 @@
 //! BENCH_FOOTPRINT_SECS [30; 0 skips], BENCH_WORKERS [the sidecar's
 //! default `[runtime] worker_threads`]. Nothing leaves 127.0.0.1.
 
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -83,11 +83,24 @@ async fn sink() -> SocketAddr {
     addr
 }
 
-/// An echo of 1 KiB requests: reads 1 KiB, answers 1 KiB.
-async fn echo() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
+/// An echo of 1 KiB requests: reads 1 KiB, answers 1 KiB. On its own
+/// thread, so the bench's bulk senders do not delay its answers.
+fn echo() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind echo");
     let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
+    l.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("echo runtime");
+        rt.block_on(serve_echo(TcpListener::from_std(l).expect("listener")));
+    });
+    addr
+}
+
+async fn serve_echo(l: TcpListener) {
+    {
         loop {
             let Ok((mut s, _)) = l.accept().await else {
                 continue;
@@ -102,8 +115,7 @@ async fn echo() -> SocketAddr {
                 }
             });
         }
-    });
-    addr
+    }
 }
 
 /// Where the paths lead.
@@ -470,9 +482,28 @@ async fn dials(p: &Path_, ends: Ends, n: u64, out: &mut Vec<f64>) {
     }
 }
 
-/// Round trips (µs) of `n` 1 KiB requests on one tunnel to the echo.
+/// Round trips (µs) of `n` 1 KiB requests on one tunnel to the echo, from
+/// a thread of their own (the bench's bulk senders do not delay them).
 async fn round_trips(p: &Path_, ends: Ends, n: u64, out: &mut Vec<f64>) {
-    let mut s = open(p.entry, ends, ends.echo).await;
+    let entry = p.entry;
+    let got = tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("client runtime");
+        rt.block_on(async move {
+            let mut out = Vec::new();
+            timed_round_trips(entry, ends, n, &mut out).await;
+            out
+        })
+    })
+    .await
+    .expect("round trips");
+    out.extend(got);
+}
+
+async fn timed_round_trips(entry: Entry, ends: Ends, n: u64, out: &mut Vec<f64>) {
+    let mut s = open(entry, ends, ends.echo).await;
     let req = [0x42u8; RTT_BYTES];
     let mut resp = [0u8; RTT_BYTES];
     for _ in 0..n {
@@ -653,7 +684,7 @@ async fn main() {
     let footprint_secs = env_or("BENCH_FOOTPRINT_SECS", 30);
     let ends = Ends {
         sink: sink().await,
-        echo: echo().await,
+        echo: echo(),
     };
     let mut paths = vec![
         Path_ {

@@ -397,8 +397,11 @@ async fn rss_child() {
     }
     let peak = status_kib("VmHWM:");
     let s = pool.stats();
+    pool.release_if_quiet();
+    pool.release_if_quiet();
+    let released = status_kib("VmRSS:");
     println!(
-        "RSS_RESULT mode={mode:?} base_kib={base} peak_kib={peak} growth_kib={} pool_peak={} slots={}",
+        "RSS_RESULT mode={mode:?} base_kib={base} peak_kib={peak} growth_kib={} pool_peak={} slots={} after_release_kib={released}",
         peak.saturating_sub(base),
         s.peak,
         s.slots
@@ -408,6 +411,8 @@ async fn rss_child() {
 struct ChildResult {
     growth_mib: f64,
     pool_peak: usize,
+    /// RSS after the pool freed its kept buffers, over the start, MiB.
+    left_mib: f64,
 }
 
 fn run_child(mode: &str, pool: u64) -> ChildResult {
@@ -440,6 +445,7 @@ fn run_child(mode: &str, pool: u64) -> ChildResult {
     ChildResult {
         growth_mib: field("growth_kib") / 1024.0,
         pool_peak: field("pool_peak") as usize,
+        left_mib: (field("after_release_kib") - field("base_kib")) / 1024.0,
     }
 }
 
@@ -447,7 +453,8 @@ fn run_child(mode: &str, pool: u64) -> ChildResult {
 /// relay never holds more than 16 large buffers (or pipes), and the
 /// process's peak RSS grows by the pool plus the small buffers, not by
 /// 200 × 1 MiB. The control run, with a pool large enough for all, shows
-/// the demand the bound held back.
+/// the demand the bound held back, and that the memory goes back to the
+/// system once the pool frees its kept buffers.
 #[test]
 fn two_hundred_bulk_tunnels_stay_within_the_pool() {
     let control = run_child("copy", 256 * LARGE as u64);
@@ -455,6 +462,13 @@ fn two_hundred_bulk_tunnels_stay_within_the_pool() {
     assert!(
         control.pool_peak > 2 * bounded_slots,
         "the control wanted only {} large buffers at once: the test would prove nothing",
+        control.pool_peak
+    );
+    // Once quiet, the pool frees what it kept, and the memory goes back.
+    assert!(
+        control.left_mib < 16.0,
+        "{:.1} MiB still held after the pool freed {} buffers",
+        control.left_mib,
         control.pool_peak
     );
     let mut modes = vec!["copy"];

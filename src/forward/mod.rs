@@ -46,6 +46,9 @@ use tunnels::{Active, Ticket};
 
 /// One side of a tunnel that has ended is given this long to follow.
 pub const HALF_CLOSE: Duration = Duration::from_secs(30);
+/// The relay pool's kept buffers are freed when none was lent for this
+/// long (between one and two periods).
+const RELEASE_KEPT_EVERY: Duration = Duration::from_secs(10);
 /// Descriptors kept free for everything else when capping connections.
 const FD_RESERVE: u64 = 128;
 
@@ -146,7 +149,19 @@ pub async fn serve(
         socket: listener,
         cap,
     };
-    accept::serve(listener, proxy, stop).await;
+    let trim = {
+        let proxy = proxy.clone();
+        async move {
+            loop {
+                tokio::time::sleep(RELEASE_KEPT_EVERY).await;
+                proxy.pool.release_if_quiet();
+            }
+        }
+    };
+    tokio::select! {
+        () = accept::serve(listener, proxy, stop) => {}
+        () = trim => {}
+    }
 }
 
 // === impl accept::Handler for Proxy ===

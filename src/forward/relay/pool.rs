@@ -47,6 +47,10 @@ struct State {
     pipes_total: usize,
     /// The most leases out at once so far.
     peak: usize,
+    /// Buffer leases granted so far (to tell a quiet pool from a busy one).
+    granted: u64,
+    /// `granted` when [`Pool::release_if_quiet`] last looked.
+    granted_seen: u64,
 }
 
 impl State {
@@ -157,6 +161,7 @@ impl Pool {
                 None => return None,
             };
             s.buffers_out += 1;
+            s.granted += 1;
             s.peak = s.peak.max(s.buffers_out + s.pipes_out);
             reused
         };
@@ -166,6 +171,25 @@ impl Pool {
             buf: Some(buf),
             pool: self,
         })
+    }
+
+    /// Frees the kept buffers when no buffer was lent since the last call:
+    /// after a burst of bulk traffic the pool does not hold its budget for
+    /// good. Called every few seconds; returns how many it freed.
+    pub fn release_if_quiet(&self) -> usize {
+        let freed = {
+            let mut s = lock(&self.state);
+            if s.granted != s.granted_seen {
+                s.granted_seen = s.granted;
+                return 0;
+            }
+            std::mem::take(&mut s.spare)
+        };
+        // Freed together, outside the lock: the allocator can give the
+        // top of its heap back at once.
+        let n = freed.len();
+        drop(freed);
+        n
     }
 
     /// An empty pipe, if one is free and the budget allows it now (a kept
@@ -279,6 +303,11 @@ mod tests {
         drop((a, c, d));
         let s = pool.stats();
         assert_eq!((s.buffers_out, s.buffers_kept), (0, 3));
+        assert_eq!(pool.release_if_quiet(), 0, "leases since the last look");
+        assert_eq!(pool.release_if_quiet(), 3, "quiet since: freed");
+        assert_eq!(pool.stats().buffers_kept, 0);
+        let again = pool.buffer().expect("allocated anew");
+        assert_eq!(again.len(), LARGE);
     }
 
     #[test]
