@@ -94,7 +94,7 @@ fn echo() -> SocketAddr {
             .enable_all()
             .build()
             .expect("echo runtime");
-        rt.block_on(serve_echo(TcpListener::from_std(l).expect("listener")));
+        rt.block_on(async move { serve_echo(TcpListener::from_std(l).expect("listener")).await });
     });
     addr
 }
