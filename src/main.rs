@@ -1,6 +1,7 @@
 //! The `egress-sentinel` binary: parses the command line and hands off to
 //! the library. Nothing here knows how a probe works. It owns the process's
-//! signals: `run` installs their handlers before it reads the config.
+//! signals: `run` blocks them before it reads the config (which sizes the
+//! runtime) and installs their handlers right after the runtime starts.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -281,7 +282,7 @@ fn load_and_start(path: &Path) -> Result<(Config, Runtime), u8> {
         eprintln!("error: {e}");
         verify::EXIT_USAGE
     })?;
-    let runtime = build_runtime().map_err(|e| {
+    let runtime = build_runtime(config.runtime.workers()).map_err(|e| {
         eprintln!("error: {e}");
         verify::EXIT_FAILED
     })?;
@@ -297,16 +298,22 @@ fn load_logged(path: &Path) -> Result<Config, u8> {
     })
 }
 
-/// The async runtime every command shares the shape of.
-fn build_runtime() -> Result<Runtime, String> {
+/// The async runtime every command shares the shape of, with `workers`
+/// worker threads (`[runtime] worker_threads`).
+fn build_runtime(workers: usize) -> Result<Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
 fn run_demo() -> u8 {
-    let runtime = match build_runtime() {
+    let workers = egress_sentinel::config::RuntimeSettings {
+        worker_threads: None,
+    }
+    .workers();
+    let runtime = match build_runtime(workers) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e}");
@@ -322,13 +329,15 @@ fn run_demo() -> u8 {
     }
 }
 
-/// `run`: the signal handlers first, then the config, the listeners and the
-/// sidecar until SIGTERM or SIGINT.
+/// `run`: the signals blocked first, then the config (it says how many
+/// worker threads the runtime gets), the runtime and the signal handlers,
+/// the listeners and the sidecar until SIGTERM or SIGINT.
 fn run_sidecar(path: PathBuf, log_format: Option<LogFormat>) -> u8 {
-    // Before the config is read or anything is bound: from here on a SIGTERM
-    // or SIGINT stops the sidecar cleanly, whenever it arrives.
-    let (runtime, signals) = match ProcessSignals::install() {
-        Ok(both) => both,
+    // Before anything else: from here on a SIGTERM or SIGINT is held until
+    // the handlers exist and then stops the sidecar cleanly, whenever it
+    // arrives (while the config is read, the runtime starts, ...).
+    let blocked = match ProcessSignals::block() {
+        Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e}");
             return verify::EXIT_FAILED;
@@ -343,6 +352,13 @@ fn run_sidecar(path: PathBuf, log_format: Option<LogFormat>) -> u8 {
         eprintln!("error: {e}");
         return verify::EXIT_USAGE;
     }
+    let (runtime, signals) = match ProcessSignals::install(blocked, config.runtime.workers()) {
+        Ok(both) => both,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return verify::EXIT_FAILED;
+        }
+    };
     runtime.block_on(async move {
         let listeners = match egress_sentinel::sidecar::Listeners::bind(&config.listen).await {
             Ok(l) => l,
@@ -385,25 +401,38 @@ struct ProcessSignals {
     hangup: tokio::signal::unix::Signal,
 }
 
+/// The three signals, blocked on the main thread and so on every thread it
+/// creates until [`ProcessSignals::install`] unblocks them.
+#[cfg(unix)]
+struct Blocked(nix::sys::signal::SigSet);
+
 #[cfg(unix)]
 impl ProcessSignals {
-    /// Starts the runtime and installs the handlers, losing no signal.
-    ///
-    /// The signal mask is per thread and inherited by the threads a thread
-    /// creates. This thread blocks the signals first, so the runtime's
-    /// workers start with them blocked and keep them blocked for good; once
-    /// the handlers and streams exist, this thread (the one in `block_on`
-    /// for the sidecar's whole life) unblocks them and alone receives them,
-    /// a pending one at once. A thread created after that inherits either
-    /// mask; in both cases the handlers are already in place.
-    fn install() -> Result<(Runtime, Self), String> {
+    /// Blocks SIGTERM, SIGINT and SIGHUP on this thread, before any other
+    /// thread exists: one that arrives from now on stays pending.
+    fn block() -> Result<Blocked, String> {
         use nix::sys::signal::{SigSet, Signal};
         let set: SigSet = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]
             .into_iter()
             .collect();
         set.thread_block()
             .map_err(|e| format!("cannot block SIGTERM, SIGINT and SIGHUP: {e}"))?;
-        let runtime = build_runtime()?;
+        Ok(Blocked(set))
+    }
+
+    /// Starts the runtime with `workers` threads and installs the handlers,
+    /// losing no signal.
+    ///
+    /// The signal mask is per thread and inherited by the threads a thread
+    /// creates. This thread blocked the signals first ([`Self::block`]), so
+    /// the runtime's workers start with them blocked and keep them blocked
+    /// for good; once the handlers and streams exist, this thread (the one
+    /// in `block_on` for the sidecar's whole life) unblocks them and alone
+    /// receives them, a pending one at once. A thread created after that
+    /// inherits either mask; in both cases the handlers are already in place.
+    fn install(blocked: Blocked, workers: usize) -> Result<(Runtime, Self), String> {
+        let Blocked(set) = blocked;
+        let runtime = build_runtime(workers)?;
         let signals = {
             // tokio's handlers need the runtime's signal driver.
             let _context = runtime.enter();
@@ -457,9 +486,16 @@ impl ProcessSignals {
 struct ProcessSignals;
 
 #[cfg(not(unix))]
+struct Blocked;
+
+#[cfg(not(unix))]
 impl ProcessSignals {
-    fn install() -> Result<(Runtime, Self), String> {
-        Ok((build_runtime()?, Self))
+    fn block() -> Result<Blocked, String> {
+        Ok(Blocked)
+    }
+
+    fn install(_blocked: Blocked, workers: usize) -> Result<(Runtime, Self), String> {
+        Ok((build_runtime(workers)?, Self))
     }
 
     fn into_shutdown(self, _reload: Arc<Notify>) -> impl Future<Output = ()> {

@@ -18,8 +18,8 @@ use super::error::Locator;
 use super::raw::{AddressList, RawConfig, RawDns, RawForward, RawRoute};
 use super::{
     AdminSettings, Config, ConfigError, DnsSettings, ForwardDefault, ForwardSettings, Listen,
-    Nameservers, ProbeSettings, Proxy, ResolveOverrides, ResolveSettings, Route, RouteKind,
-    RunSettings, ShutdownSettings, Target, defaults, parse_duration,
+    Nameservers, ProbeSettings, Proxy, RelayMode, ResolveOverrides, ResolveSettings, Route,
+    RouteKind, RunSettings, RuntimeSettings, ShutdownSettings, Target, defaults, parse_duration,
 };
 use crate::destination::Host;
 use crate::dial::tls::{self, RootsMode, TlsClient};
@@ -162,6 +162,7 @@ impl Compiler<'_> {
             run,
             shutdown,
             watch_processes: self.watch_processes(&raw)?,
+            runtime: self.runtime(&raw)?,
             files: self.files.take().into_iter().collect(),
             config_hash: crate::files::content_hash_of(self.loc.text.as_bytes()),
         })
@@ -220,6 +221,28 @@ impl Compiler<'_> {
             ));
         }
         Ok(Secret::new(token.to_string()))
+    }
+
+    fn runtime(&self, raw: &RawConfig) -> Result<RuntimeSettings> {
+        let worker_threads = match &raw.runtime.worker_threads {
+            None => None,
+            Some(n) => Some(
+                usize::try_from(*n.get_ref())
+                    .ok()
+                    .filter(|n| (1..=defaults::RUNTIME_WORKER_THREADS_MAX).contains(n))
+                    .ok_or_else(|| {
+                        self.err(
+                            n.span(),
+                            "runtime.worker_threads",
+                            format!(
+                                "must be between 1 and {}",
+                                defaults::RUNTIME_WORKER_THREADS_MAX
+                            ),
+                        )
+                    })?,
+            ),
+        };
+        Ok(RuntimeSettings { worker_threads })
     }
 
     fn watch_processes(&self, raw: &RawConfig) -> Result<Vec<String>> {
@@ -909,7 +932,36 @@ impl Compiler<'_> {
             }
             None => defaults::FORWARD_TRAIL_KEEP,
         };
+        let relay = match &f.relay {
+            None => defaults::FORWARD_RELAY,
+            Some(r) => match r.get_ref().as_str() {
+                "copy" => RelayMode::Copy,
+                "splice" => RelayMode::Splice,
+                other => {
+                    return Err(self.err(
+                        r.span(),
+                        "forward.relay",
+                        format!("`{other}`: expected \"copy\" or \"splice\""),
+                    ));
+                }
+            },
+        };
+        let buffer_pool = match &f.buffer_pool {
+            None => defaults::FORWARD_BUFFER_POOL,
+            Some(b) => u64::try_from(*b.get_ref())
+                .ok()
+                .filter(|b| *b <= defaults::FORWARD_BUFFER_POOL_MAX)
+                .ok_or_else(|| {
+                    self.err(
+                        b.span(),
+                        "forward.buffer_pool",
+                        "bytes, between 0 (small buffers only) and 17179869184 (16 GiB); e.g. 67108864 for 64 MiB",
+                    )
+                })?,
+        };
         Ok(ForwardSettings {
+            relay,
+            buffer_pool,
             trail: f.trail.unwrap_or(defaults::FORWARD_TRAIL),
             access_log: f.access_log.unwrap_or(defaults::FORWARD_ACCESS_LOG),
             trail_max_bytes,

@@ -73,6 +73,20 @@ pub const FORWARD_TRAIL_MAX_BYTES: u64 = 8 * 1024 * 1024;
 /// `[forward] trail_keep`: rotated trail files kept (`.1` … `.N`).
 pub const FORWARD_TRAIL_KEEP: u32 = 3;
 
+/// `[forward] relay`: how tunnels move bytes.
+pub const FORWARD_RELAY: crate::config::RelayMode = crate::config::RelayMode::Copy;
+/// `[forward] buffer_pool` (bytes): the most the relay holds in large
+/// buffers and pipes, 64 tunnel directions moving bulk at 1 MiB at once.
+pub const FORWARD_BUFFER_POOL: u64 = 64 * 1024 * 1024;
+/// `[forward] buffer_pool` may not be larger (bytes).
+pub const FORWARD_BUFFER_POOL_MAX: u64 = 16 * 1024 * 1024 * 1024;
+
+/// `[runtime] worker_threads`: the async runtime's threads, and never more
+/// than the CPUs the process may use.
+pub const RUNTIME_WORKER_THREADS: usize = 2;
+/// `[runtime] worker_threads` may not be larger.
+pub const RUNTIME_WORKER_THREADS_MAX: usize = 64;
+
 /// `[shutdown] drain`: `/readyz` says 503 while listeners keep serving.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 /// `[shutdown] deadline`: from SIGTERM to exit, whatever is still open.

@@ -74,6 +74,39 @@ pub struct Config {
     pub config_hash: Option<u64>,
     /// Command names of other processes whose descriptors are exported.
     pub watch_processes: Vec<String>,
+    /// The async runtime (read when the process starts).
+    pub runtime: RuntimeSettings,
+}
+
+/// `[runtime]`: the async runtime, built once when the process starts (a
+/// reload does not change it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeSettings {
+    /// Worker threads (`None`: the default, at most the CPUs available).
+    pub worker_threads: Option<usize>,
+}
+
+impl RuntimeSettings {
+    /// The worker threads to start: the configured number, else
+    /// [`defaults::RUNTIME_WORKER_THREADS`] or fewer when fewer CPUs are
+    /// available to the process.
+    pub fn workers(&self) -> usize {
+        self.worker_threads.unwrap_or_else(|| {
+            let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+            defaults::RUNTIME_WORKER_THREADS.min(cpus).max(1)
+        })
+    }
+}
+
+/// How tunnels move bytes (`[forward] relay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayMode {
+    /// Through user-space buffers (every route).
+    Copy,
+    /// With `splice(2)` between plain sockets, through pipes (tunnels over
+    /// an `https://` proxy route, and any tunnel that finds no pipe free,
+    /// use the copy relay).
+    Splice,
 }
 
 /// Listener addresses.
@@ -377,6 +410,10 @@ pub struct ForwardSettings {
     pub trail_max_bytes: u64,
     /// Rotated trail and access-log files kept.
     pub trail_keep: u32,
+    /// How tunnels move bytes (read at start).
+    pub relay: RelayMode,
+    /// The most bytes the relay holds in large buffers and pipes (read at start).
+    pub buffer_pool: u64,
 }
 
 impl Config {

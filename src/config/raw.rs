@@ -50,6 +50,16 @@ pub(crate) struct RawConfig {
     /// Other processes to watch.
     #[serde(default)]
     pub watch: RawWatch,
+    /// The async runtime.
+    #[serde(default)]
+    pub runtime: RawRuntime,
+}
+
+/// `[runtime]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRuntime {
+    pub worker_threads: Option<Spanned<i64>>,
 }
 
 /// `[dns]`.
@@ -208,4 +218,8 @@ pub(crate) struct RawForward {
     pub trail_max_bytes: Option<Spanned<u64>>,
     /// Rotated trail files kept.
     pub trail_keep: Option<Spanned<u32>>,
+    /// How tunnels move bytes: "copy" or "splice".
+    pub relay: Option<Spanned<String>>,
+    /// The most bytes the relay holds in large buffers (and pipes).
+    pub buffer_pool: Option<Spanned<i64>>,
 }
