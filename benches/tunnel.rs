@@ -19,7 +19,8 @@
 //! [512 MiB], BENCH_AGG_TUNNELS [50], BENCH_AGG_BYTES [16 MiB each],
 //! BENCH_DIALS [1000 in all], BENCH_RTT [2000 in all], BENCH_IDLE [500],
 //! BENCH_FOOTPRINT_SECS [30; 0 skips], BENCH_WORKERS [the sidecar's
-//! default `[runtime] worker_threads`]. Nothing leaves 127.0.0.1.
+//! default `[runtime] worker_threads`], BENCH_SIDECAR_BIN [the release
+//! binary cargo built]. Nothing leaves 127.0.0.1.
 
 #[allow(unused_imports)]
 #[path = "../tests/support/mod.rs"]
@@ -205,8 +206,11 @@ fn spawn(name: &'static str, cmd: &mut Command, entry: Entry, dir: tempfile::Tem
     }
 }
 
+/// The release binary cargo built, or `BENCH_SIDECAR_BIN` (to compare builds).
 fn sidecar_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_egress-sentinel"))
+    std::env::var_os("BENCH_SIDECAR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_egress-sentinel")))
 }
 
 /// egress-sentinel with `relay`, a `direct` target for each end (the same
@@ -381,8 +385,26 @@ async fn open(entry: Entry, ends: Ends, to: SocketAddr) -> TcpStream {
 
 // === measurements ===
 
-/// On-CPU time of a process, its threads and its children (schedstat, ns).
+/// On-CPU time of a process, its threads and its children: schedstat (ns)
+/// of every live thread, plus what its children that exited used (`cutime`
+/// and `cstime`, in clock ticks: tinyproxy forks workers).
 fn cpu_ns(pid: u32) -> u64 {
+    let reaped: u64 = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(") ")?.1.to_string();
+            let f: Vec<u64> = after
+                .split_whitespace()
+                .map(|v| v.parse().unwrap_or(0))
+                .collect();
+            // cutime and cstime: fields 16 and 17 of stat, 14 and 15 here.
+            Some((f.get(13)? + f.get(14)?) * 10_000_000)
+        })
+        .unwrap_or(0);
+    reaped + live_cpu_ns(pid)
+}
+
+fn live_cpu_ns(pid: u32) -> u64 {
     let own: u64 = std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|d| {
             d.flatten()
@@ -647,7 +669,7 @@ async fn footprint(workers: u32, secs: u64) -> (f64, f64, f64, f64, f64) {
     let cpu0 = cpu_ns(pid);
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let probes = probes_done(metrics).await - probes0;
-    let cpu = cpu_ns(pid) - cpu0;
+    let cpu = cpu_ns(pid).saturating_sub(cpu0);
     let rss = status_kib(pid, "VmRSS:") as f64 / 1024.0;
     let anon = status_kib(pid, "RssAnon:") as f64 / 1024.0;
     let file = status_kib(pid, "RssFile:") as f64 / 1024.0;
@@ -726,7 +748,7 @@ async fn main() {
             r.single.push((bytes / MIB) as f64 / secs);
             if let (Some(c), Some(pid)) = (cpu0, p.pid()) {
                 r.single_cpu
-                    .push((cpu_ns(pid) - c) as f64 / 1e9 / (bytes as f64 / GIB));
+                    .push(cpu_ns(pid).saturating_sub(c) as f64 / 1e9 / (bytes as f64 / GIB));
             }
             let (agg, cpu) = bulk(p, ends, agg_n, agg_each).await;
             r.agg.push(agg);

@@ -1021,6 +1021,44 @@ pub(crate) fn base64(input: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    const TARGET: &str =
+        "\n[[target]]\nname = \"a\"\nurl = \"https://a.test/\"\nroutes = [\"direct\"]\n";
+
+    #[test]
+    fn relay_pool_and_worker_threads_take_their_values_and_name_the_key_when_wrong() {
+        let path = std::path::Path::new("c.toml");
+        let c = compile(path, TARGET).expect("defaults");
+        assert_eq!(c.forward.relay, defaults::FORWARD_RELAY);
+        assert_eq!(c.forward.buffer_pool, defaults::FORWARD_BUFFER_POOL);
+        assert_eq!(c.runtime.worker_threads, None);
+        assert!((1..=defaults::RUNTIME_WORKER_THREADS).contains(&c.runtime.workers()));
+        let text = format!(
+            "[runtime]\nworker_threads = 1\n\n[forward]\nrelay = \"splice\"\nbuffer_pool = 0\n{TARGET}"
+        );
+        let c = compile(path, &text).expect("set");
+        assert_eq!(c.forward.relay, RelayMode::Splice);
+        assert_eq!(c.forward.buffer_pool, 0);
+        assert_eq!(c.runtime.workers(), 1);
+        for (table, key, value, says) in [
+            (
+                "forward",
+                "relay",
+                "\"zero-copy\"",
+                "expected \"copy\" or \"splice\"",
+            ),
+            ("forward", "buffer_pool", "-1", "between 0"),
+            ("forward", "buffer_pool", "99999999999999", "16 GiB"),
+            ("runtime", "worker_threads", "0", "between 1 and 64"),
+            ("runtime", "worker_threads", "1000", "between 1 and 64"),
+        ] {
+            let text = format!("[{table}]\n{key} = {value}\n{TARGET}");
+            let e = compile(path, &text).expect_err(value).to_string();
+            assert!(e.contains(&format!("{table}.{key}")), "{e}");
+            assert!(e.contains(says), "{value}: {e}");
+            assert!(e.contains("c.toml:2:"), "located: {e}");
+        }
+    }
+
     #[test]
     fn base64_matches_rfc4648_vectors() {
         for (i, o) in [

@@ -43,7 +43,9 @@ pub type BoxStream = Box<dyn Io>;
 /// relay needs; `stream` itself when it is anything else (TLS to an
 /// `https://` proxy, bytes put back in front).
 pub fn into_tcp(stream: BoxStream) -> Result<TcpStream, BoxStream> {
-    if !stream.is_tcp() {
+    // `(*stream)`: the boxed stream's own answer (the box is an `Io` too,
+    // and `stream.is_tcp()` would ask the box).
+    if !(*stream).is_tcp() {
         return Err(stream);
     }
     match stream.into_any().downcast::<TcpStream>() {
@@ -180,5 +182,26 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ErrorTap<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let res = Pin::new(&mut self.inner).poll_shutdown(cx);
         self.record(res)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bare_tcp_stream_comes_back_out_of_its_box_and_nothing_else_does() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let boxed: BoxStream = Box::new(tcp);
+        let tcp = into_tcp(boxed)
+            .map_err(|_| "not taken out")
+            .expect("a TcpStream");
+        assert_eq!(tcp.peer_addr().expect("peer"), addr);
+        let rewound: BoxStream = Box::new(Rewind::new(Bytes::from_static(b"x"), tcp));
+        assert!(into_tcp(rewound).is_err(), "bytes in front: not bare");
     }
 }
