@@ -408,11 +408,6 @@ async fn soak(length: Duration) -> i32 {
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let now = Instant::now();
-        if now >= next_flip {
-            broken = !broken;
-            provider.set_broken(broken);
-            next_flip += flip;
-        }
         if now >= next_sample {
             next_sample += every;
             let (rss, fds, threads) = child.usage();
@@ -437,6 +432,13 @@ async fn soak(length: Duration) -> i32 {
                 counts[2]
             );
             rows.push((rss, fds, tasks));
+        }
+        // After the sample, so a row's proxy state is the one its counts
+        // were taken under (when the flip period is a multiple of it).
+        if now >= next_flip {
+            broken = !broken;
+            provider.set_broken(broken);
+            next_flip += flip;
         }
     }
     for t in app {

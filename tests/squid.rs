@@ -374,6 +374,7 @@ async fn squid_reconfigured_to_deny_to_demand_auth_and_to_a_dead_parent_is_named
     let last = sidecar.reason_becomes("sms", "proxy_denied").await;
     assert_eq!(last["connect_status"], 403, "{last:#}");
     let detail = last["detail"].as_str().unwrap_or_default();
+    eprintln!("denied: {detail}");
     assert!(detail.contains("403 Forbidden"), "{detail}");
     assert!(detail.contains("ERR_ACCESS_DENIED"), "{detail}");
     let m = sidecar.metrics().await;
@@ -391,6 +392,7 @@ async fn squid_reconfigured_to_deny_to_demand_auth_and_to_a_dead_parent_is_named
     let last = sidecar.reason_becomes("sms", "proxy_auth_required").await;
     assert_eq!(last["connect_status"], 407, "{last:#}");
     let detail = last["detail"].as_str().unwrap_or_default();
+    eprintln!("auth: {detail}");
     assert!(
         detail.contains("407 Proxy Authentication Required"),
         "{detail}"
@@ -410,6 +412,7 @@ async fn squid_reconfigured_to_deny_to_demand_auth_and_to_a_dead_parent_is_named
     let status = last["connect_status"].as_u64().unwrap_or(0);
     assert!((500..600).contains(&status), "{last:#}");
     let detail = last["detail"].as_str().unwrap_or_default();
+    eprintln!("dead parent: {detail}");
     assert!(detail.contains(&format!("{status} ")), "{detail}");
     assert!(detail.contains("X-Squid-Error"), "{detail}");
 
