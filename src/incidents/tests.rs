@@ -1,4 +1,5 @@
 //! Incident windows and their file, on a fixed clock and a temp folder.
+#![cfg(test)]
 use super::*;
 
 fn at(h: u64, m: u64) -> SystemTime {
