@@ -1,21 +1,45 @@
 //! Tunnel benchmark, run by hand: `cargo bench --bench tunnel`.
 //!
-//! Measures, on loopback, side by side in one run: throughput of one CONNECT
-//! tunnel, the latency a new tunnel adds over dialing directly, and the
-//! memory an idle tunnel costs the proxy process — for egress-sentinel's
-//! forward proxy (the release binary, as a separate process), tinyproxy and
-//! Squid (Debian's packages, when installed), against a direct connection.
+//! Measures on loopback, side by side and interleaved round by round:
+//! direct, egress-sentinel's forward proxy (the release binary in its own
+//! process, once per relay mode), Squid, tinyproxy and HAProxy (`mode tcp`,
+//! splice, 1 MiB pipes; Debian's packages, when installed):
+//! - one tunnel's throughput, as a ratio to direct, with its spread, and the
+//!   proxy's CPU per GiB relayed;
+//! - 50 tunnels at once: aggregate throughput and CPU per GiB;
+//! - setup: new tunnels in a row, `connect()` to the `200` (direct: to the
+//!   established connection; HAProxy, which takes no CONNECT: likewise);
+//! - a 1 KiB request/response, alone and while 4 bulk tunnels run;
+//! - the proxy's RSS at start and after the bulk runs, and KiB per idle
+//!   tunnel;
+//! - egress-sentinel's footprint while probing 4 targets × 2 routes every
+//!   second, with 1 and 2 worker threads: RSS, `RssAnon`, CPU per probe.
 //!
-//! Environment: BENCH_BYTES (default 1 GiB), BENCH_DIALS (2000),
-//! BENCH_IDLE (1000). Nothing leaves 127.0.0.1.
+//! Environment (defaults in brackets): BENCH_ROUNDS [5], BENCH_BYTES
+//! [512 MiB], BENCH_AGG_TUNNELS [50], BENCH_AGG_BYTES [16 MiB each],
+//! BENCH_DIALS [1000 in all], BENCH_RTT [2000 in all], BENCH_IDLE [500],
+//! BENCH_FOOTPRINT_SECS [30; 0 skips], BENCH_WORKERS [the sidecar's
+//! default `[runtime] worker_threads`], BENCH_SIDECAR_BIN [the release
+//! binary cargo built]. Nothing leaves 127.0.0.1.
+
+#[allow(unused_imports)]
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+const MIB: u64 = 1 << 20;
+const GIB: f64 = (1u64 << 30) as f64;
+/// The size of one request and of its answer in the latency test.
+const RTT_BYTES: usize = 1024;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -24,8 +48,10 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// A sink: reads and discards; answers one byte per 1 MiB so the sender
-/// knows the data arrived (no credit for bytes still in buffers).
+// === the far end: a sink and an echo ===
+
+/// A sink: reads and discards; answers one byte per MiB so the sender knows
+/// the data arrived (no credit for bytes still in buffers).
 async fn sink() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
     let addr = l.local_addr().expect("addr");
@@ -34,6 +60,7 @@ async fn sink() -> SocketAddr {
             let Ok((mut s, _)) = l.accept().await else {
                 continue;
             };
+            s.set_nodelay(true).ok();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 256 * 1024];
                 let mut total = 0u64;
@@ -41,9 +68,9 @@ async fn sink() -> SocketAddr {
                     match s.read(&mut buf).await {
                         Ok(0) | Err(_) => return,
                         Ok(n) => {
-                            let before = total / (1 << 20);
+                            let before = total / MIB;
                             total += n as u64;
-                            for _ in before..total / (1 << 20) {
+                            for _ in before..total / MIB {
                                 if s.write_all(b".").await.is_err() {
                                     return;
                                 }
@@ -57,14 +84,69 @@ async fn sink() -> SocketAddr {
     addr
 }
 
-struct Proxy {
+/// An echo of 1 KiB requests: reads 1 KiB, answers 1 KiB. On its own
+/// thread, so the bench's bulk senders do not delay its answers.
+fn echo() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind echo");
+    let addr = l.local_addr().expect("addr");
+    l.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("echo runtime");
+        rt.block_on(async move { serve_echo(TcpListener::from_std(l).expect("listener")).await });
+    });
+    addr
+}
+
+async fn serve_echo(l: TcpListener) {
+    {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            s.set_nodelay(true).ok();
+            tokio::spawn(async move {
+                let mut buf = [0u8; RTT_BYTES];
+                while s.read_exact(&mut buf).await.is_ok() {
+                    if s.write_all(&buf).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Where the paths lead.
+#[derive(Clone, Copy)]
+struct Ends {
+    sink: SocketAddr,
+    echo: SocketAddr,
+}
+
+// === the paths ===
+
+/// How a path is entered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// Straight to the destination.
+    Direct,
+    /// `CONNECT` through a forward proxy at this address.
+    Connect(SocketAddr),
+    /// A TCP forwarder: one port per destination (sink, echo).
+    Forwarder { sink: SocketAddr, echo: SocketAddr },
+}
+
+struct Path_ {
     name: &'static str,
-    addr: Option<SocketAddr>,
+    entry: Entry,
     child: Option<Child>,
     _dir: Option<tempfile::TempDir>,
 }
 
-impl Drop for Proxy {
+impl Drop for Path_ {
     fn drop(&mut self) {
         if let Some(c) = &mut self.child {
             let _ = c.kill();
@@ -73,11 +155,21 @@ impl Drop for Proxy {
     }
 }
 
+impl Path_ {
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("port")
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 fn wait_listening(addr: SocketAddr, child: &mut Child, name: &str) {
@@ -94,7 +186,36 @@ fn wait_listening(addr: SocketAddr, child: &mut Child, name: &str) {
     panic!("{name} did not listen on {addr}");
 }
 
-fn sidecar(sink: SocketAddr) -> Proxy {
+fn spawn(name: &'static str, cmd: &mut Command, entry: Entry, dir: tempfile::TempDir) -> Path_ {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+    let probe = match entry {
+        Entry::Connect(a) => a,
+        Entry::Forwarder { sink, .. } => sink,
+        Entry::Direct => unreachable!("nothing to start"),
+    };
+    wait_listening(probe, &mut child, name);
+    Path_ {
+        name,
+        entry,
+        child: Some(child),
+        _dir: Some(dir),
+    }
+}
+
+/// The release binary cargo built, or `BENCH_SIDECAR_BIN` (to compare builds).
+fn sidecar_binary() -> PathBuf {
+    std::env::var_os("BENCH_SIDECAR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_egress-sentinel")))
+}
+
+/// egress-sentinel with `relay`, a `direct` target for each end (the same
+/// dialer and policy checks as production traffic).
+fn sidecar(name: &'static str, ends: Ends, relay: &str) -> Path_ {
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
     let config = format!(
@@ -113,65 +234,53 @@ roots = "webpki"
 
 [[target]]
 name = "sink"
-url = "https://127.0.0.1:{}/"
+url = "https://127.0.0.1:{sink}/"
+routes = ["direct"]
+allow_addresses = ["127.0.0.1/32"]
+
+[[target]]
+name = "echo"
+url = "https://127.0.0.1:{echo}/"
 routes = ["direct"]
 allow_addresses = ["127.0.0.1/32"]
 
 [forward]
 default = "deny"
 max_connections = 100000
+relay = "{relay}"
 "#,
-        sink.port()
+        sink = ends.sink.port(),
+        echo = ends.echo.port(),
     );
+    let config = match std::env::var("BENCH_WORKERS") {
+        Ok(n) => format!("[runtime]\nworker_threads = {n}\n{config}"),
+        Err(_) => config,
+    };
     let path = dir.path().join("bench.toml");
     std::fs::write(&path, config).expect("config");
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_egress-sentinel"));
-    let mut child = Command::new(bin)
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn egress-sentinel");
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_listening(addr, &mut child, "egress-sentinel");
-    Proxy {
-        name: "egress-sentinel",
-        addr: Some(addr),
-        child: Some(child),
-        _dir: Some(dir),
-    }
-}
-
-/// Starts a proxy from its prepared command and waits until it listens.
-fn spawn_proxy(
-    name: &'static str,
-    cmd: &mut Command,
-    port: u16,
-    dir: tempfile::TempDir,
-) -> Option<Proxy> {
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_listening(addr, &mut child, name);
-    Some(Proxy {
+    spawn(
         name,
-        addr: Some(addr),
-        child: Some(child),
-        _dir: Some(dir),
-    })
+        Command::new(sidecar_binary())
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "error"),
+        Entry::Connect(local(port)),
+        dir,
+    )
 }
 
-fn tinyproxy() -> Option<Proxy> {
-    let bin = Path::new("/usr/bin/tinyproxy");
-    if !bin.exists() {
-        eprintln!("tinyproxy not installed: skipped (apt-get install tinyproxy)");
-        return None;
+fn installed(bin: &str, package: &str) -> Option<&'static Path> {
+    let p: &'static Path = Box::leak(PathBuf::from(bin).into_boxed_path());
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("{bin} not installed: skipped (apt-get install {package})");
+        None
     }
+}
+
+fn tinyproxy() -> Option<Path_> {
+    let bin = installed("/usr/bin/tinyproxy", "tinyproxy")?;
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
     let conf = dir.path().join("tinyproxy.conf");
@@ -180,20 +289,16 @@ fn tinyproxy() -> Option<Proxy> {
         format!("Port {port}\nListen 127.0.0.1\nTimeout 600\nMaxClients 20000\nAllow 127.0.0.1\nLogLevel Critical\nUser nobody\nGroup nogroup\n"),
     )
     .expect("conf");
-    spawn_proxy(
+    Some(spawn(
         "tinyproxy",
         Command::new(bin).args(["-d", "-c"]).arg(&conf),
-        port,
+        Entry::Connect(local(port)),
         dir,
-    )
+    ))
 }
 
-fn squid() -> Option<Proxy> {
-    let bin = Path::new("/usr/sbin/squid");
-    if !bin.exists() {
-        eprintln!("squid not installed: skipped (apt-get install squid)");
-        return None;
-    }
+fn squid() -> Option<Path_> {
+    let bin = installed("/usr/sbin/squid", "squid")?;
     let dir = tempfile::tempdir().expect("dir");
     {
         use std::os::unix::fs::PermissionsExt;
@@ -210,49 +315,151 @@ fn squid() -> Option<Proxy> {
         ),
     )
     .expect("conf");
-    spawn_proxy(
+    Some(spawn(
         "squid",
         Command::new(bin).args(["-N", "-f"]).arg(&conf),
-        port,
+        Entry::Connect(local(port)),
         dir,
-    )
+    ))
 }
 
-/// Opens a stream to `sink`, through `proxy` when given.
-async fn open(proxy: Option<SocketAddr>, sink: SocketAddr) -> TcpStream {
-    let Some(p) = proxy else {
-        let s = TcpStream::connect(sink).await.expect("connect sink");
-        s.set_nodelay(true).ok();
-        return s;
+/// HAProxy as a TCP forwarder with splice both ways and 1 MiB pipes.
+fn haproxy(ends: Ends) -> Option<Path_> {
+    let bin = installed("/usr/sbin/haproxy", "haproxy")?;
+    let dir = tempfile::tempdir().expect("dir");
+    let (sink_port, echo_port) = (free_port(), free_port());
+    let conf = dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &conf,
+        format!(
+            "global\n  maxconn 4000\n  tune.pipesize 1048576\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 600s\n  timeout server 600s\n  option splice-request\n  option splice-response\n\nlisten sink\n  bind 127.0.0.1:{sink_port}\n  server s {}\n\nlisten echo\n  bind 127.0.0.1:{echo_port}\n  server e {}\n",
+            ends.sink, ends.echo
+        ),
+    )
+    .expect("conf");
+    Some(spawn(
+        "haproxy-splice",
+        Command::new(bin).args(["-db", "-f"]).arg(&conf),
+        Entry::Forwarder {
+            sink: local(sink_port),
+            echo: local(echo_port),
+        },
+        dir,
+    ))
+}
+
+/// Opens a stream to `to` (the sink or the echo of `ends`) along `entry`.
+async fn open(entry: Entry, ends: Ends, to: SocketAddr) -> TcpStream {
+    let first = match entry {
+        Entry::Direct => to,
+        Entry::Connect(p) => p,
+        Entry::Forwarder { sink, echo } => {
+            if to == ends.sink {
+                sink
+            } else {
+                echo
+            }
+        }
     };
-    let mut s = TcpStream::connect(p).await.expect("connect proxy");
+    let mut s = TcpStream::connect(first).await.expect("connect");
     s.set_nodelay(true).ok();
-    s.write_all(format!("CONNECT {sink} HTTP/1.1\r\nHost: {sink}\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = s.read(&mut b).await.expect("read reply");
-        assert!(n == 1, "proxy closed: {}", String::from_utf8_lossy(&head));
-        head.push(b[0]);
+    if let Entry::Connect(_) = entry {
+        s.write_all(format!("CONNECT {to} HTTP/1.1\r\nHost: {to}\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = s.read(&mut b).await.expect("read reply");
+            assert!(n == 1, "proxy closed: {}", String::from_utf8_lossy(&head));
+            head.push(b[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
     }
-    assert!(
-        head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
     s
 }
 
-/// MiB/s of `bytes` sent through one stream and acknowledged by the sink.
-async fn throughput(proxy: Option<SocketAddr>, sink: SocketAddr, bytes: u64) -> f64 {
-    let s = open(proxy, sink).await;
+// === measurements ===
+
+/// On-CPU time of a process, its threads and its children: schedstat (ns)
+/// of every live thread, plus what its children that exited used (`cutime`
+/// and `cstime`, in clock ticks: tinyproxy forks workers).
+fn cpu_ns(pid: u32) -> u64 {
+    let reaped: u64 = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(") ")?.1.to_string();
+            let f: Vec<u64> = after
+                .split_whitespace()
+                .map(|v| v.parse().unwrap_or(0))
+                .collect();
+            // cutime and cstime: fields 16 and 17 of stat, 14 and 15 here.
+            Some((f.get(13)? + f.get(14)?) * 10_000_000)
+        })
+        .unwrap_or(0);
+    reaped + live_cpu_ns(pid)
+}
+
+fn live_cpu_ns(pid: u32) -> u64 {
+    let own: u64 = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|t| {
+                    std::fs::read_to_string(t.path().join("schedstat"))
+                        .ok()?
+                        .split_whitespace()
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .sum()
+        })
+        .unwrap_or(0);
+    own + children(pid).into_iter().map(cpu_ns).sum::<u64>()
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .flat_map(|t| {
+                    std::fs::read_to_string(t.path().join("children"))
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .filter_map(|c| c.parse().ok())
+                        .collect::<Vec<u32>>()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A `/proc/PID/status` field (KiB) of a process and its children.
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0);
+    own + children(pid)
+        .into_iter()
+        .map(|c| status_kib(c, key))
+        .sum::<u64>()
+}
+
+/// Sends `bytes` through `s` and waits for the sink's acknowledgements.
+async fn send_acked(s: TcpStream, bytes: u64) {
     let (mut r, mut w) = s.into_split();
-    let mib = bytes / (1 << 20);
-    let start = Instant::now();
+    let mib = bytes / MIB;
     let writer = tokio::spawn(async move {
-        let chunk = vec![0x5au8; 1 << 20];
+        let chunk = vec![0x5au8; MIB as usize];
         for _ in 0..mib {
             w.write_all(&chunk).await.expect("write");
         }
@@ -260,123 +467,392 @@ async fn throughput(proxy: Option<SocketAddr>, sink: SocketAddr, bytes: u64) -> 
     });
     let mut acks = vec![0u8; mib as usize];
     r.read_exact(&mut acks).await.expect("acks");
-    let secs = start.elapsed().as_secs_f64();
     drop(writer.await);
-    mib as f64 / secs
 }
 
-/// Latencies (µs) of `n` sequential new tunnels (connect, CONNECT, 200).
-async fn dial_latencies(proxy: Option<SocketAddr>, sink: SocketAddr, n: u64) -> Vec<f64> {
-    let mut out = Vec::with_capacity(n as usize);
+/// Throughput (MiB/s) and the proxy's CPU (s) of `n` tunnels carrying
+/// `each` bytes at once.
+async fn bulk(p: &Path_, ends: Ends, n: u64, each: u64) -> (f64, f64) {
+    let mut streams = Vec::new();
+    for _ in 0..n {
+        streams.push(open(p.entry, ends, ends.sink).await);
+    }
+    let cpu0 = p.pid().map(cpu_ns);
+    let start = Instant::now();
+    let jobs: Vec<_> = streams
+        .into_iter()
+        .map(|s| tokio::spawn(send_acked(s, each)))
+        .collect();
+    for j in jobs {
+        j.await.expect("tunnel");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = match (cpu0, p.pid()) {
+        (Some(a), Some(pid)) => (cpu_ns(pid).saturating_sub(a)) as f64 / 1e9,
+        _ => f64::NAN,
+    };
+    ((n * each / MIB) as f64 / secs, cpu)
+}
+
+/// Setup latencies (µs) of `n` new tunnels in a row.
+async fn dials(p: &Path_, ends: Ends, n: u64, out: &mut Vec<f64>) {
     for _ in 0..n {
         let start = Instant::now();
-        let s = open(proxy, sink).await;
+        let s = open(p.entry, ends, ends.sink).await;
         out.push(start.elapsed().as_secs_f64() * 1e6);
         drop(s);
     }
-    out.sort_by(|a, b| a.total_cmp(b));
-    out
 }
 
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// Resident memory (KiB) of a process and its children.
-fn rss_kib(pid: u32) -> u64 {
-    let own = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+/// Round trips (µs) of `n` 1 KiB requests on one tunnel to the echo, from
+/// a thread of their own (the bench's bulk senders do not delay them).
+async fn round_trips(p: &Path_, ends: Ends, n: u64, out: &mut Vec<f64>) {
+    let entry = p.entry;
+    let got = tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("client runtime");
+        rt.block_on(async move {
+            let mut out = Vec::new();
+            timed_round_trips(entry, ends, n, &mut out).await;
+            out
         })
-        .unwrap_or(0);
-    let children: u64 = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|c| c.parse().ok())
-        .map(rss_kib)
-        .sum();
-    own + children
+    })
+    .await
+    .expect("round trips");
+    out.extend(got);
+}
+
+async fn timed_round_trips(entry: Entry, ends: Ends, n: u64, out: &mut Vec<f64>) {
+    let mut s = open(entry, ends, ends.echo).await;
+    let req = [0x42u8; RTT_BYTES];
+    let mut resp = [0u8; RTT_BYTES];
+    for _ in 0..n {
+        let start = Instant::now();
+        s.write_all(&req).await.expect("request");
+        s.read_exact(&mut resp).await.expect("answer");
+        out.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+}
+
+/// Round trips while 4 bulk tunnels run on the same path.
+async fn round_trips_loaded(p: &Path_, ends: Ends, n: u64, out: &mut Vec<f64>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut bulk = Vec::new();
+    for _ in 0..4 {
+        let s = open(p.entry, ends, ends.sink).await;
+        let stop = stop.clone();
+        bulk.push(tokio::spawn(async move {
+            let (mut r, mut w) = s.into_split();
+            let drain = tokio::spawn(async move {
+                let mut b = [0u8; 64];
+                while matches!(r.read(&mut b).await, Ok(n) if n > 0) {}
+            });
+            let chunk = vec![0x5au8; MIB as usize];
+            while !stop.load(Ordering::Relaxed) {
+                if w.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+            drop(w);
+            drain.abort();
+        }));
+    }
+    // Let the bulk reach full speed (and borrow its large buffers).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    round_trips(p, ends, n, out).await;
+    stop.store(true, Ordering::Relaxed);
+    for b in bulk {
+        let _ = b.await;
+    }
 }
 
 /// KiB per idle tunnel: RSS growth over `n` open, idle tunnels.
-async fn idle_cost(proxy: &Proxy, sink: SocketAddr, n: u64) -> Option<f64> {
-    let pid = proxy.child.as_ref()?.id();
-    // Warm up allocator pools first.
-    let warm: Vec<_> = futures_join(proxy.addr, sink, 50).await;
+async fn idle_cost(p: &Path_, ends: Ends, n: u64) -> Option<f64> {
+    let pid = p.pid()?;
+    let mut warm = Vec::new();
+    for _ in 0..50 {
+        warm.push(open(p.entry, ends, ends.sink).await);
+    }
     drop(warm);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = rss_kib(pid);
-    let held = futures_join(proxy.addr, sink, n).await;
+    let before = status_kib(pid, "VmRSS:");
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(open(p.entry, ends, ends.sink).await);
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_kib(pid);
+    let after = status_kib(pid, "VmRSS:");
     drop(held);
-    Some((after.saturating_sub(before)) as f64 / n as f64)
+    Some(after.saturating_sub(before) as f64 / n as f64)
 }
 
-async fn futures_join(proxy: Option<SocketAddr>, sink: SocketAddr, n: u64) -> Vec<TcpStream> {
-    let mut v = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        v.push(open(proxy, sink).await);
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
     }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(|a, b| a.total_cmp(b));
     v
+}
+
+/// Everything measured for one path.
+#[derive(Default)]
+struct Results {
+    single: Vec<f64>,
+    single_cpu: Vec<f64>,
+    agg: Vec<f64>,
+    agg_cpu: Vec<f64>,
+    dials: Vec<f64>,
+    rtt: Vec<f64>,
+    rtt_loaded: Vec<f64>,
+    rss_start: Option<u64>,
+    rss_after: Option<u64>,
+    idle_kib: Option<f64>,
+}
+
+fn ms(us: f64) -> String {
+    format!("{:.2}", us / 1000.0)
+}
+
+// === footprint while probing ===
+
+/// egress-sentinel probing 4 targets × 2 routes (a CONNECT proxy and
+/// direct) every second for `secs`, with `workers` worker threads: RSS,
+/// RssAnon, RssFile (MiB) and CPU per probe (ms).
+async fn footprint(workers: u32, secs: u64) -> (f64, f64, f64, f64, f64) {
+    use support::proxy::{Mode, ScriptProxy};
+    let names = ["t1.test", "t2.test", "t3.test", "t4.test"];
+    let leaf = support::pki::ca().server(&names, false);
+    let up = support::upstream::Opts::new("t1.test")
+        .leaf(leaf)
+        .start()
+        .await;
+    let proxy = ScriptProxy::start(Mode::Tunnel).await;
+    let ws = support::Workspace::new();
+    let metrics = free_port();
+    let mut config = format!(
+        "[listen]\nmetrics = \"127.0.0.1:{metrics}\"\nadmin = \"off\"\nproxy = \"127.0.0.1:{}\"\n\n[runtime]\nworker_threads = {workers}\n\n[probe]\ninterval = \"1s\"\ntimeout = \"2s\"\n\n[resolve]\n",
+        free_port()
+    );
+    for n in names {
+        config += &format!("\"{n}\" = \"127.0.0.1\"\n");
+    }
+    config += &format!(
+        "\n[[route]]\nname = \"provider\"\nproxy = \"{}\"\n",
+        proxy.url()
+    );
+    for (i, n) in names.iter().enumerate() {
+        config += &format!(
+            "\n[[target]]\nname = \"t{i}\"\nurl = \"https://{n}:{}/\"\nroutes = [\"provider\", \"direct\"]\nallow_addresses = [\"127.0.0.1/32\"]\nca_file = \"ca.pem\"\n",
+            up.port()
+        );
+    }
+    let path = ws.write("footprint.toml", &config);
+    let mut child = Command::new(sidecar_binary())
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sidecar");
+    let pid = child.id();
+    wait_listening(local(metrics), &mut child, "egress-sentinel (probing)");
+    // Settle: the first rounds build everything once.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let probes0 = probes_done(metrics).await;
+    let cpu0 = cpu_ns(pid);
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let probes = probes_done(metrics).await - probes0;
+    let cpu = cpu_ns(pid).saturating_sub(cpu0);
+    let rss = status_kib(pid, "VmRSS:") as f64 / 1024.0;
+    let anon = status_kib(pid, "RssAnon:") as f64 / 1024.0;
+    let file = status_kib(pid, "RssFile:") as f64 / 1024.0;
+    let _ = child.kill();
+    let _ = child.wait();
+    (rss, anon, file, cpu as f64 / 1e6 / probes.max(1.0), probes)
+}
+
+/// Probes finished so far, from the sidecar's `/metrics`.
+async fn probes_done(port: u16) -> f64 {
+    let Ok(mut s) = TcpStream::connect(local(port)).await else {
+        return 0.0;
+    };
+    let _ = s
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+        .await;
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text).await;
+    text.lines()
+        .filter(|l| l.starts_with("egress_probe_duration_seconds_count"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let bytes = env_or("BENCH_BYTES", 1 << 30);
-    let dials = env_or("BENCH_DIALS", 2000);
-    let idle = env_or("BENCH_IDLE", 1000);
-    let sink = sink().await;
-    let mut proxies = vec![
-        Proxy {
+    let rounds = env_or("BENCH_ROUNDS", 5).max(1);
+    let bytes = env_or("BENCH_BYTES", 512 * MIB);
+    let agg_n = env_or("BENCH_AGG_TUNNELS", 50);
+    let agg_each = env_or("BENCH_AGG_BYTES", 16 * MIB);
+    let dials_n = env_or("BENCH_DIALS", 1000);
+    let rtt_n = env_or("BENCH_RTT", 2000);
+    let idle_n = env_or("BENCH_IDLE", 500);
+    let footprint_secs = env_or("BENCH_FOOTPRINT_SECS", 30);
+    let ends = Ends {
+        sink: sink().await,
+        echo: echo(),
+    };
+    let mut paths = vec![
+        Path_ {
             name: "direct",
-            addr: None,
+            entry: Entry::Direct,
             child: None,
             _dir: None,
         },
-        sidecar(sink),
+        sidecar("egress-sentinel copy", ends, "copy"),
+        sidecar("egress-sentinel splice", ends, "splice"),
     ];
-    proxies.extend(tinyproxy());
-    proxies.extend(squid());
-
+    paths.extend(squid());
+    paths.extend(tinyproxy());
+    paths.extend(haproxy(ends));
+    let mut results: Vec<Results> = paths.iter().map(|_| Results::default()).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (p, r) in paths.iter().zip(results.iter_mut()) {
+        let mut warm = Vec::new();
+        dials(p, ends, 20, &mut warm).await;
+        r.rss_start = p.pid().map(|pid| status_kib(pid, "VmRSS:"));
+    }
     println!(
-        "one tunnel: {} MiB; new tunnels: {dials} in a row; idle tunnels: {idle}",
-        bytes >> 20
+        "{} rounds, interleaved; one tunnel: {} MiB; {agg_n} tunnels × {} MiB at once; {dials_n} new tunnels; {rtt_n} round trips of 1 KiB, alone and beside 4 bulk tunnels",
+        rounds,
+        bytes / MIB,
+        agg_each / MIB
     );
+    for round in 0..rounds {
+        // A different path goes first each round.
+        let n = paths.len();
+        for k in 0..n {
+            let i = (k + round as usize) % n;
+            let (p, r) = (&paths[i], &mut results[i]);
+            let s = open(p.entry, ends, ends.sink).await;
+            let cpu0 = p.pid().map(cpu_ns);
+            let start = Instant::now();
+            send_acked(s, bytes).await;
+            let secs = start.elapsed().as_secs_f64();
+            r.single.push((bytes / MIB) as f64 / secs);
+            if let (Some(c), Some(pid)) = (cpu0, p.pid()) {
+                r.single_cpu
+                    .push(cpu_ns(pid).saturating_sub(c) as f64 / 1e9 / (bytes as f64 / GIB));
+            }
+            let (agg, cpu) = bulk(p, ends, agg_n, agg_each).await;
+            r.agg.push(agg);
+            r.agg_cpu.push(cpu / ((agg_n * agg_each) as f64 / GIB));
+            dials(p, ends, dials_n / rounds, &mut r.dials).await;
+            round_trips(p, ends, rtt_n / rounds, &mut r.rtt).await;
+            round_trips_loaded(p, ends, rtt_n / rounds, &mut r.rtt_loaded).await;
+        }
+        eprintln!("round {} of {rounds} done", round + 1);
+    }
+    for (p, r) in paths.iter().zip(results.iter_mut()) {
+        r.rss_after = p.pid().map(|pid| status_kib(pid, "VmRSS:"));
+        r.idle_kib = idle_cost(p, ends, idle_n).await;
+    }
+
+    let direct_single = sorted(results[0].single.clone());
+    let direct_agg = sorted(results[0].agg.clone());
+    let direct_dials = sorted(results[0].dials.clone());
+    let d_med = pct(&direct_single, 0.5);
+    let d_agg = pct(&direct_agg, 0.5);
+    println!();
     println!(
-        "{:<16} {:>10} {:>8} {:>10} {:>10} {:>12} {:>12} {:>14}",
+        "{:<24} {:>7} {:>16} {:>9} | {:>8} {:>8} {:>9} | {:>9} {:>9} {:>9}",
         "path",
         "MiB/s",
+        "x direct (range)",
+        "CPU s/GiB",
+        "50x MiB/s",
         "x direct",
-        "dial p50",
-        "dial p99",
-        "added p50",
-        "added p99",
+        "CPU s/GiB",
+        "setup p50",
+        "setup p99",
+        "added p99"
+    );
+    for (p, r) in paths.iter().zip(results.iter()) {
+        let s = sorted(r.single.clone());
+        let a = sorted(r.agg.clone());
+        let d = sorted(r.dials.clone());
+        let cpu = sorted(r.single_cpu.clone());
+        let acpu = sorted(r.agg_cpu.clone());
+        println!(
+            "{:<24} {:>7.0} {:>5.2} ({:.2}-{:.2}) {:>9} | {:>8.0} {:>8.2} {:>9} | {:>7.0}µs {:>7.0}µs {:>7.0}µs",
+            p.name,
+            pct(&s, 0.5),
+            pct(&s, 0.5) / d_med,
+            s[0] / d_med,
+            s[s.len() - 1] / d_med,
+            if cpu.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.3}", pct(&cpu, 0.5))
+            },
+            pct(&a, 0.5),
+            pct(&a, 0.5) / d_agg,
+            if acpu.iter().all(|c| c.is_nan()) {
+                "-".to_string()
+            } else {
+                format!("{:.3}", pct(&acpu, 0.5))
+            },
+            pct(&d, 0.5),
+            pct(&d, 0.99),
+            pct(&d, 0.99) - pct(&direct_dials, 0.99),
+        );
+    }
+    println!();
+    println!(
+        "{:<24} {:>9} {:>9} {:>12} {:>12} | {:>10} {:>10} {:>12}",
+        "path",
+        "rtt p50",
+        "rtt p99",
+        "p99 4 bulk",
+        "load adds",
+        "RSS start",
+        "RSS after",
         "KiB/idle tun."
     );
-    let mut direct_tp = 0.0;
-    let mut direct_lat = Vec::new();
-    for p in &proxies {
-        let tp = throughput(p.addr, sink, bytes).await;
-        let lat = dial_latencies(p.addr, sink, dials).await;
-        if p.addr.is_none() {
-            direct_tp = tp;
-            direct_lat = lat.clone();
-        }
-        let cost = idle_cost(p, sink, idle).await;
+    for (p, r) in paths.iter().zip(results.iter()) {
+        let rtt = sorted(r.rtt.clone());
+        let loaded = sorted(r.rtt_loaded.clone());
+        let mib =
+            |k: Option<u64>| k.map_or("-".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
         println!(
-            "{:<16} {:>10.0} {:>8.2} {:>8.0}µs {:>8.0}µs {:>10.0}µs {:>10.0}µs {:>14}",
+            "{:<24} {:>7}ms {:>7}ms {:>10}ms {:>10}ms | {:>10} {:>10} {:>12}",
             p.name,
-            tp,
-            tp / direct_tp,
-            pct(&lat, 0.5),
-            pct(&lat, 0.99),
-            pct(&lat, 0.5) - pct(&direct_lat, 0.5),
-            pct(&lat, 0.99) - pct(&direct_lat, 0.99),
-            cost.map_or("-".to_string(), |c| format!("{c:.1}")),
+            ms(pct(&rtt, 0.5)),
+            ms(pct(&rtt, 0.99)),
+            ms(pct(&loaded, 0.99)),
+            ms(pct(&loaded, 0.99) - pct(&rtt, 0.99)),
+            mib(r.rss_start),
+            mib(r.rss_after),
+            r.idle_kib.map_or("-".to_string(), |c| format!("{c:.1}")),
         );
+    }
+    drop(paths);
+    if footprint_secs > 0 {
+        println!();
+        println!("egress-sentinel probing 4 targets x 2 routes every 1 s, {footprint_secs} s:");
+        println!(
+            "{:<16} {:>9} {:>9} {:>9} {:>13} {:>7}",
+            "worker_threads", "RSS MiB", "RssAnon", "RssFile", "CPU ms/probe", "probes"
+        );
+        for workers in [1, 2] {
+            let (rss, anon, file, cpu, probes) = footprint(workers, footprint_secs).await;
+            println!("{workers:<16} {rss:>9.1} {anon:>9.1} {file:>9.1} {cpu:>13.2} {probes:>7.0}");
+        }
     }
 }

@@ -27,3 +27,20 @@ pub fn read_text(path: &Path, limit: u64) -> Result<String, String> {
     String::from_utf8(read_bytes(path, limit)?)
         .map_err(|_| format!("{} is not UTF-8 text", path.display()))
 }
+
+/// The most bytes hashed per watched file.
+const MAX_HASHED: u64 = 8 * 1024 * 1024;
+
+/// A hash of `path`'s content (symlinks followed), or `None` when it cannot
+/// be read: what the reload watcher compares.
+pub fn content_hash(path: &Path) -> Option<u64> {
+    content_hash_of(&read_bytes(path, MAX_HASHED).ok()?)
+}
+
+/// The same hash of bytes already read.
+pub fn content_hash_of(bytes: &[u8]) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
+}

@@ -23,17 +23,20 @@
 //! - [`probe`]: one request over one route, checked against expectations.
 //! - [`forward`]: the app's forward proxy: route choice, failover before the
 //!   tunnel stands, the open-proxy guard, the compliance trail.
-//! - [`verify`]: the `verify` command's run, report and baseline comparison.
+//! - [`verify`]: the `verify` command's run, report, certificate findings
+//!   and the drift report against a baseline.
+//! - [`live`]: `verify --watch`, the live view for a change window.
 //! - [`health`]: the route table (pure): fall/rise, hold-down, active
 //!   routes, fed typed observations from probes and app traffic.
 //! - [`incidents`]: incident windows, merged by cause, persisted in `state_dir`.
 //! - [`compliance`]: the trail of direct connections (and the optional
 //!   access log) in `state_dir`, and the operational log's summary of them.
 //! - [`telemetry`]: every metric name, and the per-instance recorder.
-//! - [`watch`]: file-descriptor usage by kind.
+//! - [`watch`]: file descriptors by kind, TCP sockets by state and the top
+//!   remote endpoints, for this process and the watched ones.
 //! - [`sidecar`]: `run` — the runtime that wires the parts: scheduler,
-//!   listeners, reload, shutdown.
-//! - [`files`]: bounded reads of the files the config names.
+//!   listeners (the admin surface and its status page), reload, shutdown.
+//! - [`files`]: bounded reads (and content hashes) of the files the config names.
 //! - [`secret`]: the redacting wrapper for credentials.
 //! - [`demo`]: `egress-sentinel demo`, the incident replayed on loopback.
 //!
@@ -57,6 +60,7 @@ pub mod forward;
 pub mod generation;
 pub mod health;
 pub mod incidents;
+pub mod live;
 pub mod policy;
 pub mod probe;
 pub mod reason;

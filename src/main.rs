@@ -1,6 +1,7 @@
 //! The `egress-sentinel` binary: parses the command line and hands off to
 //! the library. Nothing here knows how a probe works. It owns the process's
-//! signals: `run` installs their handlers before it reads the config.
+//! signals: `run` blocks them before it reads the config (which sizes the
+//! runtime) and installs their handlers right after the runtime starts.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -9,6 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use egress_sentinel::config::Config;
@@ -47,9 +49,19 @@ enum Command {
         /// Compare with a baseline written earlier by --record-baseline.
         #[arg(long)]
         baseline: Option<PathBuf>,
-        /// Write this run's results as a baseline file.
+        /// Write this run's results as a baseline file ("-": to standard output, the report then going to standard error).
         #[arg(long)]
         record_baseline: Option<PathBuf>,
+        /// Also show file descriptors: this process's and the [watch] ones, by kind, TCP state and remote endpoint.
+        #[arg(long)]
+        fds: bool,
+        /// Keep checking: a live view for a change window (redrawn on a
+        /// terminal, one line per change otherwise); Ctrl-C prints a summary.
+        #[arg(long, conflicts_with_all = ["baseline", "record_baseline"])]
+        watch: bool,
+        /// With --watch: how often each target × route is checked.
+        #[arg(long, requires = "watch", value_parser = parse_interval, default_value = "2s")]
+        interval: Duration,
     },
     /// Replay the outbound-proxy incident on loopback: the sidecar detects, fails over and back.
     Demo,
@@ -99,12 +111,24 @@ fn main() -> ExitCode {
         },
         Command::Verify {
             config,
+            watch: true,
+            interval,
+            ..
+        } => {
+            // Only errors: a warning would land in the middle of the table.
+            init_logs("error", Some(LogFormat::Text));
+            run_watch(&config, interval)
+        }
+        Command::Verify {
+            config,
             format,
             baseline,
             record_baseline,
+            fds,
+            ..
         } => {
             init_logs("warn", Some(LogFormat::Text));
-            run_verify(config, format, baseline, record_baseline)
+            run_verify(config, format, baseline, record_baseline, fds)
         }
     };
     ExitCode::from(code)
@@ -115,43 +139,115 @@ fn run_verify(
     format: Format,
     baseline: Option<PathBuf>,
     record: Option<PathBuf>,
+    fds: bool,
 ) -> u8 {
     let (config, runtime) = match load_and_start(&config) {
         Ok(both) => both,
         Err(code) => return code,
     };
-    let prober = verify::prober_for(&config);
-    let results = runtime.block_on(verify::run_checks(&config, &prober));
-    let mut out = std::io::stdout().lock();
-    let report = match format {
-        Format::Table => verify::render_table(&results),
-        Format::Json => verify::render_json(&results) + "\n",
-    };
-    let _ = out.write_all(report.as_bytes());
-    if let Some(path) = baseline {
-        match verify::compare_baseline(&path, &results) {
-            Ok(lines) if lines.is_empty() => {
-                eprintln!("no change since the baseline {}", path.display())
-            }
-            Ok(lines) => {
-                eprintln!("changes since the baseline {}:", path.display());
-                for l in lines {
-                    eprintln!("  {l}");
-                }
-            }
+    // A baseline that cannot be used is a usage error, found before probing.
+    let before = match &baseline {
+        Some(path) => match verify::Baseline::load(path) {
+            Ok(b) => Some((path, b)),
             Err(e) => {
                 eprintln!("error: {e}");
                 return verify::EXIT_USAGE;
             }
+        },
+        None => None,
+    };
+    let prober = verify::prober_for(&config);
+    let now = verify::now_unix();
+    let mut report = runtime.block_on(verify::run_report(&config, &prober, now));
+    if let Some((path, b)) = &before {
+        report.drift = Some(verify::drift::compare(path, b, &report));
+    }
+    let sample = fds.then(|| egress_sentinel::watch::sample(&config.watch_processes));
+    let mut out = std::io::stdout().lock();
+    let text = match (format, &sample) {
+        (Format::Table, None) => report.render_table(),
+        (Format::Table, Some(s)) => format!(
+            "{}\nFILE DESCRIPTORS\n{}",
+            report.render_table(),
+            egress_sentinel::watch::render(s)
+        ),
+        (Format::Json, None) => report.render_json() + "\n",
+        (Format::Json, Some(s)) => {
+            let checks: serde_json::Value =
+                serde_json::from_str(&report.render_json()).unwrap_or_default();
+            let doc = serde_json::json!({ "checks": checks, "fds": s });
+            serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
         }
+    };
+    // `--record-baseline -` (a container without a shell or a writable
+    // folder): the baseline is the standard output, the report goes aside.
+    let baseline_to_stdout = record.as_deref() == Some(std::path::Path::new("-"));
+    if baseline_to_stdout {
+        eprint!("{text}");
+    } else {
+        let _ = out.write_all(text.as_bytes());
+    }
+    if let Some(drift) = &report.drift {
+        eprint!("{}", drift.render());
     }
     if let Some(path) = record {
-        if let Err(e) = std::fs::write(&path, verify::render_json(&results)) {
+        let baseline = verify::Baseline::record(&report, now).to_json() + "\n";
+        let written = if baseline_to_stdout {
+            out.write_all(baseline.as_bytes())
+        } else {
+            std::fs::write(&path, baseline)
+        };
+        if let Err(e) = written {
             eprintln!("error: cannot write the baseline {}: {e}", path.display());
             return verify::EXIT_USAGE;
         }
     }
-    verify::exit_code(&results)
+    report.exit_code()
+}
+
+/// `--interval`: a duration above zero, at most an hour.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = egress_sentinel::config::parse_duration(s)?;
+    if d.is_zero() || d > Duration::from_secs(3600) {
+        return Err(format!("`{s}` is not an interval between 1ms and 1h"));
+    }
+    Ok(d)
+}
+
+/// `verify --watch`: the live view until Ctrl-C (or SIGTERM); exit 0.
+fn run_watch(config: &Path, interval: Duration) -> u8 {
+    use std::io::IsTerminal;
+    let (config, runtime) = match load_and_start(config) {
+        Ok(both) => both,
+        Err(code) => return code,
+    };
+    let tty = std::io::stdout().is_terminal();
+    let mut out = std::io::stdout();
+    let result = runtime.block_on(async {
+        let stop = async {
+            #[cfg(unix)]
+            if let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                return;
+            }
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        egress_sentinel::live::run(config, interval, &mut out, tty, stop).await
+    });
+    match result {
+        Ok(_) => verify::EXIT_OK,
+        // stdout closed (a pipe whose reader left): nothing more to say.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => verify::EXIT_OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            verify::EXIT_FAILED
+        }
+    }
 }
 
 /// Logs to stderr; the level from `RUST_LOG` (else `default`); text on a
@@ -186,7 +282,7 @@ fn load_and_start(path: &Path) -> Result<(Config, Runtime), u8> {
         eprintln!("error: {e}");
         verify::EXIT_USAGE
     })?;
-    let runtime = build_runtime().map_err(|e| {
+    let runtime = build_runtime(config.runtime.workers()).map_err(|e| {
         eprintln!("error: {e}");
         verify::EXIT_FAILED
     })?;
@@ -202,16 +298,22 @@ fn load_logged(path: &Path) -> Result<Config, u8> {
     })
 }
 
-/// The async runtime every command shares the shape of.
-fn build_runtime() -> Result<Runtime, String> {
+/// The async runtime every command shares the shape of, with `workers`
+/// worker threads (`[runtime] worker_threads`).
+fn build_runtime(workers: usize) -> Result<Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
 fn run_demo() -> u8 {
-    let runtime = match build_runtime() {
+    let workers = egress_sentinel::config::RuntimeSettings {
+        worker_threads: None,
+    }
+    .workers();
+    let runtime = match build_runtime(workers) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e}");
@@ -227,13 +329,15 @@ fn run_demo() -> u8 {
     }
 }
 
-/// `run`: the signal handlers first, then the config, the listeners and the
-/// sidecar until SIGTERM or SIGINT.
+/// `run`: the signals blocked first, then the config (it says how many
+/// worker threads the runtime gets), the runtime and the signal handlers,
+/// the listeners and the sidecar until SIGTERM or SIGINT.
 fn run_sidecar(path: PathBuf, log_format: Option<LogFormat>) -> u8 {
-    // Before the config is read or anything is bound: from here on a SIGTERM
-    // or SIGINT stops the sidecar cleanly, whenever it arrives.
-    let (runtime, signals) = match ProcessSignals::install() {
-        Ok(both) => both,
+    // Before anything else: from here on a SIGTERM or SIGINT is held until
+    // the handlers exist and then stops the sidecar cleanly, whenever it
+    // arrives (while the config is read, the runtime starts, ...).
+    let blocked = match ProcessSignals::block() {
+        Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e}");
             return verify::EXIT_FAILED;
@@ -248,6 +352,13 @@ fn run_sidecar(path: PathBuf, log_format: Option<LogFormat>) -> u8 {
         eprintln!("error: {e}");
         return verify::EXIT_USAGE;
     }
+    let (runtime, signals) = match ProcessSignals::install(blocked, config.runtime.workers()) {
+        Ok(both) => both,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return verify::EXIT_FAILED;
+        }
+    };
     runtime.block_on(async move {
         let listeners = match egress_sentinel::sidecar::Listeners::bind(&config.listen).await {
             Ok(l) => l,
@@ -290,25 +401,38 @@ struct ProcessSignals {
     hangup: tokio::signal::unix::Signal,
 }
 
+/// The three signals, blocked on the main thread and so on every thread it
+/// creates until [`ProcessSignals::install`] unblocks them.
+#[cfg(unix)]
+struct Blocked(nix::sys::signal::SigSet);
+
 #[cfg(unix)]
 impl ProcessSignals {
-    /// Starts the runtime and installs the handlers, losing no signal.
-    ///
-    /// The signal mask is per thread and inherited by the threads a thread
-    /// creates. This thread blocks the signals first, so the runtime's
-    /// workers start with them blocked and keep them blocked for good; once
-    /// the handlers and streams exist, this thread (the one in `block_on`
-    /// for the sidecar's whole life) unblocks them and alone receives them,
-    /// a pending one at once. A thread created after that inherits either
-    /// mask; in both cases the handlers are already in place.
-    fn install() -> Result<(Runtime, Self), String> {
+    /// Blocks SIGTERM, SIGINT and SIGHUP on this thread, before any other
+    /// thread exists: one that arrives from now on stays pending.
+    fn block() -> Result<Blocked, String> {
         use nix::sys::signal::{SigSet, Signal};
         let set: SigSet = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]
             .into_iter()
             .collect();
         set.thread_block()
             .map_err(|e| format!("cannot block SIGTERM, SIGINT and SIGHUP: {e}"))?;
-        let runtime = build_runtime()?;
+        Ok(Blocked(set))
+    }
+
+    /// Starts the runtime with `workers` threads and installs the handlers,
+    /// losing no signal.
+    ///
+    /// The signal mask is per thread and inherited by the threads a thread
+    /// creates. This thread blocked the signals first ([`Self::block`]), so
+    /// the runtime's workers start with them blocked and keep them blocked
+    /// for good; once the handlers and streams exist, this thread (the one
+    /// in `block_on` for the sidecar's whole life) unblocks them and alone
+    /// receives them, a pending one at once. A thread created after that
+    /// inherits either mask; in both cases the handlers are already in place.
+    fn install(blocked: Blocked, workers: usize) -> Result<(Runtime, Self), String> {
+        let Blocked(set) = blocked;
+        let runtime = build_runtime(workers)?;
         let signals = {
             // tokio's handlers need the runtime's signal driver.
             let _context = runtime.enter();
@@ -362,9 +486,16 @@ impl ProcessSignals {
 struct ProcessSignals;
 
 #[cfg(not(unix))]
+struct Blocked;
+
+#[cfg(not(unix))]
 impl ProcessSignals {
-    fn install() -> Result<(Runtime, Self), String> {
-        Ok((build_runtime()?, Self))
+    fn block() -> Result<Blocked, String> {
+        Ok(Blocked)
+    }
+
+    fn install(_blocked: Blocked, workers: usize) -> Result<(Runtime, Self), String> {
+        Ok((build_runtime(workers)?, Self))
     }
 
     fn into_shutdown(self, _reload: Arc<Notify>) -> impl Future<Output = ()> {

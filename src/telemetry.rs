@@ -18,6 +18,8 @@
 //! - [`meter`]: byte counting on app tunnels.
 //! - [`logs`]: the log line formats (text and JSON) and their redaction.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use metrics::{Key, KeyName, Label, Metadata, Recorder, SharedString};
@@ -29,8 +31,11 @@ pub mod logs;
 pub mod meter;
 pub mod process;
 
+use crate::config::Config;
+use crate::dial::identity::CertReadReason;
 use crate::probe::ProbeOutcome;
 use crate::reason::Phase;
+use crate::watch::{TcpState, WatchSample};
 
 /// `egress_probe_success{target,route}`: 0/1 of the last probe.
 pub const PROBE_SUCCESS: &str = "egress_probe_success";
@@ -63,8 +68,18 @@ pub const ROUTE_DEGRADED: &str = "egress_route_degraded";
 pub const PROXY_ADDRESS_UP: &str = "egress_proxy_address_up";
 /// `egress_failovers_total{target,from,to}`.
 pub const FAILOVERS: &str = "egress_failovers_total";
-/// `egress_cert_not_after_timestamp_seconds{target,source}`, source ∈ client, peer.
+/// `egress_cert_not_after_timestamp_seconds{target,route,source}`, source ∈
+/// client, peer; `route` is empty for client certificates.
 pub const CERT_NOT_AFTER: &str = "egress_cert_not_after_timestamp_seconds";
+/// `egress_cert_read_errors_total{target,reason}`: client certificate files
+/// that could not be used, each time they were read.
+pub const CERT_READ_ERRORS: &str = "egress_cert_read_errors_total";
+/// `egress_tls_intercepted{target,route}`: 1 when the last verified chain
+/// ended in an anchor the target does not expect.
+pub const TLS_INTERCEPTED: &str = "egress_tls_intercepted";
+/// `egress_cert_threshold_seconds{target,level}`, level ∈ warn, fail: the
+/// configured `warn_before`/`fail_before`, for alert rules to compare with.
+pub const CERT_THRESHOLD: &str = "egress_cert_threshold_seconds";
 /// `egress_forward_connections_total{target,route,result}`.
 pub const FORWARD_CONNECTIONS: &str = "egress_forward_connections_total";
 /// `egress_forward_active_connections{route}`.
@@ -80,10 +95,17 @@ pub const FORWARD_BYTES: &str = "egress_forward_bytes_total";
 pub const PROCESS_OPEN_FDS: &str = "egress_process_open_fds";
 /// `egress_process_max_fds{process}`.
 pub const PROCESS_MAX_FDS: &str = "egress_process_max_fds";
+/// `egress_process_tcp_sockets{process,state}`.
+pub const PROCESS_TCP_SOCKETS: &str = "egress_process_tcp_sockets";
+/// `egress_watch_processes_matched{process}`: processes with the watched name.
+pub const WATCH_MATCHED: &str = "egress_watch_processes_matched";
 /// `egress_config_last_reload_success`: 0/1.
 pub const CONFIG_RELOAD_SUCCESS: &str = "egress_config_last_reload_success";
 /// `egress_build_info{version}`: always 1.
 pub const BUILD_INFO: &str = "egress_build_info";
+/// `egress_route_override{target,route}`: 1 while an operator's override
+/// confines the target to this route.
+pub const ROUTE_OVERRIDE: &str = "egress_route_override";
 
 /// Latency buckets from 1 ms to 30 s.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -138,7 +160,19 @@ const HELP: &[(&str, &str)] = &[
     (FAILOVERS, "Changes of a target's active route."),
     (
         CERT_NOT_AFTER,
-        "Expiry of a certificate: the configured client certificate, or the upstream's.",
+        "Expiry of a certificate: the configured client certificate (route empty), or the upstream's as seen on a route.",
+    ),
+    (
+        CERT_READ_ERRORS,
+        "Client certificate files that could not be used, by reason, counted each time they are read.",
+    ),
+    (
+        TLS_INTERCEPTED,
+        "1 if the upstream's chain on this route validated through a trust anchor the target does not expect (interception), else 0.",
+    ),
+    (
+        CERT_THRESHOLD,
+        "The configured certificate expiry thresholds (warn_before, fail_before), in seconds.",
     ),
     (
         FORWARD_CONNECTIONS,
@@ -159,10 +193,22 @@ const HELP: &[(&str, &str)] = &[
     ),
     (PROCESS_MAX_FDS, "The soft limit on open file descriptors."),
     (
+        PROCESS_TCP_SOCKETS,
+        "TCP sockets of the process by state (time_wait: of its network namespace, as they belong to no process).",
+    ),
+    (
+        WATCH_MATCHED,
+        "Processes whose command name matches the watched name (0: the name matches nothing).",
+    ),
+    (
         CONFIG_RELOAD_SUCCESS,
         "1 if the last configuration load or reload succeeded.",
     ),
     (BUILD_INFO, "Build information; always 1."),
+    (
+        ROUTE_OVERRIDE,
+        "1 while an operator's override (POST /routes/<target>, with a ttl) confines the target's traffic to this route.",
+    ),
 ];
 
 static META: Metadata<'static> =
@@ -174,6 +220,11 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     /// Renders the text format and runs upkeep.
     handle: PrometheusHandle,
+    /// The last interception verdict per target × route (anchor's key hash
+    /// when intercepted), so a change is logged once.
+    intercepted: Mutex<HashMap<(String, String), Option<String>>>,
+    /// The last match count per watched name, so a change is logged once.
+    matched: Mutex<HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -216,7 +267,7 @@ impl Metrics {
             let key = KeyName::from_const_str(name);
             let help = SharedString::const_str(help);
             match *name {
-                PROBE_FAILURES | FAILOVERS | FORWARD_CONNECTIONS => {
+                PROBE_FAILURES | FAILOVERS | FORWARD_CONNECTIONS | CERT_READ_ERRORS => {
                     recorder.describe_counter(key, None, help)
                 }
                 FORWARD_BYTES => recorder.describe_counter(key, None, help),
@@ -226,7 +277,12 @@ impl Metrics {
                 _ => recorder.describe_gauge(key, None, help),
             }
         }
-        let m = Self { recorder, handle };
+        let m = Self {
+            recorder,
+            handle,
+            intercepted: Mutex::new(HashMap::new()),
+            matched: Mutex::new(HashMap::new()),
+        };
         m.build_info();
         m
     }
@@ -293,9 +349,147 @@ impl Metrics {
         if let Some(c) = &o.peer_cert {
             self.gauge(
                 CERT_NOT_AFTER,
-                &[tr[0], ("source", "peer")],
+                &[tr[0], tr[1], ("source", "peer")],
                 c.not_after_unix as f64,
             );
+        }
+        if let Some(intercepted) = o.intercepted {
+            self.gauge(TLS_INTERCEPTED, &tr, if intercepted { 1.0 } else { 0.0 });
+            self.log_interception(o, intercepted);
+        }
+    }
+
+    /// One log line when a pair's interception verdict (or the intercepting
+    /// anchor) changes.
+    fn log_interception(&self, o: &ProbeOutcome, intercepted: bool) {
+        let now = intercepted
+            .then(|| o.anchor.as_ref().map(|a| a.spki_sha256.clone()))
+            .flatten()
+            .or_else(|| intercepted.then(String::new));
+        let key = (o.target.clone(), o.route.clone());
+        let before = {
+            let mut seen = self
+                .intercepted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let before = seen.get(&key).cloned();
+            if before.as_ref() == Some(&now) {
+                return;
+            }
+            seen.insert(key, now.clone());
+            before
+        };
+        let anchor = o.anchor.as_ref().map_or("", |a| a.subject.as_str());
+        let issuer = o.peer_cert.as_ref().map_or("", |c| c.issuer.as_str());
+        let expected = o.expected_anchor.as_deref().unwrap_or("");
+        if now.is_some() {
+            tracing::warn!(target_name = %o.target, route = %o.route, anchor = %anchor, issuer = %issuer, expected = %expected, "TLS intercepted: the upstream's chain validated through an anchor the target does not expect");
+        } else if matches!(before, Some(Some(_))) {
+            tracing::info!(target_name = %o.target, route = %o.route, anchor = %anchor, "TLS no longer intercepted: the chain validates through an expected anchor again");
+        }
+    }
+
+    /// Once per configuration (at start and after each applied reload):
+    /// counts client certificates that could not be used and logs each one
+    /// once, and publishes the certificate gauges.
+    pub fn config_loaded(&self, config: &Config) {
+        for t in &config.targets {
+            let Some(cert) = &t.client_cert else { continue };
+            // Zero-initialised, so alert rules can use increase() from the start.
+            for reason in CertReadReason::ALL {
+                self.counter(
+                    CERT_READ_ERRORS,
+                    &[("target", t.name.as_str()), ("reason", reason.as_str())],
+                    0,
+                );
+            }
+            match &cert.loaded {
+                Err(e) => {
+                    self.counter(
+                        CERT_READ_ERRORS,
+                        &[("target", t.name.as_str()), ("reason", e.reason.as_str())],
+                        1,
+                    );
+                    tracing::error!(target_name = %t.name, reason = %e.reason, error = %e, "client certificate cannot be used; probing without it");
+                }
+                Ok((leaf, format)) => {
+                    tracing::info!(target_name = %t.name, subject = %leaf.subject, not_after = %leaf.not_after, format = ?format, "client certificate loaded");
+                }
+            }
+        }
+        self.publish_certs(config);
+    }
+
+    /// Re-sets the certificate gauges that no probe drives: client
+    /// certificate expiry and the thresholds (they would go idle).
+    pub fn publish_certs(&self, config: &Config) {
+        for t in &config.targets {
+            if let Some(leaf) = t.client_cert.as_ref().and_then(|c| c.leaf()) {
+                self.client_cert_not_after(&t.name, leaf.not_after_unix);
+            }
+            let th = t.cert_thresholds;
+            let name = t.name.as_str();
+            self.gauge(
+                CERT_THRESHOLD,
+                &[("target", name), ("level", "warn")],
+                th.warn_before.as_secs_f64(),
+            );
+            self.gauge(
+                CERT_THRESHOLD,
+                &[("target", name), ("level", "fail")],
+                th.fail_before.as_secs_f64(),
+            );
+        }
+    }
+
+    /// Records one descriptor sample: per process, descriptors by kind, the
+    /// limit, TCP sockets by state (when the sample has them), and how many
+    /// processes matched a watched name (a name that matches nothing is
+    /// logged once).
+    pub fn record_watch(&self, sample: &WatchSample) {
+        for p in &sample.processes {
+            let name = p.process.as_str();
+            if name != crate::watch::SELF_NAME {
+                self.gauge(WATCH_MATCHED, &[("process", name)], p.matched as f64);
+                self.log_matched(name, p.matched);
+            }
+            let Some(w) = &p.worst else { continue };
+            for (kind, n) in &w.usage.by_kind {
+                self.open_fds(name, kind, *n);
+            }
+            if let Some(max) = w.usage.max {
+                self.max_fds(name, max);
+            }
+            let Some(tcp) = &w.tcp else { continue };
+            for state in TcpState::ALL {
+                let n = if state == TcpState::TimeWait {
+                    tcp.time_wait_in_namespace
+                } else {
+                    tcp.by_state.get(&state).copied().unwrap_or(0)
+                };
+                self.gauge(
+                    PROCESS_TCP_SOCKETS,
+                    &[("process", name), ("state", state.label())],
+                    n as f64,
+                );
+            }
+        }
+    }
+
+    fn log_matched(&self, name: &str, matched: u64) {
+        let before = self
+            .matched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_string(), matched);
+        match (before, matched) {
+            (None | Some(1..), 0) => {
+                tracing::warn!(process = %name, "[watch] no process has this command name (check the name in /proc/<pid>/comm, and shareProcessNamespace in the pod)")
+            }
+            (Some(0), 1..) => {
+                tracing::info!(process = %name, processes = matched, "[watch] the watched process is running")
+            }
+            _ => {}
         }
     }
 
@@ -371,7 +565,7 @@ impl Metrics {
     pub fn client_cert_not_after(&self, target: &str, unix: i64) {
         self.gauge(
             CERT_NOT_AFTER,
-            &[("target", target), ("source", "client")],
+            &[("target", target), ("route", ""), ("source", "client")],
             unix as f64,
         );
     }
@@ -384,6 +578,15 @@ impl Metrics {
     /// `egress_build_info{version}`.
     pub fn build_info(&self) {
         self.gauge(BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+    }
+
+    /// Whether an operator's override confines `target` to `route` now.
+    pub fn route_override(&self, target: &str, route: &str, on: bool) {
+        self.gauge(
+            ROUTE_OVERRIDE,
+            &[("target", target), ("route", route)],
+            if on { 1.0 } else { 0.0 },
+        );
     }
 
     /// Open descriptors of `process` by kind.

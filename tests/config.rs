@@ -176,10 +176,10 @@ fn each_mistake_is_located_and_explained() {
             "not a port",
         ),
         (
-            "[[target]]\nname = \"t\"\nurl = \"https://x/\"\nroutes = [\"direct\"]\nclient_cert = \"c.p12\"\nclient_cert_password_file = \"pw\"\n",
+            "[[target]]\nname = \"t\"\nurl = \"https://x/\"\nroutes = [\"direct\"]\nclient_cert = \"c.pem\"\nclient_key = \"c.key\"\nclient_cert_password_file = \"pw\"\n",
             "target[0].client_cert_password_file",
-            (6, 29),
-            "PKCS#12",
+            (7, 29),
+            "PKCS#12 client_cert holds its own key",
         ),
         (
             "[[target]]\nname = \"t\"\nurl = \"https://x/\"\nroutes = [\"direct\"]\nhttps2 = true\n",

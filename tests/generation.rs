@@ -587,8 +587,9 @@ async fn one_connect_in_two_failing_is_degraded_without_healthy_ever_flapping() 
     sidecar.stop().await;
 }
 
-/// One bad node behind the proxy's name: `proxy.test` has two addresses,
-/// 127.0.0.4 a blackhole (never answers) listed first, 127.0.0.1 the proxy.
+/// One bad node behind the proxy's name: `proxy.test` has two addresses
+/// (from a stub nameserver on loopback), 127.0.0.4 a blackhole (never
+/// answers) listed first, 127.0.0.1 the proxy.
 /// The route is degraded, not down; the bad address is named in the metric
 /// and the report; app traffic goes through the good node with no failed
 /// request, and once a probe has named the bad node, without waiting on it.
@@ -598,13 +599,22 @@ async fn one_dead_node_behind_the_proxy_name_degrades_the_route_and_traffic_avoi
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let port = proxy.addr.port();
     let _dead = support::blackhole::Blackhole::bind(SocketAddr::from(([127, 0, 0, 4], port))).await;
+    // The provider's name, answered by a nameserver of our own on loopback.
+    let dns = support::stub_dns::StubDns::start().await;
+    dns.set(
+        "proxy.test",
+        support::stub_dns::Answer::Addresses(vec![
+            "127.0.0.4".parse().expect("ip"),
+            "127.0.0.1".parse().expect("ip"),
+        ]),
+    );
     let ws = Workspace::new();
-    let text = support::scenario::config(&format!("http://proxy.test:{port}"), up.port(), "")
-        .replace(
-            "[resolve]\n",
-            "[resolve]\n\"proxy.test\" = [\"127.0.0.4\", \"127.0.0.1\"]\n",
-        )
-        .replace("connect_timeout = \"300ms\"", "connect_timeout = \"1s\"");
+    let text = format!(
+        "[dns]\nnameservers = [\"{}\"]\n{}",
+        dns.addr(),
+        support::scenario::config(&format!("http://proxy.test:{port}"), up.port(), "")
+            .replace("connect_timeout = \"300ms\"", "connect_timeout = \"1s\"")
+    );
     let sidecar = Running::start(ws.config(&text)).await;
     let good = format!("127.0.0.1:{port}");
     let bad = format!("127.0.0.4:{port}");

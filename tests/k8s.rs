@@ -1132,7 +1132,17 @@ async fn the_verify_job_command_line_runs_the_binarys_verify() {
         ),
         (
             "egress-sentinel-baseline".to_string(),
-            ws.write("baseline.json", &Value::Array(pairs).to_string()),
+            ws.write(
+                "baseline.json",
+                &json!({
+                    "format": "egress-sentinel-baseline",
+                    "version": 1,
+                    "recorded_at": "2026-01-01T00:00:00Z",
+                    "recorded_by": "tests/k8s.rs",
+                    "checks": pairs,
+                })
+                .to_string(),
+            ),
         ),
     ]);
     let local_args: Vec<String> = args

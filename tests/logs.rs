@@ -301,8 +301,12 @@ async fn a_40_mib_incident_file_is_moved_aside_and_the_sidecar_starts() {
             .is_some_and(|w| w.contains("larger than")),
         "{moved}"
     );
-    let (code, _) = support::sidecar::request(metrics, "GET", "/readyz").await;
-    assert_eq!(code, 200, "the sidecar started");
+    // The move is logged while starting; ready follows once listeners serve.
+    support::sidecar::eventually(Duration::from_secs(10), "the sidecar started", || async {
+        let (code, _) = support::sidecar::request(metrics, "GET", "/readyz").await;
+        (code == 200).then_some(())
+    })
+    .await;
     let names: Vec<String> = std::fs::read_dir(&state)
         .expect("read_dir")
         .flatten()

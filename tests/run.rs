@@ -368,7 +368,7 @@ async fn reload_applies_a_valid_change_rejects_a_bad_one_and_sees_a_configmap_sw
     );
     write_version("..v2", &(base.clone() + &extra));
     swap_to("..v2");
-    let s = eventually(Duration::from_secs(10), "the new target", || async {
+    let s = eventually(Duration::from_secs(30), "the new target", || async {
         let s = sidecar.status().await;
         (s["targets"].as_array().map(Vec::len) == Some(3)).then_some(s)
     })
@@ -382,7 +382,7 @@ async fn reload_applies_a_valid_change_rejects_a_bad_one_and_sees_a_configmap_sw
     // A bad change is rejected with the precise error; the old config stays.
     write_version("..v3", &(base.clone() + "\n[probe]\nfall = 0\n"));
     swap_to("..v3");
-    let s = eventually(Duration::from_secs(10), "the rejection", || async {
+    let s = eventually(Duration::from_secs(30), "the rejection", || async {
         let s = sidecar.status().await;
         (s["config_reload"]["ok"] == false).then_some(s)
     })
@@ -404,7 +404,7 @@ async fn reload_applies_a_valid_change_rejects_a_bad_one_and_sees_a_configmap_sw
     write_version("..v4", &base);
     swap_to("..v4");
     sidecar.reload.notify_one();
-    eventually(Duration::from_secs(10), "the fix applied", || async {
+    eventually(Duration::from_secs(30), "the fix applied", || async {
         let s = sidecar.status().await;
         (s["config_reload"]["ok"] == true && s["targets"].as_array().map(Vec::len) == Some(2))
             .then_some(())

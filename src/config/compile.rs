@@ -15,11 +15,11 @@ use rustls::RootCertStore;
 use toml::Spanned;
 
 use super::error::Locator;
-use super::raw::{AddressList, RawConfig, RawForward, RawRoute};
+use super::raw::{AddressList, RawConfig, RawDns, RawForward, RawRoute};
 use super::{
-    AdminSettings, Config, ConfigError, ForwardDefault, ForwardSettings, Listen, ProbeSettings,
-    Proxy, ResolveOverrides, Route, RouteKind, RunSettings, ShutdownSettings, Target, defaults,
-    parse_duration,
+    AdminSettings, Config, ConfigError, DnsSettings, ForwardDefault, ForwardSettings, Listen,
+    Nameservers, ProbeSettings, Proxy, RelayMode, ResolveOverrides, ResolveSettings, Route,
+    RouteKind, RunSettings, RuntimeSettings, ShutdownSettings, Target, defaults, parse_duration,
 };
 use crate::destination::Host;
 use crate::dial::tls::{self, RootsMode, TlsClient};
@@ -67,7 +67,7 @@ pub(super) struct Compiler<'a> {
     /// The file as plain TOML values, for fingerprints.
     tables: toml::Table,
     /// Every file the config names, as read.
-    files: std::cell::RefCell<std::collections::BTreeSet<PathBuf>>,
+    files: std::cell::RefCell<std::collections::BTreeMap<PathBuf, Option<u64>>>,
 }
 
 fn hash_of(parts: &[&str]) -> u64 {
@@ -85,12 +85,11 @@ impl Compiler<'_> {
     fn config(mut self, raw: RawConfig) -> Result<Config> {
         let listen = self.listen(&raw)?;
         let probe = self.probe(&raw)?;
-        let admin = AdminSettings {
-            verify_cooldown: self
-                .duration(raw.admin.verify_cooldown.as_ref(), "admin.verify_cooldown")?
-                .unwrap_or(defaults::ADMIN_VERIFY_COOLDOWN),
-        };
-        let resolve = Arc::new(self.resolve(&raw)?);
+        let admin = self.admin(&raw)?;
+        let resolve = Arc::new(ResolveSettings {
+            overrides: self.resolve(&raw)?,
+            dns: self.dns(&raw.dns)?,
+        });
         let base_roots = self.base_roots(&raw)?;
         let mut routes = vec![Arc::new(Route {
             name: Route::DIRECT.to_string(),
@@ -104,7 +103,7 @@ impl Compiler<'_> {
         }
         let mut targets: Vec<Arc<Target>> = Vec::new();
         for (i, t) in raw.targets.iter().enumerate() {
-            let target = self.target(i, t, &base_roots, &routes, &probe)?;
+            let target = self.target(i, t, &raw.tls, &base_roots, &routes, &probe)?;
             if targets.iter().any(|o| o.name == target.name) {
                 let msg = if t.name.is_some() {
                     format!(
@@ -163,8 +162,87 @@ impl Compiler<'_> {
             run,
             shutdown,
             watch_processes: self.watch_processes(&raw)?,
+            runtime: self.runtime(&raw)?,
             files: self.files.take().into_iter().collect(),
+            config_hash: crate::files::content_hash_of(self.loc.text.as_bytes()),
         })
+    }
+
+    fn admin(&self, raw: &RawConfig) -> Result<AdminSettings> {
+        let a = &raw.admin;
+        let token = match &a.token_file {
+            Some(f) => Some(self.admin_token(f)?),
+            None => None,
+        };
+        let mut hosts = Vec::new();
+        for h in a.hosts.iter().flatten() {
+            let name = h.get_ref().trim_end_matches('.').to_ascii_lowercase();
+            let plain = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !plain {
+                return Err(self.err(
+                    h.span(),
+                    "admin.hosts",
+                    format!(
+                        "`{}` is not a host name: expected a name such as \"egress-sentinel.sso.svc\" (no port, no scheme)",
+                        h.get_ref()
+                    ),
+                ));
+            }
+            hosts.push(name);
+        }
+        Ok(AdminSettings {
+            verify_cooldown: self
+                .duration(a.verify_cooldown.as_ref(), "admin.verify_cooldown")?
+                .unwrap_or(defaults::ADMIN_VERIFY_COOLDOWN),
+            token,
+            hosts,
+        })
+    }
+
+    /// The admin token: one line of at least 16 visible characters. Read
+    /// through [`Self::file`], so replacing the file rotates the token.
+    fn admin_token(&self, f: &Spanned<String>) -> Result<Secret<String>> {
+        let path = self.file(f.get_ref());
+        let text = crate::files::read_text(&path, MAX_SECRET_FILE)
+            .map_err(|m| self.err(f.span(), "admin.token_file", m))?;
+        let token = text.trim_end_matches(['\r', '\n']);
+        if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(self.err(
+                f.span(),
+                "admin.token_file",
+                format!(
+                    "{} must hold one line of at least 16 visible characters, no spaces, e.g. from `openssl rand -hex 32` (its content is not shown)",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(Secret::new(token.to_string()))
+    }
+
+    fn runtime(&self, raw: &RawConfig) -> Result<RuntimeSettings> {
+        let worker_threads = match &raw.runtime.worker_threads {
+            None => None,
+            Some(n) => Some(
+                usize::try_from(*n.get_ref())
+                    .ok()
+                    .filter(|n| (1..=defaults::RUNTIME_WORKER_THREADS_MAX).contains(n))
+                    .ok_or_else(|| {
+                        self.err(
+                            n.span(),
+                            "runtime.worker_threads",
+                            format!(
+                                "must be between 1 and {}",
+                                defaults::RUNTIME_WORKER_THREADS_MAX
+                            ),
+                        )
+                    })?,
+            ),
+        };
+        Ok(RuntimeSettings { worker_threads })
     }
 
     fn watch_processes(&self, raw: &RawConfig) -> Result<Vec<String>> {
@@ -200,14 +278,25 @@ impl Compiler<'_> {
                 .unwrap_or_default()
         };
         let extra = format!("{extra:?}");
-        hash_of(&[&entry, &shared("tls"), &shared("resolve"), &extra])
+        hash_of(&[
+            &entry,
+            &shared("tls"),
+            &shared("resolve"),
+            &shared("dns"),
+            &extra,
+        ])
     }
 
     /// A file the config names, resolved against the config's folder and
     /// remembered: a change to it builds a new generation.
     pub(super) fn file(&self, p: &str) -> PathBuf {
         let path = self.path(p);
-        self.files.borrow_mut().insert(path.clone());
+        // Hashed before it is read: a change after this point, even one
+        // before the generation is in force, is seen by the next poll.
+        self.files
+            .borrow_mut()
+            .entry(path.clone())
+            .or_insert_with(|| crate::files::content_hash(&path));
         path
     }
 
@@ -448,6 +537,82 @@ impl Compiler<'_> {
             }
         }
         Ok(ResolveOverrides(map))
+    }
+
+    /// `[dns]`: the nameservers as written, or the system's resolv.conf
+    /// (and hosts file), which then are files of the generation: a change
+    /// to either builds a new one.
+    fn dns(&self, raw: &RawDns) -> Result<DnsSettings> {
+        let nameservers = match &raw.nameservers {
+            Some(list) => {
+                if list.get_ref().is_empty() {
+                    return Err(self.err(
+                        list.span(),
+                        "dns.nameservers",
+                        "the list is empty: name at least one nameserver, or leave the key out to use /etc/resolv.conf",
+                    ));
+                }
+                let mut addrs = Vec::new();
+                for ns in list.get_ref() {
+                    let addr = nameserver(ns.get_ref()).ok_or_else(|| {
+                        self.err(
+                            ns.span(),
+                            "dns.nameservers",
+                            format!("`{}` is not a nameserver address: expected \"IP\" (port 53) or \"IP:port\", e.g. \"10.96.0.10\", \"127.0.0.1:5353\" or \"[fd00::a]:53\"", ns.get_ref()),
+                        )
+                    })?;
+                    if addrs.contains(&addr) {
+                        return Err(self.err(
+                            ns.span(),
+                            "dns.nameservers",
+                            format!("{addr} is listed twice"),
+                        ));
+                    }
+                    addrs.push(addr);
+                }
+                Nameservers::Configured(addrs)
+            }
+            None => {
+                let conf = self.file(crate::dial::resolve::RESOLV_CONF);
+                let hosts = self.file(crate::dial::resolve::HOSTS_FILE);
+                Nameservers::System(Box::new(crate::dial::resolve::SystemDns::read(
+                    &conf, &hosts,
+                )))
+            }
+        };
+        let system = match &nameservers {
+            Nameservers::System(s) => Some(s),
+            Nameservers::Configured(_) => None,
+        };
+        let timeout = self
+            .duration_up_to(
+                raw.timeout.as_ref(),
+                "dns.timeout",
+                defaults::DNS_MAX_TIMEOUT,
+            )?
+            .or_else(|| system.and_then(|s| s.timeout()))
+            .unwrap_or(defaults::DNS_TIMEOUT);
+        let attempts = match &raw.attempts {
+            Some(a) if (1..=defaults::DNS_MAX_ATTEMPTS).contains(a.get_ref()) => *a.get_ref(),
+            Some(a) => {
+                return Err(self.err(
+                    a.span(),
+                    "dns.attempts",
+                    format!(
+                        "must be between 1 and {} (tries per query, the first included)",
+                        defaults::DNS_MAX_ATTEMPTS
+                    ),
+                ));
+            }
+            None => system
+                .and_then(|s| s.attempts())
+                .unwrap_or(defaults::DNS_ATTEMPTS),
+        };
+        Ok(DnsSettings {
+            nameservers,
+            timeout,
+            attempts,
+        })
     }
 
     fn base_roots(&mut self, raw: &RawConfig) -> Result<Arc<RootCertStore>> {
@@ -767,7 +932,36 @@ impl Compiler<'_> {
             }
             None => defaults::FORWARD_TRAIL_KEEP,
         };
+        let relay = match &f.relay {
+            None => defaults::FORWARD_RELAY,
+            Some(r) => match r.get_ref().as_str() {
+                "copy" => RelayMode::Copy,
+                "splice" => RelayMode::Splice,
+                other => {
+                    return Err(self.err(
+                        r.span(),
+                        "forward.relay",
+                        format!("`{other}`: expected \"copy\" or \"splice\""),
+                    ));
+                }
+            },
+        };
+        let buffer_pool = match &f.buffer_pool {
+            None => defaults::FORWARD_BUFFER_POOL,
+            Some(b) => u64::try_from(*b.get_ref())
+                .ok()
+                .filter(|b| *b <= defaults::FORWARD_BUFFER_POOL_MAX)
+                .ok_or_else(|| {
+                    self.err(
+                        b.span(),
+                        "forward.buffer_pool",
+                        "bytes, between 0 (small buffers only) and 17179869184 (16 GiB); e.g. 67108864 for 64 MiB",
+                    )
+                })?,
+        };
         Ok(ForwardSettings {
+            relay,
+            buffer_pool,
             trail: f.trail.unwrap_or(defaults::FORWARD_TRAIL),
             access_log: f.access_log.unwrap_or(defaults::FORWARD_ACCESS_LOG),
             trail_max_bytes,
@@ -791,8 +985,18 @@ impl Compiler<'_> {
     }
 }
 
-/// Standard base64 with padding (RFC 4648), for Basic credentials.
-fn base64(input: &[u8]) -> String {
+/// `10.96.0.10` (port 53), `127.0.0.1:5353`, `[fd00::a]:53` or `fd00::a`.
+fn nameserver(text: &str) -> Option<SocketAddr> {
+    let addr = match text.parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => SocketAddr::new(text.parse::<IpAddr>().ok()?, 53),
+    };
+    (addr.port() != 0).then_some(addr)
+}
+
+/// Standard base64 with padding (RFC 4648), for Basic credentials (and
+/// the status page's CSP hashes).
+pub(crate) fn base64(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
@@ -816,6 +1020,44 @@ fn base64(input: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TARGET: &str =
+        "\n[[target]]\nname = \"a\"\nurl = \"https://a.test/\"\nroutes = [\"direct\"]\n";
+
+    #[test]
+    fn relay_pool_and_worker_threads_take_their_values_and_name_the_key_when_wrong() {
+        let path = std::path::Path::new("c.toml");
+        let c = compile(path, TARGET).expect("defaults");
+        assert_eq!(c.forward.relay, defaults::FORWARD_RELAY);
+        assert_eq!(c.forward.buffer_pool, defaults::FORWARD_BUFFER_POOL);
+        assert_eq!(c.runtime.worker_threads, None);
+        assert!((1..=defaults::RUNTIME_WORKER_THREADS).contains(&c.runtime.workers()));
+        let text = format!(
+            "[runtime]\nworker_threads = 1\n\n[forward]\nrelay = \"splice\"\nbuffer_pool = 0\n{TARGET}"
+        );
+        let c = compile(path, &text).expect("set");
+        assert_eq!(c.forward.relay, RelayMode::Splice);
+        assert_eq!(c.forward.buffer_pool, 0);
+        assert_eq!(c.runtime.workers(), 1);
+        for (table, key, value, says) in [
+            (
+                "forward",
+                "relay",
+                "\"zero-copy\"",
+                "expected \"copy\" or \"splice\"",
+            ),
+            ("forward", "buffer_pool", "-1", "between 0"),
+            ("forward", "buffer_pool", "99999999999999", "16 GiB"),
+            ("runtime", "worker_threads", "0", "between 1 and 64"),
+            ("runtime", "worker_threads", "1000", "between 1 and 64"),
+        ] {
+            let text = format!("[{table}]\n{key} = {value}\n{TARGET}");
+            let e = compile(path, &text).expect_err(value).to_string();
+            assert!(e.contains(&format!("{table}.{key}")), "{e}");
+            assert!(e.contains(says), "{value}: {e}");
+            assert!(e.contains("c.toml:2:"), "located: {e}");
+        }
+    }
 
     #[test]
     fn base64_matches_rfc4648_vectors() {

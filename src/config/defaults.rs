@@ -35,8 +35,24 @@ pub const PROBE_DEGRADED_WINDOW: u32 = 10;
 /// `[probe] degraded_failures`: failures among them that make a route degraded.
 pub const PROBE_DEGRADED_FAILURES: u32 = 3;
 
+/// `[dns] timeout`: one try's wait for an answer, when resolv.conf does not
+/// say (`options timeout:N`): glibc's.
+pub const DNS_TIMEOUT: Duration = Duration::from_secs(5);
+/// `[dns] attempts`: tries per query, the first included, when resolv.conf
+/// does not say (`options attempts:N`): glibc's.
+pub const DNS_ATTEMPTS: u32 = 2;
+/// `[dns] attempts` at most.
+pub const DNS_MAX_ATTEMPTS: u32 = 5;
+/// `[dns] timeout` at most (the probe's timeout still ends a lookup sooner).
+pub const DNS_MAX_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// `[admin] verify_cooldown`.
 pub const ADMIN_VERIFY_COOLDOWN: Duration = Duration::from_secs(10);
+/// An operator override's `ttl` when the request names none.
+pub const ADMIN_OVERRIDE_TTL: Duration = Duration::from_secs(3600);
+/// The longest `ttl` an override may ask for: a forgotten override must
+/// not pin a target's route for good.
+pub const ADMIN_OVERRIDE_TTL_MAX: Duration = Duration::from_secs(24 * 3600);
 
 /// `[forward] allow_ports`.
 pub const FORWARD_ALLOW_PORTS: [u16; 1] = [443];
@@ -56,6 +72,20 @@ pub const FORWARD_ACCESS_LOG: bool = false;
 pub const FORWARD_TRAIL_MAX_BYTES: u64 = 8 * 1024 * 1024;
 /// `[forward] trail_keep`: rotated trail files kept (`.1` … `.N`).
 pub const FORWARD_TRAIL_KEEP: u32 = 3;
+
+/// `[forward] relay`: how tunnels move bytes.
+pub const FORWARD_RELAY: crate::config::RelayMode = crate::config::RelayMode::Copy;
+/// `[forward] buffer_pool` (bytes): the most the relay holds in large
+/// buffers and pipes, 64 tunnel directions moving bulk at 1 MiB at once.
+pub const FORWARD_BUFFER_POOL: u64 = 64 * 1024 * 1024;
+/// `[forward] buffer_pool` may not be larger (bytes).
+pub const FORWARD_BUFFER_POOL_MAX: u64 = 16 * 1024 * 1024 * 1024;
+
+/// `[runtime] worker_threads`: the async runtime's threads, and never more
+/// than the CPUs the process may use.
+pub const RUNTIME_WORKER_THREADS: usize = 2;
+/// `[runtime] worker_threads` may not be larger.
+pub const RUNTIME_WORKER_THREADS_MAX: usize = 64;
 
 /// `[shutdown] drain`: `/readyz` says 503 while listeners keep serving.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);

@@ -4,7 +4,10 @@
 //! Owns turning a file into a checked, immutable `Config`, with errors that
 //! name the file, line, column and key. It reads the files the config points
 //! at (credentials, CAs, client certificates) at load time, so a bad path is
-//! a config error, not a probe failure. It never dials anything.
+//! a config error, not a probe failure; without `[dns] nameservers` it also
+//! reads the system's resolv.conf and hosts file (an unreadable one is a
+//! resolve failure of each name, not a config error). It never dials
+//! anything.
 
 mod compile;
 pub mod defaults;
@@ -22,12 +25,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 
+pub(crate) use compile::base64;
 pub use duration::parse_duration;
 pub use error::ConfigError;
+pub use targets::{CertLevel, CertThresholds, human_duration};
 
+pub use crate::dial::resolve::{DnsSettings, Nameservers, ResolveSettings};
 pub use crate::dial::route::{Proxy, ResolveOverrides, Route, RouteKind, authority};
 use crate::dial::tls::TlsClient;
 use crate::policy::Cidr;
+use crate::secret::Secret;
 
 /// The largest configuration file accepted.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
@@ -43,8 +50,9 @@ pub struct Config {
     pub probe: ProbeSettings,
     /// Admin endpoint settings.
     pub admin: AdminSettings,
-    /// Host name overrides for our own resolver.
-    pub resolve: Arc<ResolveOverrides>,
+    /// How our own resolver finds addresses: the `[resolve]` overrides,
+    /// then DNS (`[dns]`, or the system's resolv.conf).
+    pub resolve: Arc<ResolveSettings>,
     /// Every route by name, `direct` included.
     pub routes: Vec<Arc<Route>>,
     /// The targets, in file order.
@@ -57,12 +65,48 @@ pub struct Config {
     pub run: RunSettings,
     /// Graceful shutdown.
     pub shutdown: ShutdownSettings,
-    /// Every file the config names (credentials, CAs, client certificates):
-    /// a change to any of them, like one to the config file, builds a new
+    /// Every file the config names (credentials, CAs, client certificates,
+    /// resolv.conf), with a hash of its content taken before it was read: a
+    /// change to any of them, like one to the config file, builds a new
     /// generation.
-    pub files: Vec<PathBuf>,
+    pub files: Vec<(PathBuf, Option<u64>)>,
+    /// A hash of the config text this was compiled from.
+    pub config_hash: Option<u64>,
     /// Command names of other processes whose descriptors are exported.
     pub watch_processes: Vec<String>,
+    /// The async runtime (read when the process starts).
+    pub runtime: RuntimeSettings,
+}
+
+/// `[runtime]`: the async runtime, built once when the process starts (a
+/// reload does not change it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeSettings {
+    /// Worker threads (`None`: the default, at most the CPUs available).
+    pub worker_threads: Option<usize>,
+}
+
+impl RuntimeSettings {
+    /// The worker threads to start: the configured number, else
+    /// [`defaults::RUNTIME_WORKER_THREADS`] or fewer when fewer CPUs are
+    /// available to the process.
+    pub fn workers(&self) -> usize {
+        self.worker_threads.unwrap_or_else(|| {
+            let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+            defaults::RUNTIME_WORKER_THREADS.min(cpus).max(1)
+        })
+    }
+}
+
+/// How tunnels move bytes (`[forward] relay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayMode {
+    /// Through user-space buffers (every route).
+    Copy,
+    /// With `splice(2)` between plain sockets, through pipes (tunnels over
+    /// an `https://` proxy route, and any tunnel that finds no pipe free,
+    /// use the copy relay).
+    Splice,
 }
 
 /// Listener addresses.
@@ -123,6 +167,13 @@ pub struct ShutdownSettings {
 pub struct AdminSettings {
     /// How soon after one `POST /verify` another is accepted.
     pub verify_cooldown: Duration,
+    /// `[admin] token_file`'s token: when set, every state-changing request
+    /// needs `Authorization: Bearer <token>`; when not, such requests are
+    /// accepted from loopback peers only.
+    pub token: Option<Secret<String>>,
+    /// Host names (beyond `localhost` and the listener's own address) that
+    /// state-changing requests may name in `Host`, e.g. a Service's name.
+    pub hosts: Vec<String>,
 }
 
 /// Where a target's probe goes.
@@ -268,8 +319,14 @@ pub struct Target {
     /// A degraded route loses this target's traffic (default: when the
     /// target may go direct).
     pub failover_on_degraded: bool,
-    /// Expiry (Unix seconds) of the configured client certificate.
+    /// Expiry (Unix seconds) of the configured client certificate, when it
+    /// could be read (the same as `client_cert`'s leaf).
     pub client_cert_not_after: Option<i64>,
+    /// The configured client certificate: its files and what reading them
+    /// gave (a file that cannot be read is kept here, not refused).
+    pub client_cert: Option<crate::dial::identity::ClientCert>,
+    /// How close to expiry a certificate (client or peer) warns, and fails.
+    pub cert_thresholds: CertThresholds,
     /// Identifies the target's settings (and the trust and resolve tables):
     /// a reload keeps the health of pairs whose fingerprints did not change.
     pub fingerprint: u64,
@@ -353,6 +410,10 @@ pub struct ForwardSettings {
     pub trail_max_bytes: u64,
     /// Rotated trail and access-log files kept.
     pub trail_keep: u32,
+    /// How tunnels move bytes (read at start).
+    pub relay: RelayMode,
+    /// The most bytes the relay holds in large buffers and pipes (read at start).
+    pub buffer_pool: u64,
 }
 
 impl Config {

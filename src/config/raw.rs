@@ -18,6 +18,9 @@ pub(crate) struct RawConfig {
     /// Probe scheduling and hysteresis.
     #[serde(default)]
     pub probe: RawProbe,
+    /// Nameservers and how patiently they are asked.
+    #[serde(default)]
+    pub dns: RawDns,
     /// Host name overrides, like curl's `--resolve`.
     #[serde(default)]
     pub resolve: BTreeMap<String, Spanned<AddressList>>,
@@ -47,6 +50,25 @@ pub(crate) struct RawConfig {
     /// Other processes to watch.
     #[serde(default)]
     pub watch: RawWatch,
+    /// The async runtime.
+    #[serde(default)]
+    pub runtime: RawRuntime,
+}
+
+/// `[runtime]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRuntime {
+    pub worker_threads: Option<Spanned<i64>>,
+}
+
+/// `[dns]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDns {
+    pub nameservers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub timeout: Option<Spanned<String>>,
+    pub attempts: Option<Spanned<u32>>,
 }
 
 /// `[watch]`.
@@ -102,6 +124,8 @@ pub(crate) struct RawShutdown {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAdmin {
     pub verify_cooldown: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
+    pub hosts: Option<Vec<Spanned<String>>>,
 }
 
 /// One address or several.
@@ -118,6 +142,10 @@ pub(crate) enum AddressList {
 pub(crate) struct RawTls {
     pub ca_file: Option<Spanned<String>>,
     pub roots: Option<Spanned<String>>,
+    /// Certificate expiry inside this window is a warning (default 30 days).
+    pub warn_before: Option<Spanned<String>>,
+    /// Certificate expiry inside this window fails `verify` (default 7 days).
+    pub fail_before: Option<Spanned<String>>,
 }
 
 /// `[[route]]`.
@@ -151,6 +179,12 @@ pub(crate) struct RawTarget {
     pub client_cert: Option<Spanned<String>>,
     pub client_key: Option<Spanned<String>>,
     pub client_cert_password_file: Option<Spanned<String>>,
+    /// The CA (PEM) this target's chains must end in, instead of the public roots.
+    pub expect_ca: Option<Spanned<String>>,
+    /// Overrides `[tls] warn_before` for this target.
+    pub warn_before: Option<Spanned<String>>,
+    /// Overrides `[tls] fail_before` for this target.
+    pub fail_before: Option<Spanned<String>>,
     pub http2: Option<Spanned<String>>,
     pub hosts: Option<Spanned<Vec<Spanned<String>>>>,
     pub allow_addresses: Option<Vec<Spanned<String>>>,
@@ -184,4 +218,8 @@ pub(crate) struct RawForward {
     pub trail_max_bytes: Option<Spanned<u64>>,
     /// Rotated trail files kept.
     pub trail_keep: Option<Spanned<u32>>,
+    /// How tunnels move bytes: "copy" or "splice".
+    pub relay: Option<Spanned<String>>,
+    /// The most bytes the relay holds in large buffers (and pipes).
+    pub buffer_pool: Option<Spanned<i64>>,
 }

@@ -254,6 +254,7 @@ connect_timeout = "500ms"
 name = "push"
 preset = "apns"
 url = "https://push.demo.test:{}/3/device/0000000000000000000000000000000000000000000000000000000000000000"
+expect_ca = "demo-ca.pem"
 routes = ["provider", "direct"]
 allow_addresses = ["127.0.0.1/32"]
 
@@ -261,12 +262,14 @@ allow_addresses = ["127.0.0.1/32"]
 name = "sms"
 preset = "twilio"
 url = "https://sms.demo.test:{}/2010-04-01/Accounts.json"
+expect_ca = "demo-ca.pem"
 routes = ["provider"]
 
 [[target]]
 name = "azure-ad"
 preset = "azure-ad"
 url = "https://login.demo.test:{}/common/v2.0/.well-known/openid-configuration"
+expect_ca = "demo-ca.pem"
 routes = ["provider", "direct"]
 allow_addresses = ["127.0.0.1/32"]
 

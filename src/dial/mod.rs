@@ -13,6 +13,7 @@ pub mod addresses;
 pub mod classify;
 pub mod connect;
 pub mod eyeballs;
+pub mod identity;
 pub mod resolve;
 pub mod route;
 pub mod stream;
@@ -436,9 +437,11 @@ impl Dialer {
             return Vec::new();
         };
         let deadline = deadline.min(Instant::now() + route.connect_timeout);
-        let resolved =
-            tokio::time::timeout_at(deadline, self.resolver.resolve(&proxy.host, proxy.port)).await;
-        let Ok(Ok(addrs)) = resolved else {
+        let Ok(addrs) = self
+            .resolver
+            .resolve_by(&proxy.host, proxy.port, deadline)
+            .await
+        else {
             return Vec::new();
         };
         if addrs.len() < 2 {
@@ -499,7 +502,7 @@ impl Dialer {
             phases,
             Phase::Resolve,
             deadline,
-            self.resolver.resolve(&proxy.host, proxy.port),
+            self.resolver.resolve_by(&proxy.host, proxy.port, deadline),
         )
         .await
         .map_err(|after| DialError::ProxyTimeout {
@@ -561,7 +564,7 @@ impl Dialer {
             phases,
             Phase::Resolve,
             deadline,
-            self.resolver.resolve(dest.host, dest.port),
+            self.resolver.resolve_by(dest.host, dest.port, deadline),
         )
         .await
         .map_err(|after| timeout(Phase::Resolve, after))?

@@ -1,7 +1,10 @@
-//! The byte streams the dialer hands out: [`BoxStream`]; [`Rewind`], which
-//! gives back bytes read past the end of a CONNECT reply; and [`ErrorTap`],
-//! which keeps the first TLS error seen on a stream for classification.
+//! The byte streams the dialer hands out: [`BoxStream`] (and [`into_tcp`],
+//! which takes a bare TCP socket back out of one, for the splice relay);
+//! [`Rewind`], which gives back bytes read past the end of a CONNECT reply;
+//! and [`ErrorTap`], which keeps the first TLS error seen on a stream for
+//! classification.
 
+use std::any::{Any, TypeId};
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -9,16 +12,48 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 use super::classify::{find_rustls, rustls_reason};
 use crate::reason::FailureReason;
 
 /// Anything the dialer can return: TCP, TLS over TCP, TLS over TLS, ...
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + Any {
+    /// True when this is a bare [`TcpStream`].
+    fn is_tcp(&self) -> bool;
+    /// The stream as `Any`, to take a bare [`TcpStream`] back out.
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + Any> Io for T {
+    fn is_tcp(&self) -> bool {
+        TypeId::of::<T>() == TypeId::of::<TcpStream>()
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+}
 
 /// A boxed stream of any layering.
 pub type BoxStream = Box<dyn Io>;
+
+/// The bare TCP socket inside `stream` (a direct tunnel, or one through an
+/// `http://` proxy with no bytes read past its reply), which the splice
+/// relay needs; `stream` itself when it is anything else (TLS to an
+/// `https://` proxy, bytes put back in front).
+pub fn into_tcp(stream: BoxStream) -> Result<TcpStream, BoxStream> {
+    // `(*stream)`: the boxed stream's own answer (the box is an `Io` too,
+    // and `stream.is_tcp()` would ask the box).
+    if !(*stream).is_tcp() {
+        return Err(stream);
+    }
+    match stream.into_any().downcast::<TcpStream>() {
+        Ok(tcp) => Ok(*tcp),
+        // Cannot happen (checked above); a stream that has ended stands in.
+        Err(_) => Err(Box::new(tokio::io::empty())),
+    }
+}
 
 /// A stream with some already-read bytes put back in front of it.
 pub struct Rewind<S> {
@@ -147,5 +182,26 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ErrorTap<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let res = Pin::new(&mut self.inner).poll_shutdown(cx);
         self.record(res)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bare_tcp_stream_comes_back_out_of_its_box_and_nothing_else_does() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let boxed: BoxStream = Box::new(tcp);
+        let tcp = into_tcp(boxed)
+            .map_err(|_| "not taken out")
+            .expect("a TcpStream");
+        assert_eq!(tcp.peer_addr().expect("peer"), addr);
+        let rewound: BoxStream = Box::new(Rewind::new(Bytes::from_static(b"x"), tcp));
+        assert!(into_tcp(rewound).is_err(), "bytes in front: not bare");
     }
 }

@@ -1,21 +1,26 @@
 //! TLS as a client, with rustls: trust stores (native roots, webpki roots,
 //! extra CA files), client identities, the handshake stage, and what a report
-//! needs to know about the peer's certificate — even when verification fails.
+//! needs to know about the peer's certificate — even when verification fails
+//! — and about the trust anchor a verified chain ends in.
 //!
 //! Owns [`TlsClient`] (one per target or `https://` proxy, built at config
-//! load) and [`CertInfo`]. It never decides what a failure *means*; that is
-//! `dial::classify`'s job.
+//! load), [`CertInfo`] and the interception verdict ([`TrustVerdict`]):
+//! a chain is judged by the anchor it validated through (Mozilla's public
+//! roots, or the target's `expect_ca`), never by its issuer, because
+//! upstreams rotate intermediates. It never decides what a failure *means*;
+//! that is `dial::classify`'s job.
 
+use std::collections::HashSet;
 use std::io;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, TrustAnchor, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_rustls::TlsConnector;
 
 use super::stream::BoxStream;
@@ -77,19 +82,6 @@ pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String>
 /// A client certificate chain and its private key.
 pub type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
-/// Reads a PEM certificate chain and a PEM private key. Messages never quote the key.
-pub fn load_identity(cert: &Path, key: &Path) -> Result<Identity, String> {
-    let certs = load_ca_file(cert)?;
-    let key_pem = read_pem(key)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
-        format!(
-            "{} holds no usable PEM private key (PKCS#8, PKCS#1 or SEC1); its content is not shown",
-            key.display()
-        )
-    })?;
-    Ok((certs, key))
-}
-
 fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
     crate::files::read_bytes(path, MAX_PEM_FILE)
 }
@@ -106,6 +98,10 @@ pub struct TlsClient {
     base: Arc<ClientConfig>,
     /// The real verifier, wrapped per handshake.
     verifier: Arc<WebPkiServerVerifier>,
+    /// The roots the verifier trusts, to find the anchor a chain ends in.
+    roots: Arc<RootCertStore>,
+    /// Which anchors are expected; `None`: no interception verdict (proxies).
+    expect: Option<Arc<TrustExpectation>>,
 }
 
 impl std::fmt::Debug for TlsClient {
@@ -116,6 +112,7 @@ impl std::fmt::Debug for TlsClient {
                 "client_auth",
                 &self.base.client_auth_cert_resolver.has_certs(),
             )
+            .field("expect", &self.expect)
             .finish()
     }
 }
@@ -127,6 +124,143 @@ pub struct TlsInfo {
     pub alpn: Option<String>,
     /// The peer's end-entity certificate.
     pub peer: Option<CertInfo>,
+    /// The anchor the chain validated through, and whether it was expected.
+    pub trust: Option<TrustVerdict>,
+}
+
+/// Which trust anchors a target's certificate chains should end in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustExpectation {
+    /// One of the public roots: Mozilla's list, compiled in (`webpki-roots`).
+    /// A root that only the operating system's store or a `ca_file` adds
+    /// is not one of them.
+    PublicRoots,
+    /// One of the CA certificates in the target's `expect_ca` file.
+    Named {
+        /// The file, for reports.
+        file: String,
+        /// The anchors' public keys (SPKI contents, as webpki keeps them).
+        spkis: Vec<Vec<u8>>,
+    },
+}
+
+impl TrustExpectation {
+    /// The expectation made from `expect_ca` certificates.
+    pub fn named(file: &Path, certs: &[CertificateDer<'_>]) -> Result<Self, String> {
+        let mut spkis = Vec::new();
+        for c in certs {
+            let anchor = webpki::anchor_from_trusted_cert(c).map_err(|e| {
+                format!(
+                    "{} holds a certificate that cannot be a trust anchor: {e}",
+                    file.display()
+                )
+            })?;
+            spkis.push(anchor.subject_public_key_info.as_ref().to_vec());
+        }
+        Ok(Self::Named {
+            file: file.display().to_string(),
+            spkis,
+        })
+    }
+
+    /// In words, for reports: `the public roots` or `expect_ca /path/ca.pem`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::PublicRoots => "the public roots".to_string(),
+            Self::Named { file, .. } => format!("expect_ca {file}"),
+        }
+    }
+
+    fn expects(&self, anchor: &TrustAnchor<'_>) -> bool {
+        let spki = anchor.subject_public_key_info.as_ref();
+        match self {
+            Self::PublicRoots => public_spkis().contains(spki),
+            Self::Named { spkis, .. } => spkis.iter().any(|s| s.as_slice() == spki),
+        }
+    }
+}
+
+/// The public keys of Mozilla's roots.
+fn public_spkis() -> &'static HashSet<&'static [u8]> {
+    static SET: OnceLock<HashSet<&'static [u8]>> = OnceLock::new();
+    SET.get_or_init(|| {
+        webpki_roots::TLS_SERVER_ROOTS
+            .iter()
+            .map(|a| {
+                let spki: &'static [u8] = a.subject_public_key_info.as_ref();
+                spki
+            })
+            .collect()
+    })
+}
+
+/// A trust anchor, as reports show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorInfo {
+    /// The anchor's subject distinguished name.
+    pub subject: String,
+    /// SHA-256 of its public key (SPKI), lower-case hex: names the CA across re-issues.
+    pub spki_sha256: String,
+    /// True when it is one of Mozilla's public roots.
+    pub public: bool,
+}
+
+impl AnchorInfo {
+    fn of(anchor: &TrustAnchor<'_>) -> Self {
+        let spki = anchor.subject_public_key_info.as_ref();
+        Self {
+            subject: name_of(anchor.subject.as_ref()),
+            spki_sha256: sha256_hex(&der_sequence(spki)),
+            public: public_spkis().contains(spki),
+        }
+    }
+}
+
+/// The anchor a verified chain ended in, judged against the expectation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrustVerdict {
+    /// The anchor.
+    pub anchor: AnchorInfo,
+    /// What was expected, in words.
+    pub expected: String,
+    /// True when the anchor is not an expected one: someone in the path
+    /// re-signed the connection with a CA we happen to trust.
+    pub intercepted: bool,
+}
+
+/// A DER SEQUENCE around `content` (webpki keeps names and keys without it).
+fn der_sequence(content: &[u8]) -> Vec<u8> {
+    let len = content.len();
+    let mut out = vec![0x30];
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .iter()
+            .copied()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// A distinguished name from its DER contents (`CN=..., O=...`).
+fn name_of(content: &[u8]) -> String {
+    use x509_parser::prelude::FromDer;
+    let der = der_sequence(content);
+    match x509_parser::x509::X509Name::from_der(&der) {
+        Ok((_, name)) => name.to_string(),
+        Err(_) => format!("<unparsable name, {} bytes>", content.len()),
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A failed handshake: the error, and the certificate the peer showed, if any.
@@ -151,7 +285,7 @@ impl TlsClient {
                     .into(),
             );
         }
-        let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider())
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider())
             .build()
             .map_err(|e| format!("cannot build the certificate verifier: {e}"))?;
         let builder = ClientConfig::builder_with_provider(provider())
@@ -169,7 +303,20 @@ impl TlsClient {
         Ok(Self {
             base: Arc::new(config),
             verifier,
+            roots,
+            expect: None,
         })
+    }
+
+    /// Judges every verified chain against `expect` (targets; not proxies).
+    pub fn expecting(mut self, expect: TrustExpectation) -> Self {
+        self.expect = Some(Arc::new(expect));
+        self
+    }
+
+    /// The anchors chains are expected to end in, when judged.
+    pub fn expectation(&self) -> Option<&TrustExpectation> {
+        self.expect.as_deref()
     }
 
     /// True when a client certificate is configured.
@@ -183,19 +330,22 @@ impl TlsClient {
         stream: BoxStream,
         server_name: &str,
     ) -> Result<(BoxStream, TlsInfo), TlsFailure> {
-        let seen = Arc::new(Mutex::new(None));
+        let seen = Arc::new(Mutex::new(Seen::default()));
         let mut config = (*self.base).clone();
         config
             .dangerous()
             .set_certificate_verifier(Arc::new(Recording {
                 inner: self.verifier.clone(),
+                roots: self.roots.clone(),
+                expect: self.expect.clone(),
                 seen: seen.clone(),
             }));
-        let peer_of = |seen: &Mutex<Option<CertificateDer<'static>>>| {
+        let peer_of = |seen: &Mutex<Seen>| {
             seen.lock()
                 .ok()
-                .and_then(|g| g.as_ref().and_then(CertInfo::from_der))
+                .and_then(|g| g.leaf.as_ref().and_then(CertInfo::from_der))
         };
+        let trust_of = |seen: &Mutex<Seen>| seen.lock().ok().and_then(|g| g.trust.clone());
         let name = ServerName::try_from(server_name.to_string()).map_err(|_| TlsFailure {
             error: io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -216,6 +366,7 @@ impl TlsClient {
                 let info = TlsInfo {
                     alpn,
                     peer: peer_of(&seen),
+                    trust: trust_of(&seen),
                 };
                 Ok((Box::new(tls), info))
             }
@@ -227,11 +378,57 @@ impl TlsClient {
     }
 }
 
-/// Records the end-entity certificate, then lets the real verifier decide.
+/// What the recording verifier saw during one handshake.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The end-entity certificate.
+    leaf: Option<CertificateDer<'static>>,
+    /// The anchor of the verified chain, judged.
+    trust: Option<TrustVerdict>,
+}
+
+/// Records the end-entity certificate, lets the real verifier decide, and
+/// on success finds the anchor the chain validated through.
 #[derive(Debug)]
 struct Recording {
     inner: Arc<WebPkiServerVerifier>,
-    seen: Arc<Mutex<Option<CertificateDer<'static>>>>,
+    roots: Arc<RootCertStore>,
+    expect: Option<Arc<TrustExpectation>>,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Recording {
+    /// The anchor webpki builds the path to. rustls' verifier does not say
+    /// which one it used, so the path is built again here (only after it
+    /// passed: this never changes a verdict).
+    fn verdict(
+        &self,
+        expect: &TrustExpectation,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Option<TrustVerdict> {
+        let ee = webpki::EndEntityCert::try_from(end_entity).ok()?;
+        let algs = rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .all;
+        let path = ee
+            .verify_for_usage(
+                algs,
+                &self.roots.roots,
+                intermediates,
+                now,
+                webpki::KeyUsage::server_auth(),
+                None,
+                None,
+            )
+            .ok()?;
+        Some(TrustVerdict {
+            anchor: AnchorInfo::of(path.anchor()),
+            expected: expect.describe(),
+            intercepted: !expect.expects(path.anchor()),
+        })
+    }
 }
 
 impl ServerCertVerifier for Recording {
@@ -244,10 +441,22 @@ impl ServerCertVerifier for Recording {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         if let Ok(mut slot) = self.seen.lock() {
-            *slot = Some(end_entity.clone().into_owned());
+            slot.leaf = Some(end_entity.clone().into_owned());
         }
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        if let Some(expect) = &self.expect {
+            let verdict = self.verdict(expect, end_entity, intermediates, now);
+            if let Ok(mut slot) = self.seen.lock() {
+                slot.trust = verdict;
+            }
+        }
+        Ok(verified)
     }
 
     fn verify_tls12_signature(
@@ -294,13 +503,12 @@ impl CertInfo {
     pub fn from_der(der: &CertificateDer<'_>) -> Option<Self> {
         let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
         let not_after_unix = cert.validity().not_after.timestamp();
-        let digest = ring::digest::digest(&ring::digest::SHA256, der.as_ref());
         Some(Self {
             subject: cert.subject().to_string(),
             issuer: cert.issuer().to_string(),
             not_after: rfc3339(not_after_unix),
             not_after_unix,
-            sha256: digest.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
+            sha256: sha256_hex(der.as_ref()),
         })
     }
 }
@@ -330,6 +538,34 @@ pub fn rfc3339(unix: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_roots_are_mozillas_and_a_private_ca_is_not() {
+        for root in webpki_roots::TLS_SERVER_ROOTS {
+            assert!(TrustExpectation::PublicRoots.expects(root));
+            let info = AnchorInfo::of(root);
+            assert!(info.public);
+            assert!(!info.subject.starts_with("<unparsable"), "{info:?}");
+            assert_eq!(info.spki_sha256.len(), 64);
+        }
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Private CA");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let der = params.self_signed(&key).expect("cert").der().clone();
+        let anchor = webpki::anchor_from_trusted_cert(&der).expect("anchor");
+        assert!(!TrustExpectation::PublicRoots.expects(&anchor));
+        let info = AnchorInfo::of(&anchor);
+        assert_eq!(info.subject, "CN=Private CA");
+        assert!(!info.public);
+        let named = TrustExpectation::named(Path::new("ca.pem"), std::slice::from_ref(&der))
+            .expect("named");
+        assert!(named.expects(&anchor));
+        assert!(!named.expects(&webpki_roots::TLS_SERVER_ROOTS[0]));
+        assert_eq!(named.describe(), "expect_ca ca.pem");
+    }
 
     #[test]
     fn rfc3339_formats_known_instants() {

@@ -37,6 +37,7 @@ use crate::dial::{BoxStream, Destination, Phases, Tunnel};
 use crate::generation::Generation;
 use crate::health::{Force, HostPort, TrafficResult};
 use crate::telemetry::Metrics;
+use crate::telemetry::meter::ByteMeter;
 use plan::Plan;
 use reply::Tried;
 use request::Ask;
@@ -45,6 +46,9 @@ use tunnels::{Active, Ticket};
 
 /// One side of a tunnel that has ended is given this long to follow.
 pub const HALF_CLOSE: Duration = Duration::from_secs(30);
+/// The relay pool's kept buffers are freed when none was lent for this
+/// long (between one and two periods).
+const RELEASE_KEPT_EVERY: Duration = Duration::from_secs(10);
 /// Descriptors kept free for everything else when capping connections.
 const FD_RESERVE: u64 = 128;
 
@@ -65,14 +69,49 @@ pub trait Routing: Send + Sync + 'static {
     fn trail(&self) -> &crate::compliance::Trail;
 }
 
+/// The descriptor limit of this process, if it has one.
+fn fd_limit() -> Option<u64> {
+    crate::watch::fd_usage(std::path::Path::new("/proc/self")).max
+}
+
 /// The most connections served at once: the configured cap, kept below what
-/// the descriptor limit allows (each tunnel holds two).
-fn connection_cap(configured: u32) -> usize {
-    let fd_max = crate::watch::fd_usage(std::path::Path::new("/proc/self")).max;
+/// the descriptor limit allows once the relay's pipes (`pool_fds`, all
+/// opened at start) are set aside: each tunnel holds two more.
+fn connection_cap(configured: u32, fd_max: Option<u64>, pool_fds: usize) -> usize {
     let by_fds = fd_max
-        .map_or(u64::MAX, |m| m.saturating_sub(FD_RESERVE) / 2)
+        .map_or(u64::MAX, |m| {
+            m.saturating_sub(FD_RESERVE).saturating_sub(pool_fds as u64) / 2
+        })
         .max(1);
     u64::from(configured).min(by_fds) as usize
+}
+
+/// The relay's pool for `settings`: large buffers, and for the splice
+/// relay its pipes, opened now; at most a quarter of the descriptors the
+/// limit leaves, so they never crowd out tunnels.
+fn relay_pool(settings: &crate::config::ForwardSettings, fd_max: Option<u64>) -> relay::Pool {
+    #[cfg(target_os = "linux")]
+    if settings.relay == crate::config::RelayMode::Splice {
+        let by_fds = fd_max.map_or(usize::MAX, |m| {
+            usize::try_from(m.saturating_sub(FD_RESERVE) / 8).unwrap_or(usize::MAX)
+        });
+        let wanted = usize::try_from(settings.buffer_pool / relay::LARGE as u64)
+            .unwrap_or(usize::MAX)
+            .min(by_fds);
+        let (pool, why) = relay::Pool::with_pipes(settings.buffer_pool, wanted);
+        if let Some(why) = why {
+            tracing::warn!(why = %why, "splice relay: fewer pipes than asked; tunnels that find none copy");
+        }
+        let s = pool.stats();
+        tracing::info!(
+            pipes = s.pipes,
+            pipe_size = s.pipe_size,
+            "splice relay ready"
+        );
+        return pool;
+    }
+    let _ = fd_max;
+    relay::Pool::new(settings.buffer_pool)
 }
 
 /// The forward proxy's shared parts.
@@ -80,6 +119,8 @@ struct Proxy {
     routing: Arc<dyn Routing>,
     active: Active,
     direct: Arc<DirectTunnels>,
+    /// Large relay buffers and pipes, sized at start.
+    pool: relay::Pool,
 }
 
 /// Serves the forward proxy on `listener` until `stop` turns true, then
@@ -91,18 +132,36 @@ pub async fn serve(
     direct: Arc<DirectTunnels>,
     stop: watch::Receiver<bool>,
 ) {
-    let cap = connection_cap(routing.generation().config.forward.max_connections);
+    let generation = routing.generation();
+    let settings = &generation.config.forward;
+    let fd_max = fd_limit();
+    let pool = relay_pool(settings, fd_max);
+    let cap = connection_cap(settings.max_connections, fd_max, pool.fds());
+    drop(generation);
     let proxy = Arc::new(Proxy {
         routing,
         active: Active::default(),
         direct,
+        pool,
     });
     let listener = accept::Listener {
         name: "forward proxy",
         socket: listener,
         cap,
     };
-    accept::serve(listener, proxy, stop).await;
+    let trim = {
+        let proxy = proxy.clone();
+        async move {
+            loop {
+                tokio::time::sleep(RELEASE_KEPT_EVERY).await;
+                proxy.pool.release_if_quiet();
+            }
+        }
+    };
+    tokio::select! {
+        () = accept::serve(listener, proxy, stop) => {}
+        () = trim => {}
+    }
 }
 
 // === impl accept::Handler for Proxy ===
@@ -347,10 +406,13 @@ impl Proxy {
         metrics.forward_request_duration(&label, &route.name, req.received.elapsed());
         let (opened, stood) = (std::time::SystemTime::now(), Instant::now());
         let meter = metrics.forward_meter(&label, &route.name);
-        let upstream: BoxStream = Box::new(meter.wrap(tunnel.stream));
         let _guard = self.active.enter(metrics, &route.name);
-        let settings = &generation.config.forward;
-        let relay = relay_tunnel(app, upstream, req.early, settings);
+        let relay = relay::Relay {
+            pool: &self.pool,
+            idle: generation.config.forward.idle_timeout,
+            half_close: HALF_CLOSE,
+        };
+        let relay = relay_tunnel(app, tunnel.stream, &meter, req.early, relay);
         let end = tokio::select! {
             () = relay => "closed",
             () = closed(&mut ticket) => {
@@ -399,11 +461,15 @@ async fn closed(ticket: &mut Option<Ticket>) {
     }
 }
 
+/// Answers the app and relays: with `splice(2)` when the pool has pipes
+/// and both ends are bare TCP sockets (the bytes counted into `meter` from
+/// splice's results), else through buffers, the upstream wrapped in `meter`.
 async fn relay_tunnel(
     mut app: TcpStream,
-    mut upstream: BoxStream,
+    upstream: BoxStream,
+    meter: &ByteMeter,
     early: bytes::Bytes,
-    settings: &crate::config::ForwardSettings,
+    relay: relay::Relay<'_>,
 ) {
     if app
         .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -412,9 +478,47 @@ async fn relay_tunnel(
     {
         return;
     }
+    #[cfg(target_os = "linux")]
+    let upstream = if relay.pool.has_pipes() {
+        match crate::dial::stream::into_tcp(upstream) {
+            Ok(tcp) => return splice_tunnel(app, tcp, meter, early, relay).await,
+            Err(stream) => stream,
+        }
+    } else {
+        upstream
+    };
+    let mut upstream = meter.wrap(upstream);
     if !early.is_empty() && upstream.write_all(&early).await.is_err() {
         return;
     }
-    let moved = relay::relay(app, upstream, settings.idle_timeout, HALF_CLOSE).await;
-    tracing::debug!(up = moved.up, down = moved.down, "tunnel closed");
+    let moved = relay.copy(app, upstream).await;
+    tracing::debug!(
+        up = moved.up,
+        down = moved.down,
+        relay = "copy",
+        "tunnel closed"
+    );
+}
+
+#[cfg(target_os = "linux")]
+async fn splice_tunnel(
+    app: TcpStream,
+    mut upstream: TcpStream,
+    meter: &ByteMeter,
+    early: bytes::Bytes,
+    relay: relay::Relay<'_>,
+) {
+    if !early.is_empty() {
+        if upstream.write_all(&early).await.is_err() {
+            return;
+        }
+        meter.add_up(early.len());
+    }
+    let moved = relay.splice(app, upstream, meter).await;
+    tracing::debug!(
+        up = moved.up,
+        down = moved.down,
+        relay = "splice",
+        "tunnel closed"
+    );
 }

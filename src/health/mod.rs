@@ -162,6 +162,13 @@ pub enum Event {
         /// Route.
         route: String,
     },
+    /// An operator's override reached its expiry: health decides again.
+    OverrideExpired {
+        /// Target.
+        target: String,
+        /// The override that ended.
+        force: Force,
+    },
 }
 
 /// The routes of one target, in preference order, and the active one.
@@ -175,6 +182,8 @@ pub struct TargetHealth {
     pub down: bool,
     /// The operator's override.
     pub force: Force,
+    /// When the override ends by itself (`None`: when changed).
+    pub force_until: Option<Instant>,
     /// Where the target's probe goes.
     pub probe: HostPort,
     /// A degraded route loses traffic.
@@ -192,6 +201,7 @@ impl TargetHealth {
             active: 0,
             down: false,
             force: Force::Auto,
+            force_until: None,
             probe: spec.probe.clone(),
             failover_on_degraded: spec.failover_on_degraded,
         }
@@ -288,6 +298,7 @@ impl RouteTable {
                 }
             }
             t.force = old.force;
+            t.force_until = old.force_until;
             t.active = t
                 .routes
                 .iter()
@@ -409,21 +420,53 @@ impl RouteTable {
         events
     }
 
-    /// Re-derives every target's active route (holds expire with time alone).
+    /// Re-derives every target's active route: holds and overrides expire
+    /// with time alone.
     pub fn tick(&mut self, now: Instant) -> Vec<Event> {
         let mut events = Vec::new();
         for (name, t) in &mut self.targets {
+            if t.force_until.is_some_and(|until| now >= until) {
+                events.push(Event::OverrideExpired {
+                    target: name.clone(),
+                    force: t.force,
+                });
+                t.force = Force::Auto;
+                t.force_until = None;
+            }
             events.extend(Self::recompute_target(name, t, now));
         }
         events
     }
 
-    /// Sets the operator's override for `target`.
+    /// Sets the operator's override for `target` until it is changed.
     pub fn force(&mut self, target: &str, force: Force, now: Instant) -> Vec<Event> {
+        self.set_force(target, force, now, None)
+    }
+
+    /// Sets the operator's override for `target` until `until`, when
+    /// [`tick`](Self::tick) ends it by itself (`Auto` has no expiry).
+    pub fn force_until(
+        &mut self,
+        target: &str,
+        force: Force,
+        now: Instant,
+        until: Instant,
+    ) -> Vec<Event> {
+        self.set_force(target, force, now, Some(until))
+    }
+
+    fn set_force(
+        &mut self,
+        target: &str,
+        force: Force,
+        now: Instant,
+        until: Option<Instant>,
+    ) -> Vec<Event> {
         let Some(t) = self.targets.get_mut(target) else {
             return Vec::new();
         };
         t.force = force;
+        t.force_until = until.filter(|_| force != Force::Auto);
         Self::recompute_target(target, t, now).into_iter().collect()
     }
 

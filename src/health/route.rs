@@ -191,8 +191,18 @@ impl RouteHealth {
         degraded_moves_traffic: bool,
     ) -> Changed {
         let was_out = self.out(degraded_moves_traffic);
-        let degraded = self.judge_degraded(!seen.ok(), s);
+        let failed = !seen.ok();
         let healthy = self.fall_rise(seen, s);
+        // Degraded is a partial failure of a route that is otherwise up: a
+        // down route's failures do not count, and it comes back with a
+        // clean window (fail-back after an outage waits for `rise`, not
+        // for the window to drain).
+        let degraded = if self.healthy == Some(false) {
+            self.recent.clear();
+            std::mem::take(&mut self.degraded).then_some(false)
+        } else {
+            self.judge_degraded(failed, s)
+        };
         match (was_out, self.out(degraded_moves_traffic)) {
             (false, true) => self.went_down(now, s),
             (true, false) => self.came_back(now, s),

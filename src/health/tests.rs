@@ -322,6 +322,52 @@ async fn a_rebuild_keeps_each_pair_by_name_and_never_forgets_a_broken_route() {
     assert_eq!(next.targets["apns"].routes[0].healthy, Some(true));
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_override_ends_by_itself_at_its_expiry_and_survives_a_rebuild_until_then() {
+    let mut b = table();
+    let now = Instant::now();
+    b.observe(now, probe("provider", true));
+    b.observe(now, probe("direct", true));
+    let until = now + Duration::from_secs(2);
+    assert_eq!(
+        failovers(&b.force_until("apns", Force::Direct, now, until)),
+        [("provider".into(), "direct".into())]
+    );
+    // Not yet: a tick just before the expiry changes nothing, and a
+    // reload keeps the override with its expiry.
+    assert!(b.tick(until - Duration::from_millis(1)).is_empty());
+    let mut b = b.rebuild(
+        settings(),
+        &[spec(&[("provider", false), ("direct", true)])],
+    );
+    assert_eq!(b.targets["apns"].force_until, Some(until));
+    // At the expiry: one event says which override ended, and traffic goes
+    // back to the route health prefers.
+    let e = b.tick(until);
+    assert_eq!(
+        e.first(),
+        Some(&Event::OverrideExpired {
+            target: "apns".into(),
+            force: Force::Direct
+        })
+    );
+    assert_eq!(failovers(&e), [("direct".into(), "provider".into())]);
+    assert_eq!(
+        (b.targets["apns"].force, b.targets["apns"].force_until),
+        (Force::Auto, None)
+    );
+    assert!(
+        b.tick(until + Duration::from_secs(5)).is_empty(),
+        "expires once"
+    );
+    // `auto` carries no expiry, and an override without one never expires.
+    b.force_until("apns", Force::Auto, now, until);
+    assert_eq!(b.targets["apns"].force_until, None);
+    b.force("apns", Force::Proxy, now);
+    assert!(b.tick(until + Duration::from_secs(86_400)).is_empty());
+    assert_eq!(b.targets["apns"].force, Force::Proxy);
+}
+
 fn degraded(events: &[Event]) -> Vec<bool> {
     events
         .iter()
@@ -392,4 +438,27 @@ async fn a_degraded_route_keeps_its_traffic_where_the_target_says_so() {
     }
     assert!(b.targets["apns"].routes[0].degraded);
     assert_eq!(b.active_route("apns"), Some("provider"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_full_outage_traffic_returns_after_rise_not_after_the_window_drains() {
+    let mut b = table();
+    let mut now = Instant::now();
+    b.observe(now, probe("direct", true));
+    b.observe(now, probe("provider", true));
+    // Down hard: many failures, far more than the degraded threshold.
+    for _ in 0..8 {
+        now += Duration::from_secs(1);
+        b.observe(now, probe("provider", false));
+    }
+    assert_eq!(b.active_route("apns"), Some("direct"));
+    assert!(!b.targets["apns"].routes[0].degraded, "down, not degraded");
+    // Fixed: `rise` successes bring traffic back; the failures of the
+    // outage do not hold it in a degraded window.
+    now += Duration::from_secs(1);
+    b.observe(now, probe("provider", true));
+    now += Duration::from_secs(1);
+    let e = b.observe(now, probe("provider", true));
+    assert_eq!(failovers(&e), [("direct".into(), "provider".into())]);
+    assert!(!b.targets["apns"].routes[0].degraded);
 }

@@ -16,7 +16,7 @@ pub use outcome::{Failure, ProbeOutcome};
 
 use crate::config::{Http2Mode, Route, Target};
 use crate::dial::classify::{proxy_answer_detail, proxy_answer_reason, tls_stage_reason};
-use crate::dial::tls::{CertInfo, TlsInfo};
+use crate::dial::tls::{CertInfo, TlsInfo, TrustVerdict};
 use crate::dial::{BoxStream, ConnectReply, Destination, Dialer, Phases, fmt_duration, timed};
 use crate::reason::{FailureReason, Phase};
 
@@ -38,6 +38,7 @@ struct Seen {
     peer_cert: Option<CertInfo>,
     /// The addresses the TCP step tried, when there were several.
     addresses: Option<String>,
+    trust: Option<TrustVerdict>,
 }
 
 impl Prober {
@@ -84,7 +85,7 @@ impl Prober {
                 crate::dial::addresses::describe(&proxy_addresses)
             ));
         }
-        ProbeOutcome {
+        let mut outcome = ProbeOutcome {
             target: target.name.clone(),
             route: route.name.clone(),
             ok,
@@ -98,9 +99,14 @@ impl Prober {
             phases,
             duration,
             peer_cert: seen.peer_cert,
+            anchor: None,
+            expected_anchor: None,
+            intercepted: None,
             started,
             proxy_addresses,
-        }
+        };
+        outcome.set_trust(seen.trust);
+        outcome
     }
 
     async fn stages(
@@ -277,6 +283,7 @@ impl Prober {
             Ok((stream, info)) => {
                 seen.alpn = info.alpn.clone();
                 seen.peer_cert = info.peer.clone();
+                seen.trust = info.trust.clone();
                 Ok((stream, info))
             }
             Err(f) => {

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::dial::addresses::AddressCheck;
 
-use crate::dial::tls::CertInfo;
+use crate::dial::tls::{AnchorInfo, CertInfo, TrustVerdict};
 use crate::dial::{ConnectReply, Phases};
 use crate::reason::{FailureReason, Phase};
 
@@ -44,8 +44,20 @@ pub struct ProbeOutcome {
     /// The whole probe, in seconds.
     #[serde(rename = "duration_seconds", serialize_with = "secs")]
     pub duration: Duration,
-    /// The upstream's certificate (also when it was refused).
+    /// The upstream's certificate (also when it was refused); its
+    /// `sha256` is the fingerprint reports and baselines compare.
     pub peer_cert: Option<CertInfo>,
+    /// The trust anchor the upstream's chain validated through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<AnchorInfo>,
+    /// The anchors the target expects, in words (`the public roots`, `expect_ca FILE`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_anchor: Option<String>,
+    /// True when the chain validated through an anchor the target does not
+    /// expect: something on this route re-signs TLS. `None` when no chain
+    /// was verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intercepted: Option<bool>,
     /// When the probe started (Unix seconds).
     #[serde(rename = "started_at", serialize_with = "unix")]
     pub started: SystemTime,
@@ -102,8 +114,27 @@ impl ProbeOutcome {
             phases: Phases::default(),
             duration: Duration::ZERO,
             peer_cert: None,
+            anchor: None,
+            expected_anchor: None,
+            intercepted: None,
             started: SystemTime::now(),
             proxy_addresses: Vec::new(),
+        }
+    }
+
+    /// Fills the trust fields from a handshake's verdict.
+    pub fn set_trust(&mut self, verdict: Option<TrustVerdict>) {
+        match verdict {
+            Some(v) => {
+                self.anchor = Some(v.anchor);
+                self.expected_anchor = Some(v.expected);
+                self.intercepted = Some(v.intercepted);
+            }
+            None => {
+                self.anchor = None;
+                self.expected_anchor = None;
+                self.intercepted = None;
+            }
         }
     }
 }

@@ -13,9 +13,15 @@
 //!   where observations become events, logs, metrics and incidents.
 //! - [`scheduler`]: one probe loop per target × route.
 //! - [`reload`]: watching the config and the files it names.
-//! - [`http`]: the metrics and admin listeners; [`status`]: `/status`.
+//! - [`http`]: the metrics and admin listeners: routing, body bounds, the
+//!   eviction of connections stalled on their client.
+//! - [`admin`]: the checks in front of every state-changing admin request
+//!   (Host, Origin, token or loopback peer, JSON bodies).
+//! - [`status`]: `/status` (JSON); [`page`]: `/` (the HTML status page).
 
+pub mod admin;
 pub mod http;
+pub mod page;
 pub mod reload;
 pub mod runtime;
 pub mod scheduler;
@@ -189,21 +195,27 @@ pub async fn run_with(
         tokio::select! {
             () = &mut shutdown => break,
             () = hooks.reload.notified() => {
-                try_reload(&rt, &hooks.prober, &mut probes, &stop_rx);
-                watcher = reload::Watcher::new(&rt.config());
+                if try_reload(&rt, &hooks.prober, &mut probes, &stop_rx) {
+                    watcher = reload::Watcher::new(&rt.config());
+                }
             }
             _ = poll_timer.tick(), if poll.is_some() => {
                 if let Some(changed) = watcher.poll().await {
-                    tracing::info!(files = ?changed, "a file the configuration names changed: reloading");
-                    try_reload(&rt, &hooks.prober, &mut probes, &stop_rx);
-                    watcher.rewatch(&rt.config());
+                    let files: Vec<_> = changed.iter().map(|(p, _)| p.display().to_string()).collect();
+                    tracing::info!(files = ?files, "a file the configuration names changed: reloading");
+                    if try_reload(&rt, &hooks.prober, &mut probes, &stop_rx) {
+                        watcher = reload::Watcher::new(&rt.config());
+                    } else {
+                        watcher.accept(&changed);
+                    }
                 }
             }
             _ = upkeep.tick() => {
                 rt.tick();
                 rt.publish_all();
                 rt.metrics.upkeep();
-                endpoints.record_fds();
+                let e = endpoints.clone();
+                tokio::task::spawn_blocking(move || e.record_fd_detail());
             }
         }
     }
@@ -257,13 +269,13 @@ fn log_listen(what: &str, l: &TcpListener) {
 }
 
 /// Loads the file again and builds a new generation from it; swaps it in
-/// when valid, keeps the old one otherwise.
+/// when valid (true), keeps the old one otherwise (false).
 fn try_reload(
     rt: &Arc<Runtime>,
     prober: &ProberFactory,
     probes: &mut JoinSet<()>,
     stop: &watch::Receiver<bool>,
-) {
+) -> bool {
     let old = rt.current();
     match Config::load(&old.config.file) {
         Ok(new) => {
@@ -273,10 +285,12 @@ fn try_reload(
             rt.install(Generation::build(old.id + 1, new, prober));
             probes.abort_all();
             *probes = scheduler::spawn(rt, stop);
+            true
         }
         Err(e) => {
             tracing::error!(error = %e, "configuration reload rejected; the previous configuration stays in force");
             rt.set_reload(false, Some(e.to_string()));
+            false
         }
     }
 }

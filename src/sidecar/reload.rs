@@ -5,15 +5,11 @@
 //! awaited. A change is applied once it has held still for a moment
 //! (debounce), and the log names the file, never what is in it.
 
-use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::Config;
 
-/// The most bytes hashed per file (larger files hash their first bytes and
-/// their size: enough to see a change of a certificate or a config).
-const MAX_HASHED: u64 = 8 * 1024 * 1024;
 /// How long a change must hold still before it is applied.
 const SETTLE: Duration = Duration::from_millis(150);
 
@@ -23,33 +19,28 @@ pub struct Watcher {
     files: Vec<(PathBuf, Option<u64>)>,
 }
 
-/// A hash of the file's content (symlinks followed), or `None` when it
-/// cannot be read: a file that vanishes is a change too.
 fn content_hash(path: &std::path::Path) -> Option<u64> {
-    let bytes = crate::files::read_bytes(path, MAX_HASHED).ok()?;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    Some(h.finish())
+    crate::files::content_hash(path)
 }
 
 impl Watcher {
-    /// Watches `config`'s file and the files it names, as they are now.
+    /// Watches `config`'s file and the files it names, as they were when
+    /// it was compiled: a change in between is seen at the first poll.
     pub fn new(config: &Config) -> Self {
-        let mut w = Self { files: Vec::new() };
-        w.rewatch(config);
-        w
+        let files = std::iter::once((config.file.clone(), config.config_hash))
+            .chain(config.files.iter().cloned())
+            .collect();
+        Self { files }
     }
 
-    /// Starts over from `config` (after a reload, applied or rejected): the
-    /// content as it is now is the new reference.
-    pub fn rewatch(&mut self, config: &Config) {
-        let paths = std::iter::once(config.file.clone()).chain(config.files.iter().cloned());
-        self.files = paths
-            .map(|p| {
-                let h = content_hash(&p);
-                (p, h)
-            })
-            .collect();
+    /// After a rejected reload: the content that was refused becomes the
+    /// reference (the next change is what counts), without reading again.
+    pub fn accept(&mut self, seen: &[(PathBuf, Option<u64>)]) {
+        for (path, hash) in seen {
+            if let Some(slot) = self.files.iter_mut().find(|(p, _)| p == path) {
+                slot.1 = *hash;
+            }
+        }
     }
 
     fn changed(&self) -> Vec<PathBuf> {
@@ -60,10 +51,10 @@ impl Watcher {
             .collect()
     }
 
-    /// The files that changed since the reference, once the change has held
-    /// still for a moment; `None` when nothing changed (or it is still
-    /// moving: the next poll sees it again).
-    pub async fn poll(&mut self) -> Option<Vec<PathBuf>> {
+    /// The files that changed since the reference, with their new hashes,
+    /// once the change has held still for a moment; `None` when nothing
+    /// changed (or it is still moving: the next poll sees it again).
+    pub async fn poll(&mut self) -> Option<Vec<(PathBuf, Option<u64>)>> {
         let first = self.changed();
         if first.is_empty() {
             return None;
@@ -71,6 +62,34 @@ impl Watcher {
         let before: Vec<Option<u64>> = first.iter().map(|p| content_hash(p)).collect();
         tokio::time::sleep(SETTLE).await;
         let after: Vec<Option<u64>> = first.iter().map(|p| content_hash(p)).collect();
-        (before == after).then_some(first)
+        (before == after).then(|| first.into_iter().zip(after).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_file_changed_between_loading_and_watching_is_seen_at_the_first_poll() {
+        let dir = tempfile::tempdir().expect("dir");
+        let creds = dir.path().join("credentials");
+        std::fs::write(&creds, "egress:first\n").expect("write");
+        let file = dir.path().join("config.toml");
+        std::fs::write(
+            &file,
+            "[[route]]\nname = \"p\"\nproxy = \"http://proxy.test:3128\"\ncredentials_file = \"credentials\"\n\n[[target]]\nname = \"t\"\nurl = \"https://t.test/\"\nroutes = [\"p\"]\n",
+        )
+        .expect("write");
+        let config = Config::load(&file).expect("valid");
+        // Rotated after the config was read, before anything watched it.
+        std::fs::write(&creds, "egress:second\n").expect("write");
+        let mut watcher = Watcher::new(&config);
+        let changed = watcher.poll().await.expect("the change is seen");
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].0, creds);
+        // Refused or applied, the same content is no change the next time.
+        watcher.accept(&changed);
+        assert!(watcher.poll().await.is_none());
     }
 }

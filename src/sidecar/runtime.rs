@@ -134,6 +134,7 @@ impl Runtime {
         };
         rt.zero_failures(&first_config);
         rt.metrics.config_reload(true);
+        rt.metrics.config_loaded(&rt.config());
         rt.publish_all();
         rt
     }
@@ -157,6 +158,7 @@ impl Runtime {
     /// (target, route) pair's state by name.
     pub fn install(&self, next: Generation) {
         let id = next.id;
+        self.metrics.config_loaded(&next.config);
         {
             let mut table = lock(&self.table);
             let rebuilt = table.rebuild(settings(&next.config), &specs(&next.config));
@@ -277,8 +279,10 @@ impl Runtime {
         self.publish_target(&target);
     }
 
-    /// Sets the operator's override of `target`. `Err` says why it is refused.
-    pub fn force(&self, target: &str, force: Force) -> Result<(), String> {
+    /// Sets the operator's override of `target` for `ttl` (then it ends by
+    /// itself at an upkeep tick; `Auto` has none). `Err` says why it is
+    /// refused.
+    pub fn force(&self, target: &str, force: Force, ttl: Duration) -> Result<(), String> {
         let config = self.config();
         let t = config
             .target(target)
@@ -292,8 +296,13 @@ impl Runtime {
             }
             _ => {}
         }
-        let events = lock(&self.table).force(target, force, Instant::now());
-        tracing::warn!(target = %target, force = ?force, "operator override of the route choice");
+        let now = Instant::now();
+        let events = lock(&self.table).force_until(target, force, now, now + ttl);
+        if force == Force::Auto {
+            tracing::warn!(target = %target, force = ?force, "operator override of the route choice");
+        } else {
+            tracing::warn!(target = %target, force = ?force, ttl_seconds = ttl.as_secs_f64(), "operator override of the route choice");
+        }
         self.apply(&events);
         self.publish_target(target);
         Ok(())
@@ -365,6 +374,10 @@ impl Runtime {
                     if let Some(p) = lock(&self.pairs).get(&(target.clone(), route.clone())) {
                         p.wake.notify_one();
                     }
+                }
+                Event::OverrideExpired { target, force } => {
+                    tracing::warn!(target = %target, force = ?force, "operator override expired; health decides the route again");
+                    self.publish_target(target);
                 }
             }
         }
@@ -440,13 +453,16 @@ impl Runtime {
             }
             return;
         }
-        tracing::info!(target = %target, route = %route, failures, window, "route no longer degraded");
         let healthy = lock(&self.table)
             .targets
             .get(target)
             .and_then(|t| t.route(route))
             .is_some_and(|r| r.healthy != Some(false));
-        if preferred && healthy {
+        if !healthy {
+            return; // it went down: that is what the log and incidents say
+        }
+        tracing::info!(target = %target, route = %route, failures, window, "route no longer degraded");
+        if preferred {
             if let Some(Change::Closed(w)) =
                 self.with_incidents(|log| log.close_target(target, wall))
             {
@@ -522,6 +538,12 @@ impl Runtime {
                     .route_reason(target, &r.route, r.last.as_ref().map(|s| s.reason));
                 self.metrics
                     .route_degraded(target, &r.route, r.degraded_any());
+                let forced = match t.force {
+                    Force::Auto => false,
+                    Force::Proxy => !r.direct,
+                    Force::Direct => r.direct,
+                };
+                self.metrics.route_override(target, &r.route, forced);
             }
         }
     }
@@ -535,6 +557,7 @@ impl Runtime {
                 self.metrics.client_cert_not_after(&t.name, not_after);
             }
         }
+        self.metrics.publish_certs(&config);
         self.metrics.build_info();
         self.metrics.config_reload(self.reload_status().ok);
     }

@@ -1,17 +1,54 @@
 //! `GET /status`: the sidecar's state as JSON — per target, each route's
-//! health, streaks, hold and last outcome, the active route, and the
-//! incident windows (with their one-line rendering).
+//! health, streaks, hold and last outcome (with the trust anchor and the
+//! interception verdict), the active route, the client certificate and the
+//! certificate findings (the same words as `verify`); the file descriptors
+//! of this process and the watched ones, with TCP states and the top remote
+//! endpoints; the operator's override and when it ends; and the incident
+//! windows (with their one-line rendering).
 
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::runtime::Runtime;
+use crate::config::Target;
+use crate::verify::findings;
+
+/// The client certificate as `/status` shows it.
+fn client_cert(t: &Target, now: i64) -> Value {
+    let Some(c) = &t.client_cert else {
+        return Value::Null;
+    };
+    let files: Vec<String> = c
+        .files
+        .paths()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    match &c.loaded {
+        Ok((leaf, format)) => json!({
+            "files": files,
+            "format": format,
+            "subject": leaf.subject,
+            "issuer": leaf.issuer,
+            "not_after": leaf.not_after,
+            "not_after_unix": leaf.not_after_unix,
+            "seconds_left": leaf.not_after_unix - now,
+            "level": t.cert_thresholds.level(leaf.not_after_unix, now),
+        }),
+        Err(e) => json!({
+            "files": files,
+            "error": e,
+            "level": "fail",
+        }),
+    }
+}
 
 /// Renders the status document.
 pub fn render(rt: &Runtime) -> String {
     let config = rt.config();
     let health = rt.table();
     let now = Instant::now();
+    let wall = crate::verify::now_unix();
     let targets: Vec<Value> = config
         .targets
         .iter()
@@ -33,11 +70,18 @@ pub fn render(rt: &Runtime) -> String {
                         "addresses_down": r.addresses_down,
                         "recent_failures": r.recent_failures(),
                         "recent_attempts": r.recent.len(),
+                        "intercepted": r.last_probe.as_ref().and_then(|o| o.intercepted),
+                        "anchor": r.last_probe.as_ref().and_then(|o| o.anchor.as_ref()),
                         "last": r.last,
                         "last_probe": r.last_probe,
                     })
                 })
                 .collect();
+            let mut found: Vec<findings::Finding> =
+                findings::client_cert(t, wall).into_iter().collect();
+            for o in h.routes.iter().filter_map(|r| r.last_probe.as_ref()) {
+                found.extend(findings::route_findings(t, o, wall));
+            }
             Some(json!({
                 "target": t.name,
                 "url": t.endpoint.url(),
@@ -45,6 +89,13 @@ pub fn render(rt: &Runtime) -> String {
                 "active_route": h.active_route(),
                 "down": h.down,
                 "force": h.force,
+                "force_expires_in_seconds": h.force_until.map(|u| u.saturating_duration_since(now).as_secs_f64()),
+                "client_cert": client_cert(t, wall),
+                "cert_thresholds": {
+                    "warn_before_seconds": t.cert_thresholds.warn_before.as_secs(),
+                    "fail_before_seconds": t.cert_thresholds.fail_before.as_secs(),
+                },
+                "findings": found,
                 "routes": routes,
             }))
         })
@@ -65,6 +116,7 @@ pub fn render(rt: &Runtime) -> String {
         "config_file": config.file.display().to_string(),
         "config_reload": rt.reload_status(),
         "targets": targets,
+        "fds": crate::watch::sample(&config.watch_processes),
         "incidents": incidents,
     });
     serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))

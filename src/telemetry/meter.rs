@@ -68,14 +68,17 @@ impl ByteMeter {
         )
     }
 
-    fn add_up(&self, n: usize) {
+    /// Counts `n` bytes written to the upstream (the splice relay, which
+    /// moves bytes between bare sockets, counts them itself).
+    pub fn add_up(&self, n: usize) {
         if n > 0 {
             self.inner.up.increment(n as u64);
             self.inner.up_total.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 
-    fn add_down(&self, n: usize) {
+    /// Counts `n` bytes read from the upstream.
+    pub fn add_down(&self, n: usize) {
         if n > 0 {
             self.inner.down.increment(n as u64);
             self.inner.down_total.fetch_add(n as u64, Ordering::Relaxed);

@@ -1,22 +1,35 @@
 //! Test fixtures shared by the integration tests: a CA and certificates
 //! (`pki`), TLS upstreams (`upstream`), a scriptable CONNECT proxy
 //! (`proxy`), real Squid (`squid`), a loopback address that never answers
-//! (`blackhole`), the platform's address parsers (`platform`), and config
-//! helpers. Everything listens on loopback only.
+//! (`blackhole`), the platform's address parsers (`platform`), promtool
+//! and a real Prometheus server (`promtool`, `prometheus`), the shipped
+//! alert rules and dashboard as data (`rules`), headless Chromium driven
+//! over DevTools (`chromium`), raw HTTP exchanges with any header
+//! (`raw`), Debian tools found or skipped (`tools`), and config helpers.
+//! Everything listens on loopback only.
 
 // Each test binary uses a different part of the fixtures.
 #![allow(dead_code)]
 
 pub mod app;
 pub mod blackhole;
+pub mod chromium;
+pub mod daemon;
+pub mod mitm;
+pub mod p12;
 pub mod pki;
 pub mod platform;
+pub mod prometheus;
 pub mod promtool;
 pub mod proxy;
+pub mod raw;
+pub mod rules;
 pub mod scenario;
 pub mod sidecar;
 pub mod spawned;
 pub mod squid;
+pub mod stub_dns;
+pub mod tools;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};

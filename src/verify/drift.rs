@@ -1,0 +1,640 @@
+//! The drift report: a baseline recorded before a provider change
+//! (`verify --record-baseline FILE`), compared after it (`--baseline FILE`).
+//!
+//! A baseline keeps, per target × route, what identifies the path: the
+//! reason, the proxy's CONNECT status, `Via` and `Server`, the proxy's
+//! resolved addresses, the HTTP status, ALPN, the upstream certificate
+//! (subject, issuer, fingerprint, expiry), the trust anchor and the
+//! interception verdict, and the phase times. The comparison groups what
+//! changed: regressions (a new failure, new interception, a changed trust
+//! anchor), fixes, changes to note (a rotated certificate, a changed proxy
+//! identity or address, another status), and phases that got slower.
+//!
+//! The file is versioned JSON ([`FORMAT`], [`VERSION`]); an older or a
+//! foreign file is refused with a message saying what it is.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::Report;
+use super::findings::short;
+use crate::dial::fmt_duration;
+use crate::dial::tls::{AnchorInfo, rfc3339};
+use crate::probe::ProbeOutcome;
+use crate::reason::{FailureReason, Phase};
+
+/// The `format` field of a baseline file.
+pub const FORMAT: &str = "egress-sentinel-baseline";
+/// The baseline layout this build writes and reads.
+pub const VERSION: u32 = 1;
+/// The largest baseline file read.
+const MAX_FILE: u64 = 16 * 1024 * 1024;
+
+/// A phase counts as slower at this factor...
+const SLOWER_FACTOR: f64 = 3.0;
+/// ...and this much more time (seconds), both.
+const SLOWER_BY: f64 = 0.050;
+
+/// A baseline file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// The layout version ([`VERSION`]).
+    pub version: u32,
+    /// When it was recorded, RFC 3339 UTC.
+    pub recorded_at: String,
+    /// The egress-sentinel version that recorded it.
+    pub recorded_by: String,
+    /// One entry per target × route.
+    pub checks: Vec<BaselineCheck>,
+}
+
+/// What a baseline keeps of one check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineCheck {
+    /// The target.
+    pub target: String,
+    /// The route.
+    pub route: String,
+    /// The reason (`ok` when it passed).
+    pub reason: FailureReason,
+    /// The proxy's CONNECT status.
+    #[serde(default)]
+    pub connect_status: Option<u16>,
+    /// The proxy's `Via` header.
+    #[serde(default)]
+    pub proxy_via: Option<String>,
+    /// The proxy's `Server` header.
+    #[serde(default)]
+    pub proxy_server: Option<String>,
+    /// The proxy's addresses as resolved (empty for `direct`).
+    #[serde(default)]
+    pub proxy_addresses: Vec<String>,
+    /// The upstream's HTTP status.
+    #[serde(default)]
+    pub http_status: Option<u16>,
+    /// The negotiated ALPN protocol.
+    #[serde(default)]
+    pub alpn: Option<String>,
+    /// The upstream certificate's subject.
+    #[serde(default)]
+    pub peer_subject: Option<String>,
+    /// Its issuer.
+    #[serde(default)]
+    pub peer_issuer: Option<String>,
+    /// Its SHA-256 fingerprint.
+    #[serde(default)]
+    pub peer_sha256: Option<String>,
+    /// Its expiry, RFC 3339.
+    #[serde(default)]
+    pub peer_not_after: Option<String>,
+    /// The trust anchor the chain validated through.
+    #[serde(default)]
+    pub anchor: Option<AnchorInfo>,
+    /// The interception verdict.
+    #[serde(default)]
+    pub intercepted: Option<bool>,
+    /// Phase times in seconds, by phase label.
+    #[serde(default)]
+    pub phases: BTreeMap<String, f64>,
+    /// The check's detail, for context.
+    #[serde(default)]
+    pub detail: String,
+}
+
+impl BaselineCheck {
+    /// What a baseline keeps of `o`, whose proxy resolved to `proxy_addresses`.
+    pub fn of(o: &ProbeOutcome, proxy_addresses: &[String]) -> Self {
+        let reply = o.proxy_reply.as_ref();
+        Self {
+            target: o.target.clone(),
+            route: o.route.clone(),
+            reason: o.reason,
+            connect_status: o.connect_status,
+            proxy_via: reply.and_then(|r| r.via.clone()),
+            proxy_server: reply.and_then(|r| r.server.clone()),
+            proxy_addresses: proxy_addresses.to_vec(),
+            http_status: o.http_status,
+            alpn: o.alpn.clone(),
+            peer_subject: o.peer_cert.as_ref().map(|c| c.subject.clone()),
+            peer_issuer: o.peer_cert.as_ref().map(|c| c.issuer.clone()),
+            peer_sha256: o.peer_cert.as_ref().map(|c| c.sha256.clone()),
+            peer_not_after: o.peer_cert.as_ref().map(|c| c.not_after.clone()),
+            anchor: o.anchor.clone(),
+            intercepted: o.intercepted,
+            phases: Phase::ALL
+                .iter()
+                .filter_map(|p| Some((p.as_str().to_string(), o.phases.get(*p)?.as_secs_f64())))
+                .collect(),
+            detail: o.detail.clone(),
+        }
+    }
+}
+
+impl Baseline {
+    /// The baseline of `report`, recorded at `now` (Unix seconds).
+    pub fn record(report: &Report, now: i64) -> Self {
+        Self {
+            format: FORMAT.to_string(),
+            version: VERSION,
+            recorded_at: rfc3339(now),
+            recorded_by: env!("CARGO_PKG_VERSION").to_string(),
+            checks: report
+                .checks
+                .iter()
+                .map(|c| BaselineCheck::of(c, report.proxy_addresses_of(&c.route)))
+                .collect(),
+        }
+    }
+
+    /// The file text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// Reads a baseline; the error says what the file is and what to do.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = crate::files::read_text(path, MAX_FILE)?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses baseline text read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, String> {
+        let p = path.display();
+        let record_again =
+            "record a new one with `verify --record-baseline FILE` before the change";
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| format!("{p} is not a baseline: not JSON ({e}): {record_again}"))?;
+        match &value {
+            serde_json::Value::Array(_) => {
+                return Err(format!(
+                    "{p} is a report from an older egress-sentinel (a plain JSON array of checks, no format version), which kept only reasons: {record_again}"
+                ));
+            }
+            serde_json::Value::Object(m) => match m.get("format").and_then(|f| f.as_str()) {
+                Some(FORMAT) => {}
+                _ => {
+                    return Err(format!(
+                        "{p} is not an egress-sentinel baseline (no \"format\": \"{FORMAT}\"): {record_again}"
+                    ));
+                }
+            },
+            _ => {
+                return Err(format!(
+                    "{p} is not an egress-sentinel baseline: {record_again}"
+                ));
+            }
+        }
+        match value.get("version").and_then(|v| v.as_u64()) {
+            Some(v) if v == u64::from(VERSION) => {}
+            Some(v) if v > u64::from(VERSION) => {
+                return Err(format!(
+                    "{p} is a baseline version {v}, written by a newer egress-sentinel; this one reads version {VERSION}: use the newer binary or {record_again}"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "{p} has baseline version {}, which this egress-sentinel does not read (it reads {VERSION}): {record_again}",
+                    other.map_or("none".to_string(), |v| v.to_string())
+                ));
+            }
+        }
+        serde_json::from_value(value)
+            .map_err(|e| format!("{p} is a damaged baseline ({e}): {record_again}"))
+    }
+}
+
+/// Where a change goes in the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Group {
+    /// A new failure, new interception, a changed trust anchor.
+    Regression,
+    /// A failure or an interception gone.
+    Fix,
+    /// Worth knowing, usually routine: a rotated certificate, another proxy identity or address.
+    Note,
+    /// A phase at least 3× and 50 ms slower.
+    Slower,
+}
+
+impl Group {
+    fn heading(self) -> &'static str {
+        match self {
+            Self::Regression => "REGRESSIONS",
+            Self::Fix => "FIXES",
+            Self::Note => "CHANGES TO NOTE",
+            Self::Slower => "SLOWER",
+        }
+    }
+}
+
+/// One difference from the baseline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// Its group.
+    pub group: Group,
+    /// The target.
+    pub target: String,
+    /// The route.
+    pub route: String,
+    /// What changed, e.g. `reason`, `anchor`, `peer_issuer`, `proxy_via`, `phase.tls`.
+    pub field: String,
+    /// The line a person reads.
+    pub message: String,
+}
+
+/// Every difference between a baseline and a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    /// The baseline file.
+    pub baseline: String,
+    /// When it was recorded.
+    pub recorded_at: String,
+    /// The differences, in report order.
+    pub changes: Vec<Change>,
+}
+
+fn or_none(v: Option<&str>) -> &str {
+    v.unwrap_or("none")
+}
+
+/// Compares `now` with `before`.
+pub fn compare(path: &Path, before: &Baseline, now: &Report) -> Drift {
+    let mut changes = Vec::new();
+    let old: BTreeMap<(&str, &str), &BaselineCheck> = before
+        .checks
+        .iter()
+        .map(|c| ((c.target.as_str(), c.route.as_str()), c))
+        .collect();
+    for o in &now.checks {
+        let cur = BaselineCheck::of(o, now.proxy_addresses_of(&o.route));
+        match old.get(&(o.target.as_str(), o.route.as_str())) {
+            Some(was) => compare_check(was, &cur, &mut changes),
+            None => changes.push(Change {
+                group: Group::Note,
+                target: o.target.clone(),
+                route: o.route.clone(),
+                field: "check".into(),
+                message: format!("{}/{}: new check, now {}", o.target, o.route, o.reason),
+            }),
+        }
+    }
+    for c in &before.checks {
+        if !now
+            .checks
+            .iter()
+            .any(|o| o.target == c.target && o.route == c.route)
+        {
+            changes.push(Change {
+                group: Group::Note,
+                target: c.target.clone(),
+                route: c.route.clone(),
+                field: "check".into(),
+                message: format!("{}/{}: no longer checked", c.target, c.route),
+            });
+        }
+    }
+    // Stable: by group, then in check order.
+    changes.sort_by_key(|c| c.group);
+    Drift {
+        baseline: path.display().to_string(),
+        recorded_at: before.recorded_at.clone(),
+        changes,
+    }
+}
+
+fn compare_check(was: &BaselineCheck, now: &BaselineCheck, out: &mut Vec<Change>) {
+    let pair = format!("{}/{}", now.target, now.route);
+    let mut push = |group, field: &str, message: String| {
+        out.push(Change {
+            group,
+            target: now.target.clone(),
+            route: now.route.clone(),
+            field: field.to_string(),
+            message,
+        });
+    };
+    let connect_change = (was.connect_status != now.connect_status).then(|| {
+        format!(
+            "CONNECT {} -> {}",
+            was.connect_status.map_or("none".into(), |s| s.to_string()),
+            now.connect_status.map_or("none".into(), |s| s.to_string())
+        )
+    });
+    // The reason.
+    match (was.reason, now.reason) {
+        (a, b) if a == b => {
+            if let Some(c) = &connect_change {
+                push(Group::Note, "connect_status", format!("{pair}: {c}"));
+            }
+            if was.http_status != now.http_status {
+                push(
+                    Group::Note,
+                    "http_status",
+                    format!(
+                        "{pair}: HTTP status {} -> {} (still {})",
+                        was.http_status.map_or("none".into(), |s| s.to_string()),
+                        now.http_status.map_or("none".into(), |s| s.to_string()),
+                        now.reason
+                    ),
+                );
+            }
+        }
+        (FailureReason::Ok, b) => push(
+            Group::Regression,
+            "reason",
+            format!(
+                "{pair}: REGRESSED: ok -> {b} ({})",
+                connect_change.unwrap_or_else(|| now.detail.clone())
+            ),
+        ),
+        (a, FailureReason::Ok) => push(Group::Fix, "reason", format!("{pair}: FIXED: {a} -> ok")),
+        (a, b) => push(
+            Group::Note,
+            "reason",
+            format!("{pair}: still failing, now {b} (was {a}): {}", now.detail),
+        ),
+    }
+    // Trust: compared only when both runs verified a chain.
+    if let (Some(wi), Some(ni)) = (was.intercepted, now.intercepted) {
+        let name = |a: &Option<AnchorInfo>| {
+            a.as_ref()
+                .map_or("an unknown anchor".to_string(), |a| a.subject.clone())
+        };
+        let (wa, na) = (name(&was.anchor), name(&now.anchor));
+        let key = |a: &Option<AnchorInfo>| a.as_ref().map(|a| a.spki_sha256.clone());
+        match (wi, ni) {
+            (false, true) => push(
+                Group::Regression,
+                "intercepted",
+                format!(
+                    "{pair}: NEWLY INTERCEPTED: the chain now validates through {na} (was {wa}); issuer {}",
+                    or_none(now.peer_issuer.as_deref())
+                ),
+            ),
+            (true, false) => push(
+                Group::Fix,
+                "intercepted",
+                format!(
+                    "{pair}: no longer intercepted: the chain validates through {na} (was {wa})"
+                ),
+            ),
+            _ if key(&was.anchor) != key(&now.anchor) => push(
+                Group::Regression,
+                "anchor",
+                format!("{pair}: TRUST ANCHOR CHANGED: {wa} -> {na}"),
+            ),
+            _ => {}
+        }
+    }
+    // The upstream certificate: compared only when both runs saw one.
+    if let (Some(wf), Some(nf)) = (&was.peer_sha256, &now.peer_sha256) {
+        if was.peer_issuer != now.peer_issuer {
+            push(
+                Group::Note,
+                "peer_issuer",
+                format!(
+                    "{pair}: certificate issuer changed: {} -> {} (sha256 {} -> {}; usually a routine rotation of intermediates)",
+                    or_none(was.peer_issuer.as_deref()),
+                    or_none(now.peer_issuer.as_deref()),
+                    short(wf),
+                    short(nf)
+                ),
+            );
+        } else if wf != nf {
+            push(
+                Group::Note,
+                "peer_sha256",
+                format!(
+                    "{pair}: certificate replaced, same issuer: sha256 {} -> {}, expiry {} -> {} (usually a routine renewal)",
+                    short(wf),
+                    short(nf),
+                    or_none(was.peer_not_after.as_deref()),
+                    or_none(now.peer_not_after.as_deref())
+                ),
+            );
+        }
+    }
+    // The proxy's identity: compared only when both runs got a CONNECT reply.
+    if was.connect_status.is_some() && now.connect_status.is_some() {
+        for (field, what, a, b) in [
+            ("proxy_via", "Via", &was.proxy_via, &now.proxy_via),
+            (
+                "proxy_server",
+                "Server",
+                &was.proxy_server,
+                &now.proxy_server,
+            ),
+        ] {
+            if a != b {
+                push(
+                    Group::Note,
+                    field,
+                    format!(
+                        "{pair}: proxy {what} changed: {} -> {} (another proxy, or another version, answers)",
+                        or_none(a.as_deref()),
+                        or_none(b.as_deref())
+                    ),
+                );
+            }
+        }
+    }
+    if was.proxy_addresses != now.proxy_addresses {
+        push(
+            Group::Note,
+            "proxy_addresses",
+            format!(
+                "{pair}: proxy addresses changed: [{}] -> [{}]",
+                was.proxy_addresses.join(", "),
+                now.proxy_addresses.join(", ")
+            ),
+        );
+    }
+    if was.alpn.is_some() && now.alpn.is_some() && was.alpn != now.alpn {
+        push(
+            Group::Note,
+            "alpn",
+            format!(
+                "{pair}: ALPN {} -> {}",
+                or_none(was.alpn.as_deref()),
+                or_none(now.alpn.as_deref())
+            ),
+        );
+    }
+    for phase in Phase::ALL {
+        let label = phase.as_str();
+        if let (Some(a), Some(b)) = (was.phases.get(label), now.phases.get(label)) {
+            if *b >= a * SLOWER_FACTOR && b - a >= SLOWER_BY {
+                let secs = |s: f64| fmt_duration(std::time::Duration::from_secs_f64(s.max(0.0)));
+                push(
+                    Group::Slower,
+                    &format!("phase.{label}"),
+                    format!(
+                        "{pair}: {label} {} -> {} ({:.1}x)",
+                        secs(*a),
+                        secs(*b),
+                        if *a > 0.0 { b / a } else { f64::INFINITY }
+                    ),
+                );
+            }
+        }
+    }
+}
+
+impl Drift {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// The changes of one check.
+    pub fn of(&self, target: &str, route: &str) -> Vec<&Change> {
+        self.changes
+            .iter()
+            .filter(|c| c.target == target && c.route == route)
+            .collect()
+    }
+
+    /// The human report, grouped.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if self.changes.is_empty() {
+            let _ = writeln!(
+                out,
+                "no change since the baseline {} (recorded {})",
+                self.baseline, self.recorded_at
+            );
+            return out;
+        }
+        let _ = writeln!(
+            out,
+            "changes since the baseline {} (recorded {}):",
+            self.baseline, self.recorded_at
+        );
+        for group in [Group::Regression, Group::Fix, Group::Note, Group::Slower] {
+            let lines: Vec<&Change> = self.changes.iter().filter(|c| c.group == group).collect();
+            if lines.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "{}", group.heading());
+            for c in lines {
+                let _ = writeln!(out, "  {}", c.message);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check() -> BaselineCheck {
+        BaselineCheck {
+            target: "push".into(),
+            route: "provider".into(),
+            reason: FailureReason::Ok,
+            connect_status: Some(200),
+            proxy_via: None,
+            proxy_server: None,
+            proxy_addresses: vec!["127.0.0.1:3128".into()],
+            http_status: Some(200),
+            alpn: Some("h2".into()),
+            peer_subject: Some("CN=push.test".into()),
+            peer_issuer: Some("CN=test CA".into()),
+            peer_sha256: Some("aa".repeat(32)),
+            peer_not_after: Some("2030-01-01T00:00:00Z".into()),
+            anchor: Some(AnchorInfo {
+                subject: "CN=test CA".into(),
+                spki_sha256: "11".repeat(32),
+                public: false,
+            }),
+            intercepted: Some(false),
+            phases: [("tls".to_string(), 0.010)].into_iter().collect(),
+            detail: "HTTP 200 OK over h2, CONNECT 200".into(),
+        }
+    }
+
+    fn diff(was: &BaselineCheck, now: &BaselineCheck) -> Vec<(Group, String)> {
+        let mut out = Vec::new();
+        compare_check(was, now, &mut out);
+        out.into_iter().map(|c| (c.group, c.message)).collect()
+    }
+
+    #[test]
+    fn an_identical_check_has_no_drift() {
+        assert!(diff(&check(), &check()).is_empty());
+    }
+
+    #[test]
+    fn interception_is_a_regression_and_names_both_anchors() {
+        let mut now = check();
+        now.intercepted = Some(true);
+        now.anchor = Some(AnchorInfo {
+            subject: "CN=Rogue".into(),
+            spki_sha256: "22".repeat(32),
+            public: false,
+        });
+        now.peer_issuer = Some("CN=Rogue".into());
+        now.peer_sha256 = Some("bb".repeat(32));
+        let d = diff(&check(), &now);
+        assert_eq!(d[0].0, Group::Regression);
+        assert_eq!(
+            d[0].1,
+            "push/provider: NEWLY INTERCEPTED: the chain now validates through CN=Rogue (was CN=test CA); issuer CN=Rogue"
+        );
+        assert_eq!(d[1].0, Group::Note);
+        assert!(
+            d[1].1
+                .starts_with("push/provider: certificate issuer changed: CN=test CA -> CN=Rogue"),
+            "{}",
+            d[1].1
+        );
+        assert_eq!(d.len(), 2, "{d:?}");
+    }
+
+    #[test]
+    fn a_phase_must_be_three_times_and_fifty_ms_slower() {
+        let mut now = check();
+        now.phases.insert("tls".into(), 0.055);
+        assert!(diff(&check(), &now).is_empty(), "45 ms more is not enough");
+        now.phases.insert("tls".into(), 0.070);
+        assert_eq!(
+            diff(&check(), &now),
+            vec![(
+                Group::Slower,
+                "push/provider: tls 10ms -> 70ms (7.0x)".to_string()
+            )]
+        );
+        let mut was = check();
+        was.phases.insert("tls".into(), 0.100);
+        now.phases.insert("tls".into(), 0.250);
+        assert!(diff(&was, &now).is_empty(), "2.5x is not enough");
+    }
+
+    #[test]
+    fn old_and_foreign_files_are_refused_with_what_they_are() {
+        let p = Path::new("b.json");
+        let old =
+            Baseline::parse(p, r#"[{"target":"a","route":"b","reason":"ok"}]"#).expect_err("old");
+        assert!(old.contains("older egress-sentinel"), "{old}");
+        let foreign = Baseline::parse(p, r#"{"hello":1}"#).expect_err("foreign");
+        assert!(
+            foreign.contains("not an egress-sentinel baseline"),
+            "{foreign}"
+        );
+        let newer = Baseline::parse(
+            p,
+            &format!(r#"{{"format":"{FORMAT}","version":9,"checks":[]}}"#),
+        )
+        .expect_err("newer");
+        assert!(newer.contains("newer egress-sentinel"), "{newer}");
+        let junk = Baseline::parse(p, "not json").expect_err("junk");
+        assert!(junk.contains("not JSON"), "{junk}");
+    }
+}
