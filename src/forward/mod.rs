@@ -47,7 +47,8 @@ use tunnels::{Active, Ticket};
 /// One side of a tunnel that has ended is given this long to follow.
 pub const HALF_CLOSE: Duration = Duration::from_secs(30);
 /// The relay pool's kept buffers are freed when none was lent for this
-/// long (between one and two periods).
+/// long (between one and two periods); the open-tunnel gauges are set
+/// again as often (far inside the registry's idle timeout).
 const RELEASE_KEPT_EVERY: Duration = Duration::from_secs(10);
 /// Descriptors kept free for everything else when capping connections.
 const FD_RESERVE: u64 = 128;
@@ -155,6 +156,7 @@ pub async fn serve(
             loop {
                 tokio::time::sleep(RELEASE_KEPT_EVERY).await;
                 proxy.pool.release_if_quiet();
+                proxy.active.publish(proxy.routing.metrics());
             }
         }
     };

@@ -43,6 +43,19 @@ impl Active {
             route: route.to_string(),
         }
     }
+
+    /// Sets the gauge of every route again: a tunnel that lives longer than
+    /// the registry's idle timeout (APNs keeps HTTP/2 connections for hours)
+    /// would otherwise vanish from `egress_forward_active_connections`.
+    pub fn publish(&self, metrics: &Metrics) {
+        let counts: Vec<(String, u64)> = lock(&self.counts)
+            .iter()
+            .map(|(route, n)| (route.clone(), *n))
+            .collect();
+        for (route, n) in counts {
+            metrics.forward_active(&route, n);
+        }
+    }
 }
 
 impl Drop for ActiveGuard<'_> {
@@ -110,6 +123,26 @@ impl DirectTunnels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn open_on(text: &str, route: &str) -> Option<String> {
+        let series = format!("egress_forward_active_connections{{route=\"{route}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()).map(str::to_string))
+    }
+
+    #[test]
+    fn a_long_lived_tunnel_stays_in_the_gauge_past_the_idle_timeout() {
+        let metrics = Metrics::new(std::time::Duration::from_millis(150));
+        let active = Active::default();
+        let _apns = active.enter(&metrics, "provider");
+        assert_eq!(open_on(&metrics.render(), "provider").as_deref(), Some("1"));
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        // The registry forgets a gauge nobody set for its idle timeout...
+        assert_eq!(open_on(&metrics.render(), "provider"), None);
+        // ...and the periodic re-publish brings the open tunnel back.
+        active.publish(&metrics);
+        assert_eq!(open_on(&metrics.render(), "provider").as_deref(), Some("1"));
+    }
 
     #[tokio::test]
     async fn closing_a_target_ends_its_tickets_only() {
