@@ -8,6 +8,19 @@
 //! reads the system's resolv.conf and hosts file (an unreadable one is a
 //! resolve failure of each name, not a config error). It never dials
 //! anything.
+//!
+//! # Layout
+//! - `raw`: the TOML schema as written; `presets`, `defaults`, `duration`.
+//! - `compile`: parsing, the `Compiler` and its shared helpers, and the
+//!   order the tables are compiled (and mistakes reported) in.
+//! - `settings`: `[listen]`, `[probe]`, `[admin]`, `[forward]`, `[run]`,
+//!   `[shutdown]`, `[runtime]`, `[watch]`.
+//! - `resolve`: `[resolve]` and `[dns]`.
+//! - `roots`: `[tls]` roots and CA files.
+//! - `routes`: `[[route]]` and the route lists that name them.
+//! - `targets`: `[[target]]`, step by step; `target_tls`: TLS toward a
+//!   target's upstream and certificate expiry thresholds.
+//! - `error`: located errors (file, line, column, key).
 
 mod compile;
 pub mod defaults;
@@ -15,6 +28,11 @@ mod duration;
 mod error;
 pub mod presets;
 mod raw;
+mod resolve;
+mod roots;
+mod routes;
+mod settings;
+mod target_tls;
 mod targets;
 
 use std::net::SocketAddr;
@@ -25,10 +43,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 
-pub(crate) use compile::base64;
 pub use duration::parse_duration;
 pub use error::ConfigError;
-pub use targets::{CertLevel, CertThresholds, human_duration};
+pub(crate) use routes::base64;
+pub use target_tls::{CertLevel, CertThresholds, human_duration};
 
 pub use crate::dial::resolve::{DnsSettings, Nameservers, ResolveSettings};
 pub use crate::dial::route::{Proxy, ResolveOverrides, Route, RouteKind, authority};

@@ -1,16 +1,14 @@
-//! Compiling `[[target]]` tables: the preset, the request, the
-//! expectations, the routes, TLS toward the upstream (trust, the expected
-//! anchor, client certificate, ALPN), certificate expiry thresholds, and
-//! the host patterns app traffic is matched by.
+//! Compiling `[[target]]` tables: the preset, the URL and name, the
+//! request, the expectations, the routes, and the host patterns and
+//! addresses app traffic is matched by. TLS toward the upstream is
+//! `target_tls.rs`'s.
 //!
-//! A client certificate file that cannot be read is not a configuration
-//! error: the target keeps the error (for the metric, the log and
-//! `verify`) and probes without a certificate. Only contradictory keys are
-//! refused here.
+//! `Compiler::target` is a short sequence of steps, each checking its own
+//! keys and returning a typed value; the order of the steps is the order
+//! mistakes are reported in. Nothing here reads a file or dials.
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Uri};
@@ -18,76 +16,84 @@ use rustls::RootCertStore;
 use toml::Spanned;
 
 use super::compile::{Compiler, Result};
+use super::presets::Preset;
 use super::raw::{RawTarget, RawTls, StatusSpec};
-use super::{
-    BodyMatch, Endpoint, HostPattern, Http2Mode, ProbeSettings, Route, StatusSet, Target, presets,
-};
-use crate::dial::identity::{ClientCert, IdentityFiles};
-use crate::dial::tls::{self, TlsClient, TrustExpectation};
+use super::{BodyMatch, Endpoint, HostPattern, ProbeSettings, Route, StatusSet, Target, presets};
 use crate::policy::Cidr;
 
-/// The longest `warn_before`/`fail_before`: certificates live a year or two.
-const MAX_CERT_THRESHOLD: Duration = Duration::from_secs(3 * 365 * 86_400);
+// === the values of a target's steps ===
 
-/// How close to expiry a certificate must be to warn, and to fail `verify`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CertThresholds {
-    /// Inside this window: a warning.
-    pub warn_before: Duration,
-    /// Inside this window: a failure (never longer than `warn_before`).
-    pub fail_before: Duration,
+/// What a probe sends.
+struct Request {
+    /// The method: the target's, else the preset's, else GET.
+    method: Method,
+    /// The preset's headers, overridden by the target's.
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// The body: the target's, else the preset's, else empty.
+    body: Bytes,
 }
 
-impl Default for CertThresholds {
-    fn default() -> Self {
-        Self {
-            warn_before: Duration::from_secs(30 * 86_400),
-            fail_before: Duration::from_secs(7 * 86_400),
-        }
-    }
+/// What a probe's answer must show.
+struct Expectations {
+    /// Accepted statuses.
+    status: StatusSet,
+    /// The body match, if any.
+    body: Option<BodyMatch>,
 }
 
-/// Where a certificate's expiry stands against the thresholds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CertLevel {
-    /// Further away than `warn_before`.
-    Ok,
-    /// Inside `warn_before`.
-    Warn,
-    /// Inside `fail_before`, or already expired.
-    Fail,
+/// The routes a target's probes and traffic take.
+struct TargetRoutes {
+    /// In preference order.
+    routes: Vec<Arc<Route>>,
+    /// Whether a degraded route loses the target's traffic.
+    failover_on_degraded: bool,
 }
 
-/// `7d`, `36h`, `90m`, `45s`: the largest whole unit, for messages.
-pub fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0 => format!("{}ms", d.as_millis()),
-        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
+/// Which app traffic belongs to a target.
+struct TrafficMatch {
+    /// Destinations beyond the URL's host.
+    hosts: Vec<HostPattern>,
+    /// Ranges lifted from the address policy.
+    allow_addresses: Vec<Cidr>,
 }
 
-impl CertThresholds {
-    /// The level of a certificate expiring at `not_after` (Unix seconds) at `now`.
-    pub fn level(&self, not_after: i64, now: i64) -> CertLevel {
-        let left = not_after.saturating_sub(now);
-        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-        if left <= secs(self.fail_before) {
-            CertLevel::Fail
-        } else if left <= secs(self.warn_before) {
-            CertLevel::Warn
-        } else {
-            CertLevel::Ok
-        }
-    }
-}
+// === impl Compiler ===
 
 impl Compiler<'_> {
-    pub(super) fn target(
+    /// Every `[[target]]` in file order; names (given or derived) are unique.
+    pub(super) fn targets(
+        &self,
+        raw: &[RawTarget],
+        tls_defaults: &RawTls,
+        base_roots: &Arc<RootCertStore>,
+        routes: &[Arc<Route>],
+        probe: &ProbeSettings,
+    ) -> Result<Vec<Arc<Target>>> {
+        let mut targets: Vec<Arc<Target>> = Vec::new();
+        for (i, t) in raw.iter().enumerate() {
+            let target = self.target(i, t, tls_defaults, base_roots, routes, probe)?;
+            if targets.iter().any(|o| o.name == target.name) {
+                let msg = if t.name.is_some() {
+                    format!(
+                        "a target named \"{}\" is already defined; names must be unique",
+                        target.name
+                    )
+                } else {
+                    format!(
+                        "this target has no name and would be called \"{}\" (after its preset or URL host), like an earlier one: give it a `name`",
+                        target.name
+                    )
+                };
+                return Err(self.err(span_of(t), &format!("target[{i}].name"), msg));
+            }
+            targets.push(Arc::new(target));
+        }
+        Ok(targets)
+    }
+
+    /// One `[[target]]`: a short sequence of steps, each checking its own
+    /// keys. The order of the steps is the order mistakes are reported in.
+    fn target(
         &self,
         i: usize,
         t: &RawTarget,
@@ -96,37 +102,84 @@ impl Compiler<'_> {
         routes: &[Arc<Route>],
         probe: &ProbeSettings,
     ) -> Result<Target> {
-        let key = |k: &str| format!("target[{i}].{k}");
-        let at = span_of(t);
-        let preset = match &t.preset {
-            Some(p) => Some(presets::find(p.get_ref()).ok_or_else(|| {
-                self.err(
-                    p.span(),
-                    &key("preset"),
-                    format!(
-                        "unknown preset `{}`: expected one of {}",
-                        p.get_ref(),
-                        presets::names()
-                    ),
-                )
-            })?),
-            None => None,
-        };
-        let endpoint = match (&t.url, preset) {
-            (Some(u), _) => self.endpoint(u.get_ref(), u.span(), &key("url"))?,
-            (None, Some(p)) => self.endpoint(p.url, at.clone(), &key("preset"))?,
-            (None, None) => {
-                return Err(self.err(
-                    at.clone(),
-                    &key("url"),
-                    "a target needs a url (or a preset)",
-                ));
-            }
-        };
+        let preset = self.preset(i, t)?;
+        let endpoint = self.target_endpoint(i, t, preset)?;
         let name = match &t.name {
-            Some(n) => self.name(n, &key("name"))?,
+            Some(n) => self.name(n, &format!("target[{i}].name"))?,
             None => derived_name(preset.map(|p| p.name), &endpoint.host),
         };
+        let request = self.request(i, t, preset)?;
+        let expect = self.expectations(i, t, preset)?;
+        let routing = self.target_routes(i, t, routes)?;
+        let timeout = self
+            .duration(t.timeout.as_ref(), &format!("target[{i}].timeout"))?
+            .unwrap_or(probe.timeout);
+        let upstream = self.upstream_tls(i, t, preset, tls_defaults, base_roots)?;
+        let traffic = self.traffic_match(i, t)?;
+        let route_prints: Vec<u64> = routing.routes.iter().map(|r| r.fingerprint).collect();
+        Ok(Target {
+            fingerprint: self.fingerprint("target", i, &route_prints),
+            name,
+            preset: preset.map(|p| p.name),
+            endpoint,
+            method: request.method,
+            headers: request.headers,
+            body: request.body,
+            expect_status: expect.status,
+            expect_body: expect.body,
+            routes: routing.routes,
+            timeout,
+            tls: upstream.tls,
+            http2: upstream.http2,
+            hosts: traffic.hosts,
+            failover_on_degraded: routing.failover_on_degraded,
+            allow_addresses: traffic.allow_addresses,
+            client_cert_not_after: upstream.client_cert_not_after,
+            client_cert: upstream.client_cert,
+            cert_thresholds: upstream.cert_thresholds,
+        })
+    }
+
+    /// The preset named by `preset`, if any.
+    fn preset(&self, i: usize, t: &RawTarget) -> Result<Option<&'static Preset>> {
+        let Some(p) = &t.preset else { return Ok(None) };
+        let preset = presets::find(p.get_ref()).ok_or_else(|| {
+            self.err(
+                p.span(),
+                &format!("target[{i}].preset"),
+                format!(
+                    "unknown preset `{}`: expected one of {}",
+                    p.get_ref(),
+                    presets::names()
+                ),
+            )
+        })?;
+        Ok(Some(preset))
+    }
+
+    /// The URL probed: the target's own, else its preset's.
+    fn target_endpoint(
+        &self,
+        i: usize,
+        t: &RawTarget,
+        preset: Option<&Preset>,
+    ) -> Result<Endpoint> {
+        let key = |k: &str| format!("target[{i}].{k}");
+        match (&t.url, preset) {
+            (Some(u), _) => self.endpoint(u.get_ref(), u.span(), &key("url")),
+            (None, Some(p)) => self.endpoint(p.url, span_of(t), &key("preset")),
+            (None, None) => Err(self.err(
+                span_of(t),
+                &key("url"),
+                "a target needs a url (or a preset)",
+            )),
+        }
+    }
+
+    /// What a probe sends: the method, the preset's headers overridden by
+    /// the target's, and the body.
+    fn request(&self, i: usize, t: &RawTarget, preset: Option<&Preset>) -> Result<Request> {
+        let key = |k: &str| format!("target[{i}].{k}");
         let method = match (&t.method, preset) {
             (Some(m), _) => Method::from_bytes(m.get_ref().as_bytes()).map_err(|_| {
                 self.err(
@@ -162,12 +215,27 @@ impl Compiler<'_> {
             (None, Some(p)) => Bytes::from_static(p.body.as_bytes()),
             (None, None) => Bytes::new(),
         };
-        let expect_status = match (&t.expect_status, preset) {
+        Ok(Request {
+            method,
+            headers,
+            body,
+        })
+    }
+
+    /// What the answer must show: a status in the set, and the body match.
+    fn expectations(
+        &self,
+        i: usize,
+        t: &RawTarget,
+        preset: Option<&Preset>,
+    ) -> Result<Expectations> {
+        let key = |k: &str| format!("target[{i}].{k}");
+        let status = match (&t.expect_status, preset) {
             (Some(s), _) => self.statuses(s, &key("expect_status"))?,
             (None, Some(p)) => StatusSet(p.expect_status.iter().map(|c| (*c, *c)).collect()),
             (None, None) => StatusSet(vec![(200, 399)]),
         };
-        let expect_body = match (&t.expect_body, &t.expect_body_regex, preset) {
+        let body = match (&t.expect_body, &t.expect_body_regex, preset) {
             (Some(_), Some(r), _) => {
                 return Err(self.err(
                     r.span(),
@@ -188,33 +256,32 @@ impl Compiler<'_> {
             (None, None, Some(p)) => p.expect_body.map(|s| BodyMatch::Substring(s.to_string())),
             (None, None, None) => None,
         };
-        let target_routes =
-            self.route_list(t.routes.as_ref(), routes, &key("routes"), at.clone())?;
-        let timeout = self
-            .duration(t.timeout.as_ref(), &key("timeout"))?
-            .unwrap_or(probe.timeout);
-        let http2 = match (&t.http2, preset) {
-            (Some(h), _) => match h.get_ref().as_str() {
-                "auto" => Http2Mode::Auto,
-                "required" => Http2Mode::Required,
-                "never" => Http2Mode::Never,
-                other => {
-                    return Err(self.err(
-                        h.span(),
-                        &key("http2"),
-                        format!("`{other}`: expected \"auto\", \"required\" or \"never\""),
-                    ));
-                }
-            },
-            (None, Some(p)) if p.http2_required => Http2Mode::Required,
-            _ => Http2Mode::Auto,
-        };
-        let (tls, client_cert) = self.target_tls(i, t, base_roots, http2)?;
-        let client_cert_not_after = client_cert
-            .as_ref()
-            .and_then(|c| c.leaf())
-            .map(|c| c.not_after_unix);
-        let cert_thresholds = self.thresholds(i, t, tls_defaults)?;
+        Ok(Expectations { status, body })
+    }
+
+    /// The routes the target is probed over, and whether a degraded route
+    /// fails over (by default only when `direct` is among them).
+    fn target_routes(
+        &self,
+        i: usize,
+        t: &RawTarget,
+        routes: &[Arc<Route>],
+    ) -> Result<TargetRoutes> {
+        let key = format!("target[{i}].routes");
+        let routes = self.route_list(t.routes.as_ref(), routes, &key, span_of(t))?;
+        let failover_on_degraded = t
+            .failover_on_degraded
+            .unwrap_or_else(|| routes.iter().any(|r| r.is_direct()));
+        Ok(TargetRoutes {
+            routes,
+            failover_on_degraded,
+        })
+    }
+
+    /// Which app traffic is the target's: host patterns, and the
+    /// addresses it may reach that the policy would refuse.
+    fn traffic_match(&self, i: usize, t: &RawTarget) -> Result<TrafficMatch> {
+        let key = |k: &str| format!("target[{i}].{k}");
         let mut hosts = Vec::new();
         if let Some(hs) = &t.hosts {
             for h in hs.get_ref() {
@@ -229,160 +296,10 @@ impl Compiler<'_> {
                     .map_err(|e| self.err(a.span(), &key("allow_addresses"), e.to_string()))?,
             );
         }
-        let route_prints: Vec<u64> = target_routes.iter().map(|r| r.fingerprint).collect();
-        let failover_on_degraded = t
-            .failover_on_degraded
-            .unwrap_or_else(|| target_routes.iter().any(|r| r.is_direct()));
-        Ok(Target {
-            fingerprint: self.fingerprint("target", i, &route_prints),
-            name,
-            preset: preset.map(|p| p.name),
-            endpoint,
-            method,
-            headers,
-            body,
-            expect_status,
-            expect_body,
-            routes: target_routes,
-            timeout,
-            tls,
-            http2,
+        Ok(TrafficMatch {
             hosts,
-            failover_on_degraded,
             allow_addresses,
-            client_cert_not_after,
-            client_cert,
-            cert_thresholds,
         })
-    }
-
-    /// `warn_before`/`fail_before`: the target's, else `[tls]`'s, else 30 and 7 days.
-    fn thresholds(&self, i: usize, t: &RawTarget, tls: &RawTls) -> Result<CertThresholds> {
-        let defaults = CertThresholds::default();
-        let own = |k: &str| format!("target[{i}].{k}");
-        let warn = match &t.warn_before {
-            Some(v) => Some((v, own("warn_before"))),
-            None => tls
-                .warn_before
-                .as_ref()
-                .map(|v| (v, "tls.warn_before".to_string())),
-        };
-        let fail = match &t.fail_before {
-            Some(v) => Some((v, own("fail_before"))),
-            None => tls
-                .fail_before
-                .as_ref()
-                .map(|v| (v, "tls.fail_before".to_string())),
-        };
-        let mut out = defaults;
-        if let Some((v, key)) = &warn {
-            out.warn_before = self
-                .duration_up_to(Some(v), key, MAX_CERT_THRESHOLD)?
-                .unwrap_or(defaults.warn_before);
-        }
-        if let Some((v, key)) = &fail {
-            out.fail_before = self
-                .duration_up_to(Some(v), key, MAX_CERT_THRESHOLD)?
-                .unwrap_or(defaults.fail_before);
-        }
-        if out.fail_before > out.warn_before {
-            // Point at what was written: fail_before if set, else warn_before.
-            let (span, key) = match (&fail, &warn) {
-                (Some((v, key)), _) | (None, Some((v, key))) => (v.span(), key.clone()),
-                (None, None) => (span_of(t), own("fail_before")),
-            };
-            return Err(self.err(
-                span,
-                &key,
-                format!(
-                    "fail_before ({}) is longer than warn_before ({}): a certificate must warn before it fails",
-                    human_duration(out.fail_before),
-                    human_duration(out.warn_before)
-                ),
-            ));
-        }
-        Ok(out)
-    }
-
-    fn target_tls(
-        &self,
-        i: usize,
-        t: &RawTarget,
-        base_roots: &Arc<RootCertStore>,
-        http2: Http2Mode,
-    ) -> Result<(TlsClient, Option<ClientCert>)> {
-        let key = |k: &str| format!("target[{i}].{k}");
-        let mut store = None;
-        if let Some(ca) = &t.ca_file {
-            let s = store.get_or_insert_with(|| (**base_roots).clone());
-            self.add_ca(s, ca, &key("ca_file"))?;
-        }
-        // The expected CA is trusted too: naming it is enough for an internal upstream.
-        let expectation = match &t.expect_ca {
-            Some(ca) => {
-                let s = store.get_or_insert_with(|| (**base_roots).clone());
-                self.add_ca(s, ca, &key("expect_ca"))?;
-                let path = self.file(ca.get_ref());
-                let certs = tls::load_ca_file(&path)
-                    .map_err(|m| self.err(ca.span(), &key("expect_ca"), m))?;
-                TrustExpectation::named(&path, &certs)
-                    .map_err(|m| self.err(ca.span(), &key("expect_ca"), m))?
-            }
-            None => TrustExpectation::PublicRoots,
-        };
-        let roots = store.map(Arc::new).unwrap_or_else(|| base_roots.clone());
-        let client_cert = self.client_cert_files(i, t)?.map(ClientCert::read);
-        let alpn: Vec<Vec<u8>> = match http2 {
-            Http2Mode::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-            Http2Mode::Required => vec![b"h2".to_vec()],
-            Http2Mode::Never => vec![b"http/1.1".to_vec()],
-        };
-        let (cert, identity) = match client_cert {
-            Some((c, id)) => (Some(c), id),
-            None => (None, None),
-        };
-        let client = TlsClient::new(
-            roots,
-            identity.map(|id| (id.certs, id.key.expose().clone_key())),
-            alpn,
-        )
-        .map_err(|m| {
-            self.loc.error(
-                t.client_cert.as_ref().map(|c| c.span()),
-                key("client_cert"),
-                m,
-            )
-        })?;
-        Ok((client.expecting(expectation), cert))
-    }
-
-    /// Which files make the client identity; refuses contradictory keys.
-    fn client_cert_files(&self, i: usize, t: &RawTarget) -> Result<Option<IdentityFiles>> {
-        let key = |k: &str| format!("target[{i}].{k}");
-        match (&t.client_cert, &t.client_key, &t.client_cert_password_file) {
-            (_, Some(_), Some(p)) => Err(self.err(
-                p.span(),
-                &key("client_cert_password_file"),
-                "a PKCS#12 client_cert holds its own key: set client_key with a PEM client_cert, or client_cert_password_file with a PKCS#12 one, not both",
-            )),
-            (None, Some(k), None) => Err(self.err(
-                k.span(),
-                &key("client_cert"),
-                "client_key needs client_cert (the PEM certificate chain)",
-            )),
-            (None, None, Some(p)) => Err(self.err(
-                p.span(),
-                &key("client_cert"),
-                "client_cert_password_file needs client_cert (the PKCS#12 file it opens)",
-            )),
-            (None, None, None) => Ok(None),
-            (Some(c), k, p) => Ok(Some(IdentityFiles {
-                // Named files: a change to any of them rebuilds the generation.
-                cert: self.file(c.get_ref()),
-                key: k.as_ref().map(|k| self.file(k.get_ref())),
-                password: p.as_ref().map(|p| self.file(p.get_ref())),
-            })),
-        }
     }
 
     fn endpoint(&self, text: &str, span: Range<usize>, key: &str) -> Result<Endpoint> {

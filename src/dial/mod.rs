@@ -8,31 +8,43 @@
 //! Owns the address policy's enforcement for direct dials: resolve once,
 //! check every address, dial exactly a checked address.
 //! Never retries on another route: choosing routes is the caller's job.
+//!
+//! # Layout
+//! - `mod.rs`: the [`Dialer`] and what it hands out ([`Tunnel`],
+//!   [`HttpPath`]).
+//! - `error`: [`DialError`], one variant per stage, and its messages.
+//! - `phases`: the stages' [`Phases`] durations, `timed`, [`fmt_duration`].
+//! - [`resolve`], [`eyeballs`], [`connect`], [`tls`], [`identity`]: the
+//!   stages (names, TCP, CONNECT, TLS, client certificates).
+//! - [`addresses`]: each address behind a proxy's name, checked.
+//! - [`classify`]: typed errors to the closed failure reasons.
+//! - [`route`], [`stream`]: the routes and the byte streams.
 
 pub mod addresses;
 pub mod classify;
 pub mod connect;
+mod error;
 pub mod eyeballs;
 pub mod identity;
+mod phases;
 pub mod resolve;
 pub mod route;
 pub mod stream;
 pub mod tls;
 
-use std::fmt;
-use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::time::Duration;
 
-use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::policy::{AddressDenied, Cidr, check_address};
+use crate::policy::{Cidr, check_address};
 use crate::reason::Phase;
 pub use connect::{ConnectError, ConnectReply};
+pub use error::DialError;
 use eyeballs::ATTEMPT_DELAY;
 pub use eyeballs::Attempts;
+pub(crate) use phases::timed;
+pub use phases::{Phases, fmt_duration};
 pub use resolve::{ResolveError, Resolver};
 pub use route::{Route, RouteKind, authority};
 pub use stream::BoxStream;
@@ -80,209 +92,6 @@ pub struct ProxyHop {
     pub authorization: Option<crate::secret::Secret<http::HeaderValue>>,
 }
 
-/// Durations of the phases that ran (a failed phase counts up to its failure).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Phases {
-    /// Name resolution.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "secs")]
-    pub resolve: Option<Duration>,
-    /// TCP connect (and TLS to an https proxy).
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "secs")]
-    pub connect: Option<Duration>,
-    /// The CONNECT exchange.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "secs")]
-    pub tunnel: Option<Duration>,
-    /// TLS with the upstream.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "secs")]
-    pub tls: Option<Duration>,
-    /// Request sent to response head.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "secs")]
-    pub first_byte: Option<Duration>,
-    /// Body read.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "secs")]
-    pub body: Option<Duration>,
-}
-
-fn secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_f64(d.as_secs_f64()),
-        None => s.serialize_none(),
-    }
-}
-
-impl Phases {
-    /// The slot for `phase`.
-    pub fn slot(&mut self, phase: Phase) -> &mut Option<Duration> {
-        match phase {
-            Phase::Resolve => &mut self.resolve,
-            Phase::Connect => &mut self.connect,
-            Phase::Tunnel => &mut self.tunnel,
-            Phase::Tls => &mut self.tls,
-            Phase::FirstByte => &mut self.first_byte,
-            Phase::Body => &mut self.body,
-        }
-    }
-
-    /// The duration of `phase`, if it ran.
-    pub fn get(&self, phase: Phase) -> Option<Duration> {
-        let mut copy = *self;
-        *copy.slot(phase)
-    }
-}
-
-/// Runs `fut` as `phase`, recording its duration, bounded by `deadline`.
-pub(crate) async fn timed<T, E>(
-    phases: &mut Phases,
-    phase: Phase,
-    deadline: Instant,
-    fut: impl Future<Output = Result<T, E>>,
-) -> Result<Result<T, E>, Duration> {
-    let start = Instant::now();
-    let out = tokio::time::timeout_at(deadline, fut).await;
-    let took = start.elapsed();
-    *phases.slot(phase) = Some(took);
-    out.map_err(|_| took)
-}
-
-/// A failure to open a stream, naming the stage.
-#[derive(Debug, thiserror::Error)]
-pub enum DialError {
-    /// Our address policy refused every address of the destination.
-    #[error("{host}: {source}")]
-    Policy {
-        /// The destination.
-        host: String,
-        /// The refusal.
-        source: AddressDenied,
-    },
-    /// The proxy's name did not resolve.
-    #[error("resolving proxy {proxy}: {source}")]
-    ProxyResolve {
-        /// The proxy, `scheme://host:port`.
-        proxy: String,
-        /// Why.
-        source: ResolveError,
-    },
-    /// TCP to the proxy failed.
-    #[error("connecting to proxy {proxy} ({addr}): {source}{}", tried(attempts))]
-    ProxyConnect {
-        /// The proxy.
-        proxy: String,
-        /// The address tried last.
-        addr: SocketAddr,
-        /// Why.
-        source: io::Error,
-        /// Every address tried.
-        attempts: Attempts,
-    },
-    /// TLS to an `https://` proxy failed.
-    #[error("TLS to proxy {proxy}: {source}")]
-    ProxyTls {
-        /// The proxy.
-        proxy: String,
-        /// Why.
-        source: io::Error,
-    },
-    /// A stage toward the proxy ran out of time.
-    #[error("{phase} with proxy {proxy} timed out after {}{}", fmt_duration(*after), tried(attempts))]
-    ProxyTimeout {
-        /// The stage.
-        phase: Phase,
-        /// The proxy.
-        proxy: String,
-        /// How long it ran.
-        after: Duration,
-        /// The addresses tried, when the TCP step timed out.
-        attempts: Attempts,
-    },
-    /// The CONNECT exchange failed.
-    #[error("{}", TunnelDisplay { authority, source })]
-    Tunnel {
-        /// The authority asked for (`host:port`).
-        authority: String,
-        /// Why.
-        source: ConnectError,
-    },
-    /// The destination's name did not resolve.
-    #[error("resolving {host}: {source}")]
-    Resolve {
-        /// The destination.
-        host: String,
-        /// Why.
-        source: ResolveError,
-    },
-    /// TCP to the destination failed.
-    #[error("connecting to {addr}: {source}{}", tried(attempts))]
-    Connect {
-        /// The address tried last.
-        addr: SocketAddr,
-        /// Why.
-        source: io::Error,
-        /// Every address tried.
-        attempts: Attempts,
-    },
-    /// A stage past the proxy ran out of time.
-    #[error("{phase} timed out after {}{}", fmt_duration(*after), tried(attempts))]
-    Timeout {
-        /// The stage.
-        phase: Phase,
-        /// How long it ran.
-        after: Duration,
-        /// The addresses tried, when the TCP step timed out.
-        attempts: Attempts,
-    },
-}
-
-/// `; addresses tried: ...` when more than one address was tried.
-fn tried(attempts: &Attempts) -> String {
-    if attempts.worth_reporting() {
-        format!("; addresses tried: {attempts}")
-    } else {
-        String::new()
-    }
-}
-
-struct TunnelDisplay<'a> {
-    authority: &'a str,
-    source: &'a ConnectError,
-}
-
-impl fmt::Display for TunnelDisplay<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.source {
-            ConnectError::Refused(reply) => write!(f, "CONNECT {} -> {reply}", self.authority),
-            other => write!(f, "CONNECT {}: {other}", self.authority),
-        }
-    }
-}
-
-impl DialError {
-    /// The stage that failed.
-    pub fn phase(&self) -> Phase {
-        match self {
-            Self::Policy { .. } | Self::ProxyResolve { .. } | Self::Resolve { .. } => {
-                Phase::Resolve
-            }
-            Self::ProxyConnect { .. } | Self::ProxyTls { .. } | Self::Connect { .. } => {
-                Phase::Connect
-            }
-            Self::Tunnel { .. } => Phase::Tunnel,
-            Self::ProxyTimeout { phase, .. } | Self::Timeout { phase, .. } => *phase,
-        }
-    }
-
-    /// The proxy's CONNECT reply, when it refused.
-    pub fn connect_reply(&self) -> Option<&ConnectReply> {
-        match self {
-            Self::Tunnel {
-                source: ConnectError::Refused(r),
-                ..
-            } => Some(r.as_ref()),
-            _ => None,
-        }
-    }
-}
-
 /// Runs the futures at once; their outputs in order.
 async fn join_all<F: Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
     let mut pinned: Vec<Pin<Box<F>>> = futs.map(Box::pin).collect();
@@ -305,18 +114,6 @@ async fn join_all<F: Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
     })
     .await;
     out.into_iter().flatten().collect()
-}
-
-/// `1.2s`, `350ms`, `12.3ms` for messages and tables.
-pub fn fmt_duration(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1000.0;
-    if ms >= 1000.0 {
-        format!("{:.1}s", ms / 1000.0)
-    } else if ms >= 10.0 {
-        format!("{ms:.0}ms")
-    } else {
-        format!("{ms:.1}ms")
-    }
 }
 
 /// Opens streams over routes. Cheap to clone.

@@ -1,212 +1,31 @@
-//! The drift report: a baseline recorded before a provider change
-//! (`verify --record-baseline FILE`), compared after it (`--baseline FILE`).
+//! The drift report: a run compared with a [`Baseline`] recorded before a
+//! provider change (`verify --baseline FILE`).
 //!
-//! A baseline keeps, per target × route, what identifies the path: the
-//! reason, the proxy's CONNECT status, `Via` and `Server`, the proxy's
-//! resolved addresses, the HTTP status, ALPN, the upstream certificate
-//! (subject, issuer, fingerprint, expiry), the trust anchor and the
-//! interception verdict, and the phase times. The comparison groups what
-//! changed: regressions (a new failure, new interception, a changed trust
-//! anchor), fixes, changes to note (a rotated certificate, a changed proxy
-//! identity or address, another status), and phases that got slower.
-//!
-//! The file is versioned JSON ([`FORMAT`], [`VERSION`]); an older or a
-//! foreign file is refused with a message saying what it is.
+//! The comparison groups what changed: regressions (a new failure, new
+//! interception, a changed trust anchor), fixes, changes to note (a
+//! rotated certificate, a changed proxy identity or address, another
+//! status), and phases that got slower. It is pure: it reads no file and
+//! runs no probe (the file is [`baseline`](super::baseline)'s).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::Report;
 use super::findings::short;
 use crate::dial::fmt_duration;
-use crate::dial::tls::{AnchorInfo, rfc3339};
-use crate::probe::ProbeOutcome;
+use crate::dial::tls::AnchorInfo;
 use crate::reason::{FailureReason, Phase};
 
-/// The `format` field of a baseline file.
-pub const FORMAT: &str = "egress-sentinel-baseline";
-/// The baseline layout this build writes and reads.
-pub const VERSION: u32 = 1;
-/// The largest baseline file read.
-const MAX_FILE: u64 = 16 * 1024 * 1024;
+// Also at their old paths, from before the file moved to `baseline`.
+pub use super::baseline::{Baseline, BaselineCheck, FORMAT, VERSION};
 
 /// A phase counts as slower at this factor...
 const SLOWER_FACTOR: f64 = 3.0;
 /// ...and this much more time (seconds), both.
 const SLOWER_BY: f64 = 0.050;
-
-/// A baseline file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Baseline {
-    /// Always [`FORMAT`].
-    pub format: String,
-    /// The layout version ([`VERSION`]).
-    pub version: u32,
-    /// When it was recorded, RFC 3339 UTC.
-    pub recorded_at: String,
-    /// The egress-sentinel version that recorded it.
-    pub recorded_by: String,
-    /// One entry per target × route.
-    pub checks: Vec<BaselineCheck>,
-}
-
-/// What a baseline keeps of one check.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BaselineCheck {
-    /// The target.
-    pub target: String,
-    /// The route.
-    pub route: String,
-    /// The reason (`ok` when it passed).
-    pub reason: FailureReason,
-    /// The proxy's CONNECT status.
-    #[serde(default)]
-    pub connect_status: Option<u16>,
-    /// The proxy's `Via` header.
-    #[serde(default)]
-    pub proxy_via: Option<String>,
-    /// The proxy's `Server` header.
-    #[serde(default)]
-    pub proxy_server: Option<String>,
-    /// The proxy's addresses as resolved (empty for `direct`).
-    #[serde(default)]
-    pub proxy_addresses: Vec<String>,
-    /// The upstream's HTTP status.
-    #[serde(default)]
-    pub http_status: Option<u16>,
-    /// The negotiated ALPN protocol.
-    #[serde(default)]
-    pub alpn: Option<String>,
-    /// The upstream certificate's subject.
-    #[serde(default)]
-    pub peer_subject: Option<String>,
-    /// Its issuer.
-    #[serde(default)]
-    pub peer_issuer: Option<String>,
-    /// Its SHA-256 fingerprint.
-    #[serde(default)]
-    pub peer_sha256: Option<String>,
-    /// Its expiry, RFC 3339.
-    #[serde(default)]
-    pub peer_not_after: Option<String>,
-    /// The trust anchor the chain validated through.
-    #[serde(default)]
-    pub anchor: Option<AnchorInfo>,
-    /// The interception verdict.
-    #[serde(default)]
-    pub intercepted: Option<bool>,
-    /// Phase times in seconds, by phase label.
-    #[serde(default)]
-    pub phases: BTreeMap<String, f64>,
-    /// The check's detail, for context.
-    #[serde(default)]
-    pub detail: String,
-}
-
-impl BaselineCheck {
-    /// What a baseline keeps of `o`, whose proxy resolved to `proxy_addresses`.
-    pub fn of(o: &ProbeOutcome, proxy_addresses: &[String]) -> Self {
-        let reply = o.proxy_reply.as_ref();
-        Self {
-            target: o.target.clone(),
-            route: o.route.clone(),
-            reason: o.reason,
-            connect_status: o.connect_status,
-            proxy_via: reply.and_then(|r| r.via.clone()),
-            proxy_server: reply.and_then(|r| r.server.clone()),
-            proxy_addresses: proxy_addresses.to_vec(),
-            http_status: o.http_status,
-            alpn: o.alpn.clone(),
-            peer_subject: o.peer_cert.as_ref().map(|c| c.subject.clone()),
-            peer_issuer: o.peer_cert.as_ref().map(|c| c.issuer.clone()),
-            peer_sha256: o.peer_cert.as_ref().map(|c| c.sha256.clone()),
-            peer_not_after: o.peer_cert.as_ref().map(|c| c.not_after.clone()),
-            anchor: o.anchor.clone(),
-            intercepted: o.intercepted,
-            phases: Phase::ALL
-                .iter()
-                .filter_map(|p| Some((p.as_str().to_string(), o.phases.get(*p)?.as_secs_f64())))
-                .collect(),
-            detail: o.detail.clone(),
-        }
-    }
-}
-
-impl Baseline {
-    /// The baseline of `report`, recorded at `now` (Unix seconds).
-    pub fn record(report: &Report, now: i64) -> Self {
-        Self {
-            format: FORMAT.to_string(),
-            version: VERSION,
-            recorded_at: rfc3339(now),
-            recorded_by: env!("CARGO_PKG_VERSION").to_string(),
-            checks: report
-                .checks
-                .iter()
-                .map(|c| BaselineCheck::of(c, report.proxy_addresses_of(&c.route)))
-                .collect(),
-        }
-    }
-
-    /// The file text.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-    }
-
-    /// Reads a baseline; the error says what the file is and what to do.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = crate::files::read_text(path, MAX_FILE)?;
-        Self::parse(path, &text)
-    }
-
-    /// Parses baseline text read from `path`.
-    pub fn parse(path: &Path, text: &str) -> Result<Self, String> {
-        let p = path.display();
-        let record_again =
-            "record a new one with `verify --record-baseline FILE` before the change";
-        let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| format!("{p} is not a baseline: not JSON ({e}): {record_again}"))?;
-        match &value {
-            serde_json::Value::Array(_) => {
-                return Err(format!(
-                    "{p} is a report from an older egress-sentinel (a plain JSON array of checks, no format version), which kept only reasons: {record_again}"
-                ));
-            }
-            serde_json::Value::Object(m) => match m.get("format").and_then(|f| f.as_str()) {
-                Some(FORMAT) => {}
-                _ => {
-                    return Err(format!(
-                        "{p} is not an egress-sentinel baseline (no \"format\": \"{FORMAT}\"): {record_again}"
-                    ));
-                }
-            },
-            _ => {
-                return Err(format!(
-                    "{p} is not an egress-sentinel baseline: {record_again}"
-                ));
-            }
-        }
-        match value.get("version").and_then(|v| v.as_u64()) {
-            Some(v) if v == u64::from(VERSION) => {}
-            Some(v) if v > u64::from(VERSION) => {
-                return Err(format!(
-                    "{p} is a baseline version {v}, written by a newer egress-sentinel; this one reads version {VERSION}: use the newer binary or {record_again}"
-                ));
-            }
-            other => {
-                return Err(format!(
-                    "{p} has baseline version {}, which this egress-sentinel does not read (it reads {VERSION}): {record_again}",
-                    other.map_or("none".to_string(), |v| v.to_string())
-                ));
-            }
-        }
-        serde_json::from_value(value)
-            .map_err(|e| format!("{p} is a damaged baseline ({e}): {record_again}"))
-    }
-}
 
 /// Where a change goes in the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -615,26 +434,5 @@ mod tests {
         was.phases.insert("tls".into(), 0.100);
         now.phases.insert("tls".into(), 0.250);
         assert!(diff(&was, &now).is_empty(), "2.5x is not enough");
-    }
-
-    #[test]
-    fn old_and_foreign_files_are_refused_with_what_they_are() {
-        let p = Path::new("b.json");
-        let old =
-            Baseline::parse(p, r#"[{"target":"a","route":"b","reason":"ok"}]"#).expect_err("old");
-        assert!(old.contains("older egress-sentinel"), "{old}");
-        let foreign = Baseline::parse(p, r#"{"hello":1}"#).expect_err("foreign");
-        assert!(
-            foreign.contains("not an egress-sentinel baseline"),
-            "{foreign}"
-        );
-        let newer = Baseline::parse(
-            p,
-            &format!(r#"{{"format":"{FORMAT}","version":9,"checks":[]}}"#),
-        )
-        .expect_err("newer");
-        assert!(newer.contains("newer egress-sentinel"), "{newer}");
-        let junk = Baseline::parse(p, "not json").expect_err("junk");
-        assert!(junk.contains("not JSON"), "{junk}");
     }
 }

@@ -7,12 +7,14 @@
 //! # Layout
 //! - `mod.rs`: the run ([`run_report`]), the [`Report`] and its renderings.
 //! - [`findings`]: certificate and trust findings (pure).
-//! - [`drift`]: the baseline file and the grouped comparison.
+//! - [`baseline`]: the baseline file (versioned JSON) and what it keeps.
+//! - [`drift`]: a run compared with a baseline, grouped (pure).
 //! - `table`: aligned text tables.
 //!
 //! Uses the same prober (and so the same dialer) as the sidecar. Never
 //! prints anything a probe did not produce; never prints a credential.
 
+pub mod baseline;
 pub mod drift;
 pub mod findings;
 mod table;
@@ -24,7 +26,8 @@ use std::time::SystemTime;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-pub use drift::{Baseline, Drift};
+pub use baseline::Baseline;
+pub use drift::Drift;
 pub use findings::{Finding, Level};
 
 use crate::config::Config;

@@ -1,0 +1,441 @@
+//! Compiling the sidecar's own settings: `[listen]`, `[probe]`, `[admin]`,
+//! `[forward]`, `[run]`, `[shutdown]`, `[runtime]` and `[watch]` — every
+//! table that is not a target, a route, TLS trust or name resolution.
+//!
+//! Owns each key's default and range check, every failure located. It
+//! reads no file but the admin token (through `Compiler::file`, so a new
+//! token is a new generation), opens no socket, and compiles no route or
+//! target: `[forward]` only names routes, through `route_list`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use toml::Spanned;
+
+use super::compile::{Compiler, MAX_SECRET_FILE, Result};
+use super::raw::{RawConfig, RawForward};
+use super::{
+    AdminSettings, ForwardDefault, ForwardSettings, Listen, ProbeSettings, RelayMode, Route,
+    RunSettings, RuntimeSettings, ShutdownSettings, defaults, parse_duration,
+};
+use crate::secret::Secret;
+
+impl Compiler<'_> {
+    pub(super) fn listen(&self, raw: &RawConfig) -> Result<Listen> {
+        let one = |v: &Option<Spanned<String>>,
+                   key: &str,
+                   default: &str|
+         -> Result<Option<SocketAddr>> {
+            let (text, span) = match v {
+                Some(s) => (s.get_ref().as_str(), Some(s.span())),
+                None => (default, None),
+            };
+            if text == "off" {
+                return Ok(None);
+            }
+            // ":9464" means every interface, as in Go and Prometheus.
+            let full = match text.strip_prefix(':') {
+                Some(port) => format!("0.0.0.0:{port}"),
+                None => text.to_string(),
+            };
+            full.parse::<SocketAddr>().map(Some).map_err(|_| {
+                self.loc.error(
+                    span,
+                    key,
+                    format!("`{text}` is not a listen address: expected \"IP:port\" (e.g. \"127.0.0.1:3128\"), \":port\" (every interface) or \"off\""),
+                )
+            })
+        };
+        Ok(Listen {
+            metrics: one(
+                &raw.listen.metrics,
+                "listen.metrics",
+                defaults::LISTEN_METRICS,
+            )?,
+            admin: one(&raw.listen.admin, "listen.admin", defaults::LISTEN_ADMIN)?,
+            proxy: one(&raw.listen.proxy, "listen.proxy", defaults::LISTEN_PROXY)?,
+        })
+    }
+
+    pub(super) fn probe(&self, raw: &RawConfig) -> Result<ProbeSettings> {
+        let p = &raw.probe;
+        let count = |v: &Option<Spanned<u32>>, key: &str, default: u32| -> Result<u32> {
+            match v {
+                Some(v) if (1..=100).contains(v.get_ref()) => Ok(*v.get_ref()),
+                Some(v) => Err(self.err(v.span(), key, "must be between 1 and 100")),
+                None => Ok(default),
+            }
+        };
+        let max_body = match &p.max_body {
+            Some(v) if (1..=16 * 1024 * 1024).contains(v.get_ref()) => *v.get_ref() as usize,
+            Some(v) => {
+                return Err(self.err(
+                    v.span(),
+                    "probe.max_body",
+                    "must be between 1 and 16777216 bytes",
+                ));
+            }
+            None => defaults::PROBE_MAX_BODY,
+        };
+        let degraded_window = count(
+            &p.degraded_window,
+            "probe.degraded_window",
+            defaults::PROBE_DEGRADED_WINDOW,
+        )?;
+        let degraded_failures = count(
+            &p.degraded_failures,
+            "probe.degraded_failures",
+            defaults::PROBE_DEGRADED_FAILURES,
+        )?;
+        if degraded_failures > degraded_window {
+            let span = p
+                .degraded_failures
+                .as_ref()
+                .or(p.degraded_window.as_ref())
+                .map(Spanned::span);
+            return Err(self.loc.error(
+                span,
+                "probe.degraded_failures",
+                format!("{degraded_failures} failures can never happen in a window of {degraded_window} attempts: make degraded_failures at most degraded_window"),
+            ));
+        }
+        Ok(ProbeSettings {
+            interval: self
+                .duration(p.interval.as_ref(), "probe.interval")?
+                .unwrap_or(defaults::PROBE_INTERVAL),
+            unhealthy_interval: self
+                .duration(p.unhealthy_interval.as_ref(), "probe.unhealthy_interval")?
+                .unwrap_or(defaults::PROBE_UNHEALTHY_INTERVAL),
+            timeout: self
+                .duration(p.timeout.as_ref(), "probe.timeout")?
+                .unwrap_or(defaults::PROBE_TIMEOUT),
+            fall: count(&p.fall, "probe.fall", defaults::PROBE_FALL)?,
+            rise: count(&p.rise, "probe.rise", defaults::PROBE_RISE)?,
+            max_body,
+            hold_down: self
+                .duration(p.hold_down.as_ref(), "probe.hold_down")?
+                .unwrap_or(defaults::PROBE_HOLD_DOWN),
+            hold_down_max: self
+                .duration(p.hold_down_max.as_ref(), "probe.hold_down_max")?
+                .unwrap_or(defaults::PROBE_HOLD_DOWN_MAX),
+            degraded_window,
+            degraded_failures,
+        })
+    }
+
+    pub(super) fn admin(&self, raw: &RawConfig) -> Result<AdminSettings> {
+        let a = &raw.admin;
+        let token = match &a.token_file {
+            Some(f) => Some(self.admin_token(f)?),
+            None => None,
+        };
+        let mut hosts = Vec::new();
+        for h in a.hosts.iter().flatten() {
+            let name = h.get_ref().trim_end_matches('.').to_ascii_lowercase();
+            let plain = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !plain {
+                return Err(self.err(
+                    h.span(),
+                    "admin.hosts",
+                    format!(
+                        "`{}` is not a host name: expected a name such as \"egress-sentinel.sso.svc\" (no port, no scheme)",
+                        h.get_ref()
+                    ),
+                ));
+            }
+            hosts.push(name);
+        }
+        Ok(AdminSettings {
+            verify_cooldown: self
+                .duration(a.verify_cooldown.as_ref(), "admin.verify_cooldown")?
+                .unwrap_or(defaults::ADMIN_VERIFY_COOLDOWN),
+            token,
+            hosts,
+        })
+    }
+
+    /// The admin token: one line of at least 16 visible characters. Read
+    /// through [`Self::file`], so replacing the file rotates the token.
+    fn admin_token(&self, f: &Spanned<String>) -> Result<Secret<String>> {
+        let path = self.file(f.get_ref());
+        let text = crate::files::read_text(&path, MAX_SECRET_FILE)
+            .map_err(|m| self.err(f.span(), "admin.token_file", m))?;
+        let token = text.trim_end_matches(['\r', '\n']);
+        if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(self.err(
+                f.span(),
+                "admin.token_file",
+                format!(
+                    "{} must hold one line of at least 16 visible characters, no spaces, e.g. from `openssl rand -hex 32` (its content is not shown)",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(Secret::new(token.to_string()))
+    }
+
+    pub(super) fn forward(&self, f: &RawForward, routes: &[Arc<Route>]) -> Result<ForwardSettings> {
+        let default = match &f.default {
+            None => ForwardDefault::Proxy,
+            Some(d) => match d.get_ref().as_str() {
+                "proxy" => ForwardDefault::Proxy,
+                "deny" => ForwardDefault::Deny,
+                other => {
+                    return Err(self.err(
+                        d.span(),
+                        "forward.default",
+                        format!("`{other}`: expected \"proxy\" or \"deny\""),
+                    ));
+                }
+            },
+        };
+        let default_routes = match &f.default_routes {
+            Some(list) => {
+                let out =
+                    self.route_list(Some(list), routes, "forward.default_routes", list.span())?;
+                if let Some(d) = list.get_ref().iter().find(|n| n.get_ref() == Route::DIRECT) {
+                    return Err(self.err(
+                        d.span(),
+                        "forward.default_routes",
+                        "unmatched destinations never go direct (the sidecar is not an open proxy): list proxy routes only",
+                    ));
+                }
+                out
+            }
+            None => routes.iter().filter(|r| !r.is_direct()).cloned().collect(),
+        };
+        let allow_ports = match &f.allow_ports {
+            Some(p) => {
+                let mut ports = Vec::new();
+                for n in p.get_ref() {
+                    let port = u16::try_from(*n).ok().filter(|p| *p != 0).ok_or_else(|| {
+                        self.err(
+                            p.span(),
+                            "forward.allow_ports",
+                            format!("{n} is not a port (1-65535)"),
+                        )
+                    })?;
+                    ports.push(port);
+                }
+                ports
+            }
+            None => defaults::FORWARD_ALLOW_PORTS.to_vec(),
+        };
+        let max_connections = match &f.max_connections {
+            Some(m) if (1..=1_000_000).contains(m.get_ref()) => *m.get_ref(),
+            Some(m) => {
+                return Err(self.err(
+                    m.span(),
+                    "forward.max_connections",
+                    "must be between 1 and 1000000",
+                ));
+            }
+            None => defaults::FORWARD_MAX_CONNECTIONS,
+        };
+        let trail_max_bytes = match &f.trail_max_bytes {
+            Some(m) if (4096..=1024 * 1024 * 1024).contains(m.get_ref()) => *m.get_ref(),
+            Some(m) => {
+                return Err(self.err(
+                    m.span(),
+                    "forward.trail_max_bytes",
+                    "must be between 4096 and 1073741824 (1 GiB) bytes",
+                ));
+            }
+            None => defaults::FORWARD_TRAIL_MAX_BYTES,
+        };
+        let trail_keep = match &f.trail_keep {
+            Some(k) if *k.get_ref() <= 100 => *k.get_ref(),
+            Some(k) => {
+                return Err(self.err(
+                    k.span(),
+                    "forward.trail_keep",
+                    "must be between 0 and 100 rotated files",
+                ));
+            }
+            None => defaults::FORWARD_TRAIL_KEEP,
+        };
+        let relay = match &f.relay {
+            None => defaults::FORWARD_RELAY,
+            Some(r) => match r.get_ref().as_str() {
+                "copy" => RelayMode::Copy,
+                "splice" => RelayMode::Splice,
+                other => {
+                    return Err(self.err(
+                        r.span(),
+                        "forward.relay",
+                        format!("`{other}`: expected \"copy\" or \"splice\""),
+                    ));
+                }
+            },
+        };
+        let buffer_pool = match &f.buffer_pool {
+            None => defaults::FORWARD_BUFFER_POOL,
+            Some(b) => u64::try_from(*b.get_ref())
+                .ok()
+                .filter(|b| *b <= defaults::FORWARD_BUFFER_POOL_MAX)
+                .ok_or_else(|| {
+                    self.err(
+                        b.span(),
+                        "forward.buffer_pool",
+                        "bytes, between 0 (small buffers only) and 17179869184 (16 GiB); e.g. 67108864 for 64 MiB",
+                    )
+                })?,
+        };
+        Ok(ForwardSettings {
+            relay,
+            buffer_pool,
+            trail: f.trail.unwrap_or(defaults::FORWARD_TRAIL),
+            access_log: f.access_log.unwrap_or(defaults::FORWARD_ACCESS_LOG),
+            trail_max_bytes,
+            trail_keep,
+            default,
+            default_routes,
+            allow_ports,
+            idle_timeout: self
+                .duration(f.idle_timeout.as_ref(), "forward.idle_timeout")?
+                .unwrap_or(defaults::FORWARD_IDLE_TIMEOUT),
+            header_timeout: self
+                .duration(f.header_timeout.as_ref(), "forward.header_timeout")?
+                .unwrap_or(defaults::FORWARD_HEADER_TIMEOUT),
+            max_connections,
+            failback_grace: self.duration_or_off(
+                f.failback_grace.as_ref(),
+                "forward.failback_grace",
+                defaults::FORWARD_FAILBACK_GRACE,
+            )?,
+        })
+    }
+
+    /// `[run]`: the reload poll; the old `shutdown_timeout` key is refused
+    /// with what replaced it.
+    pub(super) fn run(&self, raw: &RawConfig) -> Result<RunSettings> {
+        if let Some(old) = &raw.run.shutdown_timeout {
+            return Err(self.err(
+                old.span(),
+                "run.shutdown_timeout",
+                "replaced by [shutdown] drain (how long /readyz says 503 while listeners keep serving) and [shutdown] deadline (from SIGTERM to exit)",
+            ));
+        }
+        Ok(RunSettings {
+            reload_poll: self.duration_or_off(
+                raw.run.reload_poll.as_ref(),
+                "run.reload_poll",
+                defaults::RUN_RELOAD_POLL,
+            )?,
+        })
+    }
+
+    pub(super) fn shutdown(&self, raw: &RawConfig) -> Result<ShutdownSettings> {
+        let s = &raw.shutdown;
+        // A drain of zero is allowed: nothing in front of the pod to wait for.
+        let drain = match &s.drain {
+            Some(v) => {
+                parse_duration(v.get_ref()).map_err(|m| self.err(v.span(), "shutdown.drain", m))?
+            }
+            None => defaults::SHUTDOWN_DRAIN,
+        };
+        let deadline = self
+            .duration(s.deadline.as_ref(), "shutdown.deadline")?
+            .unwrap_or(defaults::SHUTDOWN_DEADLINE);
+        if deadline < drain {
+            let span = s.deadline.as_ref().or(s.drain.as_ref()).map(Spanned::span);
+            return Err(self.loc.error(
+                span,
+                "shutdown.deadline",
+                format!(
+                    "the deadline ({}) is shorter than the drain ({}): the deadline counts from SIGTERM and must cover the drain",
+                    crate::dial::fmt_duration(deadline),
+                    crate::dial::fmt_duration(drain)
+                ),
+            ));
+        }
+        Ok(ShutdownSettings { drain, deadline })
+    }
+
+    pub(super) fn runtime(&self, raw: &RawConfig) -> Result<RuntimeSettings> {
+        let worker_threads = match &raw.runtime.worker_threads {
+            None => None,
+            Some(n) => Some(
+                usize::try_from(*n.get_ref())
+                    .ok()
+                    .filter(|n| (1..=defaults::RUNTIME_WORKER_THREADS_MAX).contains(n))
+                    .ok_or_else(|| {
+                        self.err(
+                            n.span(),
+                            "runtime.worker_threads",
+                            format!(
+                                "must be between 1 and {}",
+                                defaults::RUNTIME_WORKER_THREADS_MAX
+                            ),
+                        )
+                    })?,
+            ),
+        };
+        Ok(RuntimeSettings { worker_threads })
+    }
+
+    pub(super) fn watch_processes(&self, raw: &RawConfig) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for p in raw.watch.processes.iter().flatten() {
+            let n = p.get_ref();
+            if n.is_empty() || n.len() > 15 || n.contains('/') || n == "egress-sentinel" {
+                return Err(self.err(
+                    p.span(),
+                    "watch.processes",
+                    format!("`{n}` is not a process command name: 1 to 15 bytes as in /proc/<pid>/comm, e.g. \"nginx\" (egress-sentinel itself is always watched)"),
+                ));
+            }
+            names.push(n.clone());
+        }
+        Ok(names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RelayMode;
+    use crate::config::compile::compile;
+
+    const TARGET: &str =
+        "\n[[target]]\nname = \"a\"\nurl = \"https://a.test/\"\nroutes = [\"direct\"]\n";
+
+    #[test]
+    fn relay_pool_and_worker_threads_take_their_values_and_name_the_key_when_wrong() {
+        let path = std::path::Path::new("c.toml");
+        let c = compile(path, TARGET).expect("defaults");
+        assert_eq!(c.forward.relay, defaults::FORWARD_RELAY);
+        assert_eq!(c.forward.buffer_pool, defaults::FORWARD_BUFFER_POOL);
+        assert_eq!(c.runtime.worker_threads, None);
+        assert!((1..=defaults::RUNTIME_WORKER_THREADS).contains(&c.runtime.workers()));
+        let text = format!(
+            "[runtime]\nworker_threads = 1\n\n[forward]\nrelay = \"splice\"\nbuffer_pool = 0\n{TARGET}"
+        );
+        let c = compile(path, &text).expect("set");
+        assert_eq!(c.forward.relay, RelayMode::Splice);
+        assert_eq!(c.forward.buffer_pool, 0);
+        assert_eq!(c.runtime.workers(), 1);
+        for (table, key, value, says) in [
+            (
+                "forward",
+                "relay",
+                "\"zero-copy\"",
+                "expected \"copy\" or \"splice\"",
+            ),
+            ("forward", "buffer_pool", "-1", "between 0"),
+            ("forward", "buffer_pool", "99999999999999", "16 GiB"),
+            ("runtime", "worker_threads", "0", "between 1 and 64"),
+            ("runtime", "worker_threads", "1000", "between 1 and 64"),
+        ] {
+            let text = format!("[{table}]\n{key} = {value}\n{TARGET}");
+            let e = compile(path, &text).expect_err(value).to_string();
+            assert!(e.contains(&format!("{table}.{key}")), "{e}");
+            assert!(e.contains(says), "{value}: {e}");
+            assert!(e.contains("c.toml:2:"), "located: {e}");
+        }
+    }
+}
