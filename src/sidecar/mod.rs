@@ -17,7 +17,9 @@
 //!   eviction of connections stalled on their client.
 //! - [`admin`]: the checks in front of every state-changing admin request
 //!   (Host, Origin, token or loopback peer, JSON bodies).
-//! - [`status`]: `/status` (JSON); [`page`]: `/` (the HTML status page).
+//! - [`status`]: `/status` (JSON); [`page`]: `/` (the HTML status page;
+//!   one file per section under `page/`, its style sheet and script as
+//!   `page/style.css` and `page/script.js`).
 
 pub mod admin;
 pub mod http;
