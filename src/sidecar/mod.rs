@@ -14,7 +14,9 @@
 //! - [`scheduler`]: one probe loop per target × route.
 //! - [`reload`]: watching the config and the files it names.
 //! - [`http`]: the metrics and admin listeners: routing, body bounds, the
-//!   eviction of connections stalled on their client.
+//!   eviction of connections stalled on their client; under `http/`, the
+//!   listener and its connections, body reading, replies, `POST /verify`
+//!   and `POST /routes/<target>`.
 //! - [`admin`]: the checks in front of every state-changing admin request
 //!   (Host, Origin, token or loopback peer, JSON bodies).
 //! - [`status`]: `/status` (JSON); [`page`]: `/` (the HTML status page;
