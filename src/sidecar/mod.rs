@@ -10,7 +10,9 @@
 //!
 //! # Layout
 //! - [`runtime`]: the state shared by everything below, and the one place
-//!   where observations become events, logs, metrics and incidents.
+//!   where observations become events, logs, metrics and incidents; under
+//!   `runtime/`, what each event does, the gauges set again from state,
+//!   and the forward proxy's `Routing` handle.
 //! - [`scheduler`]: one probe loop per target × route.
 //! - [`reload`]: watching the config and the files it names.
 //! - [`http`]: the metrics and admin listeners: routing, body bounds, the
