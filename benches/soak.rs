@@ -199,8 +199,10 @@ impl Child {
         self.child.id()
     }
 
-    /// Resident memory (KiB), open descriptors and threads, from `/proc`.
-    fn usage(&self) -> (u64, u64, u64) {
+    /// Resident memory and its anonymous part (KiB: heap and allocator
+    /// arenas, without the binary's and libraries' pages), open descriptors
+    /// and threads, from `/proc`.
+    fn usage(&self) -> (u64, u64, u64, u64) {
         let dir = format!("/proc/{}", self.pid());
         let status = std::fs::read_to_string(format!("{dir}/status")).unwrap_or_default();
         let field = |name: &str| {
@@ -214,7 +216,7 @@ impl Child {
         let fds = std::fs::read_dir(format!("{dir}/fd"))
             .map(|d| d.count() as u64)
             .unwrap_or(0);
-        (field("VmRSS:"), fds, field("Threads:"))
+        (field("VmRSS:"), field("RssAnon:"), fds, field("Threads:"))
     }
 }
 
@@ -389,10 +391,11 @@ async fn soak(length: Duration) -> i32 {
         child.pid()
     );
     println!(
-        "{:>7} {:>8} {:>9} {:>5} {:>6} {:>8} | {:>17} {:>17} {:>17}",
+        "{:>7} {:>8} {:>9} {:>9} {:>5} {:>6} {:>8} | {:>17} {:>17} {:>17}",
         "t",
         "proxy",
         "RSS KiB",
+        "anon KiB",
         "fds",
         "tasks",
         "threads",
@@ -400,7 +403,7 @@ async fn soak(length: Duration) -> i32 {
         "sms ok/ref/fail",
         "azure ok/ref/fail"
     );
-    let mut rows: Vec<(u64, u64, u64)> = Vec::new();
+    let mut rows: Vec<(u64, u64, u64, u64)> = Vec::new();
     let start = Instant::now();
     let mut broken = false;
     let mut next_flip = start + flip;
@@ -410,7 +413,7 @@ async fn soak(length: Duration) -> i32 {
         let now = Instant::now();
         if now >= next_sample {
             next_sample += every;
-            let (rss, fds, threads) = child.usage();
+            let (rss, anon, fds, threads) = child.usage();
             let tasks = child.tasks.load(Ordering::Relaxed);
             let counts: Vec<String> = tally
                 .iter()
@@ -424,14 +427,14 @@ async fn soak(length: Duration) -> i32 {
                 })
                 .collect();
             println!(
-                "{:>6}s {:>8} {rss:>9} {fds:>5} {tasks:>6} {threads:>8} | {:>17} {:>17} {:>17}",
+                "{:>6}s {:>8} {rss:>9} {anon:>9} {fds:>5} {tasks:>6} {threads:>8} | {:>17} {:>17} {:>17}",
                 start.elapsed().as_secs(),
                 if broken { "broken" } else { "ok" },
                 counts[0],
                 counts[1],
                 counts[2]
             );
-            rows.push((rss, fds, tasks));
+            rows.push((rss, anon, fds, tasks));
         }
         // After the sample, so a row's proxy state is the one its counts
         // were taken under (when the flip period is a multiple of it).
@@ -450,8 +453,8 @@ async fn soak(length: Duration) -> i32 {
         (Some(first), Some(last)) if rows.len() >= 3 => {
             let peak = rows.iter().skip(1).map(|r| r.0).max().unwrap_or(0);
             println!(
-                "from the 2nd sample to the last: RSS {} -> {} KiB (peak {peak}), fds {} -> {}, tasks {} -> {}",
-                first.0, last.0, first.1, last.1, first.2, last.2
+                "from the 2nd sample to the last: RSS {} -> {} KiB (peak {peak}), anonymous {} -> {} KiB, fds {} -> {}, tasks {} -> {}",
+                first.0, last.0, first.1, last.1, first.2, last.2, first.3, last.3
             );
         }
         _ => println!("too short to compare: at least 3 samples are needed"),

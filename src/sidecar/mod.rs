@@ -10,14 +10,20 @@
 //!
 //! # Layout
 //! - [`runtime`]: the state shared by everything below, and the one place
-//!   where observations become events, logs, metrics and incidents.
+//!   where observations become events, logs, metrics and incidents; under
+//!   `runtime/`, what each event does, the gauges set again from state,
+//!   and the forward proxy's `Routing` handle.
 //! - [`scheduler`]: one probe loop per target × route.
 //! - [`reload`]: watching the config and the files it names.
 //! - [`http`]: the metrics and admin listeners: routing, body bounds, the
-//!   eviction of connections stalled on their client.
+//!   eviction of connections stalled on their client; under `http/`, the
+//!   listener and its connections, body reading, replies, `POST /verify`
+//!   and `POST /routes/<target>`.
 //! - [`admin`]: the checks in front of every state-changing admin request
 //!   (Host, Origin, token or loopback peer, JSON bodies).
-//! - [`status`]: `/status` (JSON); [`page`]: `/` (the HTML status page).
+//! - [`status`]: `/status` (JSON); [`page`]: `/` (the HTML status page;
+//!   one file per section under `page/`, its style sheet and script as
+//!   `page/style.css` and `page/script.js`).
 
 pub mod admin;
 pub mod http;
