@@ -30,13 +30,15 @@ pub struct ActiveGuard<'a> {
 impl Active {
     /// Counts a tunnel on `route` until the guard drops.
     pub fn enter<'a>(&'a self, metrics: &'a Metrics, route: &str) -> ActiveGuard<'a> {
-        let n = {
+        {
+            // The gauge is set under the lock: set after it, a tunnel
+            // opening or closing at the same time could be overwritten by
+            // this older count (a test of 5 000 tunnels saw 4 998).
             let mut c = lock(&self.counts);
             let n = c.entry(route.to_string()).or_insert(0);
             *n += 1;
-            *n
-        };
-        metrics.forward_active(route, n);
+            metrics.forward_active(route, *n);
+        }
         ActiveGuard {
             active: self,
             metrics,
@@ -48,25 +50,19 @@ impl Active {
     /// the registry's idle timeout (APNs keeps HTTP/2 connections for hours)
     /// would otherwise vanish from `egress_forward_active_connections`.
     pub fn publish(&self, metrics: &Metrics) {
-        let counts: Vec<(String, u64)> = lock(&self.counts)
-            .iter()
-            .map(|(route, n)| (route.clone(), *n))
-            .collect();
-        for (route, n) in counts {
-            metrics.forward_active(&route, n);
+        let counts = lock(&self.counts);
+        for (route, n) in counts.iter() {
+            metrics.forward_active(route, *n);
         }
     }
 }
 
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
-        let n = {
-            let mut c = lock(&self.active.counts);
-            let n = c.entry(self.route.clone()).or_insert(1);
-            *n = n.saturating_sub(1);
-            *n
-        };
-        self.metrics.forward_active(&self.route, n);
+        let mut c = lock(&self.active.counts);
+        let n = c.entry(self.route.clone()).or_insert(1);
+        *n = n.saturating_sub(1);
+        self.metrics.forward_active(&self.route, *n);
     }
 }
 
