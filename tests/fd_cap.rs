@@ -330,7 +330,11 @@ deadline = "30s"
     );
     let fds_full = sidecar.open_fds();
     assert!(
-        fds_full >= fds_idle + 2 * n as u64,
+        // Less two: the idle count may include a descriptor held only for
+        // a moment (the descriptor watch reading the namespace's TCP
+        // tables, slow when a run left 100 000 TIME_WAIT sockets; a probe's
+        // connection), which a tunnel count must not depend on.
+        fds_full + 2 >= fds_idle + 2 * n as u64,
         "{fds_full} descriptors for {n} tunnels (idle {fds_idle})"
     );
     let rss_full = sidecar.rss_kib();
