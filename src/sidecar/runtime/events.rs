@@ -98,11 +98,7 @@ impl Runtime {
             });
             tracing::warn!(target = %target, route = %route, reason = %reason, detail = %detail, "route unhealthy");
             if preferred {
-                let change = self
-                    .with_incidents(|log| log.open_target(target, route, reason, &detail, wall));
-                if let Change::Opened(w) = change {
-                    tracing::warn!(incident = w.id, "{}", w.render());
-                }
+                self.open_incident(target, route, reason, &detail, wall);
             }
             return;
         }
@@ -118,6 +114,23 @@ impl Runtime {
             {
                 tracing::info!(incident = w.id, "{}", w.render());
             }
+        }
+    }
+
+    /// Opens the target's incident window (the preferred route failed or
+    /// degraded) and logs it when it is new.
+    fn open_incident(
+        &self,
+        target: &str,
+        route: &str,
+        reason: FailureReason,
+        detail: &str,
+        wall: SystemTime,
+    ) {
+        let change =
+            self.with_incidents(|log| log.open_target(target, route, reason, detail, wall));
+        if let Change::Opened(w) = change {
+            tracing::warn!(incident = w.id, "{}", w.render());
         }
     }
 
@@ -144,11 +157,7 @@ impl Runtime {
             });
             tracing::warn!(target = %target, route = %route, failures, window, reason = %reason, detail = %detail, "route degraded: {failures} of the last {window} attempts failed");
             if preferred {
-                let change = self
-                    .with_incidents(|log| log.open_target(target, route, reason, &detail, wall));
-                if let Change::Opened(w) = change {
-                    tracing::warn!(incident = w.id, "{}", w.render());
-                }
+                self.open_incident(target, route, reason, &detail, wall);
             }
             return;
         }
