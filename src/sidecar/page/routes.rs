@@ -17,14 +17,14 @@ use tokio::time::Instant;
 use super::text::{days_left, esc, span, time_el, unix, when};
 use crate::config::{Config, Target};
 use crate::dial::fmt_duration;
-use crate::health::{Force, RouteHealth, TargetHealth};
+use crate::health::{Override, RouteHealth, TargetHealth};
 use crate::reason::Phase;
 
 /// The state of one route, in words: the word tests and readers match
 /// (`failing`, `held down`, `degraded`, `healthy`, `not yet probed`), and
 /// a longer explanation.
 fn route_state(r: &RouteHealth, now: Instant) -> (&'static str, String) {
-    match r.healthy {
+    match r.healthy() {
         None => ("not yet probed", "no verdict yet".into()),
         Some(false) => {
             let since = r
@@ -33,7 +33,7 @@ fn route_state(r: &RouteHealth, now: Instant) -> (&'static str, String) {
                 .unwrap_or_default();
             (
                 "failing",
-                format!("{} failures in a row{since}", r.consecutive_fail),
+                format!("{} failures in a row{since}", r.consecutive_fail()),
             )
         }
         Some(true) if !r.eligible(now) => {
@@ -51,11 +51,10 @@ fn route_state(r: &RouteHealth, now: Instant) -> (&'static str, String) {
         }
         Some(true) if r.degraded_any() => {
             let mut why = Vec::new();
-            if r.degraded {
+            if r.degraded() {
+                let (level, failures, attempts) = r.worst_window();
                 why.push(format!(
-                    "{} of the last {} attempts failed",
-                    r.recent_failures(),
-                    r.recent.len()
+                    "{failures} of the last {attempts} attempts failed at the {level} level"
                 ));
             }
             if !r.addresses_down.is_empty() {
@@ -66,13 +65,16 @@ fn route_state(r: &RouteHealth, now: Instant) -> (&'static str, String) {
             }
             ("degraded", why.join("; "))
         }
-        Some(true) if r.consecutive_fail > 0 => (
+        Some(true) if r.consecutive_fail() > 0 => (
             "healthy",
-            format!("healthy, but the last {} checks failed", r.consecutive_fail),
+            format!(
+                "healthy, but the last {} checks failed",
+                r.consecutive_fail()
+            ),
         ),
         Some(true) => (
             "healthy",
-            format!("{} successes in a row", r.consecutive_ok),
+            format!("{} successes in a row", r.consecutive_ok()),
         ),
     }
 }
@@ -112,7 +114,7 @@ pub(super) fn summary(
     let failing = targets
         .values()
         .flat_map(|t| t.routes.iter())
-        .filter(|r| r.healthy == Some(false) || !r.eligible(now))
+        .filter(|r| r.healthy() == Some(false) || !r.eligible(now))
         .count();
     let mut s = format!(
         "{} targets; {} on their preferred route",
@@ -165,8 +167,8 @@ fn target_rows(h: &mut String, t: &Target, th: &TargetHealth, now: Instant, wall
             esc(th.routes.first().map_or("", |r| r.route.as_str()))
         ));
     }
-    if th.force != Force::Auto {
-        let ends = th.force_until.map_or_else(
+    if th.route_override != Override::Auto {
+        let ends = th.override_until.map_or_else(
             || "until changed".to_string(),
             |u| {
                 let left = u.saturating_duration_since(now);
@@ -179,7 +181,7 @@ fn target_rows(h: &mut String, t: &Target, th: &TargetHealth, now: Instant, wall
         );
         about.push(format!(
             "<span class=\"override\">operator override: {} only, {ends}</span>",
-            force_word(th.force)
+            override_word(th.route_override)
         ));
     }
     if let Some(na) = t.client_cert_not_after {
@@ -197,10 +199,10 @@ fn target_rows(h: &mut String, t: &Target, th: &TargetHealth, now: Instant, wall
     for (i, r) in th.routes.iter().enumerate() {
         let (state, why) = route_state(r, now);
         let active = i == th.active;
-        let excluded = match th.force {
-            Force::Auto => false,
-            Force::Proxy => r.direct,
-            Force::Direct => !r.direct,
+        let excluded = match th.route_override {
+            Override::Auto => false,
+            Override::Proxy => r.direct,
+            Override::Direct => !r.direct,
         };
         let mut words = format!(
             "<span class=\"badge {}\"><span aria-hidden=\"true\">{}</span> {}</span>",
@@ -343,10 +345,10 @@ fn route_cells(h: &mut String, r: &RouteHealth, wall: SystemTime) {
     h.push_str("</td>");
 }
 
-fn force_word(f: Force) -> &'static str {
+fn override_word(f: Override) -> &'static str {
     match f {
-        Force::Auto => "auto",
-        Force::Proxy => "proxy",
-        Force::Direct => "direct",
+        Override::Auto => "auto",
+        Override::Proxy => "proxy",
+        Override::Direct => "direct",
     }
 }

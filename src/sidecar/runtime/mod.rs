@@ -15,9 +15,12 @@
 //! - `events`: what each route-table event does (logs, counters,
 //!   incidents, early probes, fail-back closes);
 //! - `publish`: the gauges set again from the table and the config;
-//! - `routing`: the [`crate::forward::Routing`] handle of the forward proxy.
+//! - `routing`: the [`crate::forward::Routing`] handle of the forward proxy;
+//! - `exhaustion`: this process's own `local_exhausted` failures, counted
+//!   and summarised once a second, never fed to the route table.
 
 mod events;
+mod exhaustion;
 mod publish;
 mod routing;
 
@@ -32,10 +35,25 @@ use crate::compliance::Trail;
 use crate::config::Config;
 use crate::forward::DirectTunnels;
 use crate::generation::{Current, Generation};
-use crate::health::{Force, HealthSettings, HostPort, Observation, RouteTable, TargetSpec};
+use crate::health::{HealthSettings, HostPort, Observation, Override, RouteTable, TargetSpec};
 use crate::incidents::IncidentLog;
 use crate::probe::ProbeOutcome;
+use crate::reason::FailureReason;
 use crate::telemetry::Metrics;
+
+/// Why an operator's override was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OverrideRefused {
+    /// No target has that name.
+    #[error("no target named {0:?}")]
+    NoTarget(String),
+    /// `direct` asked for a target that does not list it.
+    #[error("{0} does not list \"direct\" in its routes")]
+    NoDirect(String),
+    /// `proxy` asked for a target with no proxy route.
+    #[error("{0} has no proxy route")]
+    NoProxy(String),
+}
 
 /// The result of the last config load.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -73,6 +91,8 @@ pub struct Runtime {
     direct: Arc<DirectTunnels>,
     /// The compliance trail, the access log and the direct-connection summary.
     trail: Trail,
+    /// `local_exhausted` failures not yet written to the log.
+    exhaustion: Mutex<exhaustion::Summary>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -141,6 +161,7 @@ impl Runtime {
             pairs: Mutex::new(HashMap::new()),
             direct: Arc::new(DirectTunnels::default()),
             trail: Trail::new(&first_config),
+            exhaustion: Mutex::default(),
         };
         rt.zero_failures(&first_config);
         rt.metrics.config_reload(true);
@@ -273,6 +294,9 @@ impl Runtime {
             self.metrics
                 .proxy_address_up(&outcome.route, &c.address.to_string(), c.up);
         }
+        if outcome.reason == FailureReason::LocalExhausted {
+            self.exhausted(exhaustion::Who::Probe, &outcome.detail);
+        }
         let target = outcome.target.clone();
         let events =
             lock(&self.table).observe(Instant::now(), Observation::Probe(Box::new(outcome)));
@@ -281,28 +305,32 @@ impl Runtime {
     }
 
     /// Sets the operator's override of `target` for `ttl` (then it ends by
-    /// itself at an upkeep tick; `Auto` has none). `Err` says why it is
-    /// refused.
-    pub fn force(&self, target: &str, force: Force, ttl: Duration) -> Result<(), String> {
+    /// itself at an upkeep tick; `Auto` has none).
+    pub fn set_override(
+        &self,
+        target: &str,
+        o: Override,
+        ttl: Duration,
+    ) -> Result<(), OverrideRefused> {
         let config = self.config();
         let t = config
             .target(target)
-            .ok_or_else(|| format!("no target named {target:?}"))?;
-        match force {
-            Force::Direct if !t.allows_direct() => {
-                return Err(format!("{target} does not list \"direct\" in its routes"));
+            .ok_or_else(|| OverrideRefused::NoTarget(target.to_string()))?;
+        match o {
+            Override::Direct if !t.allows_direct() => {
+                return Err(OverrideRefused::NoDirect(target.to_string()));
             }
-            Force::Proxy if t.routes.iter().all(|r| r.is_direct()) => {
-                return Err(format!("{target} has no proxy route"));
+            Override::Proxy if t.routes.iter().all(|r| r.is_direct()) => {
+                return Err(OverrideRefused::NoProxy(target.to_string()));
             }
             _ => {}
         }
         let now = Instant::now();
-        let events = lock(&self.table).force_until(target, force, now, now + ttl);
-        if force == Force::Auto {
-            tracing::warn!(target = %target, force = ?force, "operator override of the route choice");
+        let events = lock(&self.table).override_until(target, o, now, now + ttl);
+        if o == Override::Auto {
+            tracing::warn!(target = %target, force = ?o, "operator override of the route choice");
         } else {
-            tracing::warn!(target = %target, force = ?force, ttl_seconds = ttl.as_secs_f64(), "operator override of the route choice");
+            tracing::warn!(target = %target, force = ?o, ttl_seconds = ttl.as_secs_f64(), "operator override of the route choice");
         }
         self.apply(&events);
         self.publish_target(target);
@@ -315,5 +343,17 @@ impl Runtime {
         let events = lock(&self.table).tick(Instant::now());
         self.apply(&events);
         self.trail.tick();
+        if let Some(line) = lock(&self.exhaustion).flush(Instant::now()) {
+            line.log();
+        }
+    }
+
+    /// Counts one `local_exhausted` failure; writes the summary line when
+    /// one is due. Never reaches the route table or the incidents.
+    fn exhausted(&self, who: exhaustion::Who, detail: &str) {
+        let line = lock(&self.exhaustion).record(Instant::now(), who, detail);
+        if let Some(line) = line {
+            line.log();
+        }
     }
 }

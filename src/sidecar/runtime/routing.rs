@@ -13,7 +13,8 @@ use super::{Runtime, lock};
 use crate::compliance::Trail;
 use crate::forward::Routing;
 use crate::generation::Generation;
-use crate::health::{Force, Observation, TrafficResult};
+use crate::health::{Observation, Override, TrafficResult};
+use crate::reason::FailureReason;
 use crate::telemetry::Metrics;
 
 impl Routing for Runtime {
@@ -21,11 +22,23 @@ impl Routing for Runtime {
         self.current()
     }
 
-    fn choice(&self, target: &str) -> Option<(String, Force)> {
+    fn choice(&self, target: &str) -> Option<(String, Override)> {
         lock(&self.table).choice(target)
     }
 
+    fn broken(&self, target: &str, route: &str) -> bool {
+        lock(&self.table)
+            .targets
+            .get(target)
+            .and_then(|t| t.route(route))
+            .is_some_and(|r| r.healthy() == Some(false))
+    }
+
     fn report(&self, result: TrafficResult) {
+        if let Some((FailureReason::LocalExhausted, detail)) = &result.failure {
+            self.exhausted(super::exhaustion::Who::AppConnection, detail);
+            return;
+        }
         let target = result.target.clone();
         let events = lock(&self.table).observe(Instant::now(), Observation::Traffic(result));
         self.apply(&events);
@@ -37,14 +50,14 @@ impl Routing for Runtime {
         let Some(t) = table.targets.get(target) else {
             return "no target".into();
         };
-        if t.force == Force::Direct {
+        if t.route_override == Override::Direct {
             return "operator forced direct".into();
         }
         let parts: Vec<String> = t
             .routes
             .iter()
             .filter(|r| !r.direct)
-            .map(|r| match (&r.healthy, &r.last) {
+            .map(|r| match (r.healthy(), &r.last) {
                 (Some(false), Some(s)) => {
                     format!("{}: unhealthy, {} ({})", r.route, s.reason, s.detail)
                 }
