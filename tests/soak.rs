@@ -13,12 +13,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The sidecar's resident memory may never exceed this under the soak's
-/// load, KiB. The 2-hour-class runs in benches/README.md peak at about
-/// 14 MiB; the bound leaves 10 MiB of headroom for another machine's libc
-/// and page sizes, and still catches a leak of 1 KiB per tunnel (3 000
-/// tunnels: +3 MiB is not enough, but twenty such runs' worth is), a pool
-/// that stops reusing its buffers (a download's 1 MiB each time), or the
-/// regrowth the issue measured.
+/// load, KiB. With glibc and the relay pool that keeps its buffers, the
+/// runs in benches/README.md ("Soak", 2026-12-07) peak at 11.3–12.0 MiB
+/// (the old pool: 13.8 MiB after 15 minutes). 24 MiB is about twice that:
+/// headroom for another machine's libc and page cache, and still crossed
+/// by a leak of 5 KiB per tunnel over this run's 3 000 tunnels. The pool's
+/// regrowth is the step check's to catch.
 const MAX_RSS_KIB: u64 = 24 * 1024;
 /// Past the warm-up, no rise of 1 MiB or more within a minute.
 const WARM_SECS: f64 = 120.0;
