@@ -180,7 +180,7 @@ impl Scanned {
 /// the namespace (in a pod, the app; on a shared machine, everyone) costs
 /// nothing, however many sockets it holds. Keeping them all made the
 /// sample's memory follow the namespace's busiest moment (benches/README,
-/// "Soak": a 516 KiB step when another process held 16 000 sockets).
+/// "Soak": an 808 KiB step when another process held 16 000 sockets).
 struct Tables {
     /// Socket inodes of the processes reported (inodes are unique across
     /// namespaces).

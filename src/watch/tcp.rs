@@ -9,7 +9,7 @@
 //! sockets, others no process holds (inode 0) and other processes' are
 //! counted or skipped as they are read, so a namespace with tens of
 //! thousands of them costs no memory (a soak found 1.5 MiB held per sample
-//! when TIME_WAIT lines were kept, and a 516 KiB step when another process
+//! when TIME_WAIT lines were kept, and an 808 KiB step when another process
 //! held 16 000 sockets). The kernel's
 //! cost of writing the tables grows with every socket of the namespace
 //! (TIME_WAIT included), which is why scrapes count descriptors by kind
