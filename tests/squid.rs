@@ -218,12 +218,19 @@ impl Sidecar {
         sample(m, name, &[("target", target), ("route", route)])
     }
 
-    /// Waits until `want` holds for the metrics text.
-    async fn until(&self, what: &str, want: impl Fn(&str) -> bool) {
+    /// Waits until `want` holds for the metrics text; returns when the
+    /// last scrape that did not see it started (it came true after that).
+    async fn until(&self, what: &str, want: impl Fn(&str) -> bool) -> Instant {
+        let missed = std::cell::Cell::new(Instant::now());
         eventually(Duration::from_secs(15), what, || async {
-            want(&self.metrics().await).then_some(())
+            let polled = Instant::now();
+            let seen = want(&self.metrics().await);
+            if !seen {
+                missed.set(polled);
+            }
+            seen.then(|| missed.get())
         })
-        .await;
+        .await
     }
 
     /// Waits until `target`'s Squid route's current reason is `reason`,
@@ -490,12 +497,11 @@ async fn squid_killed_then_restarted_fails_over_and_back_and_closes_direct_tunne
             ..Default::default()
         },
     );
-    sidecar
+    let back = sidecar
         .until("push back on squid", |m| {
             gauge(m, "egress_route_active", "apns", "squid") == Some(1.0)
         })
         .await;
-    let back = Instant::now();
     eventually(
         Duration::from_secs(5),
         "the direct tunnel closed",
