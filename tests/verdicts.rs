@@ -79,6 +79,60 @@ async fn all_healthy(sidecar: &Sidecar, pairs: &[(&str, &str)], within: Duration
     .await
 }
 
+/// Push, whose probe is `https://push.test:{port}/health`, through the
+/// proxy route `(name, url)` or direct, probed every `interval`; every
+/// `*.push.test` is push's. `resolve` maps the names a direct dial needs
+/// (`push.test` always) to loopback addresses, which push may dial; `top`
+/// goes before every table.
+fn push_config(
+    top: &str,
+    interval: &str,
+    (route, proxy): (&str, &str),
+    port: u16,
+    resolve: &[(&str, &str)],
+) -> String {
+    let mut names = "\"push.test\" = \"127.0.0.1\"\n".to_string();
+    let mut allow = vec!["\"127.0.0.1/32\"".to_string()];
+    for (name, addr) in resolve {
+        names.push_str(&format!("\"{name}\" = \"{addr}\"\n"));
+        let cidr = format!("\"{addr}/32\"");
+        if !allow.contains(&cidr) {
+            allow.push(cidr);
+        }
+    }
+    format!(
+        r#"{top}
+{listen}
+[probe]
+interval = "{interval}"
+unhealthy_interval = "1s"
+timeout = "2s"
+fall = 2
+rise = 2
+
+[resolve]
+{names}
+[[route]]
+name = "{route}"
+proxy = "{proxy}"
+connect_timeout = "1s"
+
+[[target]]
+name = "apns"
+url = "https://push.test:{port}/health"
+routes = ["{route}", "direct"]
+hosts = ["push.test", "*.push.test"]
+allow_addresses = [{allow}]
+ca_file = "ca.pem"
+
+[forward]
+default = "deny"
+"#,
+        listen = listen_table(),
+        allow = allow.join(", "),
+    )
+}
+
 // === A busy target hides no partial failure ===
 
 /// Probes every second with the window of DESIGN's example (3 failures of
@@ -252,42 +306,6 @@ async fn busy_push_target_with_one_probe_in_three_failing_is_degraded_like_a_qui
 
 // === Traffic still finds a dead proxy ===
 
-/// Probes a minute apart: anything that finds a dead proxy within seconds
-/// is the app's traffic and the probe it wakes. Push may go direct.
-fn dead_proxy_config(squid: &str, port: u16) -> String {
-    format!(
-        r#"{listen}
-[probe]
-interval = "60s"
-unhealthy_interval = "1s"
-timeout = "2s"
-fall = 2
-rise = 2
-
-[resolve]
-"push.test" = "127.0.0.1"
-"other.push.test" = "127.0.0.1"
-
-[[route]]
-name = "squid"
-proxy = "{squid}"
-connect_timeout = "1s"
-
-[[target]]
-name = "apns"
-url = "https://push.test:{port}/health"
-routes = ["squid", "direct"]
-hosts = ["push.test", "*.push.test"]
-allow_addresses = ["127.0.0.1/32"]
-ca_file = "ca.pem"
-
-[forward]
-default = "deny"
-"#,
-        listen = listen_table()
-    )
-}
-
 /// Well before the 60 s interval: the traffic failure, the probe it wakes
 /// (connection refused: at once), and a loaded machine.
 const FOUND_WITHIN: Duration = Duration::from_secs(5);
@@ -305,7 +323,16 @@ async fn app_finds_the_dead_proxy(host: &str) {
     let up = Opts::new("push.test").leaf(leaf).start().await;
     let mut squid = Squid::start(bin, &["push.test", "other.push.test"], &[]);
     let ws = Workspace::new();
-    let config = ws.write("config.toml", &dead_proxy_config(&squid.url(), up.port()));
+    // Probes a minute apart: what finds the dead proxy within seconds is
+    // the app's traffic and the probe it wakes.
+    let text = push_config(
+        "",
+        "60s",
+        ("squid", &squid.url()),
+        up.port(),
+        &[("other.push.test", "127.0.0.1")],
+    );
+    let config = ws.write("config.toml", &text);
     let sidecar = Sidecar::start(&config).await;
     let m = all_healthy(
         &sidecar,
@@ -326,6 +353,7 @@ async fn app_finds_the_dead_proxy(host: &str) {
     })
     .await;
     let found = asked.elapsed();
+    eprintln!("{host}: the squid route read down {found:?} after the app's CONNECT");
     assert!(
         found < FOUND_WITHIN,
         "the squid route read down {found:?} after the app's CONNECT to {host}"
@@ -364,44 +392,6 @@ async fn squid_killed_is_found_by_the_apps_next_connect_to_another_host_of_the_t
 
 // === The proxy's own refusal is obeyed ===
 
-/// Push may go direct and owns every `*.push.test`; `denied.push.test`
-/// resolves (for a direct dial) to a decoy on 127.0.0.2 that must never
-/// see a connection. The compliance trail is in `state/`.
-fn refusal_config(squid: &str, port: u16) -> String {
-    format!(
-        r#"state_dir = "state"
-{listen}
-[probe]
-interval = "1s"
-unhealthy_interval = "200ms"
-timeout = "2s"
-fall = 2
-rise = 2
-
-[resolve]
-"push.test" = "127.0.0.1"
-"denied.push.test" = "127.0.0.2"
-
-[[route]]
-name = "squid"
-proxy = "{squid}"
-connect_timeout = "1s"
-
-[[target]]
-name = "apns"
-url = "https://push.test:{port}/health"
-routes = ["squid", "direct"]
-hosts = ["push.test", "*.push.test"]
-allow_addresses = ["127.0.0.1/32", "127.0.0.2/32"]
-ca_file = "ca.pem"
-
-[forward]
-default = "deny"
-"#,
-        listen = listen_table()
-    )
-}
-
 /// The trail's lines so far (none when the file does not exist yet).
 fn trail(state: &Path) -> Vec<String> {
     std::fs::read_to_string(state.join("direct.jsonl"))
@@ -433,7 +423,16 @@ async fn squid_refusing_one_host_by_acl_is_obeyed_and_a_dead_squid_still_fails_o
     let mut squid = Squid::start(bin, &["push.test"], &["denied.push.test"]);
     let ws = Workspace::new();
     std::fs::create_dir(ws.path("state")).expect("state dir");
-    let config = ws.write("config.toml", &refusal_config(&squid.url(), port));
+    // A direct dial of denied.push.test would reach the decoy: allowed, so
+    // the only thing keeping it away is the sidecar obeying Squid.
+    let text = push_config(
+        "state_dir = \"state\"",
+        "1s",
+        ("squid", &squid.url()),
+        port,
+        &[("denied.push.test", "127.0.0.2")],
+    );
+    let config = ws.write("config.toml", &text);
     let sidecar = Sidecar::start(&config).await;
     let m = all_healthy(
         &sidecar,
@@ -513,40 +512,6 @@ async fn squid_refusing_one_host_by_acl_is_obeyed_and_a_dead_squid_still_fails_o
 
 // === The sidecar's own exhaustion blames no route ===
 
-/// Push through the stand-in provider proxy, or direct; probes every
-/// second.
-fn exhaustion_config(proxy: &str, port: u16) -> String {
-    format!(
-        r#"{listen}
-[probe]
-interval = "1s"
-unhealthy_interval = "200ms"
-timeout = "2s"
-fall = 2
-rise = 2
-
-[resolve]
-"push.test" = "127.0.0.1"
-
-[[route]]
-name = "provider"
-proxy = "{proxy}"
-connect_timeout = "1s"
-
-[[target]]
-name = "apns"
-url = "https://push.test:{port}/health"
-routes = ["provider", "direct"]
-allow_addresses = ["127.0.0.1/32"]
-ca_file = "ca.pem"
-
-[forward]
-default = "deny"
-"#,
-        listen = listen_table()
-    )
-}
-
 /// `(soft, hard)` of `pid`'s descriptor limit, from `/proc`.
 fn nofile(pid: u32) -> (String, String) {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
@@ -592,7 +557,8 @@ async fn the_sidecars_own_descriptor_exhaustion_is_local_exhausted_and_blames_no
     let up = Opts::new("push.test").start().await;
     let proxy = support::proxy::ScriptProxy::start(support::proxy::Mode::Tunnel).await;
     let ws = Workspace::new();
-    let config = ws.write("config.toml", &exhaustion_config(&proxy.url(), up.port()));
+    let text = push_config("", "1s", ("provider", &proxy.url()), up.port(), &[]);
+    let config = ws.write("config.toml", &text);
     let mut sidecar = Sidecar::start(&config).await;
     let pairs = [("apns", "provider"), ("apns", "direct")];
     all_healthy(&sidecar, &pairs, Duration::from_secs(20)).await;
