@@ -392,6 +392,14 @@ async fn squid_killed_is_found_by_the_apps_next_connect_to_another_host_of_the_t
 
 // === The proxy's own refusal is obeyed ===
 
+/// Now, in Unix seconds (as the probe timestamps are exported).
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
+}
+
 /// The trail's lines so far (none when the file does not exist yet).
 fn trail(state: &Path) -> Vec<String> {
     std::fs::read_to_string(state.join("direct.jsonl"))
@@ -442,45 +450,61 @@ async fn squid_refusing_one_host_by_acl_is_obeyed_and_a_dead_squid_still_fails_o
     .await;
     assert_eq!(gauge(&m, "egress_route_active", "apns", "squid"), Some(1.0));
 
-    let reply = raw_exchange(
-        sidecar.proxy,
-        format!(
-            "CONNECT denied.push.test:{port} HTTP/1.1\r\nHost: denied.push.test:{port}\r\n\r\n"
+    // Three times: were a refusal counted against the route, two would
+    // take it down (fall = 2).
+    for _ in 0..3 {
+        let reply = raw_exchange(
+            sidecar.proxy,
+            format!(
+                "CONNECT denied.push.test:{port} HTTP/1.1\r\nHost: denied.push.test:{port}\r\n\r\n"
+            )
+            .as_bytes(),
+            Duration::from_secs(10),
         )
-        .as_bytes(),
-        Duration::from_secs(10),
-    )
-    .await;
-    let answer = support::raw::parse(reply.as_bytes());
-    assert_eq!(
-        answer.head.lines().next(),
-        Some("HTTP/1.1 403 Forbidden"),
-        "{reply}"
-    );
-    let ps = answer.header("proxy-status").unwrap_or_default();
-    assert!(ps.starts_with("egress-sentinel"), "{reply}");
-    assert!(ps.contains("error=http_request_denied"), "{reply}");
-    let details = ps.split_once("details=").map_or("", |(_, d)| d);
-    assert!(details.contains("ERR_ACCESS_DENIED"), "{reply}");
+        .await;
+        let answer = support::raw::parse(reply.as_bytes());
+        assert_eq!(
+            answer.head.lines().next(),
+            Some("HTTP/1.1 403 Forbidden"),
+            "{reply}"
+        );
+        let ps = answer.header("proxy-status").unwrap_or_default();
+        assert!(ps.starts_with("egress-sentinel"), "{reply}");
+        assert!(ps.contains("error=http_request_denied"), "{reply}");
+        let details = ps.split_once("details=").map_or("", |(_, d)| d);
+        assert!(details.contains("ERR_ACCESS_DENIED"), "{reply}");
+    }
+    let refused = unix_now();
 
     // Squid said no before dialing; nobody went around it.
     eventually(
         Duration::from_secs(10),
         "squid's access log naming the denial",
         || async {
-            squid
-                .access_log()
+            let log = squid.access_log();
+            let denials = log
                 .lines()
-                .any(|l| l.contains("TCP_DENIED/403") && l.contains("denied.push.test"))
-                .then_some(())
+                .filter(|l| l.contains("TCP_DENIED/403") && l.contains("denied.push.test"))
+                .count();
+            (denials == 3).then_some(())
         },
     )
     .await;
     assert_eq!(decoy.connections(), 0, "the denied CONNECT went direct");
     let state = ws.path("state");
     assert_eq!(trail(&state), Vec::<String>::new());
-    // One host refused by the provider's policy says nothing of the route.
-    let m = sidecar.metrics_text().await;
+    // A host refused by the provider's policy says nothing of the route: a
+    // probe after the refusals finds it healthy, and it stays in use.
+    let m = eventually(
+        Duration::from_secs(10),
+        "a probe after the refusals",
+        || async {
+            let m = sidecar.metrics_text().await;
+            let last = gauge(&m, "egress_probe_last_timestamp_seconds", "apns", "squid")?;
+            (last > refused).then_some(m)
+        },
+    )
+    .await;
     assert_eq!(
         gauge(&m, "egress_route_healthy", "apns", "squid"),
         Some(1.0)
