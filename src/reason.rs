@@ -51,11 +51,14 @@ pub enum FailureReason {
     Io,
     /// Our own policy refused the destination (port, address range, host).
     PolicyDenied,
+    /// This process ran out of descriptors or memory (EMFILE, ENFILE,
+    /// ENOBUFS, ENOMEM) opening a socket or a file: never the route's fault.
+    LocalExhausted,
 }
 
 impl FailureReason {
     /// Every reason, in contract order.
-    pub const ALL: [FailureReason; 19] = [
+    pub const ALL: [FailureReason; 20] = [
         Self::Ok,
         Self::ProxyResolve,
         Self::ProxyConnect,
@@ -75,6 +78,7 @@ impl FailureReason {
         Self::Timeout,
         Self::Io,
         Self::PolicyDenied,
+        Self::LocalExhausted,
     ];
 
     /// The label value used in metrics, logs and reports.
@@ -99,6 +103,7 @@ impl FailureReason {
             Self::Timeout => "timeout",
             Self::Io => "io",
             Self::PolicyDenied => "policy_denied",
+            Self::LocalExhausted => "local_exhausted",
         }
     }
 

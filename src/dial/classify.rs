@@ -14,8 +14,13 @@ use super::{ConnectError, DialError};
 use crate::reason::FailureReason;
 
 impl DialError {
-    /// The failure reason this error stands for.
+    /// The failure reason this error stands for. This process running out
+    /// of descriptors or memory on the way is `local_exhausted`, whatever
+    /// the stage: it says nothing about the route.
     pub fn reason(&self) -> FailureReason {
+        if self.is_local_exhaustion() {
+            return FailureReason::LocalExhausted;
+        }
         match self {
             Self::Policy { .. } => FailureReason::PolicyDenied,
             Self::ProxyResolve { .. } => FailureReason::ProxyResolve,
@@ -27,6 +32,65 @@ impl DialError {
             Self::Timeout { .. } => FailureReason::Timeout,
         }
     }
+}
+
+impl DialError {
+    /// True when this process (or the system) ran out of descriptors or
+    /// memory opening the socket or asking DNS.
+    fn is_local_exhaustion(&self) -> bool {
+        match self {
+            Self::ProxyConnect { source, .. }
+            | Self::ProxyTls { source, .. }
+            | Self::Connect { source, .. } => is_local_exhaustion(source),
+            Self::Tunnel {
+                source: ConnectError::Io(e),
+                ..
+            } => is_local_exhaustion(e),
+            Self::ProxyResolve { source, .. } | Self::Resolve { source, .. } => {
+                source.is_local_exhaustion()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// True for the errno values that mean this process or the system ran out
+/// of descriptors or memory: EMFILE, ENFILE, ENOBUFS, ENOMEM.
+pub fn is_exhaustion_errno(code: i32) -> bool {
+    #[cfg(unix)]
+    {
+        use nix::errno::Errno;
+        matches!(
+            Errno::from_raw(code),
+            Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = code;
+        false
+    }
+}
+
+/// True when `err`, or an error in its `source()` chain (or inside an
+/// `io::Error`'s payload), is a descriptor or memory exhaustion
+/// ([`is_exhaustion_errno`]).
+pub fn is_local_exhaustion(err: &(dyn Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if io.raw_os_error().is_some_and(is_exhaustion_errno)
+                || io.kind() == io::ErrorKind::OutOfMemory
+            {
+                return true;
+            }
+            if io.get_ref().is_some_and(|inner| is_local_exhaustion(inner)) {
+                return true;
+            }
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// A proxy's own answer to a request sent to it in absolute form, told from
@@ -150,6 +214,36 @@ pub fn after_tls_reason(err: &(dyn Error + 'static)) -> FailureReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn running_out_of_descriptors_or_memory_is_ours_not_the_routes() {
+        for errno in [24, 23, 105, 12] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert!(is_local_exhaustion(&e), "errno {errno}");
+            let wrapped = io::Error::other(io::Error::from_raw_os_error(errno));
+            assert!(is_local_exhaustion(&wrapped), "wrapped errno {errno}");
+        }
+        let refused = io::Error::from_raw_os_error(111);
+        assert!(!is_local_exhaustion(&refused));
+        let addr: std::net::SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let dial = |source| DialError::Connect {
+            addr,
+            source,
+            attempts: Default::default(),
+        };
+        assert_eq!(
+            dial(io::Error::from_raw_os_error(24)).reason(),
+            FailureReason::LocalExhausted
+        );
+        assert_eq!(dial(refused).reason(), FailureReason::Connect);
+        let proxy = DialError::ProxyConnect {
+            proxy: "http://proxy.test:3128".into(),
+            addr,
+            source: io::Error::from_raw_os_error(23),
+            attempts: Default::default(),
+        };
+        assert_eq!(proxy.reason(), FailureReason::LocalExhausted);
+    }
 
     #[test]
     fn rustls_errors_inside_io_errors_are_found() {

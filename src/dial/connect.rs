@@ -67,6 +67,59 @@ impl fmt::Display for ConnectReply {
     }
 }
 
+impl ConnectReply {
+    /// True when the proxy refused this one destination by its own policy:
+    /// a 403 that says so, with Squid's `X-Squid-Error: ERR_ACCESS_DENIED`
+    /// or a `Proxy-Status` whose `error` names a denial
+    /// (`http_request_denied`, `destination_ip_prohibited`). The status and
+    /// the marker together: a marker on a 502 is a broken proxy, and a
+    /// bare 403 may be one too.
+    pub fn is_policy_denial(&self) -> bool {
+        if self.status != 403 {
+            return false;
+        }
+        let squid = self.squid_error.as_deref().is_some_and(|e| {
+            e.split_whitespace()
+                .next()
+                .is_some_and(|code| code.eq_ignore_ascii_case("ERR_ACCESS_DENIED"))
+        });
+        let status = self.proxy_status.as_deref().is_some_and(|v| {
+            proxy_status_errors(v).any(|e| {
+                e.eq_ignore_ascii_case("http_request_denied")
+                    || e.eq_ignore_ascii_case("destination_ip_prohibited")
+            })
+        });
+        squid || status
+    }
+}
+
+/// The `error` parameters of a `Proxy-Status` value (RFC 9209: a list of
+/// members, each with `;`-separated parameters), quoted strings skipped so
+/// that a `details` text cannot pose as one.
+fn proxy_status_errors(value: &str) -> impl Iterator<Item = &str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ';' | ',' if !quoted => {
+                parts.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&value[start..]);
+    parts.into_iter().filter_map(|p| {
+        let (name, v) = p.trim().split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("error")
+            .then(|| v.trim().trim_matches('"'))
+    })
+}
+
 /// Why the CONNECT exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -213,6 +266,46 @@ pub fn sanitize(raw: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reply(status: u16, squid: Option<&str>, proxy_status: Option<&str>) -> ConnectReply {
+        ConnectReply {
+            status,
+            status_line: format!("HTTP/1.1 {status} X"),
+            via: None,
+            server: None,
+            proxy_status: proxy_status.map(str::to_string),
+            squid_error: squid.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_policy_denial_needs_the_403_and_the_marker_together() {
+        assert!(reply(403, Some("ERR_ACCESS_DENIED 0"), None).is_policy_denial());
+        assert!(reply(403, None, Some("squid; error=http_request_denied")).is_policy_denial());
+        assert!(
+            reply(
+                403,
+                None,
+                Some("a; error=dns_timeout, b; error=destination_ip_prohibited")
+            )
+            .is_policy_denial()
+        );
+        // A broken proxy that happens to say "denied", a bare 403, other errors.
+        assert!(!reply(502, None, Some("p; error=http_request_denied")).is_policy_denial());
+        assert!(!reply(502, Some("ERR_ACCESS_DENIED 0"), None).is_policy_denial());
+        assert!(!reply(403, None, None).is_policy_denial());
+        assert!(!reply(403, Some("ERR_CONNECT_FAIL 111"), None).is_policy_denial());
+        assert!(!reply(403, None, Some("p; error=connection_refused")).is_policy_denial());
+        // The marker inside a quoted details text does not count.
+        assert!(
+            !reply(
+                403,
+                None,
+                Some("p; error=proxy_internal_error; details=\"error=http_request_denied; x\"")
+            )
+            .is_policy_denial()
+        );
+    }
 
     #[test]
     fn keeps_status_line_and_diagnostic_headers() {

@@ -249,9 +249,12 @@ impl Dialer {
             let target = target.clone();
             async move {
                 let one = async {
-                    let tcp = tokio::net::TcpStream::connect(addr)
-                        .await
-                        .map_err(|e| format!("connect: {e}"))?;
+                    let tcp = match tokio::net::TcpStream::connect(addr).await {
+                        Ok(tcp) => tcp,
+                        // Our own exhaustion says nothing of the address.
+                        Err(e) if classify::is_local_exhaustion(&e) => return Ok(false),
+                        Err(e) => return Err(format!("connect: {e}")),
+                    };
                     let stream: BoxStream = Box::new(tcp);
                     let stream = match &proxy.tls {
                         None => stream,
@@ -263,25 +266,26 @@ impl Dialer {
                     };
                     connect::exchange(stream, &target, proxy.authorization.as_ref())
                         .await
-                        .map(|_| ())
+                        .map(|_| true)
                         .map_err(|e| match e {
                             ConnectError::Refused(reply) => format!("CONNECT -> {reply}"),
                             other => format!("CONNECT: {other}"),
                         })
                 };
                 let (up, detail) = match tokio::time::timeout_at(deadline, one).await {
-                    Ok(Ok(())) => (true, "tunnel stands".to_string()),
+                    Ok(Ok(true)) => (true, "tunnel stands".to_string()),
+                    Ok(Ok(false)) => return None,
                     Ok(Err(e)) => (false, e),
                     Err(_) => (false, "no answer in time".to_string()),
                 };
-                addresses::AddressCheck {
+                Some(addresses::AddressCheck {
                     address: *addr,
                     up,
                     detail,
-                }
+                })
             }
         });
-        let checks = join_all(checks).await;
+        let checks: Vec<_> = join_all(checks).await.into_iter().flatten().collect();
         self.addresses.record(&checks);
         checks
     }

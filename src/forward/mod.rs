@@ -59,6 +59,9 @@ pub trait Routing: Send + Sync + 'static {
     fn generation(&self) -> Arc<Generation>;
     /// The active route of `target` and the operator's override.
     fn choice(&self, target: &str) -> Option<(String, Force)>;
+    /// True when probes found `target`'s `route` broken (not when it is
+    /// healthy, or not yet probed).
+    fn broken(&self, target: &str, route: &str) -> bool;
     /// What one attempt on a route learned (the runtime decides whether it
     /// counts for health).
     fn report(&self, result: TrafficResult);
@@ -261,7 +264,21 @@ impl Proxy {
                         .await;
                     return;
                 }
-                Err(t) => tried.push(t),
+                Err(t) => {
+                    let broken = req
+                        .plan
+                        .target
+                        .as_ref()
+                        .is_some_and(|target| self.routing.broken(&target.name, &route.name));
+                    if let Some(stop) = reply::Stop::after(&t, broken) {
+                        if stop == reply::Stop::ProxyRefused {
+                            tracing::warn!(target = %req.plan.label, route = %route.name, destination = %req.destination(), detail = %t.detail, "the proxy refused the destination by its own policy; obeyed, not retried on another route");
+                        }
+                        reply::stopped(&mut app, &req.destination(), &t, stop).await;
+                        return;
+                    }
+                    tried.push(t);
+                }
             }
         }
         let not_allowed_direct = req.plan.target.as_ref().is_some_and(|t| !t.allows_direct());
@@ -371,16 +388,15 @@ impl Proxy {
             Ok(tunnel) => return Ok(tunnel),
             Err(e) => e,
         };
-        let (reason, detail) = (e.reason(), e.to_string());
-        tracing::warn!(target = %req.plan.label, route = %route.name, destination = %req.destination(), reason = %reason, detail = %detail, "app connection failed on route");
+        let tried = Tried::new(&route.name, &e);
+        // Our own exhaustion is summarised by the runtime, once a second.
+        if tried.reason != crate::reason::FailureReason::LocalExhausted {
+            tracing::warn!(target = %req.plan.label, route = %route.name, destination = %req.destination(), reason = %tried.reason, detail = %tried.detail, "app connection failed on route");
+        }
         self.routing
             .metrics()
             .forward_connection(&req.plan.label, &route.name, "failed");
-        Err(Tried {
-            route: route.name.clone(),
-            reason,
-            detail,
-        })
+        Err(tried)
     }
 
     /// Answers the app, relays until either side is done (or, for a direct

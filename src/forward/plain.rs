@@ -198,11 +198,7 @@ async fn one(
             {
                 Ok(path) => break 'open (route.clone(), path),
                 Err(e) => {
-                    let t = Tried {
-                        route: route.name.clone(),
-                        reason: e.reason(),
-                        detail: e.to_string(),
-                    };
+                    let t = Tried::new(&route.name, &e);
                     report(
                         proxy,
                         &plan,
@@ -215,6 +211,12 @@ async fn one(
                         .routing
                         .metrics()
                         .forward_connection(&plan.label, &route.name, "failed");
+                    if t.reason == FailureReason::LocalExhausted {
+                        // Another route would fail the same way.
+                        let (status, error) = status_for(t.reason);
+                        let detail = format!("{}: {}", t.route, t.detail);
+                        return refusal(status, error, &detail);
+                    }
                     tried.push(t);
                 }
             }

@@ -1,9 +1,13 @@
 //! What the app hears when the proxy cannot serve it: a status, a
 //! `Proxy-Status` header (RFC 9209) naming the error, and a short body
-//! saying which routes were tried and why each failed.
+//! saying which routes were tried and why each failed; and when the
+//! attempt stops before every route was tried ([`Stop`]): the proxy
+//! refused the destination by its own policy, or this process ran out of
+//! descriptors.
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::dial::DialError;
 use crate::reason::FailureReason;
 
 /// One route that failed, for the reply.
@@ -15,6 +19,49 @@ pub struct Tried {
     pub reason: FailureReason,
     /// The detail.
     pub detail: String,
+    /// True when the proxy refused this destination by its own policy (a
+    /// 403 to CONNECT with Squid's or RFC 9209's denial marker).
+    pub denied_by_proxy: bool,
+}
+
+impl Tried {
+    /// The failed attempt on `route` that `e` describes.
+    pub fn new(route: &str, e: &DialError) -> Self {
+        Self {
+            route: route.to_string(),
+            reason: e.reason(),
+            detail: e.to_string(),
+            denied_by_proxy: e
+                .connect_reply()
+                .is_some_and(crate::dial::ConnectReply::is_policy_denial),
+        }
+    }
+}
+
+/// Why the routes left are not tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The proxy refused this one destination by its own policy while the
+    /// route is healthy (or not yet probed): obeyed, not routed around.
+    ProxyRefused,
+    /// This process ran out of descriptors or memory: another route would
+    /// fail the same way, and it is not a reason to leave the proxy.
+    LocalExhausted,
+}
+
+impl Stop {
+    /// Whether the attempt `t` ends the connection, given whether its
+    /// route is known to be broken (`route_broken`: probes found it down;
+    /// then traffic moves as a whole and a refusal is routed around).
+    pub fn after(t: &Tried, route_broken: bool) -> Option<Self> {
+        if t.reason == FailureReason::LocalExhausted {
+            Some(Self::LocalExhausted)
+        } else if t.denied_by_proxy && !route_broken {
+            Some(Self::ProxyRefused)
+        } else {
+            None
+        }
+    }
 }
 
 /// The status and RFC 9209 error type for a failure reason.
@@ -29,6 +76,7 @@ pub fn status_for(reason: FailureReason) -> (u16, &'static str) {
             (502, "destination_unavailable")
         }
         R::ProxyProtocol => (502, "http_response_incomplete"),
+        R::LocalExhausted => (503, "proxy_internal_error"),
         _ => (502, "proxy_internal_error"),
     }
 }
@@ -61,6 +109,38 @@ pub async fn write<W: AsyncWrite + Unpin>(
     );
     let _ = w.write_all(text.as_bytes()).await;
     let _ = w.flush().await;
+}
+
+/// The reply when the attempt stopped at `last` (see [`Stop`]).
+pub async fn stopped<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    destination: &str,
+    last: &Tried,
+    stop: Stop,
+) {
+    let (status, error, why) = match stop {
+        Stop::ProxyRefused => (
+            403,
+            "http_request_denied",
+            format!(
+                "the proxy route {} refused {destination} by its own policy; not retried on another route",
+                last.route
+            ),
+        ),
+        Stop::LocalExhausted => (
+            503,
+            "proxy_internal_error",
+            format!(
+                "egress-sentinel ran out of descriptors or memory opening {destination}; retry later"
+            ),
+        ),
+    };
+    let details = format!("{} via {}: {}", last.reason, last.route, last.detail);
+    let body = format!(
+        "egress-sentinel: {why}:\n- {}: {}: {}\n",
+        last.route, last.reason, last.detail
+    );
+    write(w, status, error, &details, &body).await;
 }
 
 /// The reply when every allowed route failed.

@@ -8,12 +8,16 @@
 //! owns it behind one lock and turns events into logs, metrics, incident
 //! windows and early probes.
 //!
-//! Which observations move a route's health (DESIGN.md): every probe; app
-//! traffic only with a failure about the route itself (see
-//! [`FailureReason::is_about_route`]) or any result on the target's own probe
+//! Which observations move a route's health (DESIGN.md), and at which
+//! [`Level`]: every probe, at each level it reached; app traffic at the
+//! route level only, and only with a failure about the route itself (see
+//! [`FailureReason::is_about_route`]) or a result on the target's own probe
 //! destination. Other traffic failures only ask for a probe: no destination
-//! an app asks for can take a route down, or hide a failing probe.
+//! an app asks for can take a route down, and no tunnel that stands can
+//! hide a failing TLS handshake or HTTP answer. This process's own
+//! exhaustion (`local_exhausted`) is evidence of nothing.
 
+pub mod level;
 pub mod route;
 
 #[cfg(test)]
@@ -24,7 +28,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub use route::{Changed, HealthSettings, RouteHealth, Seen, Source};
+pub use level::{Evidence, Level};
+pub use route::{Changed, HealthSettings, LevelHealth, RouteHealth, Seen, Source};
 
 use crate::probe::ProbeOutcome;
 use crate::reason::FailureReason;
@@ -138,6 +143,8 @@ pub enum Event {
         failures: u32,
         /// How many attempts the window holds.
         window: u32,
+        /// The level whose window judged it (the worst one).
+        level: Level,
         /// True when it is the target's preferred (first) route.
         preferred: bool,
         /// For a route turning degraded: its latest failure.
@@ -248,12 +255,16 @@ impl TargetHealth {
         Some(prev)
     }
 
-    /// Whether a traffic result counts for the route's health.
-    fn counts(&self, route: &RouteHealth, t: &TrafficResult) -> bool {
+    /// Whether a traffic result counts for the route's health (at the
+    /// route level): a failure about the route itself, or any result on
+    /// the probe's own destination. Our own policy and our own exhaustion
+    /// never count.
+    fn counts(&self, t: &TrafficResult) -> bool {
         let on_probe_destination = t.destination == self.probe;
         match &t.failure {
+            Some((FailureReason::PolicyDenied | FailureReason::LocalExhausted, _)) => false,
             Some((reason, _)) => reason.is_about_route() || on_probe_destination,
-            None => on_probe_destination && route.failing_before_tunnel(),
+            None => on_probe_destination,
         }
     }
 }
@@ -322,82 +333,66 @@ impl RouteTable {
             return Vec::new();
         };
         let mut events = Vec::new();
-        let seen = match obs {
+        let (seen, evidence) = match obs {
             Observation::Probe(o) => {
+                let evidence = Evidence::of_probe(o.reason, o.failed_phase);
+                if evidence != Evidence::Nothing {
+                    events.extend(Self::addresses(&target, &mut t.routes[index], &o));
+                }
                 let seen = Seen {
                     reason: o.reason,
                     detail: o.detail.clone(),
                     source: Source::Probe,
+                    level: evidence.failed().unwrap_or(Level::Answer),
                 };
-                let down: Vec<String> = o
-                    .proxy_addresses
-                    .iter()
-                    .filter(|c| !c.up)
-                    .map(|c| format!("{} ({})", c.address, c.detail))
-                    .collect();
-                let before: Vec<&str> = t.routes[index]
-                    .addresses_down
-                    .iter()
-                    .map(|d| d.split(' ').next().unwrap_or(""))
-                    .collect();
-                let after: Vec<&str> = down
-                    .iter()
-                    .map(|d| d.split(' ').next().unwrap_or(""))
-                    .collect();
-                if before != after {
-                    events.push(Event::AddressesDown {
-                        target: target.clone(),
-                        route: route_name.clone(),
-                        down: down.clone(),
-                    });
-                }
-                t.routes[index].addresses_down = down;
                 t.routes[index].last_probe = Some(*o);
-                seen
+                (seen, evidence)
             }
             Observation::Traffic(tr) => {
-                if !t.counts(&t.routes[index], &tr) {
-                    if tr
-                        .failure
-                        .as_ref()
-                        .is_some_and(|(r, _)| *r != FailureReason::PolicyDenied)
-                    {
-                        events.push(Event::ProbeWanted {
-                            target,
-                            route: route_name,
-                        });
-                    }
-                    return events;
-                }
-                let (reason, detail) = tr
-                    .failure
-                    .unwrap_or((FailureReason::Ok, "app tunnel established".into()));
-                if reason != FailureReason::Ok {
-                    // Confirm at once: detection must not wait for the interval.
+                let wakes = tr.failure.as_ref().is_some_and(|(r, _)| {
+                    !matches!(
+                        r,
+                        FailureReason::PolicyDenied | FailureReason::LocalExhausted
+                    )
+                });
+                if wakes {
+                    // Confirm (or clear) at once: detection must not wait
+                    // for the interval.
                     events.push(Event::ProbeWanted {
                         target: target.clone(),
                         route: route_name.clone(),
                     });
                 }
-                Seen {
+                if !t.counts(&tr) {
+                    return events;
+                }
+                let evidence = Evidence::of_traffic(tr.failure.as_ref().map(|(r, _)| *r));
+                let (reason, detail) = tr
+                    .failure
+                    .unwrap_or((FailureReason::Ok, "app tunnel established".into()));
+                let seen = Seen {
                     reason,
                     detail,
                     source: Source::Traffic,
-                }
+                    level: Level::Route,
+                };
+                (seen, evidence)
             }
         };
         let moves = t.failover_on_degraded;
         let route = &mut t.routes[index];
         let failed = !seen.ok();
         let last = seen.clone();
-        let changed = route.observe(seen, now, &settings, moves);
+        let changed = route.observe(seen, evidence, now, &settings, moves);
         if let Some(degraded) = changed.degraded {
+            let (level, failures, _) = route.worst_window();
             events.push(Event::Degraded {
                 target: target.clone(),
                 route: route.route.clone(),
                 degraded,
-                failures: route.recent_failures(),
+                failures,
                 window: settings.degraded_window,
+                level,
                 preferred: index == 0,
                 cause: (degraded && failed).then_some(last),
             });
@@ -411,13 +406,40 @@ impl RouteTable {
                 cause: if healthy {
                     None
                 } else {
-                    route.first_failure.clone()
+                    route.cause().cloned()
                 },
                 held_for: route.held_until.map(|h| h.duration_since(now)),
             });
         }
         events.extend(Self::recompute_target(&target, t, now));
         events
+    }
+
+    /// Takes a probe's per-address checks of the proxy's name; an event
+    /// when the set of failing addresses changed.
+    fn addresses(target: &str, route: &mut RouteHealth, o: &ProbeOutcome) -> Option<Event> {
+        let down: Vec<String> = o
+            .proxy_addresses
+            .iter()
+            .filter(|c| !c.up)
+            .map(|c| format!("{} ({})", c.address, c.detail))
+            .collect();
+        let before: Vec<&str> = route
+            .addresses_down
+            .iter()
+            .map(|d| d.split(' ').next().unwrap_or(""))
+            .collect();
+        let after: Vec<&str> = down
+            .iter()
+            .map(|d| d.split(' ').next().unwrap_or(""))
+            .collect();
+        let event = (before != after).then(|| Event::AddressesDown {
+            target: target.to_string(),
+            route: route.route.clone(),
+            down: down.clone(),
+        });
+        route.addresses_down = down;
+        event
     }
 
     /// Re-derives every target's active route: holds and overrides expire

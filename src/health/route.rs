@@ -1,7 +1,10 @@
-//! One target × route's health: `fall` consecutive failures make it
-//! unhealthy, `rise` consecutive successes healthy again, and a route that
-//! flaps is held down for a growing time (doubling, capped) before traffic
-//! may return to it.
+//! One target × route's health, judged per evidence [`Level`] (route,
+//! tunnel, answer) on the observations that reach each: `fall` consecutive
+//! failures make a level unhealthy, `rise` consecutive successes healthy
+//! again, `degraded_failures` of the latest `degraded_window` degraded; the
+//! route is as good as its worst level with evidence. A route that flaps is
+//! held down for a growing time (doubling, capped) before traffic may
+//! return to it.
 //!
 //! Pure state: time comes in as an argument; nothing here sleeps, dials or
 //! logs.
@@ -12,6 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::level::{Evidence, Level};
 use crate::probe::ProbeOutcome;
 use crate::reason::FailureReason;
 
@@ -60,7 +64,8 @@ pub enum Source {
     Traffic,
 }
 
-/// One observation that counted for the route: what it said and where from.
+/// One observation that counted for the route: what it said, where from,
+/// and the level it speaks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Seen {
     /// `ok` or the failure reason.
@@ -69,6 +74,9 @@ pub struct Seen {
     pub detail: String,
     /// Probe or traffic.
     pub source: Source,
+    /// For a failure, the level it failed at; for a success, the highest
+    /// level it proved.
+    pub level: Level,
 }
 
 impl Seen {
@@ -78,35 +86,92 @@ impl Seen {
     }
 }
 
-/// The health of one target × route.
+/// Fall/rise and the degraded window of one level of one route, fed only
+/// the observations that reach that level.
+#[derive(Debug, Clone, Default)]
+pub struct LevelHealth {
+    /// `None` until the first observation reaching this level; then the
+    /// state after hysteresis.
+    pub healthy: Option<bool>,
+    /// Successes in a row at this level.
+    pub consecutive_ok: u32,
+    /// Failures in a row at this level.
+    pub consecutive_fail: u32,
+    /// The failure that began the current run of failures here.
+    pub first_failure: Option<Seen>,
+    /// The latest observations of this level, newest last: `true` for a
+    /// failure.
+    pub recent: VecDeque<bool>,
+    /// True while too many of them failed.
+    pub degraded: bool,
+}
+
+impl LevelHealth {
+    /// Failures among the latest observations.
+    pub fn recent_failures(&self) -> u32 {
+        self.recent.iter().filter(|f| **f).count() as u32
+    }
+
+    /// Fall/rise: returns `Some(healthy)` when the verdict changed.
+    fn fall_rise(&mut self, seen: &Seen, ok: bool, s: &HealthSettings) -> Option<bool> {
+        if ok {
+            self.consecutive_ok = self.consecutive_ok.saturating_add(1);
+            self.consecutive_fail = 0;
+        } else {
+            if self.consecutive_fail == 0 {
+                self.first_failure = Some(seen.clone());
+            }
+            self.consecutive_fail = self.consecutive_fail.saturating_add(1);
+            self.consecutive_ok = 0;
+        }
+        let next = match self.healthy {
+            // The first verdict needs no streak: there is nothing to protect yet.
+            None => Some(ok),
+            Some(true) if self.consecutive_fail >= s.fall => Some(false),
+            Some(false) if self.consecutive_ok >= s.rise => Some(true),
+            _ => None,
+        }?;
+        self.healthy = Some(next);
+        Some(next)
+    }
+
+    /// The sliding window: degraded at `degraded_failures` of the latest
+    /// `degraded_window`, clear again at one (hysteresis).
+    fn judge_degraded(&mut self, failed: bool, s: &HealthSettings) {
+        let window = s.degraded_window.max(1) as usize;
+        self.recent.push_back(failed);
+        while self.recent.len() > window {
+            self.recent.pop_front();
+        }
+        let failures = self.recent_failures();
+        self.degraded = if self.degraded {
+            failures > s.degraded_clears_at()
+        } else {
+            failures >= s.degraded_failures.max(1)
+        };
+    }
+}
+
+/// The health of one target × route: a [`LevelHealth`] per [`Level`], and
+/// the route judged as good as its worst level with evidence.
 #[derive(Debug, Clone)]
 pub struct RouteHealth {
     /// The route's name.
     pub route: String,
     /// True for the direct route.
     pub direct: bool,
-    /// `None` until the first verdict; then the state after hysteresis.
-    pub healthy: Option<bool>,
-    /// Successes in a row.
-    pub consecutive_ok: u32,
-    /// Failures in a row.
-    pub consecutive_fail: u32,
+    /// Per level, in [`Level::ALL`] order.
+    pub levels: [LevelHealth; 3],
     /// The last observation that counted (probe or traffic).
     pub last: Option<Seen>,
     /// The last probe, whole (phases, CONNECT reply, certificate), for status.
     pub last_probe: Option<ProbeOutcome>,
-    /// The failure that began the current run of failures: the cause.
-    pub first_failure: Option<Seen>,
     /// Downs within the flap window.
     pub flaps: u32,
     /// When it last went down.
     pub last_down: Option<Instant>,
     /// Not eligible for traffic before this, although healthy.
     pub held_until: Option<Instant>,
-    /// The latest attempts that counted, newest last: `true` for a failure.
-    pub recent: VecDeque<bool>,
-    /// True while too many of the latest attempts failed.
-    pub degraded: bool,
     /// Addresses of the proxy's name that failed the last probe's check:
     /// the route is degraded (not down) while any does.
     pub addresses_down: Vec<String>,
@@ -118,124 +183,155 @@ impl RouteHealth {
         Self {
             route: route.to_string(),
             direct,
-            healthy: None,
-            consecutive_ok: 0,
-            consecutive_fail: 0,
+            levels: Default::default(),
             last: None,
             last_probe: None,
-            first_failure: None,
             flaps: 0,
             last_down: None,
             held_until: None,
-            recent: VecDeque::new(),
-            degraded: false,
             addresses_down: Vec::new(),
         }
     }
 
-    /// Degraded by its failure rate, or by some of its proxy's addresses.
-    pub fn degraded_any(&self) -> bool {
-        self.degraded || !self.addresses_down.is_empty()
+    /// One level's state.
+    pub fn level(&self, level: Level) -> &LevelHealth {
+        &self.levels[level.index()]
     }
 
-    /// Failures among the latest attempts.
-    pub fn recent_failures(&self) -> u32 {
-        self.recent.iter().filter(|f| **f).count() as u32
+    /// The fall/rise verdict: `Some(false)` when any level with evidence
+    /// is unhealthy, `Some(true)` when every level with evidence is
+    /// healthy, `None` before any evidence.
+    pub fn healthy(&self) -> Option<bool> {
+        let verdicts = self.levels.iter().filter_map(|l| l.healthy);
+        verdicts.fold(None, |acc, h| Some(acc.unwrap_or(true) && h))
+    }
+
+    /// True while too many of some level's latest observations failed.
+    pub fn degraded(&self) -> bool {
+        self.levels.iter().any(|l| l.degraded)
+    }
+
+    /// Degraded by its failure rate, or by some of its proxy's addresses.
+    pub fn degraded_any(&self) -> bool {
+        self.degraded() || !self.addresses_down.is_empty()
+    }
+
+    /// Failures in a row at the level that has the most.
+    pub fn consecutive_fail(&self) -> u32 {
+        self.levels
+            .iter()
+            .map(|l| l.consecutive_fail)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Successes in a row at every level with evidence (the fewest).
+    pub fn consecutive_ok(&self) -> u32 {
+        self.levels
+            .iter()
+            .filter(|l| l.healthy.is_some())
+            .map(|l| l.consecutive_ok)
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// The degraded window of the level that fares worst: its level, the
+    /// failures in it and how many observations it holds.
+    pub fn worst_window(&self) -> (Level, u32, usize) {
+        Level::ALL
+            .into_iter()
+            .map(|l| {
+                let h = self.level(l);
+                (l, h.recent_failures(), h.recent.len())
+            })
+            .max_by_key(|(l, failures, _)| (*failures, std::cmp::Reverse(*l)))
+            .unwrap_or((Level::Route, 0, 0))
+    }
+
+    /// The failure that began the run of failures at the lowest unhealthy
+    /// level (else at the lowest failing one): the cause.
+    pub fn cause(&self) -> Option<&Seen> {
+        let unhealthy = self.levels.iter().find(|l| l.healthy == Some(false));
+        let failing = self.levels.iter().find(|l| l.consecutive_fail > 0);
+        unhealthy.or(failing)?.first_failure.as_ref()
     }
 
     /// Eligible for traffic: not known to be down and not held.
     pub fn eligible(&self, now: Instant) -> bool {
-        self.healthy != Some(false) && self.held_until.is_none_or(|h| now >= h)
+        self.healthy() != Some(false) && self.held_until.is_none_or(|h| now >= h)
     }
 
     /// Eligible for traffic where a degraded route loses it (the target's
     /// `failover_on_degraded`).
     pub fn eligible_for(&self, now: Instant, degraded_moves_traffic: bool) -> bool {
-        self.eligible(now) && !(degraded_moves_traffic && self.degraded)
+        self.eligible(now) && !(degraded_moves_traffic && self.degraded())
     }
 
     /// True while the route needs watching closely: failing, recovering,
     /// degraded or held.
     pub fn unsettled(&self, now: Instant) -> bool {
-        self.healthy != Some(true)
-            || self.consecutive_fail > 0
-            || self.degraded
+        self.healthy() != Some(true)
+            || self.consecutive_fail() > 0
+            || self.degraded()
             || !self.eligible(now)
     }
 
-    /// True when the last failure that counted lies on the way to the
-    /// tunnel (resolve, connect, the proxy's CONNECT reply, our policy): a
-    /// tunnel that stands proves only that much, so only such a failure may
-    /// be answered by an app tunnel's success.
-    pub fn failing_before_tunnel(&self) -> bool {
-        self.last.as_ref().is_none_or(|s| {
-            s.reason.is_proxy_fault()
-                || matches!(
-                    s.reason,
-                    FailureReason::Ok
-                        | FailureReason::Resolve
-                        | FailureReason::Connect
-                        | FailureReason::PolicyDenied
-                )
-        })
-    }
-
-    /// Feeds one verdict; says what changed. A route coming back (healthy
-    /// again, or no longer degraded when that moves traffic) is held like
-    /// one that flapped.
+    /// Feeds one observation: each level it is evidence for moves, the
+    /// others keep their state. Says what changed in the route's combined
+    /// verdicts. A route coming back (healthy again, or no longer degraded
+    /// when that moves traffic) is held like one that flapped.
     pub(super) fn observe(
         &mut self,
         seen: Seen,
+        evidence: Evidence,
         now: Instant,
         s: &HealthSettings,
         degraded_moves_traffic: bool,
     ) -> Changed {
+        if evidence == Evidence::Nothing {
+            return Changed::default();
+        }
+        let (was_healthy, was_degraded) = (self.healthy(), self.degraded());
         let was_out = self.out(degraded_moves_traffic);
-        let failed = !seen.ok();
-        let healthy = self.fall_rise(seen, s);
+        for level in Level::ALL {
+            if let Some(ok) = evidence.at(level) {
+                self.levels[level.index()].fall_rise(&seen, ok, s);
+            }
+        }
         // Degraded is a partial failure of a route that is otherwise up: a
-        // down route's failures do not count, and it comes back with a
-        // clean window (fail-back after an outage waits for `rise`, not
-        // for the window to drain).
-        let degraded = if self.healthy == Some(false) {
-            self.recent.clear();
-            std::mem::take(&mut self.degraded).then_some(false)
+        // down route's failures do not count, and it comes back with clean
+        // windows (fail-back after an outage waits for `rise`, not for the
+        // windows to drain).
+        if self.healthy() == Some(false) {
+            for l in &mut self.levels {
+                l.recent.clear();
+                l.degraded = false;
+            }
         } else {
-            self.judge_degraded(failed, s)
-        };
+            for level in Level::ALL {
+                if let Some(ok) = evidence.at(level) {
+                    self.levels[level.index()].judge_degraded(!ok, s);
+                }
+            }
+        }
+        self.last = Some(seen);
         match (was_out, self.out(degraded_moves_traffic)) {
             (false, true) => self.went_down(now, s),
             (true, false) => self.came_back(now, s),
             _ => {}
         }
-        Changed { healthy, degraded }
+        let healthy = self.healthy();
+        Changed {
+            healthy: (healthy != was_healthy).then_some(healthy).flatten(),
+            degraded: (self.degraded() != was_degraded).then_some(self.degraded()),
+        }
     }
 
     /// Out of traffic on its own account: down, or degraded where that
     /// moves traffic. Entering it is a down (a flap when recent); leaving
     /// it is a return, held after repeated flaps.
     fn out(&self, degraded_moves_traffic: bool) -> bool {
-        self.healthy == Some(false) || (degraded_moves_traffic && self.degraded)
-    }
-
-    /// The sliding window: degraded at `degraded_failures` of the latest
-    /// `degraded_window`, clear again at one (hysteresis).
-    fn judge_degraded(&mut self, failed: bool, s: &HealthSettings) -> Option<bool> {
-        let window = s.degraded_window.max(1) as usize;
-        self.recent.push_back(failed);
-        while self.recent.len() > window {
-            self.recent.pop_front();
-        }
-        let failures = self.recent_failures();
-        let next = if self.degraded {
-            failures > s.degraded_clears_at()
-        } else {
-            failures >= s.degraded_failures.max(1)
-        };
-        (next != self.degraded).then(|| {
-            self.degraded = next;
-            next
-        })
+        self.healthy() == Some(false) || (degraded_moves_traffic && self.degraded())
     }
 
     fn went_down(&mut self, now: Instant, s: &HealthSettings) {
@@ -254,31 +350,6 @@ impl RouteHealth {
     fn came_back(&mut self, now: Instant, s: &HealthSettings) {
         let hold = self.hold(s);
         self.held_until = (!hold.is_zero()).then(|| now + hold);
-    }
-
-    /// Fall/rise: returns `Some(healthy)` when the verdict changed.
-    fn fall_rise(&mut self, seen: Seen, s: &HealthSettings) -> Option<bool> {
-        let ok = seen.ok();
-        if ok {
-            self.consecutive_ok = self.consecutive_ok.saturating_add(1);
-            self.consecutive_fail = 0;
-        } else {
-            if self.consecutive_fail == 0 {
-                self.first_failure = Some(seen.clone());
-            }
-            self.consecutive_fail = self.consecutive_fail.saturating_add(1);
-            self.consecutive_ok = 0;
-        }
-        self.last = Some(seen);
-        let next = match self.healthy {
-            // The first verdict needs no streak: there is nothing to protect yet.
-            None => Some(ok),
-            Some(true) if self.consecutive_fail >= s.fall => Some(false),
-            Some(false) if self.consecutive_ok >= s.rise => Some(true),
-            _ => None,
-        }?;
-        self.healthy = Some(next);
-        Some(next)
     }
 
     /// The hold for a route coming back after `flaps` downs in the window:

@@ -192,7 +192,7 @@ async fn refused_connects_to_other_destinations_only_ask_for_a_probe() {
         assert_eq!(e.len(), 1, "nothing but a probe request: {e:?}");
     }
     let r = &b.targets["apns"].routes[0];
-    assert_eq!((r.healthy, r.consecutive_fail), (Some(true), 0));
+    assert_eq!((r.healthy(), r.consecutive_fail()), (Some(true), 0));
     assert_eq!(b.active_route("apns"), Some("provider"));
     // Our own policy refusal is not the route's business at all.
     let e = b.observe(
@@ -240,10 +240,10 @@ async fn only_a_success_on_the_probe_destination_resets_a_failing_streak() {
                 .is_empty()
         );
     }
-    assert_eq!(b.targets["apns"].routes[0].consecutive_fail, 1);
+    assert_eq!(b.targets["apns"].routes[0].consecutive_fail(), 1);
     // On the probe destination, a tunnel answers a CONNECT failure.
     b.observe(now, traffic("provider", "api.push.apple.com", 443, None));
-    assert_eq!(b.targets["apns"].routes[0].consecutive_fail, 0);
+    assert_eq!(b.targets["apns"].routes[0].consecutive_fail(), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -262,7 +262,7 @@ async fn traffic_success_does_not_cancel_a_tls_failure_behind_the_tunnel() {
     b.observe(now, tls());
     let e = b.observe(now, traffic("provider", "api.push.apple.com", 443, None));
     assert!(e.is_empty(), "{e:?}");
-    assert_eq!(b.targets["apns"].routes[0].consecutive_fail, 1);
+    assert_eq!(b.targets["apns"].routes[0].consecutive_fail(), 1);
     let e = b.observe(now, tls());
     assert_eq!(failovers(&e), [("provider".into(), "direct".into())]);
 }
@@ -305,11 +305,11 @@ async fn a_rebuild_keeps_each_pair_by_name_and_never_forgets_a_broken_route() {
         ],
     );
     let apns = &next.targets["apns"];
-    assert_eq!(apns.routes[0].healthy, Some(false));
-    assert_eq!(apns.routes[1].healthy, None);
-    assert_eq!(apns.routes[2].healthy, Some(true));
+    assert_eq!(apns.routes[0].healthy(), Some(false));
+    assert_eq!(apns.routes[1].healthy(), None);
+    assert_eq!(apns.routes[2].healthy(), Some(true));
     assert_eq!((apns.force, apns.active_route()), (Force::Direct, "direct"));
-    assert_eq!(next.targets["sms"].routes[0].healthy, None);
+    assert_eq!(next.targets["sms"].routes[0].healthy(), None);
     next.force("apns", Force::Auto, now);
     assert_eq!(
         next.active_route("apns"),
@@ -319,7 +319,7 @@ async fn a_rebuild_keeps_each_pair_by_name_and_never_forgets_a_broken_route() {
     // A target that is gone is gone.
     let next = next.rebuild(settings(), &[spec(&[("direct", true)])]);
     assert_eq!(next.targets.len(), 1);
-    assert_eq!(next.targets["apns"].routes[0].healthy, Some(true));
+    assert_eq!(next.targets["apns"].routes[0].healthy(), Some(true));
 }
 
 #[tokio::test(start_paused = true)]
@@ -407,7 +407,7 @@ async fn one_failure_in_three_is_degraded_without_fall_rise_ever_moving() {
         [("provider".into(), "direct".into())],
         "a direct-allowed target moves"
     );
-    assert!(b.targets["apns"].routes[0].degraded);
+    assert!(b.targets["apns"].routes[0].degraded());
     // The failures stop: it clears only when at most one of the last ten
     // failed (hysteresis). A first down is no flap: no hold, traffic returns.
     let mut cleared_at = None;
@@ -436,7 +436,7 @@ async fn a_degraded_route_keeps_its_traffic_where_the_target_says_so() {
         let e = b.observe(now, probe("provider", ok));
         assert!(failovers(&e).is_empty(), "{e:?}");
     }
-    assert!(b.targets["apns"].routes[0].degraded);
+    assert!(b.targets["apns"].routes[0].degraded());
     assert_eq!(b.active_route("apns"), Some("provider"));
 }
 
@@ -452,7 +452,10 @@ async fn after_a_full_outage_traffic_returns_after_rise_not_after_the_window_dra
         b.observe(now, probe("provider", false));
     }
     assert_eq!(b.active_route("apns"), Some("direct"));
-    assert!(!b.targets["apns"].routes[0].degraded, "down, not degraded");
+    assert!(
+        !b.targets["apns"].routes[0].degraded(),
+        "down, not degraded"
+    );
     // Fixed: `rise` successes bring traffic back; the failures of the
     // outage do not hold it in a degraded window.
     now += Duration::from_secs(1);
@@ -460,5 +463,172 @@ async fn after_a_full_outage_traffic_returns_after_rise_not_after_the_window_dra
     now += Duration::from_secs(1);
     let e = b.observe(now, probe("provider", true));
     assert_eq!(failovers(&e), [("direct".into(), "provider".into())]);
-    assert!(!b.targets["apns"].routes[0].degraded);
+    assert!(!b.targets["apns"].routes[0].degraded());
+}
+
+// === Evidence levels: pure, `now` as an argument, no tokio ===
+
+fn at(now: std::time::Instant) -> Instant {
+    Instant::from_std(now)
+}
+
+fn answer_failure() -> Observation {
+    Observation::Probe(Box::new(ProbeOutcome {
+        failed_phase: Some(crate::reason::Phase::FirstByte),
+        ..ProbeOutcome::observed(
+            "apns",
+            "provider",
+            FailureReason::HttpStatus,
+            "HTTP 500 Internal Server Error",
+        )
+    }))
+}
+
+fn answer_ok() -> Observation {
+    probe("provider", true)
+}
+
+#[test]
+fn a_busy_target_degrades_on_partial_500s_as_soon_as_an_idle_one() {
+    // The nginx worker-exhaustion incident: one probe in three answered 500,
+    // with (busy) and without (idle) 20 app tunnels standing between probes.
+    let first_degraded = |busy: bool| {
+        let mut b = table();
+        let mut now = at(std::time::Instant::now());
+        let mut flaps = 0;
+        for i in 0..30 {
+            now += Duration::from_secs(1);
+            let obs = if i % 3 == 2 {
+                answer_failure()
+            } else {
+                answer_ok()
+            };
+            let mut events = b.observe(now, obs);
+            if busy {
+                for _ in 0..20 {
+                    events.extend(
+                        b.observe(now, traffic("provider", "api.push.apple.com", 443, None)),
+                    );
+                }
+            }
+            flaps += events
+                .iter()
+                .filter(|e| matches!(e, Event::RouteHealth { .. }))
+                .count();
+            if degraded(&events) == [true] {
+                let r = &b.targets["apns"].routes[0];
+                assert_eq!(r.worst_window().0, Level::Answer);
+                assert_eq!(r.level(Level::Answer).recent_failures(), 3);
+                return (i, flaps);
+            }
+        }
+        panic!("never degraded (busy: {busy})");
+    };
+    let idle = first_degraded(false);
+    assert_eq!(
+        idle,
+        (8, 1),
+        "the first probe's verdict, then degraded at the third 500"
+    );
+    assert_eq!(first_degraded(true), idle, "app traffic hides nothing");
+}
+
+#[test]
+fn app_traffic_proves_the_route_level_only() {
+    let mut b = table();
+    let now = at(std::time::Instant::now());
+    b.observe(now, traffic("provider", "api.push.apple.com", 443, None));
+    let r = &b.targets["apns"].routes[0];
+    assert_eq!(r.level(Level::Route).healthy, Some(true));
+    assert_eq!(r.level(Level::Tunnel).healthy, None);
+    assert_eq!(r.level(Level::Answer).healthy, None);
+    assert_eq!(
+        r.healthy(),
+        Some(true),
+        "as good as its worst level with evidence"
+    );
+    // A TLS failure behind the tunnel is the tunnel level's; the route level stands.
+    let tls = Observation::Probe(Box::new(ProbeOutcome::observed(
+        "apns",
+        "provider",
+        FailureReason::TlsUntrusted,
+        "intercepted",
+    )));
+    b.observe(now, tls);
+    let r = &b.targets["apns"].routes[0];
+    assert_eq!(r.level(Level::Route).consecutive_ok, 2);
+    assert_eq!(r.level(Level::Tunnel).healthy, Some(false));
+    assert_eq!(r.healthy(), Some(false));
+    assert_eq!(r.cause().map(|c| c.level), Some(Level::Tunnel));
+}
+
+#[test]
+fn our_own_exhaustion_is_evidence_of_nothing() {
+    let mut b = table();
+    let now = at(std::time::Instant::now());
+    b.observe(now, probe("provider", true));
+    let exhausted = || {
+        Observation::Probe(Box::new(ProbeOutcome {
+            failed_phase: Some(crate::reason::Phase::Connect),
+            ..ProbeOutcome::observed(
+                "apns",
+                "provider",
+                FailureReason::LocalExhausted,
+                "connect: Too many open files (os error 24)",
+            )
+        }))
+    };
+    for i in 0..50u64 {
+        let at = now + Duration::from_millis(100 * i);
+        assert!(b.observe(at, exhausted()).is_empty());
+        let app = traffic(
+            "provider",
+            "api.push.apple.com",
+            443,
+            Some(FailureReason::LocalExhausted),
+        );
+        assert!(b.observe(at, app).is_empty(), "not even a probe is woken");
+    }
+    let r = &b.targets["apns"].routes[0];
+    assert_eq!(
+        (r.healthy(), r.consecutive_fail(), r.degraded()),
+        (Some(true), 0, false)
+    );
+    assert_eq!(r.last.as_ref().map(|s| s.reason), Some(FailureReason::Ok));
+    assert_eq!(b.active_route("apns"), Some("provider"));
+}
+
+proptest::proptest! {
+    /// Any number of app tunnels standing between probes leaves the
+    /// answer level's failure count, streak and verdict exactly as the
+    /// probes alone leave them.
+    #[test]
+    fn traffic_successes_never_change_the_answer_level(
+        probes in proptest::collection::vec(proptest::bool::ANY, 1..40),
+        tunnels in proptest::collection::vec(0usize..30, 40),
+    ) {
+        let mut alone = table();
+        let mut busy = table();
+        let mut now = at(std::time::Instant::now());
+        for (i, ok) in probes.iter().enumerate() {
+            now += Duration::from_secs(1);
+            let obs = || if *ok { answer_ok() } else { answer_failure() };
+            alone.observe(now, obs());
+            busy.observe(now, obs());
+            for _ in 0..tunnels[i] {
+                busy.observe(now, traffic("provider", "api.push.apple.com", 443, None));
+            }
+            let (a, b) = (
+                alone.targets["apns"].routes[0].level(Level::Answer),
+                busy.targets["apns"].routes[0].level(Level::Answer),
+            );
+            proptest::prop_assert_eq!(a.recent_failures(), b.recent_failures());
+            proptest::prop_assert_eq!(a.consecutive_fail, b.consecutive_fail);
+            proptest::prop_assert_eq!(a.healthy, b.healthy);
+            proptest::prop_assert_eq!(a.degraded, b.degraded);
+            let (ra, rb) = (&alone.targets["apns"].routes[0], &busy.targets["apns"].routes[0]);
+            proptest::prop_assert_eq!(ra.healthy(), rb.healthy());
+            proptest::prop_assert_eq!(ra.degraded(), rb.degraded());
+        }
+    }
 }

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::runtime::Runtime;
 use crate::config::Target;
+use crate::health::{Level, RouteHealth};
 use crate::verify::findings;
 
 /// The client certificate as `/status` shows it.
@@ -43,6 +44,26 @@ fn client_cert(t: &Target, now: i64) -> Value {
     }
 }
 
+/// Each evidence level of a route: its verdict, streaks and window.
+fn levels(r: &RouteHealth) -> Value {
+    let levels: serde_json::Map<String, Value> = Level::ALL
+        .into_iter()
+        .map(|l| {
+            let h = r.level(l);
+            let v = json!({
+                "healthy": h.healthy,
+                "consecutive_successes": h.consecutive_ok,
+                "consecutive_failures": h.consecutive_fail,
+                "degraded": h.degraded,
+                "recent_failures": h.recent_failures(),
+                "recent_attempts": h.recent.len(),
+            });
+            (l.as_str().to_string(), v)
+        })
+        .collect();
+    Value::Object(levels)
+}
+
 /// Renders the status document.
 pub fn render(rt: &Runtime) -> String {
     let config = rt.config();
@@ -58,18 +79,20 @@ pub fn render(rt: &Runtime) -> String {
                 .routes
                 .iter()
                 .map(|r| {
+                    let window = r.worst_window();
                     json!({
                         "route": r.route,
-                        "healthy": r.healthy,
+                        "healthy": r.healthy(),
                         "eligible": r.eligible(now),
-                        "consecutive_successes": r.consecutive_ok,
-                        "consecutive_failures": r.consecutive_fail,
+                        "consecutive_successes": r.consecutive_ok(),
+                        "consecutive_failures": r.consecutive_fail(),
                         "held_for_seconds": r.held_until.map(|u| u.saturating_duration_since(now).as_secs_f64()),
                         "flaps": r.flaps,
                         "degraded": r.degraded_any(),
                         "addresses_down": r.addresses_down,
-                        "recent_failures": r.recent_failures(),
-                        "recent_attempts": r.recent.len(),
+                        "recent_failures": window.1,
+                        "recent_attempts": window.2,
+                        "levels": levels(r),
                         "intercepted": r.last_probe.as_ref().and_then(|o| o.intercepted),
                         "anchor": r.last_probe.as_ref().and_then(|o| o.anchor.as_ref()),
                         "last": r.last,

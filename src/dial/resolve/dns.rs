@@ -95,6 +95,9 @@ pub enum DnsFailure {
     Unreachable(String),
     /// No nameserver to ask: resolv.conf unreadable or without one.
     NotConfigured(String),
+    /// This process ran out of descriptors or memory opening a socket to
+    /// the nameserver: nothing was asked.
+    LocalExhausted(String),
     /// Anything else hickory reports.
     Other(String),
 }
@@ -102,7 +105,7 @@ pub enum DnsFailure {
 impl DnsFailure {
     /// A short lower-case label, one of a closed set: `nxdomain`, `nodata`,
     /// `servfail`, `refused`, `rcode`, `timeout`, `unreachable`,
-    /// `not_configured`, `error`.
+    /// `not_configured`, `local_exhausted`, `error`.
     pub fn label(&self) -> &'static str {
         match self {
             Self::NxDomain => "nxdomain",
@@ -113,6 +116,7 @@ impl DnsFailure {
             Self::Timeout(_) => "timeout",
             Self::Unreachable(_) => "unreachable",
             Self::NotConfigured(_) => "not_configured",
+            Self::LocalExhausted(_) => "local_exhausted",
             Self::Other(_) => "error",
         }
     }
@@ -129,6 +133,7 @@ impl fmt::Display for DnsFailure {
             Self::Timeout(after) => write!(f, "timeout: no answer within {}", fmt_duration(*after)),
             Self::Unreachable(why) => write!(f, "unreachable: {why}"),
             Self::NotConfigured(why) => write!(f, "not configured: {why}"),
+            Self::LocalExhausted(why) => write!(f, "not asked, out of local resources: {why}"),
             Self::Other(why) => write!(f, "error: {why}"),
         }
     }
@@ -314,6 +319,9 @@ fn proto_failure(p: &ProtoError, after: Duration) -> DnsFailure {
         },
         ProtoErrorKind::RequestRefused => DnsFailure::Refused,
         ProtoErrorKind::Timeout => DnsFailure::Timeout(after),
+        ProtoErrorKind::Io(io) if crate::dial::classify::is_local_exhaustion(io) => {
+            DnsFailure::LocalExhausted(io.to_string())
+        }
         ProtoErrorKind::Io(io) => DnsFailure::Unreachable(io.to_string()),
         ProtoErrorKind::NoConnections => {
             DnsFailure::Unreachable("no connection to any nameserver".to_string())

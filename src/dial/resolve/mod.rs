@@ -55,6 +55,17 @@ pub enum ResolveError {
 }
 
 impl ResolveError {
+    /// True when the lookup failed because this process ran out of
+    /// descriptors or memory (opening a socket to a nameserver, or in the
+    /// system's resolver).
+    pub fn is_local_exhaustion(&self) -> bool {
+        match self {
+            Self::Dns(e) => matches!(e.failure, DnsFailure::LocalExhausted(_)),
+            Self::Lookup(io) => crate::dial::classify::is_local_exhaustion(io),
+            _ => false,
+        }
+    }
+
     /// What DNS said, when the failure came from DNS.
     pub fn dns(&self) -> Option<&DnsFailure> {
         match self {

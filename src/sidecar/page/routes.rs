@@ -24,7 +24,7 @@ use crate::reason::Phase;
 /// (`failing`, `held down`, `degraded`, `healthy`, `not yet probed`), and
 /// a longer explanation.
 fn route_state(r: &RouteHealth, now: Instant) -> (&'static str, String) {
-    match r.healthy {
+    match r.healthy() {
         None => ("not yet probed", "no verdict yet".into()),
         Some(false) => {
             let since = r
@@ -33,7 +33,7 @@ fn route_state(r: &RouteHealth, now: Instant) -> (&'static str, String) {
                 .unwrap_or_default();
             (
                 "failing",
-                format!("{} failures in a row{since}", r.consecutive_fail),
+                format!("{} failures in a row{since}", r.consecutive_fail()),
             )
         }
         Some(true) if !r.eligible(now) => {
@@ -51,11 +51,10 @@ fn route_state(r: &RouteHealth, now: Instant) -> (&'static str, String) {
         }
         Some(true) if r.degraded_any() => {
             let mut why = Vec::new();
-            if r.degraded {
+            if r.degraded() {
+                let (level, failures, attempts) = r.worst_window();
                 why.push(format!(
-                    "{} of the last {} attempts failed",
-                    r.recent_failures(),
-                    r.recent.len()
+                    "{failures} of the last {attempts} attempts failed at the {level} level"
                 ));
             }
             if !r.addresses_down.is_empty() {
@@ -66,13 +65,16 @@ fn route_state(r: &RouteHealth, now: Instant) -> (&'static str, String) {
             }
             ("degraded", why.join("; "))
         }
-        Some(true) if r.consecutive_fail > 0 => (
+        Some(true) if r.consecutive_fail() > 0 => (
             "healthy",
-            format!("healthy, but the last {} checks failed", r.consecutive_fail),
+            format!(
+                "healthy, but the last {} checks failed",
+                r.consecutive_fail()
+            ),
         ),
         Some(true) => (
             "healthy",
-            format!("{} successes in a row", r.consecutive_ok),
+            format!("{} successes in a row", r.consecutive_ok()),
         ),
     }
 }
@@ -112,7 +114,7 @@ pub(super) fn summary(
     let failing = targets
         .values()
         .flat_map(|t| t.routes.iter())
-        .filter(|r| r.healthy == Some(false) || !r.eligible(now))
+        .filter(|r| r.healthy() == Some(false) || !r.eligible(now))
         .count();
     let mut s = format!(
         "{} targets; {} on their preferred route",

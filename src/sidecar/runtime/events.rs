@@ -47,13 +47,14 @@ impl Runtime {
                     degraded,
                     failures,
                     window,
+                    level,
                     preferred,
                     cause,
                 } => self.degraded(
                     target,
                     route,
                     *degraded,
-                    (*failures, *window),
+                    (*failures, *window, *level),
                     *preferred,
                     cause.as_ref(),
                 ),
@@ -141,7 +142,7 @@ impl Runtime {
         target: &str,
         route: &str,
         degraded: bool,
-        (failures, window): (u32, u32),
+        (failures, window, level): (u32, u32, crate::health::Level),
         preferred: bool,
         cause: Option<&crate::health::Seen>,
     ) {
@@ -155,7 +156,7 @@ impl Runtime {
             let (reason, detail) = cause.map_or((FailureReason::Io, String::new()), |c| {
                 (c.reason, c.detail.clone())
             });
-            tracing::warn!(target = %target, route = %route, failures, window, reason = %reason, detail = %detail, "route degraded: {failures} of the last {window} attempts failed");
+            tracing::warn!(target = %target, route = %route, failures, window, level = %level, reason = %reason, detail = %detail, "route degraded: {failures} of the last {window} attempts at the {level} level failed");
             if preferred {
                 self.open_incident(target, route, reason, &detail, wall);
             }
@@ -165,11 +166,11 @@ impl Runtime {
             .targets
             .get(target)
             .and_then(|t| t.route(route))
-            .is_some_and(|r| r.healthy != Some(false));
+            .is_some_and(|r| r.healthy() != Some(false));
         if !healthy {
             return; // it went down: that is what the log and incidents say
         }
-        tracing::info!(target = %target, route = %route, failures, window, "route no longer degraded");
+        tracing::info!(target = %target, route = %route, failures, window, level = %level, "route no longer degraded");
         if preferred {
             if let Some(Change::Closed(w)) =
                 self.with_incidents(|log| log.close_target(target, wall))

@@ -15,9 +15,12 @@
 //! - `events`: what each route-table event does (logs, counters,
 //!   incidents, early probes, fail-back closes);
 //! - `publish`: the gauges set again from the table and the config;
-//! - `routing`: the [`crate::forward::Routing`] handle of the forward proxy.
+//! - `routing`: the [`crate::forward::Routing`] handle of the forward proxy;
+//! - `exhaustion`: this process's own `local_exhausted` failures, counted
+//!   and summarised once a second, never fed to the route table.
 
 mod events;
+mod exhaustion;
 mod publish;
 mod routing;
 
@@ -35,6 +38,7 @@ use crate::generation::{Current, Generation};
 use crate::health::{Force, HealthSettings, HostPort, Observation, RouteTable, TargetSpec};
 use crate::incidents::IncidentLog;
 use crate::probe::ProbeOutcome;
+use crate::reason::FailureReason;
 use crate::telemetry::Metrics;
 
 /// The result of the last config load.
@@ -73,6 +77,8 @@ pub struct Runtime {
     direct: Arc<DirectTunnels>,
     /// The compliance trail, the access log and the direct-connection summary.
     trail: Trail,
+    /// `local_exhausted` failures not yet written to the log.
+    exhaustion: Mutex<exhaustion::Summary>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -141,6 +147,7 @@ impl Runtime {
             pairs: Mutex::new(HashMap::new()),
             direct: Arc::new(DirectTunnels::default()),
             trail: Trail::new(&first_config),
+            exhaustion: Mutex::default(),
         };
         rt.zero_failures(&first_config);
         rt.metrics.config_reload(true);
@@ -273,6 +280,9 @@ impl Runtime {
             self.metrics
                 .proxy_address_up(&outcome.route, &c.address.to_string(), c.up);
         }
+        if outcome.reason == FailureReason::LocalExhausted {
+            self.exhausted(exhaustion::Who::Probe, &outcome.detail);
+        }
         let target = outcome.target.clone();
         let events =
             lock(&self.table).observe(Instant::now(), Observation::Probe(Box::new(outcome)));
@@ -315,5 +325,17 @@ impl Runtime {
         let events = lock(&self.table).tick(Instant::now());
         self.apply(&events);
         self.trail.tick();
+        if let Some(line) = lock(&self.exhaustion).flush(Instant::now()) {
+            line.log();
+        }
+    }
+
+    /// Counts one `local_exhausted` failure; writes the summary line when
+    /// one is due. Never reaches the route table or the incidents.
+    fn exhausted(&self, who: exhaustion::Who, detail: &str) {
+        let line = lock(&self.exhaustion).record(Instant::now(), who, detail);
+        if let Some(line) = line {
+            line.log();
+        }
     }
 }

@@ -25,8 +25,12 @@ impl Runtime {
         let table = lock(&self.table);
         if let Some(t) = table.targets.get(target) {
             for (i, r) in t.routes.iter().enumerate() {
-                self.metrics
-                    .route_state(target, &r.route, r.healthy == Some(true), i == t.active);
+                self.metrics.route_state(
+                    target,
+                    &r.route,
+                    r.healthy() == Some(true),
+                    i == t.active,
+                );
                 self.metrics
                     .route_reason(target, &r.route, r.last.as_ref().map(|s| s.reason));
                 self.metrics

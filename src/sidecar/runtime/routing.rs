@@ -14,6 +14,7 @@ use crate::compliance::Trail;
 use crate::forward::Routing;
 use crate::generation::Generation;
 use crate::health::{Force, Observation, TrafficResult};
+use crate::reason::FailureReason;
 use crate::telemetry::Metrics;
 
 impl Routing for Runtime {
@@ -25,7 +26,19 @@ impl Routing for Runtime {
         lock(&self.table).choice(target)
     }
 
+    fn broken(&self, target: &str, route: &str) -> bool {
+        lock(&self.table)
+            .targets
+            .get(target)
+            .and_then(|t| t.route(route))
+            .is_some_and(|r| r.healthy() == Some(false))
+    }
+
     fn report(&self, result: TrafficResult) {
+        if let Some((FailureReason::LocalExhausted, detail)) = &result.failure {
+            self.exhausted(super::exhaustion::Who::AppConnection, detail);
+            return;
+        }
         let target = result.target.clone();
         let events = lock(&self.table).observe(Instant::now(), Observation::Traffic(result));
         self.apply(&events);
@@ -44,7 +57,7 @@ impl Routing for Runtime {
             .routes
             .iter()
             .filter(|r| !r.direct)
-            .map(|r| match (&r.healthy, &r.last) {
+            .map(|r| match (r.healthy(), &r.last) {
                 (Some(false), Some(s)) => {
                     format!("{}: unhealthy, {} ({})", r.route, s.reason, s.detail)
                 }
