@@ -560,7 +560,7 @@ fn set_nofile(prlimit: &Path, pid: u32, soft: &str, hard: &str) {
     assert!(status.success(), "prlimit --nofile={soft}:{hard}");
 }
 
-/// Held connections to the forward proxy.
+/// Connections opened at once to the forward proxy, and held.
 const STORM: usize = 300;
 /// How long the storm lasts at least: several probe intervals.
 const STORM_AT_LEAST: Duration = Duration::from_secs(5);
@@ -594,14 +594,24 @@ async fn the_sidecars_own_descriptor_exhaustion_is_local_exhausted_and_blames_no
     let low = (open + 8).to_string();
     set_nofile(prlimit, pid, &low, &hard);
     let storm_began = Instant::now();
-    let mut storm = Vec::with_capacity(STORM);
+    // All at once: the sidecar takes what its limit allows, the kernel
+    // queues its listen backlog (128), and the rest wait for a SYN retry
+    // that the storm does not need.
+    let mut connecting = tokio::task::JoinSet::new();
     for _ in 0..STORM {
-        storm.push(
-            TcpStream::connect(sidecar.proxy)
-                .await
-                .expect("connect (the kernel queues what the sidecar cannot accept)"),
-        );
+        let addr = sidecar.proxy;
+        connecting.spawn(async move {
+            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await
+        });
     }
+    let mut storm = Vec::with_capacity(STORM);
+    while let Some(done) = connecting.join_next().await {
+        if let Ok(Ok(tcp)) = done.expect("connect task") {
+            storm.push(tcp);
+        }
+    }
+    let held_count = storm.len();
+    assert!(held_count >= 100, "only {held_count} connections held");
     sidecar
         .process
         .logged(Duration::from_secs(20), "about local_exhausted", |v| {
@@ -658,6 +668,15 @@ async fn the_sidecars_own_descriptor_exhaustion_is_local_exhausted_and_blames_no
         .filter(|l| l.contains("local_exhausted"))
         .collect();
     let bound = storm_lasted.as_secs() as usize + 2;
+    eprintln!(
+        "{} connections held for {storm_lasted:?}; the log about it:\n{}",
+        held_count,
+        about
+            .iter()
+            .map(|l| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(
         about.len() <= bound,
         "{} lines about local_exhausted in {storm_lasted:?}:\n{}",
