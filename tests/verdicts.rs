@@ -133,6 +133,17 @@ default = "deny"
     )
 }
 
+/// The binary on `text` (a [`push_config`] through `route`) in `ws`, once
+/// both of push's routes are healthy and traffic uses `route`.
+async fn start_push(ws: &Workspace, text: &str, route: &str) -> Sidecar {
+    let config = ws.write("config.toml", text);
+    let sidecar = Sidecar::start(&config).await;
+    let pairs = [("apns", route), ("apns", "direct")];
+    let m = all_healthy(&sidecar, &pairs, Duration::from_secs(20)).await;
+    assert_eq!(gauge(&m, "egress_route_active", "apns", route), Some(1.0));
+    sidecar
+}
+
 // === A busy target hides no partial failure ===
 
 /// Probes every second with the window of DESIGN's example (3 failures of
@@ -334,16 +345,7 @@ async fn app_finds_the_dead_proxy(host: &str) {
         up.port(),
         &[("other.push.test", "127.0.0.1")],
     );
-    let config = ws.write("config.toml", &text);
-    let sidecar = Sidecar::start(&config).await;
-    let m = all_healthy(
-        &sidecar,
-        &[("apns", "squid"), ("apns", "direct")],
-        Duration::from_secs(20),
-    )
-    .await;
-    assert_eq!(gauge(&m, "egress_route_active", "apns", "squid"), Some(1.0));
-    assert_eq!(failures(&m, "apns", "squid", "proxy_connect"), 0.0);
+    let sidecar = start_push(&ws, &text, "squid").await;
 
     squid.kill();
     let asked = Instant::now();
@@ -444,15 +446,7 @@ async fn squid_refusing_one_host_by_acl_is_obeyed_and_a_dead_squid_still_fails_o
         port,
         &[("denied.push.test", "127.0.0.2")],
     );
-    let config = ws.write("config.toml", &text);
-    let sidecar = Sidecar::start(&config).await;
-    let m = all_healthy(
-        &sidecar,
-        &[("apns", "squid"), ("apns", "direct")],
-        Duration::from_secs(20),
-    )
-    .await;
-    assert_eq!(gauge(&m, "egress_route_active", "apns", "squid"), Some(1.0));
+    let sidecar = start_push(&ws, &text, "squid").await;
 
     // Three times: were a refusal counted against the route, two would
     // take it down (fall = 2).
@@ -586,10 +580,8 @@ async fn the_sidecars_own_descriptor_exhaustion_is_local_exhausted_and_blames_no
     let proxy = support::proxy::ScriptProxy::start(support::proxy::Mode::Tunnel).await;
     let ws = Workspace::new();
     let text = push_config("", "1s", ("provider", &proxy.url()), up.port(), &[]);
-    let config = ws.write("config.toml", &text);
-    let mut sidecar = Sidecar::start(&config).await;
+    let mut sidecar = start_push(&ws, &text, "provider").await;
     let pairs = [("apns", "provider"), ("apns", "direct")];
-    all_healthy(&sidecar, &pairs, Duration::from_secs(20)).await;
     let pid = sidecar.process.pid();
     let (soft, hard) = nofile(pid);
     let open = sidecar.process.steady_fds().await;
