@@ -35,7 +35,7 @@ use crate::accept;
 use crate::config::{Route, authority};
 use crate::dial::{BoxStream, Destination, Phases, Tunnel};
 use crate::generation::Generation;
-use crate::health::{Force, HostPort, TrafficResult};
+use crate::health::{HostPort, Override, TrafficResult};
 use crate::telemetry::Metrics;
 use crate::telemetry::meter::ByteMeter;
 use plan::Plan;
@@ -58,7 +58,7 @@ pub trait Routing: Send + Sync + 'static {
     /// The generation in force; taken once per app connection.
     fn generation(&self) -> Arc<Generation>;
     /// The active route of `target` and the operator's override.
-    fn choice(&self, target: &str) -> Option<(String, Force)>;
+    fn choice(&self, target: &str) -> Option<(String, Override)>;
     /// True when probes found `target`'s `route` broken (not when it is
     /// healthy, or not yet probed).
     fn broken(&self, target: &str, route: &str) -> bool;

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::config::{Config, ForwardDefault, Route, Target};
 use crate::destination::{Host, parse_host};
 use crate::dial::Resolver;
-use crate::health::Force;
+use crate::health::Override;
 use crate::policy::{Cidr, check_address};
 
 /// The label used for destinations that match no target.
@@ -48,7 +48,7 @@ pub fn plan(
     config: &Config,
     host: &str,
     port: u16,
-    choice: impl Fn(&str) -> Option<(String, Force)>,
+    choice: impl Fn(&str) -> Option<(String, Override)>,
 ) -> Result<Plan, Refused> {
     let label =
         |t: Option<&Arc<Target>>| t.map_or_else(|| UNMATCHED.to_string(), |t| t.name.clone());
@@ -71,14 +71,15 @@ pub fn plan(
                     ),
                 ));
             }
-            let (active, force) = choice(&t.name).unwrap_or_else(|| (String::new(), Force::Auto));
+            let (active, force) =
+                choice(&t.name).unwrap_or_else(|| (String::new(), Override::Auto));
             let allowed: Vec<Arc<Route>> = t
                 .routes
                 .iter()
                 .filter(|r| match force {
-                    Force::Auto => true,
-                    Force::Proxy => !r.is_direct(),
-                    Force::Direct => r.is_direct(),
+                    Override::Auto => true,
+                    Override::Proxy => !r.is_direct(),
+                    Override::Direct => r.is_direct(),
                 })
                 .cloned()
                 .collect();
@@ -153,7 +154,7 @@ pub async fn plan_checked(
     host: &str,
     port: u16,
     timeout: Duration,
-    choice: impl Fn(&str) -> Option<(String, Force)>,
+    choice: impl Fn(&str) -> Option<(String, Override)>,
 ) -> Result<Plan, Refused> {
     let plan = plan(config, host, port, choice)?;
     if plan.target.is_none() {

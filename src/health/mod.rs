@@ -37,7 +37,7 @@ use crate::reason::FailureReason;
 /// An operator's override of route choice for a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Force {
+pub enum Override {
     /// Normal: health decides.
     Auto,
     /// Only proxy routes (health decides among them).
@@ -174,7 +174,7 @@ pub enum Event {
         /// Target.
         target: String,
         /// The override that ended.
-        force: Force,
+        previous: Override,
     },
 }
 
@@ -188,9 +188,9 @@ pub struct TargetHealth {
     /// True when no route is eligible.
     pub down: bool,
     /// The operator's override.
-    pub force: Force,
+    pub route_override: Override,
     /// When the override ends by itself (`None`: when changed).
-    pub force_until: Option<Instant>,
+    pub override_until: Option<Instant>,
     /// Where the target's probe goes.
     pub probe: HostPort,
     /// A degraded route loses traffic.
@@ -207,8 +207,8 @@ impl TargetHealth {
                 .collect(),
             active: 0,
             down: false,
-            force: Force::Auto,
-            force_until: None,
+            route_override: Override::Auto,
+            override_until: None,
             probe: spec.probe.clone(),
             failover_on_degraded: spec.failover_on_degraded,
         }
@@ -227,10 +227,10 @@ impl TargetHealth {
     }
 
     fn allowed(&self, r: &RouteHealth) -> bool {
-        match self.force {
-            Force::Auto => true,
-            Force::Proxy => !r.direct,
-            Force::Direct => r.direct,
+        match self.route_override {
+            Override::Auto => true,
+            Override::Proxy => !r.direct,
+            Override::Direct => r.direct,
         }
     }
 
@@ -308,8 +308,8 @@ impl RouteTable {
                     r.direct = direct;
                 }
             }
-            t.force = old.force;
-            t.force_until = old.force_until;
+            t.route_override = old.route_override;
+            t.override_until = old.override_until;
             t.active = t
                 .routes
                 .iter()
@@ -447,13 +447,13 @@ impl RouteTable {
     pub fn tick(&mut self, now: Instant) -> Vec<Event> {
         let mut events = Vec::new();
         for (name, t) in &mut self.targets {
-            if t.force_until.is_some_and(|until| now >= until) {
+            if t.override_until.is_some_and(|until| now >= until) {
                 events.push(Event::OverrideExpired {
                     target: name.clone(),
-                    force: t.force,
+                    previous: t.route_override,
                 });
-                t.force = Force::Auto;
-                t.force_until = None;
+                t.route_override = Override::Auto;
+                t.override_until = None;
             }
             events.extend(Self::recompute_target(name, t, now));
         }
@@ -461,34 +461,34 @@ impl RouteTable {
     }
 
     /// Sets the operator's override for `target` until it is changed.
-    pub fn force(&mut self, target: &str, force: Force, now: Instant) -> Vec<Event> {
-        self.set_force(target, force, now, None)
+    pub fn set_override(&mut self, target: &str, o: Override, now: Instant) -> Vec<Event> {
+        self.apply_override(target, o, now, None)
     }
 
     /// Sets the operator's override for `target` until `until`, when
     /// [`tick`](Self::tick) ends it by itself (`Auto` has no expiry).
-    pub fn force_until(
+    pub fn override_until(
         &mut self,
         target: &str,
-        force: Force,
+        o: Override,
         now: Instant,
         until: Instant,
     ) -> Vec<Event> {
-        self.set_force(target, force, now, Some(until))
+        self.apply_override(target, o, now, Some(until))
     }
 
-    fn set_force(
+    fn apply_override(
         &mut self,
         target: &str,
-        force: Force,
+        o: Override,
         now: Instant,
         until: Option<Instant>,
     ) -> Vec<Event> {
         let Some(t) = self.targets.get_mut(target) else {
             return Vec::new();
         };
-        t.force = force;
-        t.force_until = until.filter(|_| force != Force::Auto);
+        t.route_override = o;
+        t.override_until = until.filter(|_| o != Override::Auto);
         Self::recompute_target(target, t, now).into_iter().collect()
     }
 
@@ -508,9 +508,9 @@ impl RouteTable {
     }
 
     /// The active route of `target` and the operator's override.
-    pub fn choice(&self, target: &str) -> Option<(String, Force)> {
+    pub fn choice(&self, target: &str) -> Option<(String, Override)> {
         let t = self.targets.get(target)?;
-        Some((t.active_route().to_string(), t.force))
+        Some((t.active_route().to_string(), t.route_override))
     }
 
     /// True when `target` over `route` needs watching closely.

@@ -274,13 +274,13 @@ async fn forcing_direct_or_proxy_overrides_health() {
     b.observe(now, probe("provider", true));
     b.observe(now, probe("direct", true));
     assert_eq!(
-        failovers(&b.force("apns", Force::Direct, now)),
+        failovers(&b.set_override("apns", Override::Direct, now)),
         [("provider".into(), "direct".into())]
     );
     b.observe(now, probe("provider", true));
     assert_eq!(b.active_route("apns"), Some("direct"));
     assert_eq!(
-        failovers(&b.force("apns", Force::Auto, now)),
+        failovers(&b.set_override("apns", Override::Auto, now)),
         [("direct".into(), "provider".into())]
     );
 }
@@ -291,7 +291,7 @@ async fn a_rebuild_keeps_each_pair_by_name_and_never_forgets_a_broken_route() {
     let now = Instant::now();
     b.observe(now, probe("provider", false));
     b.observe(now, probe("direct", true));
-    b.force("apns", Force::Direct, now);
+    b.set_override("apns", Override::Direct, now);
     assert_eq!(b.active_route("apns"), Some("direct"));
     // A new generation (say, rotated credentials) adds a backup proxy and
     // another target; the broken provider stays broken, not "unknown".
@@ -308,9 +308,12 @@ async fn a_rebuild_keeps_each_pair_by_name_and_never_forgets_a_broken_route() {
     assert_eq!(apns.routes[0].healthy(), Some(false));
     assert_eq!(apns.routes[1].healthy(), None);
     assert_eq!(apns.routes[2].healthy(), Some(true));
-    assert_eq!((apns.force, apns.active_route()), (Force::Direct, "direct"));
+    assert_eq!(
+        (apns.route_override, apns.active_route()),
+        (Override::Direct, "direct")
+    );
     assert_eq!(next.targets["sms"].routes[0].healthy(), None);
-    next.force("apns", Force::Auto, now);
+    next.set_override("apns", Override::Auto, now);
     assert_eq!(
         next.active_route("apns"),
         Some("backup"),
@@ -330,7 +333,7 @@ async fn an_override_ends_by_itself_at_its_expiry_and_survives_a_rebuild_until_t
     b.observe(now, probe("direct", true));
     let until = now + Duration::from_secs(2);
     assert_eq!(
-        failovers(&b.force_until("apns", Force::Direct, now, until)),
+        failovers(&b.override_until("apns", Override::Direct, now, until)),
         [("provider".into(), "direct".into())]
     );
     // Not yet: a tick just before the expiry changes nothing, and a
@@ -340,7 +343,7 @@ async fn an_override_ends_by_itself_at_its_expiry_and_survives_a_rebuild_until_t
         settings(),
         &[spec(&[("provider", false), ("direct", true)])],
     );
-    assert_eq!(b.targets["apns"].force_until, Some(until));
+    assert_eq!(b.targets["apns"].override_until, Some(until));
     // At the expiry: one event says which override ended, and traffic goes
     // back to the route health prefers.
     let e = b.tick(until);
@@ -348,24 +351,27 @@ async fn an_override_ends_by_itself_at_its_expiry_and_survives_a_rebuild_until_t
         e.first(),
         Some(&Event::OverrideExpired {
             target: "apns".into(),
-            force: Force::Direct
+            previous: Override::Direct
         })
     );
     assert_eq!(failovers(&e), [("direct".into(), "provider".into())]);
     assert_eq!(
-        (b.targets["apns"].force, b.targets["apns"].force_until),
-        (Force::Auto, None)
+        (
+            b.targets["apns"].route_override,
+            b.targets["apns"].override_until
+        ),
+        (Override::Auto, None)
     );
     assert!(
         b.tick(until + Duration::from_secs(5)).is_empty(),
         "expires once"
     );
     // `auto` carries no expiry, and an override without one never expires.
-    b.force_until("apns", Force::Auto, now, until);
-    assert_eq!(b.targets["apns"].force_until, None);
-    b.force("apns", Force::Proxy, now);
+    b.override_until("apns", Override::Auto, now, until);
+    assert_eq!(b.targets["apns"].override_until, None);
+    b.set_override("apns", Override::Proxy, now);
     assert!(b.tick(until + Duration::from_secs(86_400)).is_empty());
-    assert_eq!(b.targets["apns"].force, Force::Proxy);
+    assert_eq!(b.targets["apns"].route_override, Override::Proxy);
 }
 
 fn degraded(events: &[Event]) -> Vec<bool> {

@@ -111,8 +111,8 @@ pub fn render(rt: &Runtime) -> String {
                 "preferred_route": h.routes.first().map(|r| r.route.as_str()),
                 "active_route": h.active_route(),
                 "down": h.down,
-                "force": h.force,
-                "force_expires_in_seconds": h.force_until.map(|u| u.saturating_duration_since(now).as_secs_f64()),
+                "force": h.route_override,
+                "force_expires_in_seconds": h.override_until.map(|u| u.saturating_duration_since(now).as_secs_f64()),
                 "client_cert": client_cert(t, wall),
                 "cert_thresholds": {
                     "warn_before_seconds": t.cert_thresholds.warn_before.as_secs(),

@@ -146,7 +146,7 @@ impl Endpoints {
                 if let Err(r) = self.admit(&req, conn).await {
                     return r;
                 }
-                self.force(req, conn).await
+                self.post_override(req, conn).await
             }
             (Surface::Metrics, _, "/metrics" | "/healthz" | "/readyz")
             | (Surface::Admin, _, "/" | "/status" | "/verify") => {

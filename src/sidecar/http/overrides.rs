@@ -4,7 +4,7 @@
 //! for a choice the target does not allow).
 //!
 //! Only reached past the admin checks. Validates and answers; the route
-//! table's state changes only through [`crate::sidecar::runtime::Runtime::force`].
+//! table's state changes only through [`crate::sidecar::runtime::Runtime::set_override`].
 
 use std::time::Duration;
 
@@ -17,14 +17,15 @@ use super::body::read_json;
 use super::listener::Conn;
 use super::reply::{self, Reply, text};
 use crate::config::defaults;
-use crate::health::Force;
+use crate::health::Override;
+use crate::sidecar::runtime::OverrideRefused;
 
 impl Endpoints {
     /// `POST /routes/<target>`: `force` (`proxy`, `direct` or `auto`) and
     /// `ttl` (a duration such as `"30m"`, or seconds; default 1 h, at most
     /// 24 h) from a JSON body `{"force":"direct","ttl":"30m"}` or the query
     /// string; the body wins.
-    pub(super) async fn force(&self, req: Request<Incoming>, conn: &Conn) -> Reply {
+    pub(super) async fn post_override(&self, req: Request<Incoming>, conn: &Conn) -> Reply {
         let target = req.uri().path().trim_start_matches("/routes/").to_string();
         let query = req.uri().query().unwrap_or("").to_string();
         let body = match read_json(req.into_body(), conn).await {
@@ -41,9 +42,9 @@ impl Endpoints {
         };
         let value = param("force");
         let force = match value.as_ref().and_then(Value::as_str) {
-            Some("auto") => Force::Auto,
-            Some("proxy") => Force::Proxy,
-            Some("direct") => Force::Direct,
+            Some("auto") => Override::Auto,
+            Some("proxy") => Override::Proxy,
+            Some("direct") => Override::Direct,
             _ => {
                 let got = value.map(|v| v.to_string()).unwrap_or_default();
                 return text(
@@ -59,7 +60,7 @@ impl Endpoints {
             Ok(t) => t,
             Err(why) => return text(StatusCode::BAD_REQUEST, &why),
         };
-        match self.rt.force(&target, force, ttl) {
+        match self.rt.set_override(&target, force, ttl) {
             Ok(()) => {
                 let active = self.rt.active_route(&target).unwrap_or_default();
                 let mut doc = json!({
@@ -67,7 +68,7 @@ impl Endpoints {
                     "force": force,
                     "active_route": active,
                 });
-                if force != Force::Auto {
+                if force != Override::Auto {
                     let expires = std::time::SystemTime::now() + ttl;
                     doc["ttl_seconds"] = json!(ttl.as_secs_f64());
                     doc["expires_at"] = json!(crate::dial::tls::rfc3339(
@@ -78,8 +79,10 @@ impl Endpoints {
                 }
                 reply::json(StatusCode::OK, doc.to_string())
             }
-            Err(why) if why.starts_with("no target") => text(StatusCode::NOT_FOUND, &why),
-            Err(why) => text(StatusCode::CONFLICT, &why),
+            Err(why @ OverrideRefused::NoTarget(_)) => {
+                text(StatusCode::NOT_FOUND, &why.to_string())
+            }
+            Err(why) => text(StatusCode::CONFLICT, &why.to_string()),
         }
     }
 }

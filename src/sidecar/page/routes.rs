@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::text::{days_left, esc, span, time_el, unix, when};
 use crate::config::{Config, Target};
 use crate::dial::fmt_duration;
-use crate::health::{Force, RouteHealth, TargetHealth};
+use crate::health::{Override, RouteHealth, TargetHealth};
 use crate::reason::Phase;
 
 /// The state of one route, in words: the word tests and readers match
@@ -167,8 +167,8 @@ fn target_rows(h: &mut String, t: &Target, th: &TargetHealth, now: Instant, wall
             esc(th.routes.first().map_or("", |r| r.route.as_str()))
         ));
     }
-    if th.force != Force::Auto {
-        let ends = th.force_until.map_or_else(
+    if th.route_override != Override::Auto {
+        let ends = th.override_until.map_or_else(
             || "until changed".to_string(),
             |u| {
                 let left = u.saturating_duration_since(now);
@@ -181,7 +181,7 @@ fn target_rows(h: &mut String, t: &Target, th: &TargetHealth, now: Instant, wall
         );
         about.push(format!(
             "<span class=\"override\">operator override: {} only, {ends}</span>",
-            force_word(th.force)
+            override_word(th.route_override)
         ));
     }
     if let Some(na) = t.client_cert_not_after {
@@ -199,10 +199,10 @@ fn target_rows(h: &mut String, t: &Target, th: &TargetHealth, now: Instant, wall
     for (i, r) in th.routes.iter().enumerate() {
         let (state, why) = route_state(r, now);
         let active = i == th.active;
-        let excluded = match th.force {
-            Force::Auto => false,
-            Force::Proxy => r.direct,
-            Force::Direct => !r.direct,
+        let excluded = match th.route_override {
+            Override::Auto => false,
+            Override::Proxy => r.direct,
+            Override::Direct => !r.direct,
         };
         let mut words = format!(
             "<span class=\"badge {}\"><span aria-hidden=\"true\">{}</span> {}</span>",
@@ -345,10 +345,10 @@ fn route_cells(h: &mut String, r: &RouteHealth, wall: SystemTime) {
     h.push_str("</td>");
 }
 
-fn force_word(f: Force) -> &'static str {
+fn override_word(f: Override) -> &'static str {
     match f {
-        Force::Auto => "auto",
-        Force::Proxy => "proxy",
-        Force::Direct => "direct",
+        Override::Auto => "auto",
+        Override::Proxy => "proxy",
+        Override::Direct => "direct",
     }
 }

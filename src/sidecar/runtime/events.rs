@@ -75,8 +75,8 @@ impl Runtime {
                         p.wake.notify_one();
                     }
                 }
-                Event::OverrideExpired { target, force } => {
-                    tracing::warn!(target = %target, force = ?force, "operator override expired; health decides the route again");
+                Event::OverrideExpired { target, previous } => {
+                    tracing::warn!(target = %target, previous = ?previous, "operator override expired; health decides the route again");
                     self.publish_target(target);
                 }
             }

@@ -35,11 +35,25 @@ use crate::compliance::Trail;
 use crate::config::Config;
 use crate::forward::DirectTunnels;
 use crate::generation::{Current, Generation};
-use crate::health::{Force, HealthSettings, HostPort, Observation, RouteTable, TargetSpec};
+use crate::health::{HealthSettings, HostPort, Observation, Override, RouteTable, TargetSpec};
 use crate::incidents::IncidentLog;
 use crate::probe::ProbeOutcome;
 use crate::reason::FailureReason;
 use crate::telemetry::Metrics;
+
+/// Why an operator's override was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OverrideRefused {
+    /// No target has that name.
+    #[error("no target named {0:?}")]
+    NoTarget(String),
+    /// `direct` asked for a target that does not list it.
+    #[error("{0} does not list \"direct\" in its routes")]
+    NoDirect(String),
+    /// `proxy` asked for a target with no proxy route.
+    #[error("{0} has no proxy route")]
+    NoProxy(String),
+}
 
 /// The result of the last config load.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -291,28 +305,32 @@ impl Runtime {
     }
 
     /// Sets the operator's override of `target` for `ttl` (then it ends by
-    /// itself at an upkeep tick; `Auto` has none). `Err` says why it is
-    /// refused.
-    pub fn force(&self, target: &str, force: Force, ttl: Duration) -> Result<(), String> {
+    /// itself at an upkeep tick; `Auto` has none).
+    pub fn set_override(
+        &self,
+        target: &str,
+        o: Override,
+        ttl: Duration,
+    ) -> Result<(), OverrideRefused> {
         let config = self.config();
         let t = config
             .target(target)
-            .ok_or_else(|| format!("no target named {target:?}"))?;
-        match force {
-            Force::Direct if !t.allows_direct() => {
-                return Err(format!("{target} does not list \"direct\" in its routes"));
+            .ok_or_else(|| OverrideRefused::NoTarget(target.to_string()))?;
+        match o {
+            Override::Direct if !t.allows_direct() => {
+                return Err(OverrideRefused::NoDirect(target.to_string()));
             }
-            Force::Proxy if t.routes.iter().all(|r| r.is_direct()) => {
-                return Err(format!("{target} has no proxy route"));
+            Override::Proxy if t.routes.iter().all(|r| r.is_direct()) => {
+                return Err(OverrideRefused::NoProxy(target.to_string()));
             }
             _ => {}
         }
         let now = Instant::now();
-        let events = lock(&self.table).force_until(target, force, now, now + ttl);
-        if force == Force::Auto {
-            tracing::warn!(target = %target, force = ?force, "operator override of the route choice");
+        let events = lock(&self.table).override_until(target, o, now, now + ttl);
+        if o == Override::Auto {
+            tracing::warn!(target = %target, force = ?o, "operator override of the route choice");
         } else {
-            tracing::warn!(target = %target, force = ?force, ttl_seconds = ttl.as_secs_f64(), "operator override of the route choice");
+            tracing::warn!(target = %target, force = ?o, ttl_seconds = ttl.as_secs_f64(), "operator override of the route choice");
         }
         self.apply(&events);
         self.publish_target(target);

@@ -8,7 +8,7 @@
 
 use super::{Runtime, lock};
 use crate::config::Config;
-use crate::health::Force;
+use crate::health::Override;
 
 impl Runtime {
     /// Every configured pair's failure counters, at 0 before any failure.
@@ -35,10 +35,10 @@ impl Runtime {
                     .route_reason(target, &r.route, r.last.as_ref().map(|s| s.reason));
                 self.metrics
                     .route_degraded(target, &r.route, r.degraded_any());
-                let forced = match t.force {
-                    Force::Auto => false,
-                    Force::Proxy => !r.direct,
-                    Force::Direct => r.direct,
+                let forced = match t.route_override {
+                    Override::Auto => false,
+                    Override::Proxy => !r.direct,
+                    Override::Direct => r.direct,
                 };
                 self.metrics.route_override(target, &r.route, forced);
             }

@@ -13,7 +13,7 @@ use super::{Runtime, lock};
 use crate::compliance::Trail;
 use crate::forward::Routing;
 use crate::generation::Generation;
-use crate::health::{Force, Observation, TrafficResult};
+use crate::health::{Observation, Override, TrafficResult};
 use crate::reason::FailureReason;
 use crate::telemetry::Metrics;
 
@@ -22,7 +22,7 @@ impl Routing for Runtime {
         self.current()
     }
 
-    fn choice(&self, target: &str) -> Option<(String, Force)> {
+    fn choice(&self, target: &str) -> Option<(String, Override)> {
         lock(&self.table).choice(target)
     }
 
@@ -50,7 +50,7 @@ impl Routing for Runtime {
         let Some(t) = table.targets.get(target) else {
             return "no target".into();
         };
-        if t.force == Force::Direct {
+        if t.route_override == Override::Direct {
             return "operator forced direct".into();
         }
         let parts: Vec<String> = t
