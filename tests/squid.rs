@@ -198,15 +198,12 @@ struct Sidecar {
 impl Sidecar {
     async fn start(ws: &Workspace, squid: &Squid, port: u16) -> Self {
         let path = ws.write("config.toml", &running_config(&squid.url(), port));
-        let mut process = Spawned::run(&path, &[]);
-        let metrics = process.addr("metrics").await;
-        let admin = process.addr("admin").await;
-        let proxy = process.addr("forward proxy").await;
+        let s = support::spawned::Sidecar::start(&path).await;
         Self {
-            process,
-            metrics,
-            admin,
-            proxy,
+            process: s.process,
+            metrics: s.metrics,
+            admin: s.admin,
+            proxy: s.proxy,
         }
     }
 
