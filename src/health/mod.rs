@@ -33,6 +33,7 @@ pub use level::{Evidence, Level};
 pub use route::{Changed, HealthSettings, LevelHealth, RouteHealth, RouteState, Seen, Source};
 pub use snapshot::{PairSchedule, Snapshot};
 
+use crate::dial::addresses::AddressCheck;
 use crate::probe::ProbeOutcome;
 use crate::reason::FailureReason;
 
@@ -199,7 +200,7 @@ pub enum Event {
         /// Route.
         route: String,
         /// The failing addresses with what happened, empty when all work again.
-        down: Vec<String>,
+        down: Vec<AddressCheck>,
     },
     /// App traffic failed on a route in a way that does not count for its
     /// health: probe the route now to find out whether the route is at fault.
@@ -318,6 +319,15 @@ impl TargetHealth {
     }
 }
 
+/// Where an observation landed: what its events say about it.
+#[derive(Debug, Clone, Copy)]
+struct Where<'a> {
+    target: &'a str,
+    /// The target's preferred (first) route.
+    preferred: bool,
+    now: Instant,
+}
+
 /// Health of every target × route, and each target's active route.
 #[derive(Debug, Clone)]
 pub struct RouteTable {
@@ -382,108 +392,141 @@ impl RouteTable {
             return Vec::new();
         };
         let mut events = Vec::new();
-        let (seen, evidence) = match obs {
+        let counted = match obs {
             Observation::Probe(o) => {
-                let evidence = Evidence::of_probe(o.reason, o.failed_phase);
-                if evidence != Evidence::Nothing {
-                    events.extend(Self::addresses(&target, &mut t.routes[index], &o));
-                }
-                let seen = Seen {
-                    reason: o.reason,
-                    detail: o.detail.clone(),
-                    source: Source::Probe,
-                    level: evidence.failed().unwrap_or(Level::Answer),
-                };
-                t.routes[index].last_probe = Some(*o);
-                (seen, evidence)
+                Some(Self::probe(&target, &mut t.routes[index], *o, &mut events))
             }
-            Observation::Traffic(tr) => {
-                let wakes = tr.failure.as_ref().is_some_and(|(r, _)| {
-                    !matches!(
-                        r,
-                        FailureReason::PolicyDenied | FailureReason::LocalExhausted
-                    )
-                });
-                if wakes {
-                    // Confirm (or clear) at once: detection must not wait
-                    // for the interval.
-                    events.push(Event::ProbeWanted {
-                        target: target.clone(),
-                        route: route_name.clone(),
-                    });
-                }
-                if !t.counts(&tr) {
-                    return events;
-                }
-                let evidence = Evidence::of_traffic(tr.failure.as_ref().map(|(r, _)| *r));
-                let (reason, detail) = tr
-                    .failure
-                    .unwrap_or((FailureReason::Ok, "app tunnel established".into()));
-                let seen = Seen {
-                    reason,
-                    detail,
-                    source: Source::Traffic,
-                    level: Level::Route,
-                };
-                (seen, evidence)
-            }
+            Observation::Traffic(tr) => Self::traffic(t, tr, &mut events),
+        };
+        let Some((seen, evidence)) = counted else {
+            return events;
         };
         let moves = t.failover_on_degraded;
         let route = &mut t.routes[index];
-        let failed = !seen.ok();
-        let last = seen.clone();
-        let changed = route.observe(seen, evidence, now, &settings, moves);
+        let changed = route.observe(seen.clone(), evidence, now, &settings, moves);
+        let at = Where {
+            target: &target,
+            preferred: index == 0,
+            now,
+        };
+        events.extend(Self::verdicts(at, route, changed, seen, &settings));
+        events.extend(Self::recompute_target(&target, t, now));
+        events
+    }
+
+    /// What a probe says, and what it proves; its address checks and the
+    /// outcome itself are kept (for status) whatever it proves.
+    fn probe(
+        target: &str,
+        route: &mut RouteHealth,
+        o: ProbeOutcome,
+        events: &mut Vec<Event>,
+    ) -> (Seen, Evidence) {
+        let evidence = Evidence::of_probe(o.reason, o.failed_phase);
+        if evidence != Evidence::Nothing {
+            events.extend(Self::addresses(target, route, &o));
+        }
+        let seen = Seen {
+            reason: o.reason,
+            detail: o.detail.clone(),
+            source: Source::Probe,
+            level: evidence.failed().unwrap_or(Level::Answer),
+        };
+        route.last_probe = Some(o);
+        (seen, evidence)
+    }
+
+    /// What an app connection says, when it counts (at the route level);
+    /// any failure but our own policy's or exhaustion asks for a probe.
+    fn traffic(
+        t: &TargetHealth,
+        tr: TrafficResult,
+        events: &mut Vec<Event>,
+    ) -> Option<(Seen, Evidence)> {
+        let wakes = tr.failure.as_ref().is_some_and(|(r, _)| {
+            !matches!(
+                r,
+                FailureReason::PolicyDenied | FailureReason::LocalExhausted
+            )
+        });
+        if wakes {
+            // Confirm (or clear) at once: detection must not wait for the
+            // interval.
+            events.push(Event::ProbeWanted {
+                target: tr.target.clone(),
+                route: tr.route.clone(),
+            });
+        }
+        if !t.counts(&tr) {
+            return None;
+        }
+        let evidence = Evidence::of_traffic(tr.failure.as_ref().map(|(r, _)| *r));
+        let (reason, detail) = tr
+            .failure
+            .unwrap_or((FailureReason::Ok, "app tunnel established".into()));
+        let seen = Seen {
+            reason,
+            detail,
+            source: Source::Traffic,
+            level: Level::Route,
+        };
+        Some((seen, evidence))
+    }
+
+    /// The events for what one observation changed in a route's verdicts.
+    fn verdicts(
+        at: Where<'_>,
+        route: &RouteHealth,
+        changed: Changed,
+        seen: Seen,
+        settings: &HealthSettings,
+    ) -> Vec<Event> {
+        let mut events = Vec::new();
         if let Some(degraded) = changed.degraded {
             let (level, failures, _) = route.worst_window();
             events.push(Event::Degraded {
-                target: target.clone(),
+                target: at.target.to_string(),
                 route: route.route.clone(),
                 degraded,
                 failures,
                 window: settings.degraded_window,
                 level,
-                preferred: index == 0,
-                cause: (degraded && failed).then_some(last),
+                preferred: at.preferred,
+                cause: (degraded && !seen.ok()).then_some(seen),
                 healthy: route.healthy(),
             });
         }
         if let Some(healthy) = changed.healthy {
             events.push(Event::RouteHealth {
-                target: target.clone(),
+                target: at.target.to_string(),
                 route: route.route.clone(),
                 healthy,
-                preferred: index == 0,
+                preferred: at.preferred,
                 cause: if healthy {
                     None
                 } else {
                     route.cause().cloned()
                 },
-                held_for: route.held_until.map(|h| h.duration_since(now)),
+                held_for: route.held_until.map(|h| h.duration_since(at.now)),
             });
         }
-        events.extend(Self::recompute_target(&target, t, now));
         events
     }
 
     /// Takes a probe's per-address checks of the proxy's name; an event
     /// when the set of failing addresses changed.
     fn addresses(target: &str, route: &mut RouteHealth, o: &ProbeOutcome) -> Option<Event> {
-        let down: Vec<String> = o
+        let down: Vec<AddressCheck> = o
             .proxy_addresses
             .iter()
             .filter(|c| !c.up)
-            .map(|c| format!("{} ({})", c.address, c.detail))
+            .cloned()
             .collect();
-        let before: Vec<&str> = route
-            .addresses_down
+        let changed = !down
             .iter()
-            .map(|d| d.split(' ').next().unwrap_or(""))
-            .collect();
-        let after: Vec<&str> = down
-            .iter()
-            .map(|d| d.split(' ').next().unwrap_or(""))
-            .collect();
-        let event = (before != after).then(|| Event::AddressesDown {
+            .map(|c| c.address)
+            .eq(route.addresses_down.iter().map(|c| c.address));
+        let event = changed.then(|| Event::AddressesDown {
             target: target.to_string(),
             route: route.route.clone(),
             down: down.clone(),

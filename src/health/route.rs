@@ -205,7 +205,7 @@ pub struct RouteHealth {
     pub held_until: Option<Instant>,
     /// Addresses of the proxy's name that failed the last probe's check:
     /// the route is degraded (not down) while any does.
-    pub addresses_down: Vec<String>,
+    pub addresses_down: Vec<crate::dial::addresses::AddressCheck>,
 }
 
 impl RouteHealth {

@@ -90,7 +90,7 @@ pub fn render(rt: &Runtime) -> String {
                         "held_for_seconds": r.held_until.map(|u| u.saturating_duration_since(now).as_secs_f64()),
                         "flaps": r.flaps,
                         "degraded": r.degraded_any(),
-                        "addresses_down": r.addresses_down,
+                        "addresses_down": r.addresses_down.iter().map(|c| c.describe_down()).collect::<Vec<_>>(),
                         "recent_failures": window.1,
                         "recent_attempts": window.2,
                         "levels": levels(r),

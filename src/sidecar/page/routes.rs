@@ -60,7 +60,11 @@ fn route_state(r: &RouteHealth, now: Instant) -> (&'static str, String) {
             if !r.addresses_down.is_empty() {
                 why.push(format!(
                     "proxy addresses failing: {}",
-                    r.addresses_down.join(", ")
+                    r.addresses_down
+                        .iter()
+                        .map(|c| c.describe_down())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
             ("degraded", why.join("; "))

@@ -67,7 +67,7 @@ impl Owner {
                     if down.is_empty() {
                         tracing::info!(target = %target, route = %route, "every address of the proxy's name works again");
                     } else {
-                        tracing::warn!(target = %target, route = %route, down = %down.join(", "), "some addresses of the proxy's name fail: the route is degraded; app connections try the others first");
+                        tracing::warn!(target = %target, route = %route, down = %down.iter().map(|c| c.describe_down()).collect::<Vec<_>>().join(", "), "some addresses of the proxy's name fail: the route is degraded; app connections try the others first");
                     }
                     self.publish_target(target);
                 }
