@@ -12,12 +12,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 use tokio::task::JoinHandle;
 
-/// `[listen]` on port 0 (the kernel picks: no race for a "free" port) and
-/// `[shutdown]` with no drain, so the daemon stops at once on SIGTERM.
-pub fn listen_table() -> String {
-    "[listen]\nmetrics = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nproxy = \"127.0.0.1:0\"\n\n[shutdown]\ndrain = \"0s\"\ndeadline = \"1s\"\n".to_string()
-}
-
 /// A running `egress-sentinel run`.
 pub struct Daemon {
     child: Child,
