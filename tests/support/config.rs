@@ -6,8 +6,11 @@
 //! raw tail); keys in the order they were set. The key names and their
 //! meaning are DESIGN.md's; this file only spells them.
 //!
-//! [`Toml::raw`] is the escape hatch for a key no test needs twice; the
-//! config tests that assert an error's line and column keep literal TOML.
+//! `Toml::new().probe(|p| p.timeout("3s")).route(Route::proxy("provider",
+//! url)).target(Target::new("push", url).routes(&["provider", "direct"]))`
+//! is a whole config; `to_string()` is its text, and `Workspace::config`
+//! takes it as it is. [`Toml::raw`] is the escape hatch; the config tests
+//! that assert an error's line and column keep literal TOML.
 
 use std::fmt::{self, Display, Write as _};
 
@@ -53,7 +56,8 @@ impl Table {
     }
 }
 
-/// Setters on a type wrapping a [`Table`]: a string key, a number key.
+/// Setters on a type wrapping a [`Table`], one a key: `str` (a TOML
+/// string), `num`, `bool`, `strs` (an array of strings).
 macro_rules! keys {
     ($ty:ty { $($(#[$doc:meta])* $name:ident: $kind:ident),* $(,)? }) => {
         impl $ty {
@@ -233,9 +237,10 @@ impl Toml {
         self
     }
 
-    /// Text written after every table, as it is: the escape hatch for a
-    /// table or key no typed call covers. Keys at its start would belong to
-    /// `[forward]` when that table is written.
+    /// Text written after every table, as it is: the escape hatch for what
+    /// no typed call covers (a table no test needs twice, or TOML that is
+    /// wrong on purpose). Keys at its start belong to the last table
+    /// written, so start it with a table header.
     pub fn raw(mut self, text: &str) -> Self {
         self.raw.push_str(text);
         self
@@ -458,12 +463,6 @@ impl Target {
         self.client_cert(bundle)
             .client_cert_password_file(password_file)
     }
-
-    /// A key no typed call covers, `value` already TOML.
-    pub fn raw(mut self, key: &str, value: &str) -> Self {
-        self.0.set(key, value.to_string());
-        self
-    }
 }
 
 keys!(Target {
@@ -529,12 +528,6 @@ impl Forward {
     pub fn allow_ports(mut self, ports: &[u16]) -> Self {
         let items: Vec<String> = ports.iter().map(u16::to_string).collect();
         self.0.set("allow_ports", format!("[{}]", items.join(", ")));
-        self
-    }
-
-    /// A key no typed call covers, `value` already TOML.
-    pub fn raw(mut self, key: &str, value: &str) -> Self {
-        self.0.set(key, value.to_string());
         self
     }
 }
