@@ -22,7 +22,9 @@ pub mod reply;
 pub mod request;
 pub mod tunnels;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +37,7 @@ use crate::accept;
 use crate::config::{Route, authority};
 use crate::dial::{BoxStream, Destination, Phases, Tunnel};
 use crate::generation::Generation;
-use crate::health::{HostPort, Override, TrafficResult};
+use crate::health::{HostPort, Snapshot, TrafficResult};
 use crate::telemetry::Metrics;
 use crate::telemetry::meter::ByteMeter;
 use plan::Plan;
@@ -57,16 +59,12 @@ const FD_RESERVE: u64 = 128;
 pub trait Routing: Send + Sync + 'static {
     /// The generation in force; taken once per app connection.
     fn generation(&self) -> Arc<Generation>;
-    /// The active route of `target` and the operator's override.
-    fn choice(&self, target: &str) -> Option<(String, Override)>;
-    /// True when probes found `target`'s `route` broken (not when it is
-    /// healthy, or not yet probed).
-    fn broken(&self, target: &str, route: &str) -> bool;
-    /// What one attempt on a route learned (the runtime decides whether it
-    /// counts for health).
-    fn report(&self, result: TrafficResult);
-    /// Why `target`'s proxy routes are not in use, for the compliance trail.
-    fn why_not_proxy(&self, target: &str) -> String;
+    /// The latest route state; taken once per app connection (the routes
+    /// to try and each route's state come from the same moment).
+    fn snapshot(&self) -> Arc<Snapshot>;
+    /// What one attempt on a route learned (the route-state owner decides
+    /// whether it counts for health).
+    fn report(&self, result: TrafficResult) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
     /// The metrics registry.
     fn metrics(&self) -> &Metrics;
     /// The compliance trail (and access log) tunnels are reported to.
@@ -208,6 +206,8 @@ struct Planned {
     host: String,
     port: u16,
     plan: Plan,
+    /// The route state the plan was made from, kept for the connection.
+    snapshot: Arc<Snapshot>,
     /// When the request was read: the tunnel's wait is measured from here.
     received: Instant,
 }
@@ -269,7 +269,7 @@ impl Proxy {
                         .plan
                         .target
                         .as_ref()
-                        .is_some_and(|target| self.routing.broken(&target.name, &route.name));
+                        .is_some_and(|target| req.snapshot.broken(&target.name, &route.name));
                     if let Some(stop) = reply::Stop::after(&t, broken) {
                         if stop == reply::Stop::ProxyRefused {
                             tracing::warn!(target = %req.plan.label, route = %route.name, destination = %req.destination(), detail = %t.detail, "the proxy refused the destination by its own policy; obeyed, not retried on another route");
@@ -325,13 +325,14 @@ impl Proxy {
         early: bytes::Bytes,
     ) -> Option<Planned> {
         let config = &generation.config;
+        let snapshot = self.routing.snapshot();
         let checked = plan::plan_checked(
             config,
             generation.dialer.resolver(),
             &host,
             port,
             config.probe.timeout,
-            |t| self.routing.choice(t),
+            |t| snapshot.routes_to_try(t),
         );
         match checked.await {
             Ok(plan) => Some(Planned {
@@ -339,6 +340,7 @@ impl Proxy {
                 host,
                 port,
                 plan,
+                snapshot,
                 received: Instant::now(),
             }),
             Err(plan::Refused { label, why }) => {
@@ -377,12 +379,14 @@ impl Proxy {
             .open(route, dest, Instant::now() + timeout, &mut phases)
             .await;
         if let Some(t) = &req.plan.target {
-            self.routing.report(TrafficResult {
-                target: t.name.clone(),
-                route: route.name.clone(),
-                destination: HostPort::new(&req.host, req.port),
-                failure: result.as_ref().err().map(|e| (e.reason(), e.to_string())),
-            });
+            self.routing
+                .report(TrafficResult {
+                    target: t.name.clone(),
+                    route: route.name.clone(),
+                    destination: HostPort::new(&req.host, req.port),
+                    failure: result.as_ref().err().map(|e| (e.reason(), e.to_string())),
+                })
+                .await;
         }
         let e = match result {
             Ok(tunnel) => return Ok(tunnel),
@@ -419,7 +423,7 @@ impl Proxy {
         };
         let why = route
             .is_direct()
-            .then(|| self.log_direct(&label, &destination, tried));
+            .then(|| self.log_direct(&req.snapshot, &label, &destination, tried));
         metrics.forward_connection(&label, &route.name, "ok");
         metrics.forward_request_duration(&label, &route.name, req.received.elapsed());
         let (opened, stood) = (std::time::SystemTime::now(), Instant::now());
@@ -456,9 +460,15 @@ impl Proxy {
     /// Why this connection bypassed the proxy, told to the trail's summary
     /// (the operational log says the first at once, then once a minute);
     /// the trail line itself is written when the tunnel ends.
-    fn log_direct(&self, target: &str, destination: &str, tried: &[Tried]) -> String {
+    fn log_direct(
+        &self,
+        snapshot: &Snapshot,
+        target: &str,
+        destination: &str,
+        tried: &[Tried],
+    ) -> String {
         let why = if tried.is_empty() {
-            self.routing.why_not_proxy(target)
+            snapshot.why_not_proxy(target)
         } else {
             tried
                 .iter()

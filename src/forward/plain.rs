@@ -158,13 +158,14 @@ async fn one(
         Err(why) => return refusal(400, "http_request_error", &why),
     };
     let config = &generation.config;
+    let snapshot = proxy.routing.snapshot();
     let checked = plan::plan_checked(
         config,
         generation.dialer.resolver(),
         &host,
         port,
         config.probe.timeout,
-        |t| proxy.routing.choice(t),
+        |t| snapshot.routes_to_try(t),
     );
     let plan = match checked.await {
         Ok(p) => p,
@@ -206,7 +207,8 @@ async fn one(
                         &host,
                         port,
                         Some((t.reason, t.detail.clone())),
-                    );
+                    )
+                    .await;
                     proxy
                         .routing
                         .metrics()
@@ -225,7 +227,7 @@ async fn one(
     };
     let why = route
         .is_direct()
-        .then(|| proxy.log_direct(&plan.label, &authority(&host, port), &tried));
+        .then(|| proxy.log_direct(&snapshot, &plan.label, &authority(&host, port), &tried));
     send(proxy, &plan, &route, path, req, &host, port, timeout, why).await
 }
 
@@ -316,7 +318,8 @@ async fn send(
                 host,
                 port,
                 Some((reason, detail.clone())),
-            );
+            )
+            .await;
             metrics.forward_connection(&plan.label, &route.name, "failed");
             let (status, error) = status_for(reason);
             return refusal(status, error, &detail);
@@ -324,7 +327,7 @@ async fn send(
     };
     let failure = proxy_own_error(&resp, &shown, path.proxy.as_ref().map(|p| p.name.as_str()));
     let result = if failure.is_some() { "failed" } else { "ok" };
-    report(proxy, plan, route, host, port, failure);
+    report(proxy, plan, route, host, port, failure).await;
     metrics.forward_connection(&plan.label, &route.name, result);
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -334,7 +337,7 @@ async fn send(
     Response::from_parts(parts, body.boxed())
 }
 
-fn report(
+async fn report(
     proxy: &Proxy,
     plan: &Plan,
     route: &Route,
@@ -343,12 +346,15 @@ fn report(
     failure: Option<(FailureReason, String)>,
 ) {
     if let Some(t) = &plan.target {
-        proxy.routing.report(TrafficResult {
-            target: t.name.clone(),
-            route: route.name.clone(),
-            destination: HostPort::new(host, port),
-            failure,
-        });
+        proxy
+            .routing
+            .report(TrafficResult {
+                target: t.name.clone(),
+                route: route.name.clone(),
+                destination: HostPort::new(host, port),
+                failure,
+            })
+            .await;
     }
 }
 
