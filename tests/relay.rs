@@ -594,14 +594,13 @@ async fn through_the_forward_proxy_bytes_are_counted_and_fail_back_closes_direct
         let echo = echo().await;
         let proxy = ScriptProxy::start(ProxyMode::Status(502, "Bad Gateway")).await;
         let ws = Workspace::new();
-        let extra = format!(
-            "failback_grace = \"1s\"\nrelay = \"{relay}\"\nallow_ports = [443, {}]",
-            echo.port()
-        );
+        let text = support::scenario::config(&proxy.url(), up.port()).forward(|f| {
+            f.failback_grace("1s")
+                .relay(relay)
+                .allow_ports(&[443, echo.port()])
+        });
         let pipes_before = pipes_open();
-        let sidecar =
-            Running::start(ws.config(&support::scenario::config(&proxy.url(), up.port(), &extra)))
-                .await;
+        let sidecar = Running::start(ws.config(&text)).await;
         if relay == "splice" {
             // The default pool (64 MiB): 64 pipes opened when the forward
             // proxy starts (a test running a child beside this one holds a

@@ -17,26 +17,19 @@ use egress_sentinel::reason::{FailureReason, Phase};
 use egress_sentinel::sidecar::runtime::{INBOX_CAPACITY, Runtime};
 use egress_sentinel::telemetry::Metrics;
 use support::Workspace;
+use support::config::{Route, Target, Toml};
 use tokio::time::Instant;
 
-const CONFIG: &str = r#"
-[probe]
-fall = 2
-rise = 2
-degraded_window = 10
-degraded_failures = 3
+/// Push via the provider or direct, judged on fall/rise 2 and 3 failures
+/// in 10 for degraded.
+fn config() -> Toml {
+    Toml::new()
+        .probe(|p| p.fall(2).rise(2).degraded_window(10).degraded_failures(3))
+        .route(Route::proxy("provider", "http://proxy.test:3128"))
+        .target(Target::new("apns", "https://api.push.apple.com/").routes(&["provider", "direct"]))
+}
 
-[[route]]
-name = "provider"
-proxy = "http://proxy.test:3128"
-
-[[target]]
-name = "apns"
-url = "https://api.push.apple.com/"
-routes = ["provider", "direct"]
-"#;
-
-fn start(ws: &Workspace, toml: &str, id: u64) -> std::sync::Arc<Runtime> {
+fn start(ws: &Workspace, toml: Toml, id: u64) -> std::sync::Arc<Runtime> {
     let config = ws.config(toml);
     Runtime::start(
         Generation::build(id, config, &real_prober()),
@@ -83,7 +76,7 @@ fn probe(i: usize) -> ProbeOutcome {
 #[tokio::test]
 async fn a_burst_of_ten_thousand_app_observations_loses_no_probe_and_judges_as_one_by_one() {
     let ws = Workspace::new();
-    let rt = start(&ws, CONFIG, 1);
+    let rt = start(&ws, config(), 1);
     // The same sequence, fed one by one to a table of our own.
     let mut alone = RouteTable::new(
         HealthSettings {
@@ -157,17 +150,16 @@ async fn a_burst_of_ten_thousand_app_observations_loses_no_probe_and_judges_as_o
 #[tokio::test]
 async fn a_snapshot_held_through_a_reload_and_a_failover_stays_one_moment() {
     let ws = Workspace::new();
-    let rt = start(&ws, CONFIG, 1);
+    let rt = start(&ws, config(), 1);
     rt.record_probe(probe(0), true).await;
     let ok = ProbeOutcome::observed("apns", "direct", FailureReason::Ok, "HTTP 403");
     rt.record_probe(ok, false).await;
     let before = rt.snapshot();
 
     // A reload adds a backup proxy; then the provider fails twice: failover.
-    let next = CONFIG.replace(
-        "routes = [\"provider\", \"direct\"]",
-        "routes = [\"provider\", \"backup\", \"direct\"]",
-    ) + "\n[[route]]\nname = \"backup\"\nproxy = \"http://backup.test:3128\"\n";
+    let next = config()
+        .edit_target("apns", |t| t.routes(&["provider", "backup", "direct"]))
+        .route(Route::proxy("backup", "http://backup.test:3128"));
     rt.install(Generation::build(2, ws.config(&next), &real_prober()))
         .await;
     for _ in 0..2 {

@@ -19,6 +19,7 @@ use egress_sentinel::sidecar::runtime::Runtime;
 use egress_sentinel::sidecar::scheduler;
 use egress_sentinel::telemetry::Metrics;
 use support::Workspace;
+use support::config::{Route as ProxyRoute, Target as TargetToml, Toml};
 use tokio::time::Instant;
 
 /// Answers from a script per route; records when each probe ran.
@@ -62,24 +63,21 @@ impl ProbeRunner for Script {
 async fn probe_times_route_changes_and_incident_follow_the_script() {
     let ws = Workspace::new();
     let config = ws.config(
-        r#"
-[probe]
-interval = "10s"
-unhealthy_interval = "2s"
-fall = 2
-rise = 2
-# Fall/rise timing alone: three failures must not also make it degraded.
-degraded_failures = 10
-
-[[route]]
-name = "provider"
-proxy = "http://proxy.test:3128"
-
-[[target]]
-name = "apns"
-url = "https://api.push.apple.com/"
-routes = ["provider", "direct"]
-"#,
+        Toml::new()
+            .probe(|p| {
+                p.interval("10s")
+                    .unhealthy_interval("2s")
+                    .fall(2)
+                    .rise(2)
+                    // Fall/rise timing alone: three failures must not also
+                    // make it degraded.
+                    .degraded_failures(10)
+            })
+            .route(ProxyRoute::proxy("provider", "http://proxy.test:3128"))
+            .target(
+                TargetToml::new("apns", "https://api.push.apple.com/")
+                    .routes(&["provider", "direct"]),
+            ),
     );
     let script = Arc::new(Script {
         start: Instant::now(),

@@ -242,18 +242,3 @@ impl Sidecar {
         serde_json::from_str(&body).expect("status JSON")
     }
 }
-
-/// The shared scenario ([`super::scenario::config`]) for the binary: every
-/// listener on a loopback port 0 (found with [`Spawned::addr`]), no drain,
-/// a short deadline. `top` goes before every table (e.g. `state_dir`);
-/// `extra` at the end of `[forward]`, where more tables may follow.
-pub fn scenario_config(proxy: &str, port: u16, top: &str, extra: &str) -> String {
-    format!(
-        "{top}\n[listen]\nmetrics = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nproxy = \"127.0.0.1:0\"\n{}",
-        super::scenario::config(
-            proxy,
-            port,
-            &format!("{extra}\n\n[shutdown]\ndrain = \"0s\"\ndeadline = \"2s\"\n"),
-        )
-    )
-}
