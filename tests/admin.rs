@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use support::Workspace;
+use support::config::Toml;
 use support::proxy::{Mode, ScriptProxy};
 use support::raw::{Answer, send};
 use support::scenario;
@@ -23,17 +24,12 @@ use tokio::net::TcpStream;
 const TOKEN: &str = "0123456789abcdef-admin-token";
 
 /// The scenario (push may go direct, SMS may not) with probes once an hour
-/// (so every CONNECT after start-up comes from a verify run) and `admin`
-/// appended.
-fn config(proxy: &str, port: u16, admin: &str) -> String {
-    scenario::config(proxy, port, "")
-        .replace("interval = \"1s\"", "interval = \"1h\"")
-        .replace(
-            "unhealthy_interval = \"100ms\"",
-            "unhealthy_interval = \"1h\"",
-        )
-        + "\n[admin]\nverify_cooldown = \"1h\"\n"
-        + admin
+/// (so every CONNECT after start-up comes from a verify run) and a verify
+/// cooldown of an hour.
+fn config(proxy: &str, port: u16) -> Toml {
+    scenario::config(proxy, port)
+        .probe(|p| p.interval("1h").unhealthy_interval("1h"))
+        .admin(|a| a.verify_cooldown("1h"))
 }
 
 fn host(addr: SocketAddr) -> String {
@@ -74,11 +70,7 @@ async fn with_a_token_configured_a_post_without_it_or_with_another_is_refused_an
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
     ws.write("admin-token", &format!("{TOKEN}\n"));
-    let cfg = ws.config(&config(
-        &proxy.url(),
-        up.port(),
-        "token_file = \"admin-token\"\n",
-    ));
+    let cfg = ws.config(config(&proxy.url(), up.port()).admin(|a| a.token_file("admin-token")));
     let sidecar = Running::start(cfg).await;
     let connects = settled(&sidecar, &proxy).await;
     let h = host(sidecar.admin);
@@ -147,7 +139,7 @@ async fn a_rebound_host_another_sites_origin_or_a_form_is_refused_and_changes_no
     let up = scenario::upstream().await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let sidecar = Running::start(ws.config(&config(&proxy.url(), up.port(), ""))).await;
+    let sidecar = Running::start(ws.config(config(&proxy.url(), up.port()))).await;
     let connects = settled(&sidecar, &proxy).await;
     let own = host(sidecar.admin);
     let port = sidecar.admin.port();
@@ -250,7 +242,7 @@ async fn curl_on_loopback_runs_verify_without_a_token_config() {
     let up = scenario::upstream().await;
     let proxy = ScriptProxy::start(Mode::Status(502, "Bad Gateway")).await;
     let ws = Workspace::new();
-    let sidecar = Running::start(ws.config(&config(&proxy.url(), up.port(), ""))).await;
+    let sidecar = Running::start(ws.config(config(&proxy.url(), up.port()))).await;
     let url = format!("http://{}/verify", sidecar.admin);
     let out = tokio::process::Command::new("/usr/bin/curl")
         .args(["-sS", "--noproxy", "*", "-i", "-X", "POST", &url])
@@ -312,7 +304,7 @@ async fn an_override_with_a_ttl_of_two_seconds_ends_by_itself() {
     let up = scenario::upstream().await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let sidecar = Running::start(ws.config(&scenario::config(&proxy.url(), up.port(), ""))).await;
+    let sidecar = Running::start(ws.config(scenario::config(&proxy.url(), up.port()))).await;
     eventually(Duration::from_secs(10), "apns on the provider", || async {
         let s = sidecar.status().await;
         (s["targets"][0]["routes"][0]["healthy"] == true
@@ -402,7 +394,7 @@ async fn a_hundred_bodies_stalled_mid_way_do_not_lock_status_out() {
     let up = scenario::upstream().await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let sidecar = Running::start(ws.config(&config(&proxy.url(), up.port(), ""))).await;
+    let sidecar = Running::start(ws.config(config(&proxy.url(), up.port()))).await;
     let connects = settled(&sidecar, &proxy).await;
     let addr = sidecar.admin;
     // 50 stalled in their request head, then 100 in their body (more than
@@ -482,8 +474,10 @@ async fn a_rotated_token_file_takes_over_without_a_restart() {
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
     let token_file = ws.write("admin-token", &format!("{TOKEN}\n"));
-    let text = config(&proxy.url(), up.port(), "token_file = \"admin-token\"\n")
-        + "\n[run]\nreload_poll = \"100ms\"\n\n[shutdown]\ndrain = \"0s\"\n";
+    let text = config(&proxy.url(), up.port())
+        .admin(|a| a.token_file("admin-token"))
+        .reload_poll("100ms")
+        .drain("0s");
     let cfg = ws.config(&text);
     assert!(
         cfg.files.iter().any(|(p, _)| p == &token_file),

@@ -22,6 +22,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use support::config::{Route, Target, Toml};
 use support::proxy::{Mode, ScriptProxy};
 use support::rules::{self, Alert};
 use support::sidecar::{Running, eventually, sample};
@@ -361,48 +362,31 @@ async fn scrape_of_a_sidecar_with_every_kind_of_target(wanted: &BTreeSet<&str>) 
     ws.write("client.pem", &client.cert_pem);
     ws.write("client.key", &client.key_pem);
     let port = up.port();
-    let config = format!(
-        r#"
-[probe]
-interval = "300ms"
-unhealthy_interval = "100ms"
-timeout = "2s"
-fall = 2
-rise = 2
-
-[resolve]
-"push.test" = "127.0.0.1"
-"sms.test" = "127.0.0.1"
-# Two nodes behind the proxy's name: the second never answers.
-"proxy.test" = ["127.0.0.1", "127.0.0.3"]
-
-[watch]
-processes = ["sleep"]
-
-[[route]]
-name = "provider"
-proxy = "http://proxy.test:{proxy_port}"
-connect_timeout = "300ms"
-
-[[target]]
-name = "apns"
-url = "https://push.test:{port}/"
-routes = ["provider", "direct"]
-allow_addresses = ["127.0.0.1/32"]
-ca_file = "ca.pem"
-client_cert = "client.pem"
-client_key = "client.key"
-
-[[target]]
-name = "sms"
-url = "https://sms.test:{port}/"
-routes = ["provider"]
-ca_file = "ca.pem"
-
-[forward]
-default = "deny"
-"#
-    );
+    let config = Toml::new()
+        .probe(|p| p.timings("300ms", "100ms", "2s"))
+        .resolve("push.test", "127.0.0.1")
+        .resolve("sms.test", "127.0.0.1")
+        // Two nodes behind the proxy's name: the second never answers.
+        .resolve_all("proxy.test", &["127.0.0.1", "127.0.0.3"])
+        .watch_processes(&["sleep"])
+        .route(
+            Route::proxy("provider", &format!("http://proxy.test:{proxy_port}"))
+                .connect_timeout("300ms"),
+        )
+        .target(
+            Target::new("apns", &format!("https://push.test:{port}/"))
+                .routes(&["provider", "direct"])
+                .allow_addresses(&["127.0.0.1/32"])
+                .ca_file("ca.pem")
+                .client_cert("client.pem")
+                .client_key("client.key"),
+        )
+        .target(
+            Target::new("sms", &format!("https://sms.test:{port}/"))
+                .routes(&["provider"])
+                .ca_file("ca.pem"),
+        )
+        .forward(|f| f.deny_unmatched());
     // The app whose descriptors the sidecar watches.
     let mut sleeper = std::process::Command::new("sleep")
         .arg("30")

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use egress_sentinel::dial::identity::{self, CertReadReason, IdentityFiles, IdentityFormat};
 use egress_sentinel::reason::FailureReason;
-use support::daemon::{Daemon, listen_table, one_line, scrape};
+use support::config::{Route, Target, Toml};
+use support::daemon::{Daemon, one_line, scrape};
 use support::p12::{self, Encryption};
 use support::pki;
 use support::proxy::{Mode, ScriptProxy};
@@ -23,25 +24,23 @@ use support::{Workspace, binary, check_one};
 const PASSWORD: &str = "Corr3ct-h0rse-PW";
 const WRONG: &str = "Tr0ub4dor-wr0ng-PW";
 
-/// One target `apns` on `direct` to the upstream on `port`, plus `extra`.
-fn direct_target(port: u16, extra: &str) -> String {
-    format!(
-        r#"
-[probe]
-timeout = "3s"
+/// One target `apns` on `direct` to the upstream on `port`, its chains
+/// ending in the test CA.
+fn direct_target(port: u16) -> Toml {
+    Toml::new()
+        .probe(|p| p.timeout("3s"))
+        .resolve("push.test", "127.0.0.1")
+        .target(
+            Target::new("apns", &format!("https://push.test:{port}/3/device/x"))
+                .routes(&["direct"])
+                .allow_addresses(&["127.0.0.1/32"])
+                .expect_ca("ca.pem"),
+        )
+}
 
-[resolve]
-"push.test" = "127.0.0.1"
-
-[[target]]
-name = "apns"
-url = "https://push.test:{port}/3/device/x"
-routes = ["direct"]
-allow_addresses = ["127.0.0.1/32"]
-expect_ca = "ca.pem"
-{extra}
-"#
-    )
+/// [`direct_target`] with the target edited by `f`.
+fn direct_target_with(port: u16, f: impl FnOnce(Target) -> Target) -> String {
+    direct_target(port).edit_target("apns", f).to_string()
 }
 
 fn write_bytes(ws: &Workspace, name: &str, bytes: &[u8]) {
@@ -111,36 +110,22 @@ async fn pkcs12_identities_pass_the_apns_stand_ins_client_certificate_check() {
         bundles.push(("openssl-legacy", b));
     }
     ws.write("password", &format!("{PASSWORD}\n"));
-    let config = |cert: &str| {
-        format!(
-            r#"
-[probe]
-timeout = "3s"
-
-[resolve]
-"proxy.test" = "127.0.0.1"
-
-[[route]]
-name = "provider"
-proxy = "{}"
-
-[[target]]
-name = "apns"
-preset = "apns"
-url = "https://push.test:{}/3/device/x"
-routes = ["provider"]
-ca_file = "ca.pem"
-{cert}
-"#,
-            proxy.url(),
-            up.port()
-        )
+    let config = |cert: &dyn Fn(Target) -> Target| {
+        Toml::new()
+            .probe(|p| p.timeout("3s"))
+            .resolve("proxy.test", "127.0.0.1")
+            .route(Route::proxy("provider", &proxy.url()))
+            .target(cert(
+                Target::named("apns")
+                    .preset("apns")
+                    .url(&format!("https://push.test:{}/3/device/x", up.port()))
+                    .routes(&["provider"])
+                    .ca_file("ca.pem"),
+            ))
     };
     for (name, bytes) in &bundles {
         write_bytes(&ws, "cert.p12", bytes);
-        let cfg = ws.config(&config(
-            "client_cert = \"cert.p12\"\nclient_cert_password_file = \"password\"",
-        ));
+        let cfg = ws.config(config(&|t| t.client_p12("cert.p12", "password")));
         let cert = cfg.targets[0].client_cert.as_ref().expect("client cert");
         let (info, format) = cert.loaded.as_ref().expect("the bundle reads");
         assert_eq!(*format, IdentityFormat::Pkcs12, "{name}");
@@ -155,7 +140,7 @@ ca_file = "ca.pem"
         "combined.pem",
         &format!("{}{}", leaf.cert_pem, leaf.key_pem),
     );
-    let cfg = ws.config(&config("client_cert = \"combined.pem\""));
+    let cfg = ws.config(config(&|t| t.client_cert("combined.pem")));
     let (_, format) = cfg.targets[0]
         .client_cert
         .as_ref()
@@ -167,9 +152,7 @@ ca_file = "ca.pem"
     assert_eq!(check_one(&cfg).await.reason, FailureReason::Ok);
     // The wrong password: the identity is missing and the stand-in says so.
     ws.write("password", WRONG);
-    let cfg = ws.config(&config(
-        "client_cert = \"cert.p12\"\nclient_cert_password_file = \"password\"",
-    ));
+    let cfg = ws.config(config(&|t| t.client_p12("cert.p12", "password")));
     let e = cfg.targets[0]
         .client_cert
         .as_ref()
@@ -188,34 +171,49 @@ async fn verify_warns_inside_warn_before_and_fails_inside_fail_before_pem_and_pk
     let up = Opts::new("push.test").start().await;
     let ws = Workspace::new();
     ws.write("password", PASSWORD);
-    // (days left, extra settings, level, exit code, words in the row)
-    let cases: &[(i64, &str, &str, i32, &str)] = &[
-        (60, "", "OK", 0, "in 5"),
+    // (days left, warn_before, fail_before, level, exit code, words in
+    // the row)
+    type Case<'a> = (i64, Option<&'a str>, Option<&'a str>, &'a str, i32, &'a str);
+    let cases: &[Case<'_>] = &[
+        (60, None, None, "OK", 0, "in 5"),
         (
             20,
-            "",
+            None,
+            None,
             "WARN",
             0,
             "inside warn_before (30d): plan the renewal",
         ),
-        (3, "", "FAIL", 1, "inside fail_before (7d): renew it now"),
-        (-2, "", "FAIL", 1, "EXPIRED"),
         (
-            60,
-            "warn_before = \"90d\"",
-            "WARN",
-            0,
-            "inside warn_before (90d)",
+            3,
+            None,
+            None,
+            "FAIL",
+            1,
+            "inside fail_before (7d): renew it now",
         ),
+        (-2, None, None, "FAIL", 1, "EXPIRED"),
+        (60, Some("90d"), None, "WARN", 0, "inside warn_before (90d)"),
         (
             60,
-            "warn_before = \"120d\"\nfail_before = \"90d\"",
+            Some("120d"),
+            Some("90d"),
             "FAIL",
             1,
             "inside fail_before (90d)",
         ),
     ];
-    for (days, extra, level, code, words) in cases {
+    for (days, warn, fail, level, code, words) in cases {
+        let extra = format!("warn_before {warn:?}, fail_before {fail:?}");
+        let thresholds = |mut t: Target| {
+            if let Some(w) = warn {
+                t = t.warn_before(w);
+            }
+            if let Some(f) = fail {
+                t = t.fail_before(f);
+            }
+            t
+        };
         let (leaf, not_after) = pki::ca().client_expiring("apns-client", *days);
         ws.write("client.pem", &leaf.cert_pem);
         ws.write("client.key", &leaf.key_pem);
@@ -224,13 +222,12 @@ async fn verify_warns_inside_warn_before_and_fails_inside_fail_before_pem_and_pk
             "client.p12",
             &p12::bundle(&leaf, PASSWORD, Encryption::Legacy3Des),
         );
-        for cert in [
-            "client_cert = \"client.pem\"\nclient_key = \"client.key\"",
-            "client_cert = \"client.p12\"\nclient_cert_password_file = \"password\"",
-        ] {
+        let pem = |t: Target| t.client_pem("client.pem", "client.key");
+        let p12 = |t: Target| t.client_p12("client.p12", "password");
+        for cert in [&pem as &dyn Fn(Target) -> Target, &p12] {
             ws.write(
                 "config.toml",
-                &direct_target(up.port(), &format!("{cert}\n{extra}")),
+                &direct_target_with(up.port(), |t| thresholds(cert(t))),
             );
             let (status, stdout, stderr) = verify(&ws, &[]).await;
             assert_eq!(status, Some(*code), "{days}d {extra}: {stdout}{stderr}");
@@ -267,7 +264,7 @@ async fn verify_warns_inside_warn_before_and_fails_inside_fail_before_pem_and_pk
     // fail_before longer than warn_before is a located config error.
     ws.write(
         "config.toml",
-        &direct_target(up.port(), "warn_before = \"5d\"\nfail_before = \"10d\""),
+        &direct_target_with(up.port(), |t| t.warn_before("5d").fail_before("10d")),
     );
     let (status, _, stderr) = verify(&ws, &[]).await;
     assert_eq!(status, Some(2), "{stderr}");
@@ -280,12 +277,12 @@ async fn verify_warns_inside_warn_before_and_fails_inside_fail_before_pem_and_pk
     // Thresholds up to three years are accepted; more is a mistake.
     ws.write(
         "config.toml",
-        &direct_target(up.port(), "warn_before = \"1095d\""),
+        &direct_target_with(up.port(), |t| t.warn_before("1095d")),
     );
     assert_eq!(verify(&ws, &[]).await.0, Some(0));
     ws.write(
         "config.toml",
-        &direct_target(up.port(), "warn_before = \"4000d\""),
+        &direct_target_with(up.port(), |t| t.warn_before("4000d")),
     );
     let (status, _, stderr) = verify(&ws, &[]).await;
     assert_eq!(status, Some(2), "{stderr}");
@@ -307,39 +304,26 @@ async fn client_and_peer_expiry_and_thresholds_are_exported_exactly() {
         &p12::bundle(&later, PASSWORD, Encryption::Modern),
     );
     ws.write("password", PASSWORD);
-    let text = format!(
-        r#"
-[probe]
-interval = "200ms"
-timeout = "2s"
-
-[tls]
-warn_before = "50d"
-
-[resolve]
-"push.test" = "127.0.0.1"
-
-[[target]]
-name = "soon"
-url = "https://push.test:{port}/"
-routes = ["direct"]
-allow_addresses = ["127.0.0.1/32"]
-expect_ca = "ca.pem"
-client_cert = "soon.pem"
-client_key = "soon.key"
-fail_before = "10d"
-
-[[target]]
-name = "later"
-url = "https://push.test:{port}/"
-routes = ["direct"]
-allow_addresses = ["127.0.0.1/32"]
-expect_ca = "ca.pem"
-client_cert = "later.p12"
-client_cert_password_file = "password"
-"#,
-        port = up.port()
-    );
+    let port = up.port();
+    let text = Toml::new()
+        .probe(|p| p.interval("200ms").timeout("2s"))
+        .tls(|t| t.warn_before("50d"))
+        .resolve("push.test", "127.0.0.1")
+        .target(
+            Target::new("soon", &format!("https://push.test:{port}/"))
+                .routes(&["direct"])
+                .allow_addresses(&["127.0.0.1/32"])
+                .expect_ca("ca.pem")
+                .client_pem("soon.pem", "soon.key")
+                .fail_before("10d"),
+        )
+        .target(
+            Target::new("later", &format!("https://push.test:{port}/"))
+                .routes(&["direct"])
+                .allow_addresses(&["127.0.0.1/32"])
+                .expect_ca("ca.pem")
+                .client_p12("later.p12", "password"),
+        );
     let sidecar = Running::start(ws.config(&text)).await;
     let m = eventually(Duration::from_secs(5), "peer certificates seen", || async {
         let m = sidecar.metrics_text().await;
@@ -448,16 +432,11 @@ async fn a_wrong_password_is_an_error_metric_and_one_log_line_never_a_crash_nor_
         &p12::bundle(&leaf, PASSWORD, Encryption::Modern),
     );
     ws.write("password", &format!("{WRONG}\n"));
-    let listen = listen_table();
-    let text = format!(
-        "{listen}\n{}",
-        direct_target(
-            up.port(),
-            "client_cert = \"cert.p12\"\nclient_cert_password_file = \"password\""
-        )
-        .replace("[probe]\n", "[probe]\ninterval = \"100ms\"\n")
-    );
-    let path = ws.write("config.toml", &text);
+    let text = direct_target(up.port())
+        .edit_target("apns", |t| t.client_p12("cert.p12", "password"))
+        .probe(|p| p.interval("100ms"))
+        .daemon("1s");
+    let path = ws.write("config.toml", &text.to_string());
     let daemon = Daemon::start(&path, "info");
     let metrics = daemon.addr("metrics").await;
     let admin = daemon.addr("admin").await;
@@ -562,10 +541,9 @@ async fn a_bundle_swapped_through_a_data_symlink_is_read_again() {
             ("password", PASSWORD.as_bytes()),
         ],
     );
-    let text = direct_target(
-        up.port(),
-        "client_cert = \"secret/cert.p12\"\nclient_cert_password_file = \"secret/password\"",
-    );
+    let text = direct_target_with(up.port(), |t| {
+        t.client_p12("secret/cert.p12", "secret/password")
+    });
     let cfg = ws.config(&text);
     let cert = cfg.targets[0].client_cert.as_ref().expect("cert");
     assert_eq!(cert.leaf().expect("read").not_after_unix, old_at);

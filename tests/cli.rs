@@ -6,6 +6,7 @@ mod support;
 
 use std::process::Output;
 
+use support::config::{Route, Target, Toml};
 use support::proxy::{Mode, ScriptProxy};
 use support::upstream::Opts;
 use support::{Workspace, binary};
@@ -24,26 +25,17 @@ fn text(b: &[u8]) -> String {
 }
 
 fn config(proxy: &str, port: u16) -> String {
-    format!(
-        r#"
-[probe]
-timeout = "3s"
-
-[resolve]
-"push.test" = "127.0.0.1"
-
-[[route]]
-name = "provider"
-proxy = "{proxy}"
-
-[[target]]
-name = "push"
-url = "https://push.test:{port}/"
-routes = ["provider", "direct"]
-allow_addresses = ["127.0.0.1/32"]
-ca_file = "ca.pem"
-"#
-    )
+    Toml::new()
+        .probe(|p| p.timeout("3s"))
+        .resolve("push.test", "127.0.0.1")
+        .route(Route::proxy("provider", proxy))
+        .target(
+            Target::new("push", &format!("https://push.test:{port}/"))
+                .routes(&["provider", "direct"])
+                .allow_addresses(&["127.0.0.1/32"])
+                .ca_file("ca.pem"),
+        )
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,10 +242,12 @@ async fn hostile_and_useless_configs_exit_2_with_the_place_never_a_panic() {
         assert!(!stderr.contains("panicked"), "{what}: {stderr}");
     }
     // `run` also needs something to serve on.
-    let path = ws.write(
-        "off.toml",
-        &format!("[listen]\nmetrics = \"off\"\nadmin = \"off\"\nproxy = \"off\"\n\n{target}"),
-    );
+    let off = Toml::new()
+        .listen("metrics", "off")
+        .listen("admin", "off")
+        .listen("proxy", "off")
+        .target(Target::new("push", "https://push.test/").routes(&["direct"]));
+    let path = ws.write("off.toml", &off.to_string());
     let p = path.to_str().expect("utf8");
     let out = run(&["check-config", "--config", p]).await;
     assert_eq!(out.status.code(), Some(0), "valid for verify");

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::Workspace;
+use support::config::{Route, Target, Toml};
 use support::sidecar::{Running, eventually, sample};
 use support::squid::{self, Squid};
 use support::upstream::Opts;
@@ -80,31 +81,17 @@ impl Origin {
     }
 }
 
-fn plain_config(port: u16, routes: &str, proxy: &str) -> String {
-    format!(
-        r#"
-[probe]
-interval = "1s"
-unhealthy_interval = "200ms"
-timeout = "2s"
-
-[resolve]
-"plain.test" = "127.0.0.1"
-
-[[route]]
-name = "provider"
-proxy = "{proxy}"
-
-[[target]]
-name = "plain"
-url = "http://plain.test:{port}/health"
-routes = {routes}
-allow_addresses = ["127.0.0.1/32"]
-
-[forward]
-default = "deny"
-"#
-    )
+fn plain_config(port: u16, routes: &[&str], proxy: &str) -> Toml {
+    Toml::new()
+        .probe(|p| p.interval("1s").unhealthy_interval("200ms").timeout("2s"))
+        .resolve("plain.test", "127.0.0.1")
+        .route(Route::proxy("provider", proxy))
+        .target(
+            Target::new("plain", &format!("http://plain.test:{port}/health"))
+                .routes(routes)
+                .allow_addresses(&["127.0.0.1/32"]),
+        )
+        .forward(|f| f.deny_unmatched())
 }
 
 /// Sends `bytes` to the sidecar and reads until it closes (or `wait`).
@@ -131,9 +118,9 @@ async fn plain_http_goes_through_squid_in_absolute_form_despite_its_ssl_ports_ru
         },
     );
     let ws = Workspace::new();
-    let sidecar = Running::start(ws.config(&plain_config(
+    let sidecar = Running::start(ws.config(plain_config(
         origin.port,
-        r#"["provider", "direct"]"#,
+        &["provider", "direct"],
         &squid.url(),
     )))
     .await;
@@ -197,12 +184,9 @@ async fn plain_http_goes_through_squid_in_absolute_form_despite_its_ssl_ports_ru
 async fn direct_plain_http_is_origin_form_and_every_pipelined_request_is_checked() {
     let origin = origin().await;
     let ws = Workspace::new();
-    let sidecar = Running::start(ws.config(&plain_config(
-        origin.port,
-        r#"["direct"]"#,
-        "http://127.0.0.1:9",
-    )))
-    .await;
+    let sidecar =
+        Running::start(ws.config(plain_config(origin.port, &["direct"], "http://127.0.0.1:9")))
+            .await;
     let port = origin.port;
     let first = format!(
         "GET http://plain.test:{port}/x?y=1 HTTP/1.1\r\nHost: other.example\r\nProxy-Authorization: Basic YXBwOnNlY3JldA==\r\nProxy-Connection: keep-alive\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nX-Keep: 2\r\n\r\n"
@@ -289,9 +273,9 @@ async fn a_post_that_went_out_is_never_retried_on_another_route() {
     let origin = origin().await;
     let (proxy, swallowed) = swallowing_proxy().await;
     let ws = Workspace::new();
-    let sidecar = Running::start(ws.config(&plain_config(
+    let sidecar = Running::start(ws.config(plain_config(
         origin.port,
-        r#"["provider", "direct"]"#,
+        &["provider", "direct"],
         &format!("http://{proxy}"),
     )))
     .await;
@@ -322,23 +306,16 @@ async fn a_post_that_went_out_is_never_retried_on_another_route() {
     sidecar.stop().await;
 }
 
-fn tunnel_config(port: u16) -> String {
-    format!(
-        r#"
-[resolve]
-"push.test" = "127.0.0.1"
-
-[[target]]
-name = "apns"
-url = "https://push.test:{port}/"
-routes = ["direct"]
-allow_addresses = ["127.0.0.1/32"]
-ca_file = "ca.pem"
-
-[forward]
-default = "deny"
-"#
-    )
+fn tunnel_config(port: u16) -> Toml {
+    Toml::new()
+        .resolve("push.test", "127.0.0.1")
+        .target(
+            Target::new("apns", &format!("https://push.test:{port}/"))
+                .routes(&["direct"])
+                .allow_addresses(&["127.0.0.1/32"])
+                .ca_file("ca.pem"),
+        )
+        .forward(|f| f.deny_unmatched())
 }
 
 /// Python's `http.client` (HTTP/1.0 CONNECT) and `requests` with
@@ -347,7 +324,7 @@ default = "deny"
 async fn python_http_client_and_requests_tunnel_through_the_sidecar() {
     let up = Opts::new("push.test").h1_only().start().await;
     let ws = Workspace::new();
-    let sidecar = Running::start(ws.config(&tunnel_config(up.port()))).await;
+    let sidecar = Running::start(ws.config(tunnel_config(up.port()))).await;
     let ca = ws.path("ca.pem");
     let script = format!(
         r#"
@@ -396,7 +373,7 @@ print("requests", r.status_code)
 async fn openssl_s_client_tunnels_through_the_sidecar() {
     let up = Opts::new("push.test").h1_only().start().await;
     let ws = Workspace::new();
-    let sidecar = Running::start(ws.config(&tunnel_config(up.port()))).await;
+    let sidecar = Running::start(ws.config(tunnel_config(up.port()))).await;
     let mut child = tokio::process::Command::new("openssl")
         .args(["s_client", "-proxy"])
         .arg(sidecar.proxy.to_string())
@@ -443,31 +420,21 @@ async fn curl_and_java_httpclient_use_the_sidecar() {
     let up = Opts::new("push.test").h1_only().start().await;
     let origin = origin().await;
     let ws = Workspace::new();
-    let text = format!(
-        r#"
-[resolve]
-"push.test" = "127.0.0.1"
-"plain.test" = "127.0.0.1"
-
-[[target]]
-name = "apns"
-url = "https://push.test:{push}/"
-routes = ["direct"]
-allow_addresses = ["127.0.0.1/32"]
-ca_file = "ca.pem"
-
-[[target]]
-name = "plain"
-url = "http://plain.test:{plain}/"
-routes = ["direct"]
-allow_addresses = ["127.0.0.1/32"]
-
-[forward]
-default = "deny"
-"#,
-        push = up.port(),
-        plain = origin.port
-    );
+    let text = Toml::new()
+        .resolve("push.test", "127.0.0.1")
+        .resolve("plain.test", "127.0.0.1")
+        .target(
+            Target::new("apns", &format!("https://push.test:{}/", up.port()))
+                .routes(&["direct"])
+                .allow_addresses(&["127.0.0.1/32"])
+                .ca_file("ca.pem"),
+        )
+        .target(
+            Target::new("plain", &format!("http://plain.test:{}/", origin.port))
+                .routes(&["direct"])
+                .allow_addresses(&["127.0.0.1/32"]),
+        )
+        .forward(|f| f.deny_unmatched());
     let sidecar = Running::start(ws.config(&text)).await;
     let proxy = format!("http://{}", sidecar.proxy);
     let curl = |url: String| {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use support::Workspace;
 use support::proxy::{Mode, ScriptProxy};
 use support::sidecar::{Running, eventually, request, sample};
-use support::spawned::{Spawned, scenario_config};
+use support::spawned::Spawned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -123,11 +123,10 @@ async fn a_thousand_direct_connections_are_a_thousand_trail_lines_and_a_few_log_
     let proxy = ScriptProxy::start(Mode::Status(502, "Bad Gateway")).await;
     let ws = Workspace::new();
     ws.write("credentials", &format!("egress:{PROXY_PASSWORD}\n"));
-    let text = scenario_config(&proxy.url(), up.port(), "state_dir = \"state\"", "").replace(
-        "connect_timeout = \"300ms\"",
-        "connect_timeout = \"300ms\"\ncredentials_file = \"credentials\"",
-    );
-    let config = ws.write("config.toml", &text);
+    let text = support::scenario::daemon_config(&proxy.url(), up.port())
+        .state_dir("state")
+        .edit_route("provider", |r| r.credentials_file("credentials"));
+    let config = ws.write("config.toml", &text.to_string());
     let mut sidecar = Spawned::run(&config, &[]);
     let metrics = sidecar.addr("metrics").await;
     let forward = sidecar.addr("forward proxy").await;
@@ -228,16 +227,14 @@ async fn access_log_writes_every_connection_and_files_rotate_within_bounds() {
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let origin = plain_origin().await;
     let ws = Workspace::new();
-    let text = format!(
-        "state_dir = \"state\"\n{}",
-        support::scenario::config(
-            &proxy.url(),
-            up.port(),
-            &format!(
-                "access_log = true\ntrail_max_bytes = 4096\ntrail_keep = 1\nallow_ports = [443, {origin}]"
-            ),
-        )
-    );
+    let text = support::scenario::config(&proxy.url(), up.port())
+        .state_dir("state")
+        .forward(|f| {
+            f.access_log(true)
+                .trail_max_bytes(4096)
+                .trail_keep(1)
+                .allow_ports(&[443, origin])
+        });
     let sidecar = Running::start(ws.config(&text)).await;
     let state = ws.path("state");
     eventually(Duration::from_secs(10), "apns on the provider", || async {

@@ -6,6 +6,7 @@ mod support;
 use egress_sentinel::config::{Config, ConfigError, ForwardDefault, Http2Mode};
 use std::time::Duration;
 use support::Workspace;
+use support::config::{Route, Target, Toml};
 
 fn parse(ws: &Workspace, text: &str) -> Result<Config, ConfigError> {
     let p = ws.write("config.toml", text);
@@ -15,22 +16,15 @@ fn parse(ws: &Workspace, text: &str) -> Result<Config, ConfigError> {
 #[test]
 fn presets_fill_every_field_and_keys_override_them_one_by_one() {
     let ws = Workspace::new();
-    let cfg = parse(
-        &ws,
-        r#"
-[[target]]
-name = "apns"
-preset = "apns"
-routes = ["direct"]
-url = "https://push.test:8443/3/device/abc"
-
-[[target]]
-name = "ad"
-preset = "azure-ad"
-routes = ["direct"]
-"#,
-    )
-    .expect("valid");
+    let text = Toml::new()
+        .target(
+            Target::named("apns")
+                .preset("apns")
+                .routes(&["direct"])
+                .url("https://push.test:8443/3/device/abc"),
+        )
+        .target(Target::named("ad").preset("azure-ad").routes(&["direct"]));
+    let cfg = parse(&ws, &text.to_string()).expect("valid");
     let apns = cfg.target("apns").expect("apns");
     assert_eq!(apns.endpoint.host, "push.test");
     assert_eq!(apns.endpoint.port, 8443);
@@ -63,11 +57,12 @@ routes = ["direct"]
 #[test]
 fn targets_default_to_the_proxy_routes_and_never_to_direct() {
     let ws = Workspace::new();
-    let cfg = parse(
-        &ws,
-        "[[route]]\nname = \"a\"\nproxy = \"http://a.test:3128\"\n[[route]]\nname = \"b\"\nproxy = \"https://b.test\"\n[[target]]\nname = \"t\"\nurl = \"https://t.test/\"\n",
-    )
-    .expect("valid");
+    let t = || Target::new("t", "https://t.test/");
+    let text = Toml::new()
+        .route(Route::proxy("a", "http://a.test:3128"))
+        .route(Route::proxy("b", "https://b.test"))
+        .target(t());
+    let cfg = parse(&ws, &text.to_string()).expect("valid");
     let names: Vec<_> = cfg.targets[0]
         .routes
         .iter()
@@ -82,8 +77,7 @@ fn targets_default_to_the_proxy_routes_and_never_to_direct() {
             .as_deref(),
         Some("https://b.test:443")
     );
-    let err =
-        parse(&ws, "[[target]]\nname = \"t\"\nurl = \"https://t.test/\"\n").expect_err("no route");
+    let err = parse(&ws, &Toml::new().target(t()).to_string()).expect_err("no route");
     assert!(err.message.contains("no routes"), "{err}");
 }
 
@@ -216,11 +210,12 @@ fn each_mistake_is_located_and_explained() {
 #[test]
 fn hosts_patterns_match_subdomains_only() {
     let ws = Workspace::new();
-    let cfg = parse(
-        &ws,
-        "[[target]]\nname = \"apns\"\nurl = \"https://api.push.apple.com/\"\nroutes = [\"direct\"]\nhosts = [\"*.push.apple.com\"]\n",
-    )
-    .expect("valid");
+    let text = Toml::new().target(
+        Target::new("apns", "https://api.push.apple.com/")
+            .routes(&["direct"])
+            .hosts(&["*.push.apple.com"]),
+    );
+    let cfg = parse(&ws, &text.to_string()).expect("valid");
     let t = &cfg.targets[0];
     assert!(t.matches_destination("api.push.apple.com", 443));
     assert!(t.matches_destination("API.development.push.apple.com.", 443));
@@ -250,24 +245,12 @@ fn the_readme_configuration_reference_is_valid() {
 #[test]
 fn durations_and_listen_addresses_take_the_forms_people_write_and_stay_in_range() {
     let ws = Workspace::new();
-    let cfg = parse(
-        &ws,
-        r#"
-[listen]
-metrics = ":9464"
-admin = "off"
-
-[probe]
-interval = "1.5s"
-timeout = "0.5s"
-
-[[target]]
-name = "apns"
-url = "https://push.test/"
-routes = ["direct"]
-"#,
-    )
-    .expect("valid");
+    let text = Toml::new()
+        .listen("metrics", ":9464")
+        .listen("admin", "off")
+        .probe(|p| p.interval("1.5s").timeout("0.5s"))
+        .target(Target::new("apns", "https://push.test/").routes(&["direct"]));
+    let cfg = parse(&ws, &text.to_string()).expect("valid");
     assert_eq!(
         cfg.listen.metrics,
         Some("0.0.0.0:9464".parse().expect("addr"))

@@ -21,6 +21,7 @@ use egress_sentinel::forward::request::{self, Ask};
 use egress_sentinel::policy::check_address;
 use proptest::prelude::*;
 use support::Workspace;
+use support::config::{Route, Target, Toml};
 use support::sidecar::{Running, eventually};
 use support::squid::{self, Squid};
 use support::upstream::{Opts, Upstream};
@@ -76,37 +77,23 @@ async fn decoy() -> Upstream {
 
 /// The sidecar in front of Squid, with `default = "proxy"`: the setting
 /// under which unmatched destinations reach the proxy at all.
-fn sidecar_config(squid: &Squid, push_port: u16, decoy_port: u16) -> String {
-    format!(
-        r#"
-[probe]
-interval = "5s"
-timeout = "5s"
-
-[resolve]
-"push.test" = "127.0.0.1"
-"metadata.test" = "127.0.0.2"
-"nowhere.test" = []
-
-[[route]]
-name = "squid"
-proxy = "{proxy}"
-connect_timeout = "5s"
-
-[[target]]
-name = "push"
-url = "https://push.test:{push_port}/"
-routes = ["squid"]
-ca_file = "ca.pem"
-
-[forward]
-default = "proxy"
-default_routes = ["squid"]
-allow_ports = [443, {decoy_port}]
-header_timeout = "2s"
-"#,
-        proxy = squid.url()
-    )
+fn sidecar_config(squid: &Squid, push_port: u16, decoy_port: u16) -> Toml {
+    Toml::new()
+        .probe(|p| p.interval("5s").timeout("5s"))
+        .resolve("push.test", "127.0.0.1")
+        .resolve("metadata.test", "127.0.0.2")
+        .resolve_all("nowhere.test", &[])
+        .route(Route::proxy("squid", &squid.url()).connect_timeout("5s"))
+        .target(
+            Target::new("push", &format!("https://push.test:{push_port}/"))
+                .routes(&["squid"])
+                .ca_file("ca.pem"),
+        )
+        .forward(|f| {
+            f.proxy_unmatched(&["squid"])
+                .allow_ports(&[443, decoy_port])
+                .header_timeout("2s")
+        })
 }
 
 /// Sends `request` to `proxy`; the reply: everything up to the close for a
@@ -166,7 +153,7 @@ async fn every_spelling_of_the_metadata_stand_in_is_refused_although_squid_would
     let squid = start_squid(bin);
     let ws = Workspace::new();
     let sidecar =
-        Running::start(ws.config(&sidecar_config(&squid, push.port(), decoy.port()))).await;
+        Running::start(ws.config(sidecar_config(&squid, push.port(), decoy.port()))).await;
     let port = decoy.port();
 
     for (spelling, _) in SPELLINGS {
@@ -236,7 +223,7 @@ async fn a_name_that_points_at_the_stand_in_is_refused_before_squid_resolves_it(
     let squid = start_squid(bin);
     let ws = Workspace::new();
     let sidecar =
-        Running::start(ws.config(&sidecar_config(&squid, push.port(), decoy.port()))).await;
+        Running::start(ws.config(sidecar_config(&squid, push.port(), decoy.port()))).await;
     let port = decoy.port();
 
     for name in ["metadata.test", "METADATA.test.", "metadata.test."] {
@@ -279,10 +266,14 @@ async fn a_name_that_points_at_the_stand_in_is_refused_before_squid_resolves_it(
 
 // === the config uses the same parser ===
 
-fn config_text(resolve: &str, url: &str) -> String {
-    format!(
-        "[resolve]\n{resolve}\n\n[[target]]\nname = \"t\"\nurl = \"{url}\"\nroutes = [\"direct\"]\n"
-    )
+/// `resolve` entries (each name to one address) and one direct target
+/// `t` probing `url`.
+fn config_text(resolve: &[(&str, &str)], url: &str) -> String {
+    resolve
+        .iter()
+        .fold(Toml::new(), |t, (name, address)| t.resolve(name, address))
+        .target(Target::new("t", url).routes(&["direct"]))
+        .to_string()
 }
 
 #[test]
@@ -291,10 +282,11 @@ fn the_config_reads_hosts_with_the_same_parser() {
     let path = ws.path("config.toml");
     let cfg = Config::parse(
         &path,
-        &config_text(
-            "\"Push.Test.\" = \"0x7f.1\"\n\"sms.test\" = [\"127.0.0.1\", \"[::1]\"]",
-            "https://2130706433:8443/health",
-        ),
+        &Toml::new()
+            .resolve("Push.Test.", "0x7f.1")
+            .resolve_all("sms.test", &["127.0.0.1", "[::1]"])
+            .target(Target::new("t", "https://2130706433:8443/health").routes(&["direct"]))
+            .to_string(),
     )
     .expect("valid");
     assert_eq!(
@@ -313,52 +305,52 @@ fn the_config_reads_hosts_with_the_same_parser() {
     let t = cfg.target("t").expect("target");
     assert_eq!(t.endpoint.host, "127.0.0.1");
     assert_eq!(t.endpoint.url(), "https://127.0.0.1:8443/health");
-    let cfg = Config::parse(&path, &config_text("", "https://API.example.:443/"))
+    let cfg = Config::parse(&path, &config_text(&[], "https://API.example.:443/"))
         .expect("a trailing dot is fine");
     assert_eq!(cfg.target("t").expect("t").endpoint.host, "api.example");
 
     for (resolve, url, key, why) in [
         (
-            "\"127.0.0.1\" = \"127.0.0.1\"",
+            &[("127.0.0.1", "127.0.0.1")][..],
             "https://x.test/",
             "resolve.\"127.0.0.1\"",
             "needs no [resolve] entry",
         ),
         (
-            "\"localhost\" = \"127.0.0.2\"",
+            &[("localhost", "127.0.0.2")],
             "https://x.test/",
             "resolve.\"localhost\"",
             "always means loopback",
         ),
         (
-            "\"a..test\" = \"127.0.0.2\"",
+            &[("a..test", "127.0.0.2")],
             "https://x.test/",
             "resolve.\"a..test\"",
             "empty label",
         ),
         (
-            "\"a.test\" = \"a.test\"",
+            &[("a.test", "a.test")],
             "https://x.test/",
             "resolve.\"a.test\"",
             "not an IP address",
         ),
         (
-            "\"a.test\" = \"1\"\n\"A.test.\" = \"2\"",
+            &[("a.test", "1"), ("A.test.", "2")],
             "https://x.test/",
             "resolve.",
             "mapped twice",
         ),
         (
-            "",
+            &[],
             "https://1.2.3.4.5/",
             "target[0].url",
             "last label is a number",
         ),
     ] {
         let e = Config::parse(&path, &config_text(resolve, url))
-            .expect_err(&format!("{resolve} {url}"))
+            .expect_err(&format!("{resolve:?} {url}"))
             .to_string();
-        assert!(e.contains(key) && e.contains(why), "{resolve} {url}: {e}");
+        assert!(e.contains(key) && e.contains(why), "{resolve:?} {url}: {e}");
     }
 }
 
@@ -536,10 +528,14 @@ proptest! {
     ) {
         let ws = Workspace::new();
         let config = ws.config(
-            "[[route]]\nname = \"provider\"\nproxy = \"http://proxy.test:3128\"\n\n\
-             [[target]]\nname = \"t\"\nurl = \"https://api.example/\"\nroutes = [\"provider\"]\n\
-             allow_addresses = [\"198.51.100.0/24\"]\n\n\
-             [forward]\ndefault = \"proxy\"\ndefault_routes = [\"provider\"]\n",
+            Toml::new()
+                .route(Route::proxy("provider", "http://proxy.test:3128"))
+                .target(
+                    Target::new("t", "https://api.example/")
+                        .routes(&["provider"])
+                        .allow_addresses(&["198.51.100.0/24"]),
+                )
+                .forward(|f| f.proxy_unmatched(&["provider"])),
         );
         // The IPv4 spellings mean the address to the platform too.
         let v4_spellings: Vec<String> = batch

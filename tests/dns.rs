@@ -15,6 +15,7 @@ use egress_sentinel::dial::resolve::{
     DnsFailure, DnsSettings, Nameservers, ResolveError, ResolveSettings, Resolver, SystemDns,
 };
 use egress_sentinel::reason::{FailureReason, Phase};
+use support::config::{Route, Target, Toml};
 use support::stub_dns::{Answer, StubDns};
 use support::upstream::Opts;
 use support::{Workspace, binary, check_all};
@@ -39,32 +40,24 @@ fn answer(kind: &str) -> Answer {
 /// A proxy route per kind (`http://<kind>-proxy.test:3128`) all tried by
 /// target `via-proxy`, and a direct target per kind (`https://<kind>.test/`).
 fn every_kind_config(stub: &StubDns, timeout: &str) -> String {
-    let mut text = format!(
-        r#"
-[probe]
-timeout = "{timeout}"
-
-[dns]
-nameservers = ["{}"]
-"#,
-        stub.addr()
-    );
+    let mut toml = Toml::new()
+        .probe(|p| p.timeout(timeout))
+        .dns(|d| d.nameservers(&[&stub.addr().to_string()]));
     for (kind, _) in KINDS {
-        text.push_str(&format!(
-            "\n[[route]]\nname = \"{kind}\"\nproxy = \"http://{kind}-proxy.test:3128\"\n"
+        toml = toml.route(Route::proxy(
+            kind,
+            &format!("http://{kind}-proxy.test:3128"),
         ));
     }
-    let routes: Vec<String> = KINDS.iter().map(|(k, _)| format!("\"{k}\"")).collect();
-    text.push_str(&format!(
-        "\n[[target]]\nname = \"via-proxy\"\nurl = \"https://push.test/\"\nroutes = [{}]\n",
-        routes.join(", ")
-    ));
+    let routes: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
+    toml = toml.target(Target::new("via-proxy", "https://push.test/").routes(&routes));
     for (kind, _) in KINDS {
-        text.push_str(&format!(
-            "\n[[target]]\nname = \"direct-{kind}\"\nurl = \"https://{kind}.test/\"\nroutes = [\"direct\"]\n"
-        ));
+        toml = toml.target(
+            Target::new(&format!("direct-{kind}"), &format!("https://{kind}.test/"))
+                .routes(&["direct"]),
+        );
     }
-    text
+    toml.to_string()
 }
 
 async fn run(args: &[&str]) -> Output {
@@ -148,27 +141,17 @@ async fn dns_timeout_and_attempts_bound_a_silent_nameserver_before_the_probe_tim
     let stub = StubDns::start().await;
     stub.set("silent-proxy.test", Answer::Never);
     let ws = Workspace::new();
-    let config = ws.config(&format!(
-        r#"
-[probe]
-timeout = "5s"
-
-[dns]
-nameservers = ["{}"]
-timeout = "200ms"
-attempts = 2
-
-[[route]]
-name = "provider"
-proxy = "http://silent-proxy.test:3128"
-
-[[target]]
-name = "push"
-url = "https://push.test/"
-routes = ["provider"]
-"#,
-        stub.addr()
-    ));
+    let config = ws.config(
+        Toml::new()
+            .probe(|p| p.timeout("5s"))
+            .dns(|d| {
+                d.nameservers(&[&stub.addr().to_string()])
+                    .timeout("200ms")
+                    .attempts(2)
+            })
+            .route(Route::proxy("provider", "http://silent-proxy.test:3128"))
+            .target(Target::new("push", "https://push.test/").routes(&["provider"])),
+    );
     let outcomes = check_all(&config).await;
     let o = &outcomes[0];
     assert_eq!(o.reason, FailureReason::ProxyResolve, "{}", o.detail);
@@ -202,22 +185,13 @@ routes = ["provider"]
     );
 }
 
-fn resolver_for(ws: &Workspace, stub: &StubDns, resolve: &str) -> Resolver {
-    let config = ws.config(&format!(
-        r#"
-[dns]
-nameservers = ["{}"]
-
-[resolve]
-{resolve}
-
-[[target]]
-name = "push"
-url = "https://push.test/"
-routes = ["direct"]
-"#,
-        stub.addr()
-    ));
+/// The resolver of a config asking `stub`, with `[resolve]` entries added
+/// by `resolve`.
+fn resolver_for(ws: &Workspace, stub: &StubDns, resolve: impl FnOnce(Toml) -> Toml) -> Resolver {
+    let config = ws.config(
+        resolve(Toml::new().dns(|d| d.nameservers(&[&stub.addr().to_string()])))
+            .target(Target::new("push", "https://push.test/").routes(&["direct"])),
+    );
     Resolver::new(config.resolve.clone())
 }
 
@@ -233,7 +207,7 @@ async fn a_deleted_record_shows_within_a_second_and_a_restored_one_too() {
     let stub = StubDns::start().await;
     stub.set("api.test", Answer::a("127.0.0.9"));
     let ws = Workspace::new();
-    let resolver = resolver_for(&ws, &stub, "");
+    let resolver = resolver_for(&ws, &stub, |t| t);
     let addrs = resolver.resolve("api.test", 443).await.expect("resolves");
     assert_eq!(addrs, vec!["127.0.0.9:443".parse().expect("addr")]);
     // Within the cap the answer comes from the cache: a burst of app
@@ -260,11 +234,10 @@ async fn overrides_literals_and_localhost_never_ask_the_nameserver() {
     stub.set("pinned.test", Answer::NxDomain);
     stub.set("gone.test", Answer::a("127.0.0.1"));
     let ws = Workspace::new();
-    let resolver = resolver_for(
-        &ws,
-        &stub,
-        "\"pinned.test\" = \"127.0.0.7\"\n\"gone.test\" = []",
-    );
+    let resolver = resolver_for(&ws, &stub, |t| {
+        t.resolve("pinned.test", "127.0.0.7")
+            .resolve_all("gone.test", &[])
+    });
     let addrs = resolver.resolve("Pinned.Test.", 443).await.expect("pinned");
     assert_eq!(addrs, vec!["127.0.0.7:443".parse().expect("addr")]);
     let gone = resolver.resolve("gone.test", 443).await;
@@ -290,7 +263,7 @@ async fn a_name_without_an_address_is_nodata_and_ipv6_answers_count() {
         ]),
     );
     let ws = Workspace::new();
-    let resolver = resolver_for(&ws, &stub, "");
+    let resolver = resolver_for(&ws, &stub, |t| t);
     let e = resolver
         .resolve("empty.test", 443)
         .await
@@ -314,24 +287,17 @@ async fn a_name_the_stub_resolves_is_probed_end_to_end_on_direct() {
     stub.set("push.test", Answer::a("127.0.0.1"));
     let up = Opts::new("push.test").start().await;
     let ws = Workspace::new();
-    let config = ws.config(&format!(
-        r#"
-[probe]
-timeout = "3s"
-
-[dns]
-nameservers = ["{}"]
-
-[[target]]
-name = "push"
-url = "https://push.test:{}/"
-routes = ["direct"]
-allow_addresses = ["127.0.0.1/32"]
-ca_file = "ca.pem"
-"#,
-        stub.addr(),
-        up.port()
-    ));
+    let config = ws.config(
+        Toml::new()
+            .probe(|p| p.timeout("3s"))
+            .dns(|d| d.nameservers(&[&stub.addr().to_string()]))
+            .target(
+                Target::new("push", &format!("https://push.test:{}/", up.port()))
+                    .routes(&["direct"])
+                    .allow_addresses(&["127.0.0.1/32"])
+                    .ca_file("ca.pem"),
+            ),
+    );
     let o = &check_all(&config).await[0];
     assert_eq!(o.reason, FailureReason::Ok, "{}", o.detail);
     assert_eq!(up.connections(), 1);
@@ -376,9 +342,15 @@ fn dns_settings_are_checked_with_their_place() {
 #[test]
 fn nameservers_take_a_default_port_and_ipv6() {
     let ws = Workspace::new();
+    let push = || Target::new("push", "https://push.test/").routes(&["direct"]);
     let config = ws.config(
-        "[dns]\nnameservers = [\"127.0.0.1\", \"[::1]:5353\", \"::1\"]\ntimeout = \"2s\"\nattempts = 3\n\n\
-         [[target]]\nname = \"push\"\nurl = \"https://push.test/\"\nroutes = [\"direct\"]\n",
+        Toml::new()
+            .dns(|d| {
+                d.nameservers(&["127.0.0.1", "[::1]:5353", "::1"])
+                    .timeout("2s")
+                    .attempts(3)
+            })
+            .target(push()),
     );
     let dns = &config.resolve.dns;
     match &dns.nameservers {
@@ -396,9 +368,7 @@ fn nameservers_take_a_default_port_and_ipv6() {
     assert_eq!(dns.attempts, 3);
     // Without [dns], resolv.conf and the hosts file are files of the
     // generation: a change to either builds a new one.
-    let system = ws.config(
-        "[[target]]\nname = \"push\"\nurl = \"https://push.test/\"\nroutes = [\"direct\"]\n",
-    );
+    let system = ws.config(Toml::new().target(push()));
     assert!(matches!(
         system.resolve.dns.nameservers,
         egress_sentinel::config::Nameservers::System(_)
@@ -418,20 +388,12 @@ async fn a_nameserver_with_nothing_listening_fails_within_the_timeout() {
     let addr = closed.local_addr().expect("addr");
     drop(closed);
     let ws = Workspace::new();
-    let config = ws.config(&format!(
-        r#"
-[probe]
-timeout = "1s"
-
-[dns]
-nameservers = ["{addr}"]
-
-[[target]]
-name = "push"
-url = "https://push.test/"
-routes = ["direct"]
-"#
-    ));
+    let config = ws.config(
+        Toml::new()
+            .probe(|p| p.timeout("1s"))
+            .dns(|d| d.nameservers(&[&addr.to_string()]))
+            .target(Target::new("push", "https://push.test/").routes(&["direct"])),
+    );
     let started = Instant::now();
     let o = &check_all(&config).await[0];
     let took = started.elapsed();

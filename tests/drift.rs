@@ -10,36 +10,29 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use support::config::{Route, Target, Toml};
 use support::mitm::{MitmProxy, Mode, restart_upstream};
 use support::pki;
 use support::upstream::Opts;
 use support::{Workspace, binary};
 
-fn config(proxy_port: u16, port: u16, proxy_ips: &str) -> String {
-    format!(
-        r#"
-[probe]
-timeout = "3s"
-
-[tls]
-ca_file = "both-cas.pem"
-
-[resolve]
-"push.test" = "127.0.0.1"
-"proxy.test" = {proxy_ips}
-
-[[route]]
-name = "provider"
-proxy = "http://proxy.test:{proxy_port}"
-
-[[target]]
-name = "push"
-url = "https://push.test:{port}/"
-routes = ["provider", "direct"]
-allow_addresses = ["127.0.0.1/32"]
-expect_ca = "real-ca.pem"
-"#
-    )
+/// Push via the provider (`proxy.test`, resolved by the caller) or
+/// direct; chains must end in the real CA.
+fn config(proxy_port: u16, port: u16) -> Toml {
+    Toml::new()
+        .probe(|p| p.timeout("3s"))
+        .tls(|t| t.ca_file("both-cas.pem"))
+        .resolve("push.test", "127.0.0.1")
+        .route(Route::proxy(
+            "provider",
+            &format!("http://proxy.test:{proxy_port}"),
+        ))
+        .target(
+            Target::new("push", &format!("https://push.test:{port}/"))
+                .routes(&["provider", "direct"])
+                .allow_addresses(&["127.0.0.1/32"])
+                .expect_ca("real-ca.pem"),
+        )
 }
 
 struct Run {
@@ -111,7 +104,12 @@ async fn a_migration_shows_up_as_grouped_differences_from_the_baseline() {
     );
     ws.write("real-ca.pem", &pki::ca().cert_pem);
     let pport = proxy.addr.port();
-    ws.write("config.toml", &config(pport, up.port(), "\"127.0.0.1\""));
+    ws.write(
+        "config.toml",
+        &config(pport, up.port())
+            .resolve("proxy.test", "127.0.0.1")
+            .to_string(),
+    );
     let base = ws.path("baseline.json");
     let b = base.to_str().expect("utf8");
 
@@ -253,7 +251,9 @@ async fn a_migration_shows_up_as_grouped_differences_from_the_baseline() {
     proxy.set_delay(Duration::from_millis(300));
     ws.write(
         "config.toml",
-        &config(pport, up.port(), "[\"127.0.0.1\", \"127.0.0.3\"]"),
+        &config(pport, up.port())
+            .resolve_all("proxy.test", &["127.0.0.1", "127.0.0.3"])
+            .to_string(),
     );
     let r = verify(&ws, &["--baseline", b]).await;
     assert_eq!(r.code, Some(0), "{}", r.stderr);
@@ -289,10 +289,10 @@ async fn old_foreign_and_newer_baselines_are_refused_with_exit_2() {
     ws.write("real-ca.pem", &pki::ca().cert_pem);
     ws.write(
         "config.toml",
-        &config(1, up.port(), "\"127.0.0.1\"").replace(
-            "routes = [\"provider\", \"direct\"]",
-            "routes = [\"direct\"]",
-        ),
+        &config(1, up.port())
+            .resolve("proxy.test", "127.0.0.1")
+            .edit_target("push", |t| t.routes(&["direct"]))
+            .to_string(),
     );
     let cases = [
         (
@@ -336,10 +336,10 @@ async fn a_baseline_can_be_recorded_to_standard_output_from_a_container() {
     ws.write("real-ca.pem", &pki::ca().cert_pem);
     ws.write(
         "config.toml",
-        &config(1, up.port(), "\"127.0.0.1\"").replace(
-            "routes = [\"provider\", \"direct\"]",
-            "routes = [\"direct\"]",
-        ),
+        &config(1, up.port())
+            .resolve("proxy.test", "127.0.0.1")
+            .edit_target("push", |t| t.routes(&["direct"]))
+            .to_string(),
     );
     let r = verify(&ws, &["--record-baseline", "-"]).await;
     assert_eq!(r.code, Some(0), "{}", r.stderr);

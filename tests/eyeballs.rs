@@ -11,6 +11,7 @@ use std::time::Duration;
 use egress_sentinel::dial::eyeballs::ATTEMPT_DELAY;
 use egress_sentinel::reason::{FailureReason, Phase};
 use support::blackhole::Blackhole;
+use support::config::{Route, Target, Toml};
 use support::proxy::{Mode, ScriptProxy};
 use support::upstream::Opts;
 use support::{Workspace, check_one};
@@ -19,28 +20,20 @@ use support::{Workspace, check_one};
 /// HTTP and a busy two-core machine.
 const SLACK: Duration = Duration::from_millis(750);
 
-fn via_proxy(proxy_port: u16, proxy_addrs: &str, push_port: u16, connect_timeout: &str) -> String {
-    format!(
-        r#"
-[probe]
-timeout = "5s"
-
-[resolve]
-"proxy.test" = {proxy_addrs}
-"push.test" = "127.0.0.1"
-
-[[route]]
-name = "provider"
-proxy = "http://proxy.test:{proxy_port}"
-connect_timeout = "{connect_timeout}"
-
-[[target]]
-name = "push"
-url = "https://push.test:{push_port}/"
-routes = ["provider"]
-ca_file = "ca.pem"
-"#
-    )
+fn via_proxy(proxy_port: u16, proxy_addrs: &[&str], push_port: u16, connect_timeout: &str) -> Toml {
+    Toml::new()
+        .probe(|p| p.timeout("5s"))
+        .resolve_all("proxy.test", proxy_addrs)
+        .resolve("push.test", "127.0.0.1")
+        .route(
+            Route::proxy("provider", &format!("http://proxy.test:{proxy_port}"))
+                .connect_timeout(connect_timeout),
+        )
+        .target(
+            Target::new("push", &format!("https://push.test:{push_port}/"))
+                .routes(&["provider"])
+                .ca_file("ca.pem"),
+        )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,9 +45,9 @@ async fn a_dead_first_proxy_address_costs_one_attempt_delay_and_the_report_names
     let ws = Workspace::new();
     // The whole connect budget is 3 s: trying addresses one after the
     // other would spend all of it on the dead one and fail.
-    let cfg = ws.config(&via_proxy(
+    let cfg = ws.config(via_proxy(
         port,
-        "[\"127.0.0.3\", \"127.0.0.1\"]",
+        &["127.0.0.3", "127.0.0.1"],
         up.port(),
         "3s",
     ));
@@ -103,23 +96,17 @@ async fn a_dead_first_upstream_address_on_the_direct_route_is_skipped_too() {
     let up = Opts::new("push.test").start().await;
     let dead = Blackhole::bind(format!("127.0.0.3:{}", up.port()).parse().expect("addr")).await;
     let ws = Workspace::new();
-    let cfg = ws.config(&format!(
-        r#"
-[probe]
-timeout = "3s"
-
-[resolve]
-"push.test" = ["127.0.0.3", "127.0.0.1"]
-
-[[target]]
-name = "push"
-url = "https://push.test:{}/"
-routes = ["direct"]
-allow_addresses = ["127.0.0.1/32", "127.0.0.3/32"]
-ca_file = "ca.pem"
-"#,
-        up.port()
-    ));
+    let cfg = ws.config(
+        Toml::new()
+            .probe(|p| p.timeout("3s"))
+            .resolve_all("push.test", &["127.0.0.3", "127.0.0.1"])
+            .target(
+                Target::new("push", &format!("https://push.test:{}/", up.port()))
+                    .routes(&["direct"])
+                    .allow_addresses(&["127.0.0.1/32", "127.0.0.3/32"])
+                    .ca_file("ca.pem"),
+            ),
+    );
     let o = check_one(&cfg).await;
     assert_eq!(o.reason, FailureReason::Ok, "{}", o.detail);
     assert!(o.duration < ATTEMPT_DELAY + SLACK, "took {:?}", o.duration);
@@ -139,9 +126,9 @@ async fn every_proxy_address_dead_is_a_proxy_timeout_naming_each_address() {
     let port = first.addr.port();
     let second = Blackhole::bind(format!("127.0.0.4:{port}").parse().expect("addr")).await;
     let ws = Workspace::new();
-    let cfg = ws.config(&via_proxy(
+    let cfg = ws.config(via_proxy(
         port,
-        "[\"127.0.0.3\", \"127.0.0.4\"]",
+        &["127.0.0.3", "127.0.0.4"],
         up.port(),
         "600ms",
     ));

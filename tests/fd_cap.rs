@@ -11,19 +11,13 @@ mod support;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use support::config::{Target, Toml};
 use support::proxy::{Mode, ScriptProxy};
 use support::scenario::{config, upstream};
 use support::sidecar::{eventually, request, sample};
 use support::{Workspace, binary};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
 
 /// CPU time (user + system, in clock ticks) of `pid`.
 fn cpu_ticks(pid: u32) -> u64 {
@@ -70,11 +64,13 @@ async fn under_a_low_fd_limit_the_surplus_gets_503_and_nothing_spins() {
     let up = upstream().await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let forward = free_port();
-    let extra = format!(
-        "\n[listen]\nmetrics = \"off\"\nadmin = \"off\"\nproxy = \"127.0.0.1:{forward}\"\n\n[shutdown]\ndrain = \"0s\"\ndeadline = \"1s\"\n"
-    );
-    let path = ws.write("config.toml", &config(&proxy.url(), up.port(), &extra));
+    let forward = support::free_port();
+    let text = config(&proxy.url(), up.port())
+        .listen("metrics", "off")
+        .listen("admin", "off")
+        .listen("proxy", &format!("127.0.0.1:{forward}"))
+        .shutdown("0s", "1s");
+    let path = ws.write("config.toml", &text.to_string());
     // 300 descriptors: the cap is (300 - 128 reserved) / 2 = 86 tunnels.
     let mut child = tokio::process::Command::new(prlimit)
         .arg("--nofile=300:300")
@@ -242,41 +238,27 @@ async fn five_thousand_tunnels_are_all_accepted_then_sigterm_drains_them_and_exi
     let up = upstream().await;
     let (echo_port, echo_open) = echo_upstream().await;
     let ws = Workspace::new();
-    let text = format!(
-        r#"
-[listen]
-metrics = "127.0.0.1:0"
-admin = "off"
-proxy = "127.0.0.1:0"
-
-[probe]
-interval = "2s"
-timeout = "2s"
-
-[resolve]
-"push.test" = "127.0.0.1"
-"echo.test" = "127.0.0.1"
-
-[[target]]
-name = "apns"
-url = "https://push.test:{tls}/"
-routes = ["direct"]
-hosts = ["echo.test"]
-allow_addresses = ["127.0.0.1/32"]
-ca_file = "ca.pem"
-
-[forward]
-default = "deny"
-allow_ports = [{echo_port}]
-max_connections = 6000
-
-[shutdown]
-drain = "2s"
-deadline = "30s"
-"#,
-        tls = up.port()
-    );
-    let path = ws.write("config.toml", &text);
+    let text = Toml::new()
+        .listen("metrics", "127.0.0.1:0")
+        .listen("admin", "off")
+        .listen("proxy", "127.0.0.1:0")
+        .probe(|p| p.interval("2s").timeout("2s"))
+        .resolve("push.test", "127.0.0.1")
+        .resolve("echo.test", "127.0.0.1")
+        .target(
+            Target::new("apns", &format!("https://push.test:{}/", up.port()))
+                .routes(&["direct"])
+                .hosts(&["echo.test"])
+                .allow_addresses(&["127.0.0.1/32"])
+                .ca_file("ca.pem"),
+        )
+        .forward(|f| {
+            f.deny_unmatched()
+                .allow_ports(&[echo_port])
+                .max_connections(6000)
+        })
+        .shutdown("2s", "30s");
+    let path = ws.write("config.toml", &text.to_string());
     let mut command = std::process::Command::new(prlimit);
     command
         .arg("--nofile=16384:16384")

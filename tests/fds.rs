@@ -13,7 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use egress_sentinel::watch::{self, TcpState};
-use support::daemon::{Daemon, listen_table, one_line, scrape};
+use support::config::{Target, Toml};
+use support::daemon::{Daemon, one_line, scrape};
 use support::sidecar::{Running, eventually, request, sample};
 use support::upstream::Opts;
 use support::{Workspace, binary};
@@ -248,23 +249,15 @@ async fn metrics_status_and_verify_fds_show_the_states_and_the_top_endpoint() {
     .await
     .expect("settle");
     let ws = Workspace::new();
-    let text = format!(
-        r#"
-[resolve]
-"push.test" = "127.0.0.1"
-
-[[target]]
-name = "push"
-url = "https://push.test:{}/"
-routes = ["direct"]
-allow_addresses = ["127.0.0.1/32"]
-expect_ca = "ca.pem"
-
-[watch]
-processes = ["{CHILD_NAME}"]
-"#,
-        up.port()
-    );
+    let text = Toml::new()
+        .resolve("push.test", "127.0.0.1")
+        .target(
+            Target::new("push", &format!("https://push.test:{}/", up.port()))
+                .routes(&["direct"])
+                .allow_addresses(&["127.0.0.1/32"])
+                .expect_ca("ca.pem"),
+        )
+        .watch_processes(&[CHILD_NAME]);
     let sidecar = Running::start(ws.config(&text)).await;
     // Scrapes count by kind; the TCP detail comes with the upkeep.
     let m = eventually(Duration::from_secs(5), "the TCP detail", || async {
@@ -385,13 +378,12 @@ processes = ["{CHILD_NAME}"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watched_name_that_matches_nothing_is_a_warning_once_and_a_zero_gauge() {
     let ws = Workspace::new();
-    let listen = listen_table();
-    let path = ws.write(
-        "config.toml",
-        &format!(
-            "{listen}\n[[target]]\nname = \"push\"\nurl = \"https://push.test/\"\nroutes = [\"direct\"]\n\n[resolve]\n\"push.test\" = []\n\n[watch]\nprocesses = [\"nginx-absent\"]\n"
-        ),
-    );
+    let text = Toml::new()
+        .daemon("1s")
+        .target(Target::new("push", "https://push.test/").routes(&["direct"]))
+        .resolve_all("push.test", &[])
+        .watch_processes(&["nginx-absent"]);
+    let path = ws.write("config.toml", &text.to_string());
     let daemon = Daemon::start(&path, "info");
     let metrics = daemon.addr("metrics").await;
     let m = eventually(Duration::from_secs(10), "the gauge", || async {

@@ -59,7 +59,7 @@ async fn incident(kind: Break) {
     let up = upstream().await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let sidecar = Running::start(ws.config(&config(&proxy.url(), up.port(), ""))).await;
+    let sidecar = Running::start(ws.config(config(&proxy.url(), up.port()))).await;
     eventually(Duration::from_secs(5), "healthy", || async {
         let s = sidecar.status().await;
         (s["targets"][0]["routes"][0]["healthy"] == true
@@ -219,8 +219,8 @@ async fn never_an_open_proxy() {
     let decoy = decoy.start().await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let extra = format!("allow_ports = [443, {}]", decoy.port());
-    let sidecar = Running::start(ws.config(&config(&proxy.url(), up.port(), &extra))).await;
+    let text = config(&proxy.url(), up.port()).forward(|f| f.allow_ports(&[443, decoy.port()]));
+    let sidecar = Running::start(ws.config(&text)).await;
     let refused = |r: Result<u16, Result<ProxyRefusal, String>>| match r {
         Err(Ok(p)) => p,
         other => panic!("expected a refusal, got {other:?}"),
@@ -277,7 +277,7 @@ async fn operator_override_forces_a_route_where_policy_allows_it() {
     let up = upstream().await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let sidecar = Running::start(ws.config(&config(&proxy.url(), up.port(), ""))).await;
+    let sidecar = Running::start(ws.config(config(&proxy.url(), up.port()))).await;
     let (code, body) = request(sidecar.admin, "POST", "/routes/apns?force=direct").await;
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"active_route\":\"direct\""), "{body}");
@@ -339,8 +339,7 @@ async fn shutdown_stops_accepting_but_lets_an_open_tunnel_finish() {
     let up = upstream().await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let text =
-        config(&proxy.url(), up.port(), "") + "\n[shutdown]\ndrain = \"0s\"\ndeadline = \"5s\"\n";
+    let text = config(&proxy.url(), up.port()).shutdown("0s", "5s");
     let mut sidecar = Running::start(ws.config(&text)).await;
     // An app tunnel, open before shutdown begins.
     let mut tunnel = tokio::net::TcpStream::connect(sidecar.proxy)

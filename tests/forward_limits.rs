@@ -16,7 +16,7 @@ async fn malformed_requests_get_their_status_promptly_and_leave_no_descriptor_be
     let up = upstream().await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let sidecar = Running::start(ws.config(&config(&proxy.url(), up.port(), ""))).await;
+    let sidecar = Running::start(ws.config(config(&proxy.url(), up.port()))).await;
     // Warm up: one good request, so lazily created descriptors exist.
     assert_eq!(
         get_via(sidecar.proxy, "push.test", up.port()).await,

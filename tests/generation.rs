@@ -23,17 +23,11 @@ use egress_sentinel::reason::FailureReason;
 use egress_sentinel::sidecar::Hooks;
 use support::Workspace;
 use support::app::{KeptTunnel, get_via};
+use support::config::{Route as ProxyRoute, Target as TargetToml, Toml};
 use support::proxy::{Mode, ScriptProxy};
 use support::sidecar::{Running, eventually, request, sample};
 use support::squid::{self, Squid};
 use support::upstream::{Opts, Upstream};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 async fn push_upstream(bind: SocketAddr) -> Upstream {
     let leaf = support::pki::ca().server(&["push.test", "api.push.test"], false);
@@ -57,42 +51,24 @@ async fn connects_to_a_closed_port_through_squid_never_take_the_route_down() {
         return;
     };
     let up = push_upstream(SocketAddr::from(([127, 0, 0, 1], 0))).await;
-    let closed = free_port();
+    let closed = support::free_port();
     let mut squid = Squid::start(bin, &["push.test", "api.push.test"], &[]);
     let ws = Workspace::new();
-    let config = ws.config(&format!(
-        r#"
-[probe]
-interval = "1s"
-unhealthy_interval = "200ms"
-timeout = "2s"
-fall = 2
-rise = 2
-
-[resolve]
-"push.test" = "127.0.0.1"
-"api.push.test" = "127.0.0.1"
-
-[[route]]
-name = "squid"
-proxy = "{squid}"
-connect_timeout = "500ms"
-
-[[target]]
-name = "apns"
-url = "https://push.test:{port}/"
-routes = ["squid", "direct"]
-hosts = ["*.push.test"]
-allow_addresses = ["127.0.0.1/32"]
-ca_file = "ca.pem"
-
-[forward]
-default = "deny"
-allow_ports = [443, {closed}]
-"#,
-        squid = squid.url(),
-        port = up.port(),
-    ));
+    let config = ws.config(
+        Toml::new()
+            .probe(|p| p.timings("1s", "200ms", "2s"))
+            .resolve("push.test", "127.0.0.1")
+            .resolve("api.push.test", "127.0.0.1")
+            .route(ProxyRoute::proxy("squid", &squid.url()).connect_timeout("500ms"))
+            .target(
+                TargetToml::new("apns", &format!("https://push.test:{}/", up.port()))
+                    .routes(&["squid", "direct"])
+                    .hosts(&["*.push.test"])
+                    .allow_addresses(&["127.0.0.1/32"])
+                    .ca_file("ca.pem"),
+            )
+            .forward(|f| f.deny_unmatched().allow_ports(&[443, closed])),
+    );
     let sidecar = Running::start(config).await;
     eventually(Duration::from_secs(10), "squid route healthy", || async {
         let m = sidecar.metrics_text().await;
@@ -204,30 +180,18 @@ where
     out
 }
 
-fn direct_config(port: u16, address: &str) -> String {
-    format!(
-        r#"
-[probe]
-interval = "300ms"
-timeout = "2s"
-
-[run]
-reload_poll = "100ms"
-
-[resolve]
-"push.test" = "{address}"
-
-[[target]]
-name = "apns"
-url = "https://push.test:{port}/"
-routes = ["direct"]
-allow_addresses = ["127.0.0.1/32", "127.0.0.3/32"]
-ca_file = "ca.pem"
-
-[forward]
-default = "deny"
-"#
-    )
+fn direct_config(port: u16, address: &str) -> Toml {
+    Toml::new()
+        .probe(|p| p.interval("300ms").timeout("2s"))
+        .reload_poll("100ms")
+        .resolve("push.test", address)
+        .target(
+            TargetToml::new("apns", &format!("https://push.test:{port}/"))
+                .routes(&["direct"])
+                .allow_addresses(&["127.0.0.1/32", "127.0.0.3/32"])
+                .ca_file("ca.pem"),
+        )
+        .forward(|f| f.deny_unmatched())
 }
 
 /// `[resolve]` moves push.test from upstream A (127.0.0.1) to B (127.0.0.3)
@@ -239,7 +203,7 @@ async fn a_reload_moves_probes_and_new_connections_together_and_open_tunnels_sta
     let port = a.port();
     let b = push_upstream(SocketAddr::from(([127, 0, 0, 3], port))).await;
     let ws = Workspace::new();
-    let sidecar = Running::start(ws.config(&direct_config(port, "127.0.0.1"))).await;
+    let sidecar = Running::start(ws.config(direct_config(port, "127.0.0.1"))).await;
     eventually(Duration::from_secs(5), "a probe reached A", || async {
         (!a.requests().is_empty()).then_some(())
     })
@@ -251,7 +215,7 @@ async fn a_reload_moves_probes_and_new_connections_together_and_open_tunnels_sta
     assert!(a.requests().iter().any(|r| r.path == "/before"));
     assert!(b.requests().is_empty(), "nothing at B yet");
 
-    ws.write("config.toml", &direct_config(port, "127.0.0.3"));
+    ws.write("config.toml", &direct_config(port, "127.0.0.3").to_string());
     eventually(Duration::from_secs(5), "generation 2", || async {
         let s = sidecar.status().await;
         (s["config_reload"]["generation"] == 2).then_some(())
@@ -323,33 +287,22 @@ async fn rotated_proxy_credentials_are_picked_up_from_a_secret_volume_swap() {
     std::os::unix::fs::symlink("..data/credentials", secret.join("credentials"))
         .expect("credentials link");
     let interval = Duration::from_secs(1);
-    let sidecar = Running::start(ws.config(&format!(
-        r#"
-[probe]
-interval = "1s"
-unhealthy_interval = "200ms"
-timeout = "2s"
-
-[run]
-reload_poll = "100ms"
-
-[resolve]
-"push.test" = "127.0.0.1"
-
-[[route]]
-name = "squid"
-proxy = "{squid}"
-credentials_file = "secret/credentials"
-
-[[target]]
-name = "apns"
-url = "https://push.test:{port}/"
-routes = ["squid"]
-ca_file = "ca.pem"
-"#,
-        squid = squid.url(),
-        port = up.port(),
-    )))
+    let sidecar = Running::start(
+        ws.config(
+            Toml::new()
+                .probe(|p| p.interval("1s").unhealthy_interval("200ms").timeout("2s"))
+                .reload_poll("100ms")
+                .resolve("push.test", "127.0.0.1")
+                .route(
+                    ProxyRoute::proxy("squid", &squid.url()).credentials_file("secret/credentials"),
+                )
+                .target(
+                    TargetToml::new("apns", &format!("https://push.test:{}/", up.port()))
+                        .routes(&["squid"])
+                        .ca_file("ca.pem"),
+                ),
+        ),
+    )
     .await;
     let success = |m: &str| gauge(m, "egress_probe_success", "apns", "squid");
     eventually(Duration::from_secs(10), "probes pass", || async {
@@ -394,12 +347,9 @@ async fn after_fail_back_a_direct_tunnel_is_closed_after_the_grace() {
     let up = push_upstream(SocketAddr::from(([127, 0, 0, 1], 0))).await;
     let proxy = ScriptProxy::start(Mode::Status(502, "Bad Gateway")).await;
     let ws = Workspace::new();
-    let sidecar = Running::start(ws.config(&support::scenario::config(
-        &proxy.url(),
-        up.port(),
-        "failback_grace = \"1s\"",
-    )))
-    .await;
+    let text =
+        support::scenario::config(&proxy.url(), up.port()).forward(|f| f.failback_grace("1s"));
+    let sidecar = Running::start(ws.config(&text)).await;
     eventually(Duration::from_secs(5), "push on direct", || async {
         let m = sidecar.metrics_text().await;
         (gauge(&m, "egress_route_active", "apns", "direct") == Some(1.0)).then_some(())
@@ -411,10 +361,17 @@ async fn after_fail_back_a_direct_tunnel_is_closed_after_the_grace() {
     assert_eq!(tunnel.get("/during").await, Ok(200));
 
     proxy.set_mode(Mode::Tunnel);
+    // The start of the last scrape that did not see the fail-back: it
+    // happened after that (a busy machine may take a while to scrape).
+    let missed = std::cell::Cell::new(Instant::now());
     let back = eventually(Duration::from_secs(5), "fail-back", || async {
+        let polled = Instant::now();
         let m = sidecar.metrics_text().await;
-        (gauge(&m, "egress_route_active", "apns", "provider") == Some(1.0))
-            .then_some(Instant::now())
+        let active = gauge(&m, "egress_route_active", "apns", "provider") == Some(1.0);
+        if !active {
+            missed.set(polled);
+        }
+        active.then(|| missed.get())
     })
     .await;
     // Within the grace the tunnel still works.
@@ -470,20 +427,10 @@ impl ProbeRunner for Wedged {
 async fn a_wedged_scheduler_fails_healthz_within_the_bound() {
     let ws = Workspace::new();
     let mut config = ws.config(
-        r#"
-[probe]
-interval = "200ms"
-timeout = "300ms"
-
-[[route]]
-name = "provider"
-proxy = "http://proxy.test:3128"
-
-[[target]]
-name = "apns"
-url = "https://push.test/"
-routes = ["provider", "direct"]
-"#,
+        Toml::new()
+            .probe(|p| p.interval("200ms").timeout("300ms"))
+            .route(ProxyRoute::proxy("provider", "http://proxy.test:3128"))
+            .target(TargetToml::new("apns", "https://push.test/").routes(&["provider", "direct"])),
     );
     config.shutdown.drain = Duration::ZERO;
     // The wedged probe never finishes: shutdown closes it at the deadline.
@@ -525,7 +472,7 @@ async fn one_connect_in_two_failing_is_degraded_without_healthy_ever_flapping() 
     let proxy = ScriptProxy::start(Mode::EverySecondFails(authority)).await;
     let ws = Workspace::new();
     let sidecar =
-        Running::start(ws.config(&support::scenario::config(&proxy.url(), up.port(), ""))).await;
+        Running::start(ws.config(support::scenario::config(&proxy.url(), up.port()))).await;
     eventually(Duration::from_secs(5), "first verdict", || async {
         let m = sidecar.metrics_text().await;
         (gauge(&m, "egress_route_healthy", "apns", "provider") == Some(1.0)).then_some(())
@@ -609,12 +556,9 @@ async fn one_dead_node_behind_the_proxy_name_degrades_the_route_and_traffic_avoi
         ]),
     );
     let ws = Workspace::new();
-    let text = format!(
-        "[dns]\nnameservers = [\"{}\"]\n{}",
-        dns.addr(),
-        support::scenario::config(&format!("http://proxy.test:{port}"), up.port(), "")
-            .replace("connect_timeout = \"300ms\"", "connect_timeout = \"1s\"")
-    );
+    let text = support::scenario::config(&format!("http://proxy.test:{port}"), up.port())
+        .dns(|d| d.nameservers(&[&dns.addr().to_string()]))
+        .edit_route("provider", |r| r.connect_timeout("1s"));
     let sidecar = Running::start(ws.config(&text)).await;
     let good = format!("127.0.0.1:{port}");
     let bad = format!("127.0.0.4:{port}");
@@ -690,8 +634,9 @@ async fn one_dead_node_behind_the_proxy_name_degrades_the_route_and_traffic_avoi
 async fn a_config_replaced_by_garbage_keeps_the_old_generation_until_it_is_fixed() {
     let up = push_upstream(SocketAddr::from(([127, 0, 0, 1], 0))).await;
     let ws = Workspace::new();
-    let listen = "[listen]\nmetrics = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nproxy = \"127.0.0.1:0\"\n\n[shutdown]\ndrain = \"0s\"\ndeadline = \"2s\"\n";
-    let good = format!("{listen}{}", direct_config(up.port(), "127.0.0.1"));
+    let good = direct_config(up.port(), "127.0.0.1")
+        .daemon("2s")
+        .to_string();
     let path = ws.write("config.toml", &good);
     let mut sidecar = support::spawned::Spawned::run(&path, &[]);
     let metrics = sidecar.addr("metrics").await;

@@ -10,7 +10,8 @@ mod support;
 use std::time::Duration;
 
 use egress_sentinel::reason::FailureReason;
-use support::daemon::{Daemon, listen_table, one_line, scrape};
+use support::config::{Route, Target, Tls, Toml};
+use support::daemon::{Daemon, one_line, scrape};
 use support::mitm::{MitmProxy, Mode};
 use support::pki;
 use support::sidecar::{Running, eventually, sample};
@@ -18,32 +19,21 @@ use support::upstream::Opts;
 use support::{Workspace, binary, check_all};
 
 /// Target `push` through `provider` (the proxy at `proxy`) and `direct`;
-/// both CAs trusted through `[tls] ca_file`, `trust` says what is expected.
-fn config(proxy: &str, port: u16, trust: &str, extra: &str) -> String {
-    format!(
-        r#"
-[probe]
-timeout = "3s"
-{extra}
-
-[tls]
-ca_file = "both-cas.pem"
-
-[resolve]
-"push.test" = "127.0.0.1"
-
-[[route]]
-name = "provider"
-proxy = "{proxy}"
-
-[[target]]
-name = "push"
-url = "https://push.test:{port}/"
-routes = ["provider", "direct"]
-allow_addresses = ["127.0.0.1/32"]
-{trust}
-"#
-    )
+/// both CAs trusted through `[tls] ca_file`; `expect_ca` (when given) says
+/// what is expected.
+fn config(proxy: &str, port: u16, expect_ca: Option<&str>) -> Toml {
+    let mut push = Target::new("push", &format!("https://push.test:{port}/"))
+        .routes(&["provider", "direct"])
+        .allow_addresses(&["127.0.0.1/32"]);
+    if let Some(ca) = expect_ca {
+        push = push.expect_ca(ca);
+    }
+    Toml::new()
+        .probe(|p| p.timeout("3s"))
+        .tls(|t| t.ca_file("both-cas.pem"))
+        .resolve("push.test", "127.0.0.1")
+        .route(Route::proxy("provider", proxy))
+        .target(push)
 }
 
 fn workspace() -> Workspace {
@@ -61,12 +51,7 @@ async fn a_proxy_re_signing_with_a_trusted_ca_is_intercepted_and_direct_is_not()
     let up = Opts::new("push.test").start().await;
     let proxy = MitmProxy::start(Mode::Intercept(pki::rogue_ca())).await;
     let ws = workspace();
-    let cfg = ws.config(&config(
-        &proxy.url(),
-        up.port(),
-        "expect_ca = \"real-ca.pem\"",
-        "",
-    ));
+    let cfg = ws.config(config(&proxy.url(), up.port(), Some("real-ca.pem")));
     let checks = check_all(&cfg).await;
     let (via, direct) = (&checks[0], &checks[1]);
     // The handshake succeeded: nothing fails, one thing is wrong.
@@ -145,12 +130,9 @@ async fn a_proxy_re_signing_with_a_trusted_ca_is_intercepted_and_direct_is_not()
     );
 
     // The sidecar: the metric and /status.
-    let sidecar = Running::start(ws.config(&config(
-        &proxy.url(),
-        up.port(),
-        "expect_ca = \"real-ca.pem\"",
-        "interval = \"200ms\"",
-    )))
+    let sidecar = Running::start(ws.config(
+        config(&proxy.url(), up.port(), Some("real-ca.pem")).probe(|p| p.interval("200ms")),
+    ))
     .await;
     let m = eventually(Duration::from_secs(5), "both verdicts", || async {
         let m = sidecar.metrics_text().await;
@@ -193,7 +175,7 @@ async fn by_default_a_root_that_only_ca_file_adds_is_not_a_public_one() {
     let proxy = MitmProxy::start(Mode::Tunnel).await;
     let ws = workspace();
     // No expect_ca: the public roots are expected, and the test CA is not one.
-    let checks = check_all(&ws.config(&config(&proxy.url(), up.port(), "", ""))).await;
+    let checks = check_all(&ws.config(config(&proxy.url(), up.port(), None))).await;
     for c in &checks {
         assert_eq!(c.reason, FailureReason::Ok, "{}", c.detail);
         assert_eq!(c.intercepted, Some(true), "{}", c.route);
@@ -204,13 +186,7 @@ async fn by_default_a_root_that_only_ca_file_adds_is_not_a_public_one() {
         );
     }
     // Naming the CA the upstream really uses clears it, on both routes.
-    let checks = check_all(&ws.config(&config(
-        &proxy.url(),
-        up.port(),
-        "expect_ca = \"real-ca.pem\"",
-        "",
-    )))
-    .await;
+    let checks = check_all(&ws.config(config(&proxy.url(), up.port(), Some("real-ca.pem")))).await;
     assert!(
         checks.iter().all(|c| c.intercepted == Some(false)),
         "{checks:?}"
@@ -222,13 +198,7 @@ async fn by_default_a_root_that_only_ca_file_adds_is_not_a_public_one() {
         .await;
     let ws2 = Workspace::new();
     ws2.write("real-ca.pem", &pki::ca().cert_pem);
-    let text = config(
-        &proxy.url(),
-        rogue_up.port(),
-        "expect_ca = \"real-ca.pem\"",
-        "",
-    )
-    .replace("[tls]\nca_file = \"both-cas.pem\"\n", "");
+    let text = config(&proxy.url(), rogue_up.port(), Some("real-ca.pem")).tls(|_| Tls::default());
     let checks = check_all(&ws2.config(&text)).await;
     for c in &checks {
         assert_eq!(c.reason, FailureReason::TlsUntrusted, "{}", c.detail);
@@ -242,17 +212,10 @@ async fn interception_is_logged_once_when_it_starts_and_once_when_it_ends() {
     let up = Opts::new("push.test").start().await;
     let proxy = MitmProxy::start(Mode::Intercept(pki::rogue_ca())).await;
     let ws = workspace();
-    let listen = listen_table();
-    let text = format!(
-        "{listen}\n{}",
-        config(
-            &proxy.url(),
-            up.port(),
-            "expect_ca = \"real-ca.pem\"",
-            "interval = \"100ms\""
-        )
-    );
-    let path = ws.write("config.toml", &text);
+    let text = config(&proxy.url(), up.port(), Some("real-ca.pem"))
+        .probe(|p| p.interval("100ms"))
+        .daemon("1s");
+    let path = ws.write("config.toml", &text.to_string());
     let daemon = Daemon::start(&path, "info");
     let metrics = daemon.addr("metrics").await;
     let intercepted = |want: f64| {

@@ -115,7 +115,7 @@ async fn provider_change_window_in_tmux_shows_the_502_within_two_intervals_and_c
     let ws = Workspace::new();
     let config = ws.write(
         "config.toml",
-        &scenario::config(&proxy.url(), up.port(), ""),
+        &scenario::config(&proxy.url(), up.port()).to_string(),
     );
     let exit_file = ws.path("exit-code");
     let command = format!(
@@ -212,7 +212,7 @@ async fn without_a_terminal_only_changes_are_printed_one_line_each() {
     let ws = Workspace::new();
     let config = ws.write(
         "config.toml",
-        &scenario::config(&proxy.url(), up.port(), ""),
+        &scenario::config(&proxy.url(), up.port()).to_string(),
     );
     let mut child = Command::new(support::binary())
         .args(["verify", "--watch", "--interval", "200ms", "--config"])

@@ -12,8 +12,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::Workspace;
+use support::config::{Route, Target, Toml};
 use support::proxy::{Mode, ScriptProxy};
-use support::spawned::{Spawned, scenario_config};
+use support::scenario::daemon_config;
+use support::spawned::Spawned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -43,14 +45,14 @@ async fn json_log_lines_carry_our_names_and_no_secret() {
     ws.write("credentials", &format!("egress:{PROXY_PASSWORD}\n"));
     let port = up.port();
     // An unnamed target: it is called after its URL's host.
-    let unnamed = format!(
-        "\n[[target]]\nurl = \"https://login.test:{port}/\"\nroutes = [\"provider\"]\nca_file = \"ca.pem\"\n"
-    );
-    let text = scenario_config(&proxy.url(), port, "", &unnamed).replace(
-        "connect_timeout = \"300ms\"",
-        "connect_timeout = \"300ms\"\ncredentials_file = \"credentials\"",
-    );
-    let config = ws.write("config.toml", &text);
+    let unnamed = Target::unnamed()
+        .url(&format!("https://login.test:{port}/"))
+        .routes(&["provider"])
+        .ca_file("ca.pem");
+    let text = daemon_config(&proxy.url(), port)
+        .target(unnamed)
+        .edit_route("provider", |r| r.credentials_file("credentials"));
+    let config = ws.write("config.toml", &text.to_string());
     // Every level: no secret may hide in a debug or trace line either.
     let mut sidecar = Spawned::run_at(&config, &[], Some("trace"));
     let forward = sidecar.addr("forward proxy").await;
@@ -158,7 +160,7 @@ async fn text_logs_in_a_pipe_have_no_colours_and_name_our_target() {
     let ws = Workspace::new();
     let config = ws.write(
         "config.toml",
-        &scenario_config(&proxy.url(), up.port(), "", ""),
+        &daemon_config(&proxy.url(), up.port()).to_string(),
     );
     let sidecar = Spawned::run(&config, &["--log-format", "text"]);
     support::sidecar::eventually(
@@ -221,19 +223,22 @@ async fn each_config_error_is_printed_once() {
 #[test]
 fn unnamed_targets_are_named_after_their_preset_or_their_host() {
     let ws = Workspace::new();
+    let provider = || Toml::new().route(Route::proxy("provider", "http://127.0.0.1:9"));
     let config = ws.config(
-        "[[route]]\nname = \"provider\"\nproxy = \"http://127.0.0.1:9\"\n\n\
-         [[target]]\npreset = \"apns\"\n\n\
-         [[target]]\nurl = \"https://api.sms.example/v1/health\"\n\n\
-         [[target]]\nname = \"named\"\nurl = \"https://login.example/\"\n",
+        provider()
+            .target(Target::unnamed().preset("apns"))
+            .target(Target::unnamed().url("https://api.sms.example/v1/health"))
+            .target(Target::new("named", "https://login.example/")),
     );
     let names: Vec<&str> = config.targets.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["apns", "api.sms.example", "named"]);
     // Two unnamed targets that would share a name: told to name one.
     let p = ws.write(
         "twice.toml",
-        "[[route]]\nname = \"provider\"\nproxy = \"http://127.0.0.1:9\"\n\n\
-         [[target]]\nurl = \"https://a.example/\"\n\n[[target]]\nurl = \"https://a.example/other\"\n",
+        &provider()
+            .target(Target::unnamed().url("https://a.example/"))
+            .target(Target::unnamed().url("https://a.example/other"))
+            .to_string(),
     );
     let err = egress_sentinel::config::Config::load(&p)
         .expect_err("a duplicate derived name")
@@ -248,10 +253,14 @@ fn unnamed_targets_are_named_after_their_preset_or_their_host() {
 fn a_target_debug_shows_no_header_value_or_body() {
     let ws = Workspace::new();
     let config = ws.config(
-        "[[route]]\nname = \"provider\"\nproxy = \"http://127.0.0.1:9\"\n\n\
-         [[target]]\nname = \"sms\"\nurl = \"https://api.sms.example/\"\nmethod = \"POST\"\n\
-         body = \"{\\\"api_key\\\": \\\"body-secret-123\\\"}\"\n\
-         headers = { Authorization = \"Bearer header-secret-456\" }\n",
+        Toml::new()
+            .route(Route::proxy("provider", "http://127.0.0.1:9"))
+            .target(
+                Target::new("sms", "https://api.sms.example/")
+                    .method("POST")
+                    .body(r#"{"api_key": "body-secret-123"}"#)
+                    .headers(&[("Authorization", "Bearer header-secret-456")]),
+            ),
     );
     let debug = format!("{:?}", config.targets[0]);
     for secret in ["body-secret-123", "header-secret-456"] {
@@ -286,7 +295,9 @@ async fn a_40_mib_incident_file_is_moved_aside_and_the_sidecar_starts() {
     }
     let config = ws.write(
         "config.toml",
-        &scenario_config(&proxy.url(), up.port(), "state_dir = \"state\"", ""),
+        &daemon_config(&proxy.url(), up.port())
+            .state_dir("state")
+            .to_string(),
     );
     let mut sidecar = Spawned::run(&config, &[]);
     let metrics = sidecar.addr("metrics").await;

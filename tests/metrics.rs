@@ -49,13 +49,10 @@ async fn failure_counters_exist_at_zero_before_any_failure() {
     let ws = Workspace::new();
     // Nothing can fail before the first scrape: the direct probe may pass,
     // and the proxy's silence is given a minute.
-    let text = scenario::config(
-        &proxy.url(),
-        up.port(),
-        "\n[shutdown]\ndrain = \"0s\"\ndeadline = \"1s\"",
-    )
-    .replace("connect_timeout = \"300ms\"", "connect_timeout = \"60s\"")
-    .replace("timeout = \"2s\"", "timeout = \"60s\"");
+    let text = scenario::config(&proxy.url(), up.port())
+        .shutdown("0s", "1s")
+        .edit_route("provider", |r| r.connect_timeout("60s"))
+        .probe(|p| p.timeout("60s"));
     let sidecar = Running::start(ws.config(&text)).await;
     let m = sidecar.metrics_text().await;
     for (target, route) in PAIRS {
@@ -95,7 +92,7 @@ async fn route_reason_follows_a_route_from_proxy_upstream_error_back_to_ok() {
     let up = scenario::upstream().await;
     let proxy = ScriptProxy::start(Mode::Status(502, "Bad Gateway")).await;
     let ws = Workspace::new();
-    let sidecar = Running::start(ws.config(&scenario::config(&proxy.url(), up.port(), ""))).await;
+    let sidecar = Running::start(ws.config(scenario::config(&proxy.url(), up.port()))).await;
     let failing = eventually(
         Duration::from_secs(10),
         "apns/provider's reason to be proxy_upstream_error",
@@ -191,7 +188,7 @@ async fn forward_histogram_and_byte_counters_move_with_a_1_mib_transfer() {
         .await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let sidecar = Running::start(ws.config(&scenario::config(&proxy.url(), up.port(), ""))).await;
+    let sidecar = Running::start(ws.config(scenario::config(&proxy.url(), up.port()))).await;
     eventually(
         Duration::from_secs(10),
         "apns active on provider",
@@ -268,7 +265,7 @@ async fn process_metrics_describe_this_process() {
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
     // The sidecar runs in this test's process: its process_* are ours.
-    let sidecar = Running::start(ws.config(&scenario::config(&proxy.url(), up.port(), ""))).await;
+    let sidecar = Running::start(ws.config(scenario::config(&proxy.url(), up.port()))).await;
     // Other tests of this binary run alongside: VmRSS is read on both
     // sides of the scrape, and the scrape must be within 20 % of it.
     let rss_before = vm_rss();

@@ -71,7 +71,7 @@ async fn the_status_page_names_the_failing_proxy_route_and_verify_now_shows_the_
     let up = scenario::upstream().await;
     let proxy = ScriptProxy::start(Mode::Status(502, "Bad Gateway")).await;
     let ws = Workspace::new();
-    let sidecar = Running::start(ws.config(&scenario::config(&proxy.url(), up.port(), ""))).await;
+    let sidecar = Running::start(ws.config(scenario::config(&proxy.url(), up.port()))).await;
     failed_over(&sidecar).await;
     let origin = format!("http://{}", sidecar.admin);
 
@@ -228,8 +228,7 @@ async fn under_a_token_the_buttons_work_once_it_is_pasted_and_it_never_enters_a_
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
     ws.write("admin-token", TOKEN);
-    let text =
-        scenario::config(&proxy.url(), up.port(), "") + "\n[admin]\ntoken_file = \"admin-token\"\n";
+    let text = scenario::config(&proxy.url(), up.port()).admin(|a| a.token_file("admin-token"));
     let sidecar = Running::start(ws.config(&text)).await;
     let origin = format!("http://{}", sidecar.admin);
     let mut browser = Browser::start().await;

@@ -15,6 +15,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::config::{Route, Target as TargetToml, Toml};
 use support::prometheus::{self, Prometheus, Target};
 use support::rules;
 use support::sidecar::{Running, eventually, sample};
@@ -65,42 +66,25 @@ async fn squid_killed_fires_route_down_in_a_real_prometheus_and_restarting_it_re
     let mut squid = Squid::start(squid_bin, &hosts, &[]);
     let squid_port = squid.addr.port();
     let ws = Workspace::new();
-    let config = format!(
-        r#"
-[probe]
-interval = "500ms"
-unhealthy_interval = "100ms"
-timeout = "2s"
-fall = 2
-rise = 2
-
-[resolve]
-"push.test" = "127.0.0.1"
-"sms.test" = "127.0.0.1"
-
-[[route]]
-name = "squid"
-proxy = "{squid}"
-connect_timeout = "500ms"
-
-[[target]]
-name = "apns"
-url = "https://push.test:{port}/"
-routes = ["squid", "direct"]
-allow_addresses = ["127.0.0.1/32"]
-ca_file = "ca.pem"
-expect_ca = "ca.pem"
-
-[[target]]
-name = "sms"
-url = "https://sms.test:{port}/"
-routes = ["squid"]
-ca_file = "ca.pem"
-expect_ca = "ca.pem"
-"#,
-        squid = squid.url(),
-        port = up.port(),
-    );
+    let port = up.port();
+    let config = Toml::new()
+        .probe(|p| p.timings("500ms", "100ms", "2s"))
+        .resolve("push.test", "127.0.0.1")
+        .resolve("sms.test", "127.0.0.1")
+        .route(Route::proxy("squid", &squid.url()).connect_timeout("500ms"))
+        .target(
+            TargetToml::new("apns", &format!("https://push.test:{port}/"))
+                .routes(&["squid", "direct"])
+                .allow_addresses(&["127.0.0.1/32"])
+                .ca_file("ca.pem")
+                .expect_ca("ca.pem"),
+        )
+        .target(
+            TargetToml::new("sms", &format!("https://sms.test:{port}/"))
+                .routes(&["squid"])
+                .ca_file("ca.pem")
+                .expect_ca("ca.pem"),
+        );
     let sidecar = Running::start(ws.config(&config)).await;
     let healthy = |m: &str| {
         [("apns", "squid"), ("apns", "direct"), ("sms", "squid")]

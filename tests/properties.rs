@@ -11,12 +11,17 @@
 
 #[path = "support/invariants.rs"]
 mod invariants;
+// The config builder alone (the rest of `support` is not needed here).
+#[allow(dead_code)]
+#[path = "support/config.rs"]
+mod toml_config;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use egress_sentinel::destination::Host;
 use proptest::prelude::*;
+use toml_config::{Route, Target, Toml};
 
 /// One case's bound: generous for a loaded 2-core machine, far below what
 /// a quadratic blow-up on a 16 KiB input would take.
@@ -119,11 +124,14 @@ fn config_text() -> impl Strategy<Value = String> {
         1 => toml_section(),
         1 => "[^\\n]{0,20}",
     ];
-    let valid = "[[route]]\nname = \"provider\"\nproxy = \"http://proxy.test:3128\"\n\n\
-                 [[target]]\nname = \"apns\"\nurl = \"https://push.test/\"\nroutes = [\"provider\", \"direct\"]\n";
+    let valid = Toml::new()
+        .route(Route::proxy("provider", "http://proxy.test:3128"))
+        .target(Target::new("apns", "https://push.test/").routes(&["provider", "direct"]))
+        .to_string();
+    let prefix = valid.clone();
     prop_oneof![
         prop::collection::vec(line.clone(), 0..24).prop_map(|l| l.join("\n")),
-        prop::collection::vec(line, 0..8).prop_map(move |l| format!("{valid}{}", l.join("\n"))),
+        prop::collection::vec(line, 0..8).prop_map(move |l| format!("{prefix}{}", l.join("\n"))),
         (0usize..valid.len(), "[^\\n]{0,6}").prop_map(move |(at, junk)| {
             let at = (0..=at)
                 .rev()

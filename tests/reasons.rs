@@ -5,58 +5,41 @@
 mod support;
 
 use egress_sentinel::reason::{FailureReason, Phase};
+use support::config::{Route, Target, Toml};
 use support::pki;
 use support::proxy::{Mode, ScriptProxy};
 use support::upstream::{Behavior, Opts};
 use support::{Workspace, check_one};
 
-/// A config with one proxy route `provider` at `proxy` and one target.
-fn via_proxy(proxy: &str, target: &str) -> String {
-    format!(
-        r#"
-[probe]
-timeout = "3s"
-
-[resolve]
-"proxy.test" = "127.0.0.1"
-
-[[route]]
-name = "provider"
-proxy = "{proxy}"
-connect_timeout = "1s"
-
-[[target]]
-name = "push"
-routes = ["provider"]
-ca_file = "ca.pem"
-{target}
-"#
-    )
+/// A config with one proxy route `provider` at `proxy` and one target
+/// `push`, finished by `target`.
+fn via_proxy(proxy: &str, target: impl FnOnce(Target) -> Target) -> Toml {
+    Toml::new()
+        .probe(|p| p.timeout("3s"))
+        .resolve("proxy.test", "127.0.0.1")
+        .route(Route::proxy("provider", proxy).connect_timeout("1s"))
+        .target(target(
+            Target::named("push")
+                .routes(&["provider"])
+                .ca_file("ca.pem"),
+        ))
 }
 
-/// A config with one target on `direct`.
-fn direct(target: &str) -> String {
-    format!(
-        r#"
-[probe]
-timeout = "2s"
-
-[resolve]
-"push.test" = "127.0.0.1"
-"decoy.test" = "127.0.0.2"
-"nowhere.test" = []
-
-[[target]]
-name = "push"
-routes = ["direct"]
-ca_file = "ca.pem"
-{target}
-"#
-    )
+/// A config with one target `push` on `direct`, finished by `target`.
+fn direct(target: impl FnOnce(Target) -> Target) -> Toml {
+    Toml::new()
+        .probe(|p| p.timeout("2s"))
+        .resolve("push.test", "127.0.0.1")
+        .resolve("decoy.test", "127.0.0.2")
+        .resolve_all("nowhere.test", &[])
+        .target(target(
+            Target::named("push").routes(&["direct"]).ca_file("ca.pem"),
+        ))
 }
 
+/// The probe's URL on the upstream at `port`.
 fn url(port: u16) -> String {
-    format!("url = \"https://push.test:{port}/3/device/abc\"")
+    format!("https://push.test:{port}/3/device/abc")
 }
 
 #[tokio::test]
@@ -68,10 +51,9 @@ async fn healthy_path_through_the_proxy_is_ok_with_every_phase_timed() {
         .await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let cfg = ws.config(&via_proxy(
-        &proxy.url(),
-        &format!("preset = \"apns\"\n{}", url(up.port())),
-    ));
+    let cfg = ws.config(via_proxy(&proxy.url(), |t| {
+        t.preset("apns").url(&url(up.port()))
+    }));
     let o = check_one(&cfg).await;
     assert_eq!(o.reason, FailureReason::Ok, "{}", o.detail);
     assert!(o.ok);
@@ -110,10 +92,9 @@ async fn healthy_path_through_the_proxy_is_ok_with_every_phase_timed() {
 async fn direct_http1_upstream_is_ok() {
     let up = Opts::new("push.test").h1_only().start().await;
     let ws = Workspace::new();
-    let cfg = ws.config(&direct(&format!(
-        "{}\nallow_addresses = [\"127.0.0.1/32\"]",
-        url(up.port())
-    )));
+    let cfg = ws.config(direct(|t| {
+        t.url(&url(up.port())).allow_addresses(&["127.0.0.1/32"])
+    }));
     let o = check_one(&cfg).await;
     assert_eq!(o.reason, FailureReason::Ok, "{}", o.detail);
     assert_eq!(o.alpn.as_deref(), Some("http/1.1"));
@@ -125,10 +106,16 @@ async fn direct_http1_upstream_is_ok() {
 #[tokio::test]
 async fn unresolvable_proxy_is_proxy_resolve() {
     let ws = Workspace::new();
-    let text = via_proxy("http://broken-proxy.test:3128", &url(443)).replace(
-        "\"proxy.test\" = \"127.0.0.1\"",
-        "\"broken-proxy.test\" = []",
-    );
+    let text = Toml::new()
+        .probe(|p| p.timeout("3s"))
+        .resolve_all("broken-proxy.test", &[])
+        .route(Route::proxy("provider", "http://broken-proxy.test:3128").connect_timeout("1s"))
+        .target(
+            Target::named("push")
+                .routes(&["provider"])
+                .ca_file("ca.pem")
+                .url(&url(443)),
+        );
     let o = check_one(&ws.config(&text)).await;
     assert_eq!(o.reason, FailureReason::ProxyResolve, "{}", o.detail);
     assert_eq!(o.failed_phase, Some(Phase::Resolve));
@@ -137,10 +124,14 @@ async fn unresolvable_proxy_is_proxy_resolve() {
 
 #[tokio::test]
 async fn proxy_port_with_nothing_listening_is_proxy_connect() {
-    let port = closed_port().await;
+    let port = support::free_port();
     let ws = Workspace::new();
-    let o =
-        check_one(&ws.config(&via_proxy(&format!("http://proxy.test:{port}"), &url(443)))).await;
+    let o = check_one(
+        &ws.config(via_proxy(&format!("http://proxy.test:{port}"), |t| {
+            t.url(&url(443))
+        })),
+    )
+    .await;
     assert_eq!(o.reason, FailureReason::ProxyConnect, "{}", o.detail);
     assert_eq!(o.failed_phase, Some(Phase::Connect));
     assert!(o.detail.contains("refused"), "{}", o.detail);
@@ -150,7 +141,7 @@ async fn proxy_port_with_nothing_listening_is_proxy_connect() {
 async fn proxy_that_never_answers_connect_is_proxy_timeout() {
     let proxy = ScriptProxy::start(Mode::Hang).await;
     let ws = Workspace::new();
-    let o = check_one(&ws.config(&via_proxy(&proxy.url(), &url(443)))).await;
+    let o = check_one(&ws.config(via_proxy(&proxy.url(), |t| t.url(&url(443))))).await;
     assert_eq!(o.reason, FailureReason::ProxyTimeout, "{}", o.detail);
     assert_eq!(o.failed_phase, Some(Phase::Tunnel));
     // connect_timeout (1 s) bounds it, not the 3 s probe timeout.
@@ -161,7 +152,7 @@ async fn proxy_that_never_answers_connect_is_proxy_timeout() {
 async fn connect_answered_407_is_proxy_auth_required() {
     let proxy = ScriptProxy::start(Mode::RequireAuth("Basic nope".into())).await;
     let ws = Workspace::new();
-    let o = check_one(&ws.config(&via_proxy(&proxy.url(), &url(443)))).await;
+    let o = check_one(&ws.config(via_proxy(&proxy.url(), |t| t.url(&url(443))))).await;
     assert_eq!(o.reason, FailureReason::ProxyAuthRequired, "{}", o.detail);
     assert_eq!(o.connect_status, Some(407));
     assert_eq!(o.failed_phase, Some(Phase::Tunnel));
@@ -171,7 +162,7 @@ async fn connect_answered_407_is_proxy_auth_required() {
 async fn connect_answered_403_is_proxy_denied_with_the_status_line_and_via() {
     let proxy = ScriptProxy::start(Mode::Status(403, "Forbidden")).await;
     let ws = Workspace::new();
-    let o = check_one(&ws.config(&via_proxy(&proxy.url(), &url(8443)))).await;
+    let o = check_one(&ws.config(via_proxy(&proxy.url(), |t| t.url(&url(8443))))).await;
     assert_eq!(o.reason, FailureReason::ProxyDenied, "{}", o.detail);
     assert_eq!(o.connect_status, Some(403));
     assert_eq!(o.failed_phase, Some(Phase::Tunnel));
@@ -193,7 +184,7 @@ async fn connect_answered_403_is_proxy_denied_with_the_status_line_and_via() {
 async fn connect_answered_502_is_proxy_upstream_error() {
     let proxy = ScriptProxy::start(Mode::Status(502, "Bad Gateway")).await;
     let ws = Workspace::new();
-    let o = check_one(&ws.config(&via_proxy(&proxy.url(), &url(443)))).await;
+    let o = check_one(&ws.config(via_proxy(&proxy.url(), |t| t.url(&url(443))))).await;
     assert_eq!(o.reason, FailureReason::ProxyUpstreamError, "{}", o.detail);
     assert_eq!(o.connect_status, Some(502));
     assert!(o.detail.contains("502 Bad Gateway"), "{}", o.detail);
@@ -208,7 +199,7 @@ async fn proxy_closing_garbage_or_endless_headers_is_proxy_protocol() {
     ] {
         let proxy = ScriptProxy::start(mode.clone()).await;
         let ws = Workspace::new();
-        let o = check_one(&ws.config(&via_proxy(&proxy.url(), &url(443)))).await;
+        let o = check_one(&ws.config(via_proxy(&proxy.url(), |t| t.url(&url(443))))).await;
         assert_eq!(
             o.reason,
             FailureReason::ProxyProtocol,
@@ -223,19 +214,18 @@ async fn proxy_closing_garbage_or_endless_headers_is_proxy_protocol() {
 #[tokio::test]
 async fn unresolvable_destination_on_direct_is_resolve() {
     let ws = Workspace::new();
-    let o = check_one(&ws.config(&direct("url = \"https://nowhere.test/\""))).await;
+    let o = check_one(&ws.config(direct(|t| t.url("https://nowhere.test/")))).await;
     assert_eq!(o.reason, FailureReason::Resolve, "{}", o.detail);
     assert_eq!(o.failed_phase, Some(Phase::Resolve));
 }
 
 #[tokio::test]
 async fn closed_port_on_direct_is_connect() {
-    let port = closed_port().await;
+    let port = support::free_port();
     let ws = Workspace::new();
-    let o = check_one(&ws.config(&direct(&format!(
-        "{}\nallow_addresses = [\"127.0.0.1/32\"]",
-        url(port)
-    ))))
+    let o = check_one(&ws.config(direct(|t| {
+        t.url(&url(port)).allow_addresses(&["127.0.0.1/32"])
+    })))
     .await;
     assert_eq!(o.reason, FailureReason::Connect, "{}", o.detail);
     assert_eq!(o.failed_phase, Some(Phase::Connect));
@@ -247,7 +237,7 @@ async fn intercepting_proxy_certificate_is_tls_untrusted_and_names_the_issuer() 
     let up = Opts::new("push.test").leaf(leaf).start().await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let o = check_one(&ws.config(&via_proxy(&proxy.url(), &url(up.port())))).await;
+    let o = check_one(&ws.config(via_proxy(&proxy.url(), |t| t.url(&url(up.port()))))).await;
     assert_eq!(o.reason, FailureReason::TlsUntrusted, "{}", o.detail);
     assert_eq!(o.failed_phase, Some(Phase::Tls));
     assert!(o.detail.contains("Intercepting Proxy CA"), "{}", o.detail);
@@ -264,10 +254,9 @@ async fn certificate_for_another_name_is_tls_untrusted() {
     let leaf = pki::ca().server(&["other.test"], false);
     let up = Opts::new("push.test").leaf(leaf).start().await;
     let ws = Workspace::new();
-    let o = check_one(&ws.config(&direct(&format!(
-        "{}\nallow_addresses = [\"127.0.0.1/32\"]",
-        url(up.port())
-    ))))
+    let o = check_one(&ws.config(direct(|t| {
+        t.url(&url(up.port())).allow_addresses(&["127.0.0.1/32"])
+    })))
     .await;
     assert_eq!(o.reason, FailureReason::TlsUntrusted, "{}", o.detail);
 }
@@ -278,7 +267,7 @@ async fn expired_certificate_is_tls_expired_with_its_expiry() {
     let up = Opts::new("push.test").leaf(leaf).start().await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let o = check_one(&ws.config(&via_proxy(&proxy.url(), &url(up.port())))).await;
+    let o = check_one(&ws.config(via_proxy(&proxy.url(), |t| t.url(&url(up.port()))))).await;
     assert_eq!(o.reason, FailureReason::TlsExpired, "{}", o.detail);
     assert_eq!(o.failed_phase, Some(Phase::Tls));
     assert!(o.detail.contains("2021-01-01T00:00:00Z"), "{}", o.detail);
@@ -293,7 +282,7 @@ async fn plain_http_where_tls_was_expected_is_tls_handshake() {
         .await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let o = check_one(&ws.config(&via_proxy(&proxy.url(), &url(up.port())))).await;
+    let o = check_one(&ws.config(via_proxy(&proxy.url(), |t| t.url(&url(up.port()))))).await;
     assert_eq!(o.reason, FailureReason::TlsHandshake, "{}", o.detail);
     assert_eq!(o.failed_phase, Some(Phase::Tls));
 }
@@ -303,8 +292,8 @@ async fn apns_preset_against_an_http1_only_upstream_is_tls_handshake() {
     let up = Opts::new("push.test").h1_only().start().await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let cfg = format!("preset = \"apns\"\n{}", url(up.port()));
-    let o = check_one(&ws.config(&via_proxy(&proxy.url(), &cfg))).await;
+    let cfg = via_proxy(&proxy.url(), |t| t.preset("apns").url(&url(up.port())));
+    let o = check_one(&ws.config(&cfg)).await;
     assert_eq!(o.reason, FailureReason::TlsHandshake, "{}", o.detail);
 }
 
@@ -316,23 +305,23 @@ async fn upstream_demanding_a_client_certificate_is_client_cert_rejected() {
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
     // No client certificate at all.
-    let o = check_one(&ws.config(&via_proxy(&proxy.url(), &url(up.port())))).await;
+    let o = check_one(&ws.config(via_proxy(&proxy.url(), |t| t.url(&url(up.port()))))).await;
     assert_eq!(o.reason, FailureReason::ClientCertRejected, "{}", o.detail);
     // A client certificate from a CA the upstream does not trust.
     let rogue = pki::rogue_ca().client("app");
     ws.write("client.pem", &rogue.cert_pem);
     ws.write("client.key", &rogue.key_pem);
-    let cfg = format!(
-        "{}\nclient_cert = \"client.pem\"\nclient_key = \"client.key\"",
-        url(up.port())
-    );
-    let o = check_one(&ws.config(&via_proxy(&proxy.url(), &cfg))).await;
+    let cfg = via_proxy(&proxy.url(), |t| {
+        t.url(&url(up.port()))
+            .client_pem("client.pem", "client.key")
+    });
+    let o = check_one(&ws.config(&cfg)).await;
     assert_eq!(o.reason, FailureReason::ClientCertRejected, "{}", o.detail);
     // The right one passes.
     let good = pki::ca().client("app");
     ws.write("client.pem", &good.cert_pem);
     ws.write("client.key", &good.key_pem);
-    let o = check_one(&ws.config(&via_proxy(&proxy.url(), &cfg))).await;
+    let o = check_one(&ws.config(&cfg)).await;
     assert_eq!(o.reason, FailureReason::Ok, "{}", o.detail);
 }
 
@@ -344,7 +333,7 @@ async fn unexpected_status_is_http_status() {
         .await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let o = check_one(&ws.config(&via_proxy(&proxy.url(), &url(up.port())))).await;
+    let o = check_one(&ws.config(via_proxy(&proxy.url(), |t| t.url(&url(up.port()))))).await;
     assert_eq!(o.reason, FailureReason::HttpStatus, "{}", o.detail);
     assert_eq!(o.http_status, Some(500));
     assert!(
@@ -364,12 +353,16 @@ async fn body_without_the_expected_text_is_http_body() {
         .await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let cfg = format!("{}\nexpect_body = \"\\\"issuer\\\"\"", url(up.port()));
-    let o = check_one(&ws.config(&via_proxy(&proxy.url(), &cfg))).await;
+    let cfg = via_proxy(&proxy.url(), |t| {
+        t.url(&url(up.port())).expect_body(r#""issuer""#)
+    });
+    let o = check_one(&ws.config(&cfg)).await;
     assert_eq!(o.reason, FailureReason::HttpBody, "{}", o.detail);
     assert_eq!(o.failed_phase, Some(Phase::Body));
-    let cfg = format!("{}\nexpect_body_regex = \"hel+o\"", url(up.port()));
-    let o = check_one(&ws.config(&via_proxy(&proxy.url(), &cfg))).await;
+    let cfg = via_proxy(&proxy.url(), |t| {
+        t.url(&url(up.port())).expect_body_regex("hel+o")
+    });
+    let o = check_one(&ws.config(&cfg)).await;
     assert_eq!(o.reason, FailureReason::Ok, "{}", o.detail);
 }
 
@@ -381,8 +374,8 @@ async fn upstream_silent_after_the_tunnel_is_timeout_in_tls() {
         .await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let cfg = format!("{}\ntimeout = \"500ms\"", url(up.port()));
-    let o = check_one(&ws.config(&via_proxy(&proxy.url(), &cfg))).await;
+    let cfg = via_proxy(&proxy.url(), |t| t.url(&url(up.port())).timeout("500ms"));
+    let o = check_one(&ws.config(&cfg)).await;
     assert_eq!(o.reason, FailureReason::Timeout, "{}", o.detail);
     assert_eq!(o.failed_phase, Some(Phase::Tls));
     assert_eq!(o.connect_status, Some(200));
@@ -397,7 +390,7 @@ async fn upstream_closing_after_tls_is_io() {
         .await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let o = check_one(&ws.config(&via_proxy(&proxy.url(), &url(up.port())))).await;
+    let o = check_one(&ws.config(via_proxy(&proxy.url(), |t| t.url(&url(up.port()))))).await;
     assert_eq!(o.reason, FailureReason::Io, "{}", o.detail);
     assert_eq!(o.failed_phase, Some(Phase::FirstByte));
 }
@@ -411,24 +404,14 @@ async fn name_resolving_to_a_denied_loopback_address_is_policy_denied_and_never_
     let decoy = decoy.start().await;
     let ws = Workspace::new();
     // The target lifts 127.0.0.1 only: 127.0.0.2 stays refused.
-    let cfg = format!(
-        "url = \"https://decoy.test:{}/\"\nallow_addresses = [\"127.0.0.1/32\"]",
-        decoy.port()
-    );
-    let o = check_one(&ws.config(&direct(&cfg))).await;
+    let cfg = direct(|t| {
+        t.url(&format!("https://decoy.test:{}/", decoy.port()))
+            .allow_addresses(&["127.0.0.1/32"])
+    });
+    let o = check_one(&ws.config(&cfg)).await;
     assert_eq!(o.reason, FailureReason::PolicyDenied, "{}", o.detail);
     assert!(o.detail.contains("127.0.0.2 is loopback"), "{}", o.detail);
     assert_eq!(decoy.connections(), 0, "the decoy was dialed");
-}
-
-/// A loopback port with nothing listening.
-async fn closed_port() -> u16 {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    drop(l);
-    port
 }
 
 /// A TLS front for a proxy: terminates TLS for `proxy.test` and relays the
@@ -473,19 +456,19 @@ async fn an_https_proxy_is_reached_over_tls_and_tunnels() {
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let (port, front) = tls_front(proxy.addr).await;
     let ws = Workspace::new();
-    let text = via_proxy(&format!("https://proxy.test:{port}"), &url(up.port())).replace(
-        "connect_timeout = \"1s\"",
-        "connect_timeout = \"1s\"\nca_file = \"ca.pem\"",
-    );
+    let text = via_proxy(&format!("https://proxy.test:{port}"), |t| {
+        t.url(&url(up.port()))
+    })
+    .edit_route("provider", |r| r.ca_file("ca.pem"));
     let o = check_one(&ws.config(&text)).await;
     assert_eq!(o.reason, FailureReason::Ok, "{}", o.detail);
     assert_eq!(o.connect_status, Some(200));
     assert_eq!(proxy.received().len(), 1);
     // A proxy certificate we do not trust is a failure to reach the proxy.
-    let untrusted = format!(
-        "[tls]\nroots = \"webpki\"\n{}",
-        via_proxy(&format!("https://proxy.test:{port}"), &url(up.port()))
-    );
+    let untrusted = via_proxy(&format!("https://proxy.test:{port}"), |t| {
+        t.url(&url(up.port()))
+    })
+    .tls(|t| t.roots("webpki"));
     let o = check_one(&ws.config(&untrusted)).await;
     assert_eq!(o.reason, FailureReason::ProxyConnect, "{}", o.detail);
     assert!(

@@ -11,6 +11,7 @@ mod support;
 use std::time::Duration;
 
 use support::Workspace;
+use support::config::{Route, Target, Toml};
 use support::proxy::{Mode, ScriptProxy};
 use support::sidecar::{Running, eventually, request, sample};
 use support::upstream::Opts;
@@ -20,46 +21,31 @@ const UNHEALTHY_MS: u64 = 100;
 const TIMEOUT_MS: u64 = 1000;
 const FALL: u64 = 2;
 
-fn config(proxy: &str, port: u16, extra: &str) -> String {
-    format!(
-        r#"
-[probe]
-interval = "{INTERVAL_MS}ms"
-unhealthy_interval = "{UNHEALTHY_MS}ms"
-timeout = "{TIMEOUT_MS}ms"
-fall = {FALL}
-rise = 2
-
-[run]
-reload_poll = "100ms"
-
-[shutdown]
-drain = "0s"
-deadline = "2s"
-
-[resolve]
-"push.test" = "127.0.0.1"
-"sms.test" = "127.0.0.1"
-
-[[route]]
-name = "provider"
-proxy = "{proxy}"
-
-[[target]]
-name = "apns"
-url = "https://push.test:{port}/3/device/x"
-routes = ["provider", "direct"]
-allow_addresses = ["127.0.0.1/32"]
-ca_file = "ca.pem"
-
-[[target]]
-name = "sms"
-url = "https://sms.test:{port}/v1/health"
-routes = ["provider"]
-ca_file = "ca.pem"
-{extra}
-"#
-    )
+fn config(proxy: &str, port: u16) -> Toml {
+    Toml::new()
+        .probe(|p| {
+            p.interval(&format!("{INTERVAL_MS}ms"))
+                .unhealthy_interval(&format!("{UNHEALTHY_MS}ms"))
+                .timeout(&format!("{TIMEOUT_MS}ms"))
+                .fall(FALL)
+                .rise(2)
+        })
+        .reload_poll("100ms")
+        .shutdown("0s", "2s")
+        .resolve("push.test", "127.0.0.1")
+        .resolve("sms.test", "127.0.0.1")
+        .route(Route::proxy("provider", proxy))
+        .target(
+            Target::new("apns", &format!("https://push.test:{port}/3/device/x"))
+                .routes(&["provider", "direct"])
+                .allow_addresses(&["127.0.0.1/32"])
+                .ca_file("ca.pem"),
+        )
+        .target(
+            Target::new("sms", &format!("https://sms.test:{port}/v1/health"))
+                .routes(&["provider"])
+                .ca_file("ca.pem"),
+        )
 }
 
 /// One upstream standing in for both push and SMS.
@@ -77,7 +63,7 @@ async fn proxy_returning_502_after_migration_fails_over_push_but_not_sms_and_rec
     let up = upstream().await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let sidecar = Running::start(ws.config(&config(&proxy.url(), up.port(), ""))).await;
+    let sidecar = Running::start(ws.config(config(&proxy.url(), up.port()))).await;
     let settle = Duration::from_secs(5);
     eventually(settle, "every route healthy", || async {
         let m = sidecar.metrics_text().await;
@@ -218,13 +204,15 @@ async fn metrics_carry_every_contract_name_and_pass_promtool() {
     let client = support::pki::ca().client("app");
     ws.write("client.pem", &client.cert_pem);
     ws.write("client.key", &client.key_pem);
-    let extra = "client_cert = \"client.pem\"\nclient_key = \"client.key\"\n\n[watch]\nprocesses = [\"sleep\"]";
     // The "app" whose descriptors the sidecar watches.
     let mut app = std::process::Command::new("sleep")
         .arg("30")
         .spawn()
         .expect("spawn sleep");
-    let sidecar = Running::start(ws.config(&config(&proxy.url(), up.port(), extra))).await;
+    let text = config(&proxy.url(), up.port())
+        .edit_target("sms", |t| t.client_pem("client.pem", "client.key"))
+        .watch_processes(&["sleep"]);
+    let sidecar = Running::start(ws.config(&text)).await;
     // Every pair, apns over the provider included: its tunnel phase is
     // asserted below, and the three first probes finish in any order.
     let m = eventually(Duration::from_secs(5), "a probe of every pair", || async {
@@ -348,8 +336,8 @@ async fn reload_applies_a_valid_change_rejects_a_bad_one_and_sees_a_configmap_sw
         std::os::unix::fs::symlink(name, &tmp).expect("symlink");
         std::fs::rename(&tmp, dir.join("..data")).expect("atomic swap");
     };
-    let base = config(&proxy.url(), up.port(), "");
-    write_version("..v1", &base);
+    let base = config(&proxy.url(), up.port());
+    write_version("..v1", &base.to_string());
     swap_to("..v1");
     std::os::unix::fs::symlink("..data/config.toml", dir.join("config.toml")).expect("link");
     let cfg = egress_sentinel::config::Config::load(&dir.join("config.toml")).expect("valid");
@@ -362,11 +350,10 @@ async fn reload_applies_a_valid_change_rejects_a_bad_one_and_sees_a_configmap_sw
 
     // A valid change arrives by ConfigMap swap: a new target appears; the
     // unchanged ones keep their health.
-    let extra = format!(
-        "\n[[target]]\nname = \"azure-ad\"\nurl = \"https://push.test:{}/\"\nca_file = \"ca.pem\"\n",
-        up.port()
+    let v2 = base.clone().target(
+        Target::new("azure-ad", &format!("https://push.test:{}/", up.port())).ca_file("ca.pem"),
     );
-    write_version("..v2", &(base.clone() + &extra));
+    write_version("..v2", &v2.to_string());
     swap_to("..v2");
     let s = eventually(Duration::from_secs(30), "the new target", || async {
         let s = sidecar.status().await;
@@ -380,7 +367,11 @@ async fn reload_applies_a_valid_change_rejects_a_bad_one_and_sees_a_configmap_sw
     );
 
     // A bad change is rejected with the precise error; the old config stays.
-    write_version("..v3", &(base.clone() + "\n[probe]\nfall = 0\n"));
+    // A second [probe] table: not valid TOML, whatever it says.
+    write_version(
+        "..v3",
+        &base.clone().raw("\n[probe]\nfall = 0\n").to_string(),
+    );
     swap_to("..v3");
     let s = eventually(Duration::from_secs(30), "the rejection", || async {
         let s = sidecar.status().await;
@@ -401,7 +392,7 @@ async fn reload_applies_a_valid_change_rejects_a_bad_one_and_sees_a_configmap_sw
     );
 
     // SIGHUP-style reload after fixing the file.
-    write_version("..v4", &base);
+    write_version("..v4", &base.to_string());
     swap_to("..v4");
     sidecar.reload.notify_one();
     eventually(Duration::from_secs(30), "the fix applied", || async {
@@ -418,11 +409,7 @@ async fn verify_endpoint_shares_one_run_and_refuses_within_the_cooldown() {
     let up = upstream().await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let cfg = ws.config(&config(
-        &proxy.url(),
-        up.port(),
-        "\n[admin]\nverify_cooldown = \"30s\"\n",
-    ));
+    let cfg = ws.config(config(&proxy.url(), up.port()).admin(|a| a.verify_cooldown("30s")));
     let sidecar = Running::start(cfg).await;
     let before = proxy.received().len();
     let (a, b) = tokio::join!(
@@ -449,11 +436,7 @@ async fn incident_windows_survive_a_restart_through_state_dir() {
     let proxy = ScriptProxy::start(Mode::Status(403, "Forbidden")).await;
     let ws = Workspace::new();
     let state = ws.path("state");
-    let text = format!(
-        "state_dir = \"{}\"\n{}",
-        state.display(),
-        config(&proxy.url(), up.port(), "")
-    );
+    let text = config(&proxy.url(), up.port()).state_dir(&state.display().to_string());
     let sidecar = Running::start(ws.config(&text)).await;
     let opened = eventually(Duration::from_secs(5), "an open window", || async {
         let s = sidecar.status().await;

@@ -19,6 +19,7 @@ use egress_sentinel::sidecar::runtime::Runtime;
 use egress_sentinel::sidecar::scheduler;
 use egress_sentinel::telemetry::Metrics;
 use support::Workspace;
+use support::config::{Route as ProxyRoute, Target as TargetToml, Toml};
 use tokio::time::Instant;
 
 /// Answers from a script per route; records when each probe ran.
@@ -62,24 +63,21 @@ impl ProbeRunner for Script {
 async fn probe_times_route_changes_and_incident_follow_the_script() {
     let ws = Workspace::new();
     let config = ws.config(
-        r#"
-[probe]
-interval = "10s"
-unhealthy_interval = "2s"
-fall = 2
-rise = 2
-# Fall/rise timing alone: three failures must not also make it degraded.
-degraded_failures = 10
-
-[[route]]
-name = "provider"
-proxy = "http://proxy.test:3128"
-
-[[target]]
-name = "apns"
-url = "https://api.push.apple.com/"
-routes = ["provider", "direct"]
-"#,
+        Toml::new()
+            .probe(|p| {
+                p.interval("10s")
+                    .unhealthy_interval("2s")
+                    .fall(2)
+                    .rise(2)
+                    // Fall/rise timing alone: three failures must not also
+                    // make it degraded.
+                    .degraded_failures(10)
+            })
+            .route(ProxyRoute::proxy("provider", "http://proxy.test:3128"))
+            .target(
+                TargetToml::new("apns", "https://api.push.apple.com/")
+                    .routes(&["provider", "direct"]),
+            ),
     );
     let script = Arc::new(Script {
         start: Instant::now(),
@@ -90,11 +88,11 @@ routes = ["provider", "direct"]
     let prober = script.clone();
     let factory: ProberFactory =
         Arc::new(move |_: &_, _: &_| prober.clone() as Arc<dyn ProbeRunner>);
-    let shared = Arc::new(Runtime::new(
+    let shared = Runtime::start(
         Generation::build(1, config, &factory),
         IncidentLog::in_memory(),
         Metrics::new(Duration::from_secs(3600)),
-    ));
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut probes = scheduler::spawn(&shared, &stop_rx);
 
@@ -103,7 +101,8 @@ routes = ["provider", "direct"]
     for _ in 0..400 {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let now = script.start.elapsed();
-        let a = shared.active_route("apns").expect("target");
+        let snapshot = shared.snapshot();
+        let a = snapshot.active_route("apns").expect("target").to_string();
         if active
             .last()
             .map(|(r, _): &(String, Duration)| r != &a)
@@ -111,7 +110,11 @@ routes = ["provider", "direct"]
         {
             active.push((a, now));
         }
-        let open = shared.with_incidents(|l| l.windows().filter(|w| w.end.is_none()).count());
+        let open = snapshot
+            .incidents
+            .iter()
+            .filter(|w| w.end.is_none())
+            .count();
         if windows.last().map(|(o, _)| *o != open).unwrap_or(true) {
             windows.push((open, now));
         }

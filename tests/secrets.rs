@@ -4,9 +4,10 @@
 
 mod support;
 
+use support::config::{Route, Target, Toml};
 use support::proxy::{Mode, ScriptProxy};
 use support::upstream::Opts;
-use support::{Workspace, binary};
+use support::{Workspace, binary, free_port};
 
 const PASSWORD: &str = "s3cr3t-Hunter2-pw";
 
@@ -17,19 +18,14 @@ fn wire_form() -> &'static str {
 
 /// Two routes with the credentials file: one proxy that accepts them, one
 /// that refuses them.
-fn routes(good: &ScriptProxy, refusing: &ScriptProxy) -> String {
-    format!(
-        "[[route]]\nname = \"good\"\nproxy = \"{}\"\ncredentials_file = \"credentials\"\n\n[[route]]\nname = \"refusing\"\nproxy = \"{}\"\ncredentials_file = \"credentials\"\n",
-        good.url(),
-        refusing.url()
-    )
+fn routes(toml: Toml, good: &ScriptProxy, refusing: &ScriptProxy) -> Toml {
+    toml.route(Route::proxy("good", &good.url()).credentials_file("credentials"))
+        .route(Route::proxy("refusing", &refusing.url()).credentials_file("credentials"))
 }
 
 /// The one target, at the upstream on `port`.
-fn push_target(port: u16) -> String {
-    format!(
-        "[[target]]\nname = \"push\"\nurl = \"https://push.test:{port}/\"\nca_file = \"ca.pem\"\n"
-    )
+fn push_target(port: u16) -> Target {
+    Target::new("push", &format!("https://push.test:{port}/")).ca_file("ca.pem")
 }
 
 fn assert_clean(what: &str, text: &str) {
@@ -51,19 +47,10 @@ async fn credentials_reach_the_proxy_and_nothing_else() {
     let refusing = ScriptProxy::start(Mode::RequireAuth("Basic other".into())).await;
     let ws = Workspace::new();
     ws.write("credentials", &format!("egress:{PASSWORD}\n"));
-    let config = format!(
-        r#"
-{routes}
-[[route]]
-name = "down"
-proxy = "http://127.0.0.1:1"
-credentials_file = "credentials"
-
-{target}"#,
-        routes = routes(&good, &refusing),
-        target = push_target(up.port()),
-    );
-    let path = ws.write("config.toml", &config);
+    let config = routes(Toml::new(), &good, &refusing)
+        .route(Route::proxy("down", "http://127.0.0.1:1").credentials_file("credentials"))
+        .target(push_target(up.port()));
+    let path = ws.write("config.toml", &config.to_string());
     let p = path.to_str().expect("utf8");
     let cfg = ws.config(&config);
     assert_clean("Debug of the config", &format!("{cfg:?}"));
@@ -125,13 +112,6 @@ async fn config_errors_never_quote_credentials() {
     assert_clean("config error", &err.to_string());
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_running_sidecar_keeps_credentials_out_of_logs_metrics_and_status() {
     let up = Opts::new("push.test").start().await;
@@ -141,30 +121,15 @@ async fn the_running_sidecar_keeps_credentials_out_of_logs_metrics_and_status() 
     let ws = Workspace::new();
     ws.write("credentials", &format!("egress:{PASSWORD}\n"));
     let (metrics, admin, proxy) = (free_port(), free_port(), free_port());
-    let config = format!(
-        r#"
-[listen]
-metrics = "127.0.0.1:{metrics}"
-admin = "127.0.0.1:{admin}"
-proxy = "127.0.0.1:{proxy}"
-
-[probe]
-interval = "200ms"
-unhealthy_interval = "100ms"
-
-[shutdown]
-drain = "0s"
-deadline = "1s"
-
-[resolve]
-"push.test" = "127.0.0.1"
-
-{routes}
-{target}"#,
-        routes = routes(&good, &refusing),
-        target = push_target(up.port()),
-    );
-    let path = ws.write("config.toml", &config);
+    let config = Toml::new()
+        .listen("metrics", &format!("127.0.0.1:{metrics}"))
+        .listen("admin", &format!("127.0.0.1:{admin}"))
+        .listen("proxy", &format!("127.0.0.1:{proxy}"))
+        .probe(|p| p.interval("200ms").unhealthy_interval("100ms"))
+        .shutdown("0s", "1s")
+        .resolve("push.test", "127.0.0.1");
+    let config = routes(config, &good, &refusing).target(push_target(up.port()));
+    let path = ws.write("config.toml", &config.to_string());
     let mut child = tokio::process::Command::new(binary())
         .args([
             "run",

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use support::config::{Target, Toml};
 use support::upstream::{Opts, Upstream};
 use support::{Workspace, binary};
 
@@ -36,33 +37,17 @@ const BATCH: usize = 5;
 
 /// One direct target on a local upstream; every listener on a free
 /// loopback port, so that runs can overlap.
-fn config(port: u16) -> String {
-    format!(
-        r#"
-[listen]
-metrics = "127.0.0.1:0"
-admin = "127.0.0.1:0"
-proxy = "127.0.0.1:0"
-
-[probe]
-interval = "10s"
-timeout = "1s"
-
-[shutdown]
-drain = "0s"
-deadline = "2s"
-
-[resolve]
-"push.test" = "127.0.0.1"
-
-[[target]]
-name = "apns"
-url = "https://push.test:{port}/3/device/x"
-routes = ["direct"]
-allow_addresses = ["127.0.0.1/32"]
-ca_file = "ca.pem"
-"#
-    )
+fn config(port: u16) -> Toml {
+    Toml::new()
+        .daemon("2s")
+        .probe(|p| p.interval("10s").timeout("1s"))
+        .resolve("push.test", "127.0.0.1")
+        .target(
+            Target::new("apns", &format!("https://push.test:{port}/3/device/x"))
+                .routes(&["direct"])
+                .allow_addresses(&["127.0.0.1/32"])
+                .ca_file("ca.pem"),
+        )
 }
 
 /// The upstream and the config file naming it.
@@ -78,7 +63,7 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let upstream = Opts::new("push.test").start().await;
     let ws = Workspace::new();
-    let config = ws.write("config.toml", &config(upstream.port()));
+    let config = ws.write("config.toml", &config(upstream.port()).to_string());
     Fixture {
         _ws: ws,
         _upstream: upstream,
@@ -441,10 +426,7 @@ fn logged_addr(sidecar: &Sidecar, listener: &str) -> Option<std::net::SocketAddr
 async fn sigterm_with_an_open_tunnel_drains_then_exits_0_before_the_deadline() {
     let upstream = Opts::new("push.test").start().await;
     let ws = Workspace::new();
-    let text = config(upstream.port()).replace(
-        "drain = \"0s\"\ndeadline = \"2s\"",
-        "drain = \"1s\"\ndeadline = \"4s\"",
-    );
+    let text = config(upstream.port()).shutdown("1s", "4s").to_string();
     assert!(text.contains("drain = \"1s\""), "{text}");
     let path = ws.write("config.toml", &text);
     let mut sidecar = Sidecar::start(&path);

@@ -19,26 +19,18 @@ use std::time::{Duration, Instant};
 
 use egress_sentinel::reason::{FailureReason, Phase};
 use support::app::{KeptTunnel, get_via};
+use support::config::{Route, Target, Toml};
 use support::sidecar::{eventually, request, sample};
 use support::spawned::Spawned;
 use support::squid::{self, Squid};
 use support::upstream::Opts;
 use support::{Workspace, check_all};
 
-fn config(proxy: &str, targets: &str) -> String {
-    format!(
-        r#"
-[probe]
-timeout = "8s"
-
-[[route]]
-name = "squid"
-proxy = "{proxy}"
-connect_timeout = "8s"
-
-{targets}
-"#
-    )
+/// Squid at `proxy` as the one route, with generous timeouts.
+fn config(proxy: &str) -> Toml {
+    Toml::new()
+        .probe(|p| p.timeout("8s"))
+        .route(Route::proxy("squid", proxy).connect_timeout("8s"))
 }
 
 #[tokio::test]
@@ -48,35 +40,30 @@ async fn squid_tunnels_allowed_names_refuses_denied_ones_and_reports_dead_upstre
     };
     let up = Opts::new("push.test").start().await;
     let blocked = Opts::new("blocked.test").start().await;
-    let dead_port = {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let dead_port = support::free_port();
     let squid = Squid::start(bin, &["push.test", "dead.test"], &["blocked.test"]);
     let ws = Workspace::new();
-    let targets = format!(
-        r#"
-[[target]]
-name = "allowed"
-url = "https://push.test:{}/health"
-ca_file = "ca.pem"
-
-[[target]]
-name = "denied"
-url = "https://blocked.test:{}/health"
-ca_file = "ca.pem"
-
-[[target]]
-name = "dead"
-url = "https://dead.test:{dead_port}/health"
-ca_file = "ca.pem"
-"#,
-        up.port(),
-        blocked.port()
+    let cfg = ws.config(
+        config(&squid.url())
+            .target(
+                Target::new(
+                    "allowed",
+                    &format!("https://push.test:{}/health", up.port()),
+                )
+                .ca_file("ca.pem"),
+            )
+            .target(
+                Target::new(
+                    "denied",
+                    &format!("https://blocked.test:{}/health", blocked.port()),
+                )
+                .ca_file("ca.pem"),
+            )
+            .target(
+                Target::new("dead", &format!("https://dead.test:{dead_port}/health"))
+                    .ca_file("ca.pem"),
+            ),
     );
-    let cfg = ws.config(&config(&squid.url(), &targets));
     let results = check_all(&cfg).await;
     let by = |name: &str| {
         results
@@ -134,51 +121,25 @@ ca_file = "ca.pem"
 /// The sidecar's config for the fault rows: push may go direct, SMS only
 /// through Squid; probes time out after 1 s. Every listener on port 0.
 fn running_config(squid: &str, port: u16) -> String {
-    format!(
-        r#"
-[listen]
-metrics = "127.0.0.1:0"
-admin = "127.0.0.1:0"
-proxy = "127.0.0.1:0"
-
-[probe]
-interval = "1s"
-unhealthy_interval = "200ms"
-timeout = "1s"
-fall = 2
-rise = 2
-
-[resolve]
-"push.test" = "127.0.0.1"
-"sms.test" = "127.0.0.1"
-
-[[route]]
-name = "squid"
-proxy = "{squid}"
-connect_timeout = "500ms"
-
-[[target]]
-name = "apns"
-url = "https://push.test:{port}/"
-routes = ["squid", "direct"]
-allow_addresses = ["127.0.0.1/32"]
-ca_file = "ca.pem"
-
-[[target]]
-name = "sms"
-url = "https://sms.test:{port}/"
-routes = ["squid"]
-ca_file = "ca.pem"
-
-[forward]
-default = "deny"
-failback_grace = "1s"
-
-[shutdown]
-drain = "0s"
-deadline = "2s"
-"#
-    )
+    Toml::new()
+        .daemon("2s")
+        .probe(|p| p.timings("1s", "200ms", "1s"))
+        .resolve("push.test", "127.0.0.1")
+        .resolve("sms.test", "127.0.0.1")
+        .route(Route::proxy("squid", squid).connect_timeout("500ms"))
+        .target(
+            Target::new("apns", &format!("https://push.test:{port}/"))
+                .routes(&["squid", "direct"])
+                .allow_addresses(&["127.0.0.1/32"])
+                .ca_file("ca.pem"),
+        )
+        .target(
+            Target::new("sms", &format!("https://sms.test:{port}/"))
+                .routes(&["squid"])
+                .ca_file("ca.pem"),
+        )
+        .forward(|f| f.deny_unmatched().failback_grace("1s"))
+        .to_string()
 }
 
 /// One TLS upstream answering for push.test and sms.test.
@@ -198,15 +159,12 @@ struct Sidecar {
 impl Sidecar {
     async fn start(ws: &Workspace, squid: &Squid, port: u16) -> Self {
         let path = ws.write("config.toml", &running_config(&squid.url(), port));
-        let mut process = Spawned::run(&path, &[]);
-        let metrics = process.addr("metrics").await;
-        let admin = process.addr("admin").await;
-        let proxy = process.addr("forward proxy").await;
+        let s = support::spawned::Sidecar::start(&path).await;
         Self {
-            process,
-            metrics,
-            admin,
-            proxy,
+            process: s.process,
+            metrics: s.metrics,
+            admin: s.admin,
+            proxy: s.proxy,
         }
     }
 
@@ -218,12 +176,19 @@ impl Sidecar {
         sample(m, name, &[("target", target), ("route", route)])
     }
 
-    /// Waits until `want` holds for the metrics text.
-    async fn until(&self, what: &str, want: impl Fn(&str) -> bool) {
+    /// Waits until `want` holds for the metrics text; returns when the
+    /// last scrape that did not see it started (it came true after that).
+    async fn until(&self, what: &str, want: impl Fn(&str) -> bool) -> Instant {
+        let missed = std::cell::Cell::new(Instant::now());
         eventually(Duration::from_secs(15), what, || async {
-            want(&self.metrics().await).then_some(())
+            let polled = Instant::now();
+            let seen = want(&self.metrics().await);
+            if !seen {
+                missed.set(polled);
+            }
+            seen.then(|| missed.get())
         })
-        .await;
+        .await
     }
 
     /// Waits until `target`'s Squid route's current reason is `reason`,
@@ -403,10 +368,7 @@ async fn squid_reconfigured_to_deny_to_demand_auth_and_to_a_dead_parent_is_named
     );
 
     // Every request through a parent proxy that is down.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
+    let dead = support::free_port();
     let parent = squid::Opts {
         parent: Some(dead),
         ..Default::default()
@@ -490,12 +452,11 @@ async fn squid_killed_then_restarted_fails_over_and_back_and_closes_direct_tunne
             ..Default::default()
         },
     );
-    sidecar
+    let back = sidecar
         .until("push back on squid", |m| {
             gauge(m, "egress_route_active", "apns", "squid") == Some(1.0)
         })
         .await;
-    let back = Instant::now();
     eventually(
         Duration::from_secs(5),
         "the direct tunnel closed",

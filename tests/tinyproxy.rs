@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use egress_sentinel::reason::{FailureReason, Phase};
+use support::config::{Route, Target, Toml};
 use support::upstream::Opts;
 use support::{Workspace, check_all, pki};
 
@@ -38,10 +39,7 @@ fn start(allowed_port: u16) -> Option<Tinyproxy> {
         return None;
     }
     let dir = tempfile::tempdir().expect("dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
+    let port = support::free_port();
     let conf = dir.path().join("tinyproxy.conf");
     std::fs::write(
         &conf,
@@ -85,29 +83,22 @@ async fn tinyproxy_tunnels_the_allowed_port_and_refuses_another() {
         return;
     };
     let ws = Workspace::new();
-    let cfg = ws.config(&format!(
-        r#"
-[probe]
-timeout = "5s"
-
-[[route]]
-name = "tinyproxy"
-proxy = "http://127.0.0.1:{}"
-
-[[target]]
-name = "allowed"
-url = "https://127.0.0.1:{}/"
-ca_file = "ca.pem"
-
-[[target]]
-name = "other"
-url = "https://127.0.0.1:{}/"
-ca_file = "ca.pem"
-"#,
-        tp.port,
-        allowed.port(),
-        other.port()
-    ));
+    let cfg = ws.config(
+        Toml::new()
+            .probe(|p| p.timeout("5s"))
+            .route(Route::proxy(
+                "tinyproxy",
+                &format!("http://127.0.0.1:{}", tp.port),
+            ))
+            .target(
+                Target::new("allowed", &format!("https://127.0.0.1:{}/", allowed.port()))
+                    .ca_file("ca.pem"),
+            )
+            .target(
+                Target::new("other", &format!("https://127.0.0.1:{}/", other.port()))
+                    .ca_file("ca.pem"),
+            ),
+    );
     let results = check_all(&cfg).await;
     let ok = &results[0];
     assert_eq!(ok.reason, FailureReason::Ok, "{}", ok.detail);

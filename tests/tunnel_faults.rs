@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::Workspace;
+use support::config::{Target, Toml};
 use support::scenario::upstream;
 use support::sidecar::{eventually, request, sample};
 use support::spawned::Spawned;
@@ -25,40 +26,24 @@ const IDLE: Duration = Duration::from_secs(3);
 
 /// Push (direct only) and a raw-TCP destination `raw.test` that belongs to it.
 fn config(tls_port: u16, raw_port: u16) -> String {
-    format!(
-        r#"
-[listen]
-metrics = "127.0.0.1:0"
-admin = "127.0.0.1:0"
-proxy = "127.0.0.1:0"
-
-[probe]
-interval = "1s"
-timeout = "1s"
-
-[resolve]
-"push.test" = "127.0.0.1"
-"raw.test" = "127.0.0.1"
-
-[[target]]
-name = "apns"
-url = "https://push.test:{tls_port}/"
-routes = ["direct"]
-hosts = ["raw.test"]
-allow_addresses = ["127.0.0.1/32"]
-ca_file = "ca.pem"
-
-[forward]
-default = "deny"
-allow_ports = [{raw_port}]
-idle_timeout = "{idle}s"
-
-[shutdown]
-drain = "0s"
-deadline = "2s"
-"#,
-        idle = IDLE.as_secs()
-    )
+    Toml::new()
+        .daemon("2s")
+        .probe(|p| p.interval("1s").timeout("1s"))
+        .resolve("push.test", "127.0.0.1")
+        .resolve("raw.test", "127.0.0.1")
+        .target(
+            Target::new("apns", &format!("https://push.test:{tls_port}/"))
+                .routes(&["direct"])
+                .hosts(&["raw.test"])
+                .allow_addresses(&["127.0.0.1/32"])
+                .ca_file("ca.pem"),
+        )
+        .forward(|f| {
+            f.deny_unmatched()
+                .allow_ports(&[raw_port])
+                .idle_timeout(&format!("{}s", IDLE.as_secs()))
+        })
+        .to_string()
 }
 
 /// CONNECT `raw.test:port` through the sidecar; the stream after the 200.

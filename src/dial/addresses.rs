@@ -13,6 +13,12 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use serde::Serialize;
+use tokio::time::Instant;
+
+use super::classify::{connect_reason, is_local_exhaustion};
+use super::route::Proxy;
+use super::{BoxStream, ConnectError, connect};
+use crate::reason::FailureReason;
 
 /// The most addresses of one proxy name checked per probe.
 pub const MAX_CHECKED: usize = 8;
@@ -24,8 +30,69 @@ pub struct AddressCheck {
     pub address: SocketAddr,
     /// True when it tunnelled to the probe's destination.
     pub up: bool,
+    /// Why it failed (`ok` when it did not).
+    pub reason: FailureReason,
     /// What happened (`tunnel stands`, or the failure).
     pub detail: String,
+}
+
+impl AddressCheck {
+    /// `10.0.0.7:3128 (connect: Connection refused)`: as logs and `/status`
+    /// show a failing address.
+    pub fn describe_down(&self) -> String {
+        format!("{} ({})", self.address, self.detail)
+    }
+}
+
+/// Checks one address of a proxy's name through the route's own stages
+/// (TCP, TLS to an `https://` proxy, the CONNECT to `target`), by
+/// `deadline`. `None` when this process ran out of descriptors on the way:
+/// that says nothing of the address.
+pub async fn check(
+    address: SocketAddr,
+    proxy: &Proxy,
+    target: &str,
+    deadline: Instant,
+) -> Option<AddressCheck> {
+    let one = async {
+        let tcp = match tokio::net::TcpStream::connect(address).await {
+            Ok(tcp) => tcp,
+            Err(e) if is_local_exhaustion(&e) => return Ok(false),
+            Err(e) => return Err((FailureReason::ProxyConnect, format!("connect: {e}"))),
+        };
+        let stream: BoxStream = Box::new(tcp);
+        let stream = match &proxy.tls {
+            None => stream,
+            Some(tls) => tls
+                .handshake(stream, &proxy.host)
+                .await
+                .map(|(s, _)| s)
+                .map_err(|f| (FailureReason::ProxyConnect, format!("TLS: {}", f.error)))?,
+        };
+        connect::exchange(stream, target, proxy.authorization.as_ref())
+            .await
+            .map(|_| true)
+            .map_err(|e| {
+                let reason = connect_reason(&e);
+                let detail = match e {
+                    ConnectError::Refused(reply) => format!("CONNECT -> {reply}"),
+                    other => format!("CONNECT: {other}"),
+                };
+                (reason, detail)
+            })
+    };
+    let (reason, detail) = match tokio::time::timeout_at(deadline, one).await {
+        Ok(Ok(true)) => (FailureReason::Ok, "tunnel stands".to_string()),
+        Ok(Ok(false)) => return None,
+        Ok(Err(failed)) => failed,
+        Err(_) => (FailureReason::ProxyTimeout, "no answer in time".to_string()),
+    };
+    Some(AddressCheck {
+        address,
+        up: reason == FailureReason::Ok,
+        reason,
+        detail,
+    })
 }
 
 /// Which proxy addresses failed their last check.
@@ -94,6 +161,11 @@ mod tests {
         let check = |address, up| AddressCheck {
             address,
             up,
+            reason: if up {
+                FailureReason::Ok
+            } else {
+                FailureReason::ProxyConnect
+            },
             detail: String::new(),
         };
         h.record(&[check(b, false), check(a, true)]);

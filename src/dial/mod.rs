@@ -245,46 +245,10 @@ impl Dialer {
             return Vec::new();
         }
         let target = authority(dest.host, dest.port);
-        let checks = addrs.iter().take(addresses::MAX_CHECKED).map(|addr| {
-            let target = target.clone();
-            async move {
-                let one = async {
-                    let tcp = match tokio::net::TcpStream::connect(addr).await {
-                        Ok(tcp) => tcp,
-                        // Our own exhaustion says nothing of the address.
-                        Err(e) if classify::is_local_exhaustion(&e) => return Ok(false),
-                        Err(e) => return Err(format!("connect: {e}")),
-                    };
-                    let stream: BoxStream = Box::new(tcp);
-                    let stream = match &proxy.tls {
-                        None => stream,
-                        Some(tls) => tls
-                            .handshake(stream, &proxy.host)
-                            .await
-                            .map(|(s, _)| s)
-                            .map_err(|f| format!("TLS: {}", f.error))?,
-                    };
-                    connect::exchange(stream, &target, proxy.authorization.as_ref())
-                        .await
-                        .map(|_| true)
-                        .map_err(|e| match e {
-                            ConnectError::Refused(reply) => format!("CONNECT -> {reply}"),
-                            other => format!("CONNECT: {other}"),
-                        })
-                };
-                let (up, detail) = match tokio::time::timeout_at(deadline, one).await {
-                    Ok(Ok(true)) => (true, "tunnel stands".to_string()),
-                    Ok(Ok(false)) => return None,
-                    Ok(Err(e)) => (false, e),
-                    Err(_) => (false, "no answer in time".to_string()),
-                };
-                Some(addresses::AddressCheck {
-                    address: *addr,
-                    up,
-                    detail,
-                })
-            }
-        });
+        let checks = addrs
+            .iter()
+            .take(addresses::MAX_CHECKED)
+            .map(|addr| addresses::check(*addr, proxy, &target, deadline));
         let checks: Vec<_> = join_all(checks).await.into_iter().flatten().collect();
         self.addresses.record(&checks);
         checks

@@ -4,9 +4,9 @@
 //! is then down) and the operator's override.
 //!
 //! The table is pure: it is fed typed [`Observation`]s and the time, and
-//! returns [`Event`]s. No clock reads, no I/O, no locks inside. The runtime
-//! owns it behind one lock and turns events into logs, metrics, incident
-//! windows and early probes.
+//! returns [`Event`]s. No clock reads, no I/O, no locks inside. One task
+//! owns it (`sidecar::runtime`'s owner), turns events into logs, metrics,
+//! incident windows and early probes, and publishes a [`Snapshot`] of it.
 //!
 //! Which observations move a route's health (DESIGN.md), and at which
 //! [`Level`]: every probe, at each level it reached; app traffic at the
@@ -17,20 +17,24 @@
 //! hide a failing TLS handshake or HTTP answer. This process's own
 //! exhaustion (`local_exhausted`) is evidence of nothing.
 
+pub mod events;
 pub mod level;
 pub mod route;
+pub mod snapshot;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub use events::{Event, HostPort, Observation, TrafficResult};
 pub use level::{Evidence, Level};
-pub use route::{Changed, HealthSettings, LevelHealth, RouteHealth, Seen, Source};
+pub use route::{Changed, HealthSettings, LevelHealth, RouteHealth, RouteState, Seen, Source};
+pub use snapshot::{PairSchedule, Snapshot};
 
+use crate::dial::addresses::AddressCheck;
 use crate::probe::ProbeOutcome;
 use crate::reason::FailureReason;
 
@@ -46,22 +50,23 @@ pub enum Override {
     Direct,
 }
 
-/// A destination, compared as the table compares them: host name in lower
-/// case without a trailing dot, and port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostPort {
-    /// Host name or address literal.
-    pub host: String,
-    /// Port.
-    pub port: u16,
-}
+impl Override {
+    /// Whether a route (`direct` or not) may carry traffic under this
+    /// override. The one place the override filter is written.
+    pub fn allows(self, direct: bool) -> bool {
+        match self {
+            Self::Auto => true,
+            Self::Proxy => !direct,
+            Self::Direct => direct,
+        }
+    }
 
-impl HostPort {
-    /// `host:port`, normalised.
-    pub fn new(host: &str, port: u16) -> Self {
-        Self {
-            host: host.trim_end_matches('.').to_ascii_lowercase(),
-            port,
+    /// The word users write and read (`auto`, `proxy`, `direct`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Proxy => "proxy",
+            Self::Direct => "direct",
         }
     }
 }
@@ -77,105 +82,6 @@ pub struct TargetSpec {
     pub probe: HostPort,
     /// A degraded route loses traffic (and is held when it clears).
     pub failover_on_degraded: bool,
-}
-
-/// What one app connection learned about a route, up to its tunnel.
-#[derive(Debug, Clone)]
-pub struct TrafficResult {
-    /// The target the destination belongs to.
-    pub target: String,
-    /// The route tried.
-    pub route: String,
-    /// Where the app asked to go.
-    pub destination: HostPort,
-    /// `None` when the tunnel stood; else the reason and its detail.
-    pub failure: Option<(FailureReason, String)>,
-}
-
-/// One thing the table is told.
-#[derive(Debug, Clone)]
-pub enum Observation {
-    /// A probe's outcome.
-    Probe(Box<ProbeOutcome>),
-    /// An app connection's result.
-    Traffic(TrafficResult),
-}
-
-/// A change worth a log line, a metric, an incident or a probe.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    /// A route crossed the fall or rise threshold (or got its first verdict).
-    RouteHealth {
-        /// Target.
-        target: String,
-        /// Route.
-        route: String,
-        /// The new state.
-        healthy: bool,
-        /// True when it is the target's preferred (first) route.
-        preferred: bool,
-        /// For a route going down: the failure that started it.
-        cause: Option<Seen>,
-        /// For a route coming back: how long it is held before traffic returns.
-        held_for: Option<Duration>,
-    },
-    /// A target's active route changed.
-    Failover {
-        /// Target.
-        target: String,
-        /// The route traffic used.
-        from: String,
-        /// The route traffic uses now.
-        to: String,
-        /// True when no route is eligible (traffic stays on the preferred one).
-        down: bool,
-    },
-    /// Too many of a route's latest attempts failed (or, cleared, few enough
-    /// do again): a partial failure that fall/rise does not see.
-    Degraded {
-        /// Target.
-        target: String,
-        /// Route.
-        route: String,
-        /// The new state.
-        degraded: bool,
-        /// Failures among the latest attempts.
-        failures: u32,
-        /// How many attempts the window holds.
-        window: u32,
-        /// The level whose window judged it (the worst one).
-        level: Level,
-        /// True when it is the target's preferred (first) route.
-        preferred: bool,
-        /// For a route turning degraded: its latest failure.
-        cause: Option<Seen>,
-    },
-    /// The set of a proxy's addresses that fail their check changed (one bad
-    /// node behind the proxy's name): the route is degraded while any does,
-    /// not down; app connections try the others first.
-    AddressesDown {
-        /// Target.
-        target: String,
-        /// Route.
-        route: String,
-        /// The failing addresses with what happened, empty when all work again.
-        down: Vec<String>,
-    },
-    /// App traffic failed on a route in a way that does not count for its
-    /// health: probe the route now to find out whether the route is at fault.
-    ProbeWanted {
-        /// Target.
-        target: String,
-        /// Route.
-        route: String,
-    },
-    /// An operator's override reached its expiry: health decides again.
-    OverrideExpired {
-        /// Target.
-        target: String,
-        /// The override that ended.
-        previous: Override,
-    },
 }
 
 /// The routes of one target, in preference order, and the active one.
@@ -227,11 +133,20 @@ impl TargetHealth {
     }
 
     fn allowed(&self, r: &RouteHealth) -> bool {
-        match self.route_override {
-            Override::Auto => true,
-            Override::Proxy => !r.direct,
-            Override::Direct => r.direct,
-        }
+        self.route_override.allows(r.direct)
+    }
+
+    /// The routes app traffic tries, in order: the active route first, then
+    /// the others in preference order; the operator's override applied.
+    pub fn routes_to_try(&self) -> Vec<String> {
+        let allowed = self.routes.iter().filter(|r| self.allowed(r));
+        let (active, rest): (Vec<_>, Vec<_>) =
+            allowed.partition(|r| r.route == self.active_route());
+        active
+            .into_iter()
+            .chain(rest)
+            .map(|r| r.route.clone())
+            .collect()
     }
 
     /// Re-derives the active route; returns the previous one when it changed.
@@ -267,6 +182,15 @@ impl TargetHealth {
             None => on_probe_destination,
         }
     }
+}
+
+/// Where an observation landed: what its events say about it.
+#[derive(Debug, Clone, Copy)]
+struct Where<'a> {
+    target: &'a str,
+    /// The target's preferred (first) route.
+    preferred: bool,
+    now: Instant,
 }
 
 /// Health of every target × route, and each target's active route.
@@ -333,107 +257,141 @@ impl RouteTable {
             return Vec::new();
         };
         let mut events = Vec::new();
-        let (seen, evidence) = match obs {
+        let counted = match obs {
             Observation::Probe(o) => {
-                let evidence = Evidence::of_probe(o.reason, o.failed_phase);
-                if evidence != Evidence::Nothing {
-                    events.extend(Self::addresses(&target, &mut t.routes[index], &o));
-                }
-                let seen = Seen {
-                    reason: o.reason,
-                    detail: o.detail.clone(),
-                    source: Source::Probe,
-                    level: evidence.failed().unwrap_or(Level::Answer),
-                };
-                t.routes[index].last_probe = Some(*o);
-                (seen, evidence)
+                Some(Self::probe(&target, &mut t.routes[index], *o, &mut events))
             }
-            Observation::Traffic(tr) => {
-                let wakes = tr.failure.as_ref().is_some_and(|(r, _)| {
-                    !matches!(
-                        r,
-                        FailureReason::PolicyDenied | FailureReason::LocalExhausted
-                    )
-                });
-                if wakes {
-                    // Confirm (or clear) at once: detection must not wait
-                    // for the interval.
-                    events.push(Event::ProbeWanted {
-                        target: target.clone(),
-                        route: route_name.clone(),
-                    });
-                }
-                if !t.counts(&tr) {
-                    return events;
-                }
-                let evidence = Evidence::of_traffic(tr.failure.as_ref().map(|(r, _)| *r));
-                let (reason, detail) = tr
-                    .failure
-                    .unwrap_or((FailureReason::Ok, "app tunnel established".into()));
-                let seen = Seen {
-                    reason,
-                    detail,
-                    source: Source::Traffic,
-                    level: Level::Route,
-                };
-                (seen, evidence)
-            }
+            Observation::Traffic(tr) => Self::traffic(t, tr, &mut events),
+        };
+        let Some((seen, evidence)) = counted else {
+            return events;
         };
         let moves = t.failover_on_degraded;
         let route = &mut t.routes[index];
-        let failed = !seen.ok();
-        let last = seen.clone();
-        let changed = route.observe(seen, evidence, now, &settings, moves);
+        let changed = route.observe(seen.clone(), evidence, now, &settings, moves);
+        let at = Where {
+            target: &target,
+            preferred: index == 0,
+            now,
+        };
+        events.extend(Self::verdicts(at, route, changed, seen, &settings));
+        events.extend(Self::recompute_target(&target, t, now));
+        events
+    }
+
+    /// What a probe says, and what it proves; its address checks and the
+    /// outcome itself are kept (for status) whatever it proves.
+    fn probe(
+        target: &str,
+        route: &mut RouteHealth,
+        o: ProbeOutcome,
+        events: &mut Vec<Event>,
+    ) -> (Seen, Evidence) {
+        let evidence = Evidence::of_probe(o.reason, o.failed_phase);
+        if evidence != Evidence::Nothing {
+            events.extend(Self::addresses(target, route, &o));
+        }
+        let seen = Seen {
+            reason: o.reason,
+            detail: o.detail.clone(),
+            source: Source::Probe,
+            level: evidence.failed().unwrap_or(Level::Answer),
+        };
+        route.last_probe = Some(o);
+        (seen, evidence)
+    }
+
+    /// What an app connection says, when it counts (at the route level);
+    /// any failure but our own policy's or exhaustion asks for a probe.
+    fn traffic(
+        t: &TargetHealth,
+        tr: TrafficResult,
+        events: &mut Vec<Event>,
+    ) -> Option<(Seen, Evidence)> {
+        let wakes = tr.failure.as_ref().is_some_and(|(r, _)| {
+            !matches!(
+                r,
+                FailureReason::PolicyDenied | FailureReason::LocalExhausted
+            )
+        });
+        if wakes {
+            // Confirm (or clear) at once: detection must not wait for the
+            // interval.
+            events.push(Event::ProbeWanted {
+                target: tr.target.clone(),
+                route: tr.route.clone(),
+            });
+        }
+        if !t.counts(&tr) {
+            return None;
+        }
+        let evidence = Evidence::of_traffic(tr.failure.as_ref().map(|(r, _)| *r));
+        let (reason, detail) = tr
+            .failure
+            .unwrap_or((FailureReason::Ok, "app tunnel established".into()));
+        let seen = Seen {
+            reason,
+            detail,
+            source: Source::Traffic,
+            level: Level::Route,
+        };
+        Some((seen, evidence))
+    }
+
+    /// The events for what one observation changed in a route's verdicts.
+    fn verdicts(
+        at: Where<'_>,
+        route: &RouteHealth,
+        changed: Changed,
+        seen: Seen,
+        settings: &HealthSettings,
+    ) -> Vec<Event> {
+        let mut events = Vec::new();
         if let Some(degraded) = changed.degraded {
             let (level, failures, _) = route.worst_window();
             events.push(Event::Degraded {
-                target: target.clone(),
+                target: at.target.to_string(),
                 route: route.route.clone(),
                 degraded,
                 failures,
                 window: settings.degraded_window,
                 level,
-                preferred: index == 0,
-                cause: (degraded && failed).then_some(last),
+                preferred: at.preferred,
+                cause: (degraded && !seen.ok()).then_some(seen),
+                healthy: route.healthy(),
             });
         }
         if let Some(healthy) = changed.healthy {
             events.push(Event::RouteHealth {
-                target: target.clone(),
+                target: at.target.to_string(),
                 route: route.route.clone(),
                 healthy,
-                preferred: index == 0,
+                preferred: at.preferred,
                 cause: if healthy {
                     None
                 } else {
                     route.cause().cloned()
                 },
-                held_for: route.held_until.map(|h| h.duration_since(now)),
+                held_for: route.held_until.map(|h| h.duration_since(at.now)),
             });
         }
-        events.extend(Self::recompute_target(&target, t, now));
         events
     }
 
     /// Takes a probe's per-address checks of the proxy's name; an event
     /// when the set of failing addresses changed.
     fn addresses(target: &str, route: &mut RouteHealth, o: &ProbeOutcome) -> Option<Event> {
-        let down: Vec<String> = o
+        let down: Vec<AddressCheck> = o
             .proxy_addresses
             .iter()
             .filter(|c| !c.up)
-            .map(|c| format!("{} ({})", c.address, c.detail))
+            .cloned()
             .collect();
-        let before: Vec<&str> = route
-            .addresses_down
+        let changed = !down
             .iter()
-            .map(|d| d.split(' ').next().unwrap_or(""))
-            .collect();
-        let after: Vec<&str> = down
-            .iter()
-            .map(|d| d.split(' ').next().unwrap_or(""))
-            .collect();
-        let event = (before != after).then(|| Event::AddressesDown {
+            .map(|c| c.address)
+            .eq(route.addresses_down.iter().map(|c| c.address));
+        let event = changed.then(|| Event::AddressesDown {
             target: target.to_string(),
             route: route.route.clone(),
             down: down.clone(),
@@ -494,11 +452,13 @@ impl RouteTable {
 
     fn recompute_target(name: &str, t: &mut TargetHealth, now: Instant) -> Option<Event> {
         let prev = t.recompute(now)?;
+        let (from, to) = (&t.routes[prev], &t.routes[t.active]);
         Some(Event::Failover {
             target: name.to_string(),
-            from: t.routes[prev].route.clone(),
-            to: t.active_route().to_string(),
+            from: from.route.clone(),
+            to: to.route.clone(),
             down: t.down,
+            back_on_proxy: from.direct && !to.direct,
         })
     }
 

@@ -148,46 +148,16 @@ pub async fn run_with(
     hooks: Hooks,
 ) -> Result<(), RunError> {
     let incidents = match &config.state_dir {
-        Some(dir) => IncidentLog::open(dir).map_err(RunError::State)?,
+        Some(dir) => IncidentLog::open(dir).map_err(|e| RunError::State(e.to_string()))?,
         None => IncidentLog::in_memory(),
     };
     let idle = (config.probe.interval + config.probe.timeout) * 3 + Duration::from_secs(60);
     let first = Generation::build(1, config, &hooks.prober);
-    let rt = Arc::new(Runtime::new(first, incidents, Metrics::new(idle)));
+    let rt = Runtime::start(first, incidents, Metrics::new(idle));
     let endpoints = Arc::new(Endpoints::new(rt.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
-
-    let mut servers = JoinSet::new();
-    if let Some(l) = listeners.metrics {
-        log_listen("metrics", &l);
-        http::spawn(
-            &mut servers,
-            l,
-            endpoints.clone(),
-            Surface::Metrics,
-            stop_rx.clone(),
-        );
-    }
-    if let Some(l) = listeners.admin {
-        log_listen("admin", &l);
-        http::spawn(
-            &mut servers,
-            l,
-            endpoints.clone(),
-            Surface::Admin,
-            stop_rx.clone(),
-        );
-    }
-    if let Some(l) = listeners.proxy {
-        log_listen("forward proxy", &l);
-        servers.spawn(crate::forward::serve(
-            l,
-            rt.clone(),
-            rt.direct_tunnels(),
-            stop_rx.clone(),
-        ));
-    }
-    let mut probes = scheduler::spawn(&rt, &stop_rx);
+    let servers = serve(listeners, &rt, &endpoints, &stop_rx);
+    let probes = scheduler::spawn(&rt, &stop_rx);
     endpoints.ready.store(true, Ordering::SeqCst);
     let config = rt.config();
     tracing::info!(
@@ -195,47 +165,113 @@ pub async fn run_with(
         pairs = config.targets.iter().map(|t| t.routes.len()).sum::<usize>(),
         "egress-sentinel running"
     );
+    let mut running = Running {
+        rt,
+        endpoints,
+        hooks,
+        probes,
+        stop: stop_rx,
+    };
+    running.until(shutdown).await;
+    let Running {
+        rt,
+        endpoints,
+        probes,
+        ..
+    } = running;
+    shut_down(&rt, &endpoints, stop_tx, probes, servers).await;
+    Ok(())
+}
 
-    let mut watcher = reload::Watcher::new(&config);
-    let mut upkeep = tokio::time::interval(UPKEEP);
-    let mut upkeeps = 0u32;
-    let poll = config.run.reload_poll;
-    let mut poll_timer = tokio::time::interval(poll.unwrap_or(Duration::from_secs(3600)));
-    poll_timer.reset();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            () = hooks.reload.notified() => {
-                if try_reload(&rt, &hooks.prober, &mut probes, &stop_rx) {
-                    watcher = reload::Watcher::new(&rt.config());
-                }
-            }
-            _ = poll_timer.tick(), if poll.is_some() => {
-                if let Some(changed) = watcher.poll().await {
-                    let files: Vec<_> = changed.iter().map(|(p, _)| p.display().to_string()).collect();
-                    tracing::info!(files = ?files, "a file the configuration names changed: reloading");
-                    if try_reload(&rt, &hooks.prober, &mut probes, &stop_rx) {
-                        watcher = reload::Watcher::new(&rt.config());
-                    } else {
-                        watcher.accept(&changed);
+/// Starts the listeners that are on.
+fn serve(
+    listeners: Listeners,
+    rt: &Arc<Runtime>,
+    endpoints: &Arc<Endpoints>,
+    stop: &watch::Receiver<bool>,
+) -> JoinSet<()> {
+    let mut servers = JoinSet::new();
+    for (l, surface, name) in [
+        (listeners.metrics, Surface::Metrics, "metrics"),
+        (listeners.admin, Surface::Admin, "admin"),
+    ] {
+        if let Some(l) = l {
+            log_listen(name, &l);
+            http::spawn(&mut servers, l, endpoints.clone(), surface, stop.clone());
+        }
+    }
+    if let Some(l) = listeners.proxy {
+        log_listen("forward proxy", &l);
+        servers.spawn(crate::forward::serve(
+            l,
+            rt.clone(),
+            rt.direct_tunnels(),
+            stop.clone(),
+        ));
+    }
+    servers
+}
+
+/// The sidecar between start and shutdown: reloads and upkeep.
+struct Running {
+    rt: Arc<Runtime>,
+    endpoints: Arc<Endpoints>,
+    hooks: Hooks,
+    probes: JoinSet<()>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Running {
+    /// Reloads (on the hook, or a changed file at each poll) and upkeep,
+    /// until `shutdown` completes.
+    async fn until(&mut self, shutdown: impl Future<Output = ()>) {
+        let config = self.rt.config();
+        let mut watcher = reload::Watcher::new(&config);
+        let mut upkeep = tokio::time::interval(UPKEEP);
+        let mut upkeeps = 0u32;
+        let poll = config.run.reload_poll;
+        let mut poll_timer = tokio::time::interval(poll.unwrap_or(Duration::from_secs(3600)));
+        poll_timer.reset();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = self.hooks.reload.notified() => {
+                    if self.reload().await {
+                        watcher = reload::Watcher::new(&self.rt.config());
                     }
                 }
-            }
-            _ = upkeep.tick() => {
-                rt.tick();
-                rt.publish_all();
-                rt.metrics.upkeep();
-                if upkeeps % FD_DETAIL_EVERY == 0 {
-                    let e = endpoints.clone();
-                    tokio::task::spawn_blocking(move || e.record_fd_detail());
+                _ = poll_timer.tick(), if poll.is_some() => {
+                    if let Some(changed) = watcher.poll().await {
+                        let files: Vec<_> = changed.iter().map(|(p, _)| p.display().to_string()).collect();
+                        tracing::info!(files = ?files, "a file the configuration names changed: reloading");
+                        if self.reload().await {
+                            watcher = reload::Watcher::new(&self.rt.config());
+                        } else {
+                            watcher.accept(&changed);
+                        }
+                    }
                 }
-                upkeeps = upkeeps.wrapping_add(1);
+                _ = upkeep.tick() => {
+                    self.upkeep(upkeeps).await;
+                    upkeeps = upkeeps.wrapping_add(1);
+                }
             }
         }
     }
-    shut_down(&rt, &endpoints, stop_tx, probes, servers).await;
-    Ok(())
+
+    async fn reload(&mut self) -> bool {
+        try_reload(&self.rt, &self.hooks.prober, &mut self.probes, &self.stop).await
+    }
+
+    async fn upkeep(&self, n: u32) {
+        self.rt.tick().await;
+        self.rt.metrics.upkeep();
+        if n % FD_DETAIL_EVERY == 0 {
+            let e = self.endpoints.clone();
+            tokio::task::spawn_blocking(move || e.record_fd_detail());
+        }
+    }
 }
 
 /// SIGTERM's sequence: not ready at once, serve through the drain, then
@@ -271,7 +307,7 @@ async fn shut_down(
         probes.abort_all();
         servers.abort_all();
     }
-    if let Err(e) = rt.with_incidents(|log| log.flush()) {
+    if let Err(e) = rt.stop().await {
         tracing::error!(error = %e, "cannot write the incident file");
     }
     tracing::info!("stopped");
@@ -285,7 +321,7 @@ fn log_listen(what: &str, l: &TcpListener) {
 
 /// Loads the file again and builds a new generation from it; swaps it in
 /// when valid (true), keeps the old one otherwise (false).
-fn try_reload(
+async fn try_reload(
     rt: &Arc<Runtime>,
     prober: &ProberFactory,
     probes: &mut JoinSet<()>,
@@ -297,7 +333,7 @@ fn try_reload(
             if new.listen != old.config.listen {
                 tracing::warn!("listener addresses changed; they take effect at the next restart");
             }
-            rt.install(Generation::build(old.id + 1, new, prober));
+            rt.install(Generation::build(old.id + 1, new, prober)).await;
             probes.abort_all();
             *probes = scheduler::spawn(rt, stop);
             true

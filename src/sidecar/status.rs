@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::runtime::Runtime;
 use crate::config::Target;
-use crate::health::{Level, RouteHealth};
+use crate::health::{Level, RouteHealth, TargetHealth};
 use crate::verify::findings;
 
 /// The client certificate as `/status` shows it.
@@ -64,76 +64,78 @@ fn levels(r: &RouteHealth) -> Value {
     Value::Object(levels)
 }
 
+/// One route of a target: its state, streaks, hold, levels and last outcome.
+fn route_json(r: &RouteHealth, now: Instant) -> Value {
+    let window = r.worst_window();
+    json!({
+        "route": r.route,
+        "state": r.state(now),
+        "healthy": r.healthy(),
+        "eligible": r.eligible(now),
+        "consecutive_successes": r.consecutive_ok(),
+        "consecutive_failures": r.consecutive_fail(),
+        "held_for_seconds": r.held_until.map(|u| u.saturating_duration_since(now).as_secs_f64()),
+        "flaps": r.flaps,
+        "degraded": r.degraded_any(),
+        "addresses_down": r.addresses_down.iter().map(|c| c.describe_down()).collect::<Vec<_>>(),
+        "recent_failures": window.1,
+        "recent_attempts": window.2,
+        "levels": levels(r),
+        "intercepted": r.last_probe.as_ref().and_then(|o| o.intercepted),
+        "anchor": r.last_probe.as_ref().and_then(|o| o.anchor.as_ref()),
+        "last": r.last,
+        "last_probe": r.last_probe,
+    })
+}
+
+/// One target: where its traffic goes, its certificates and findings, its
+/// routes.
+fn target_json(t: &Target, h: &TargetHealth, now: Instant, wall: i64) -> Value {
+    let mut found: Vec<findings::Finding> = findings::client_cert(t, wall).into_iter().collect();
+    for o in h.routes.iter().filter_map(|r| r.last_probe.as_ref()) {
+        found.extend(findings::route_findings(t, o, wall));
+    }
+    let routes: Vec<Value> = h.routes.iter().map(|r| route_json(r, now)).collect();
+    json!({
+        "target": t.name,
+        "url": t.endpoint.url(),
+        "preferred_route": h.routes.first().map(|r| r.route.as_str()),
+        "active_route": h.active_route(),
+        "down": h.down,
+        "force": h.route_override,
+        "force_expires_in_seconds": h.override_until.map(|u| u.saturating_duration_since(now).as_secs_f64()),
+        "client_cert": client_cert(t, wall),
+        "cert_thresholds": {
+            "warn_before_seconds": t.cert_thresholds.warn_before.as_secs(),
+            "fail_before_seconds": t.cert_thresholds.fail_before.as_secs(),
+        },
+        "findings": found,
+        "routes": routes,
+    })
+}
+
 /// Renders the status document.
 pub fn render(rt: &Runtime) -> String {
     let config = rt.config();
-    let health = rt.table();
+    let snapshot = rt.snapshot();
     let now = Instant::now();
     let wall = crate::verify::now_unix();
     let targets: Vec<Value> = config
         .targets
         .iter()
-        .filter_map(|t| {
-            let h = health.targets.get(&t.name)?;
-            let routes: Vec<Value> = h
-                .routes
-                .iter()
-                .map(|r| {
-                    let window = r.worst_window();
-                    json!({
-                        "route": r.route,
-                        "healthy": r.healthy(),
-                        "eligible": r.eligible(now),
-                        "consecutive_successes": r.consecutive_ok(),
-                        "consecutive_failures": r.consecutive_fail(),
-                        "held_for_seconds": r.held_until.map(|u| u.saturating_duration_since(now).as_secs_f64()),
-                        "flaps": r.flaps,
-                        "degraded": r.degraded_any(),
-                        "addresses_down": r.addresses_down,
-                        "recent_failures": window.1,
-                        "recent_attempts": window.2,
-                        "levels": levels(r),
-                        "intercepted": r.last_probe.as_ref().and_then(|o| o.intercepted),
-                        "anchor": r.last_probe.as_ref().and_then(|o| o.anchor.as_ref()),
-                        "last": r.last,
-                        "last_probe": r.last_probe,
-                    })
-                })
-                .collect();
-            let mut found: Vec<findings::Finding> =
-                findings::client_cert(t, wall).into_iter().collect();
-            for o in h.routes.iter().filter_map(|r| r.last_probe.as_ref()) {
-                found.extend(findings::route_findings(t, o, wall));
+        .filter_map(|t| Some(target_json(t, snapshot.target(&t.name)?, now, wall)))
+        .collect();
+    let incidents: Vec<Value> = snapshot
+        .incidents
+        .iter()
+        .map(|w| {
+            let mut v = serde_json::to_value(w).unwrap_or(Value::Null);
+            if let Value::Object(m) = &mut v {
+                m.insert("text".into(), Value::String(w.render()));
             }
-            Some(json!({
-                "target": t.name,
-                "url": t.endpoint.url(),
-                "preferred_route": h.routes.first().map(|r| r.route.as_str()),
-                "active_route": h.active_route(),
-                "down": h.down,
-                "force": h.route_override,
-                "force_expires_in_seconds": h.override_until.map(|u| u.saturating_duration_since(now).as_secs_f64()),
-                "client_cert": client_cert(t, wall),
-                "cert_thresholds": {
-                    "warn_before_seconds": t.cert_thresholds.warn_before.as_secs(),
-                    "fail_before_seconds": t.cert_thresholds.fail_before.as_secs(),
-                },
-                "findings": found,
-                "routes": routes,
-            }))
+            v
         })
         .collect();
-    let incidents: Vec<Value> = rt.with_incidents(|log| {
-        log.windows()
-            .map(|w| {
-                let mut v = serde_json::to_value(w).unwrap_or(Value::Null);
-                if let Value::Object(m) = &mut v {
-                    m.insert("text".into(), Value::String(w.render()));
-                }
-                v
-            })
-            .collect()
-    });
     let doc = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "config_file": config.file.display().to_string(),
@@ -142,6 +144,11 @@ pub fn render(rt: &Runtime) -> String {
         "fds": crate::watch::sample(&config.watch_processes),
         "runtime": { "alive_tasks": crate::telemetry::alive_tasks() },
         "incidents": incidents,
+        "route_state": {
+            "generation": snapshot.generation,
+            "snapshot_age_seconds": now.saturating_duration_since(snapshot.taken).as_secs_f64(),
+            "observations_merged": rt.merged_observations(),
+        },
     });
     serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }

@@ -13,9 +13,11 @@ use tokio::process::Child;
 use tokio::task::JoinHandle;
 
 /// `[listen]` on port 0 (the kernel picks: no race for a "free" port) and
-/// `[shutdown]` with no drain, so the daemon stops at once on SIGTERM.
+/// `[shutdown]` with no drain, so the daemon stops at once on SIGTERM: the
+/// text of [`Toml::daemon`](super::config::Toml::daemon) with a 1 s
+/// deadline, for a config written as text.
 pub fn listen_table() -> String {
-    "[listen]\nmetrics = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nproxy = \"127.0.0.1:0\"\n\n[shutdown]\ndrain = \"0s\"\ndeadline = \"1s\"\n".to_string()
+    super::config::Toml::new().daemon("1s").to_string()
 }
 
 /// A running `egress-sentinel run`.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -113,25 +113,9 @@ impl MitmProxy {
 }
 
 async fn handle(mut tcp: TcpStream, st: Arc<Mutex<State>>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        match tcp.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-        if buf.len() > 64 * 1024 {
-            return;
-        }
-    }
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let authority = text
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("CONNECT "))
-        .and_then(|l| l.split(' ').next())
-        .unwrap_or("")
-        .to_string();
+    let Some((_, authority)) = super::proxy::read_connect_head(&mut tcp).await else {
+        return;
+    };
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) => (h.to_string(), p.parse::<u16>().unwrap_or(0)),
         None => (authority.clone(), 443),

@@ -5,7 +5,8 @@
 //! and a real Prometheus server (`promtool`, `prometheus`), the shipped
 //! alert rules and dashboard as data (`rules`), headless Chromium driven
 //! over DevTools (`chromium`), raw HTTP exchanges with any header
-//! (`raw`), Debian tools found or skipped (`tools`), and config helpers.
+//! (`raw`), Debian tools found or skipped (`tools`), the sidecar's TOML
+//! built from typed calls (`config`), and a free loopback port.
 //! Everything listens on loopback only.
 
 // Each test binary uses a different part of the fixtures.
@@ -14,6 +15,7 @@
 pub mod app;
 pub mod blackhole;
 pub mod chromium;
+pub mod config;
 pub mod daemon;
 pub mod mitm;
 pub mod p12;
@@ -67,8 +69,9 @@ impl Workspace {
     }
 
     /// Writes `config.toml` and loads it; panics with the error if invalid.
-    pub fn config(&self, toml: &str) -> Config {
-        let p = self.write("config.toml", toml);
+    pub fn config(&self, toml: impl std::fmt::Display) -> Config {
+        let toml = toml.to_string();
+        let p = self.write("config.toml", &toml);
         Config::load(&p).unwrap_or_else(|e| panic!("fixture config invalid: {e}\n{toml}"))
     }
 }
@@ -87,6 +90,16 @@ pub async fn check_one(config: &Config) -> ProbeOutcome {
         "fixture config should have one target × route"
     );
     all.remove(0)
+}
+
+/// A loopback port with nothing listening on it (bound, read, released).
+/// Another process may take it before the test does; prefer port 0 where
+/// the code under test can report what it bound.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// The built binary.

@@ -8,7 +8,7 @@
 //! `EGRESS_REQUIRE_PROMTOOL=1` (the same Debian package as promtool; set
 //! by `.ci/run`), which makes that a failure.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -55,13 +55,6 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// `text` with everything but unreserved characters percent-encoded, for a
@@ -127,7 +120,7 @@ impl Prometheus {
         );
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).expect("prometheus.yml");
-        let port = free_port();
+        let port = super::free_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
         let child = Command::new(binary)

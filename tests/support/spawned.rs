@@ -199,17 +199,46 @@ impl Drop for Spawned {
     }
 }
 
-/// The shared scenario ([`super::scenario::config`]) for the binary: every
-/// listener on a loopback port 0 (found with [`Spawned::addr`]), no drain,
-/// a short deadline. `top` goes before every table (e.g. `state_dir`);
-/// `extra` at the end of `[forward]`, where more tables may follow.
-pub fn scenario_config(proxy: &str, port: u16, top: &str, extra: &str) -> String {
-    format!(
-        "{top}\n[listen]\nmetrics = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nproxy = \"127.0.0.1:0\"\n{}",
-        super::scenario::config(
+/// The binary on a config whose listeners are all on port 0, with the
+/// addresses it bound found from its log.
+pub struct Sidecar {
+    /// The process.
+    pub process: Spawned,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub metrics: SocketAddr,
+    /// `/status`, `POST /verify`.
+    pub admin: SocketAddr,
+    /// The forward proxy.
+    pub proxy: SocketAddr,
+}
+
+impl Sidecar {
+    /// `run --config <config>` at the default log level, once every
+    /// listener is bound.
+    pub async fn start(config: &Path) -> Self {
+        let mut process = Spawned::run(config, &[]);
+        let metrics = process.addr("metrics").await;
+        let admin = process.addr("admin").await;
+        let proxy = process.addr("forward proxy").await;
+        Self {
+            process,
+            metrics,
+            admin,
             proxy,
-            port,
-            &format!("{extra}\n\n[shutdown]\ndrain = \"0s\"\ndeadline = \"2s\"\n"),
-        )
-    )
+        }
+    }
+
+    /// `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let (status, body) = super::sidecar::request(self.metrics, "GET", "/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// `/status` as JSON.
+    pub async fn status(&self) -> serde_json::Value {
+        let (status, body) = super::sidecar::request(self.admin, "GET", "/status").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("status JSON")
+    }
 }

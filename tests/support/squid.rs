@@ -5,7 +5,7 @@
 //! When squid is missing the tests skip with a printed reason, unless
 //! `EGRESS_REQUIRE_SQUID=1` (set by `.ci/run`), which makes them fail.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,13 +43,6 @@ pub fn available() -> Option<&'static Path> {
         "SKIPPED: {SQUID} not installed (apt-get install squid); set EGRESS_REQUIRE_SQUID=1 to fail instead"
     );
     None
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// How to start squid beyond the defaults.
@@ -116,7 +109,7 @@ impl Squid {
         // Squid drops privileges to `proxy`: it must be able to write here.
         set_mode(dir.path(), 0o777);
         let d = dir.path();
-        let port = opts.port.unwrap_or_else(free_port);
+        let port = opts.port.unwrap_or_else(super::free_port);
         let conf_path = write_conf(d, port, hosts, denied, opts, guard);
         let child = Command::new(binary)
             .arg("-N")

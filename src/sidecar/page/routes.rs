@@ -17,66 +17,58 @@ use tokio::time::Instant;
 use super::text::{days_left, esc, span, time_el, unix, when};
 use crate::config::{Config, Target};
 use crate::dial::fmt_duration;
-use crate::health::{Override, RouteHealth, TargetHealth};
+use crate::health::{Override, RouteHealth, RouteState, TargetHealth};
 use crate::reason::Phase;
 
 /// The state of one route, in words: the word tests and readers match
 /// (`failing`, `held down`, `degraded`, `healthy`, `not yet probed`), and
 /// a longer explanation.
 fn route_state(r: &RouteHealth, now: Instant) -> (&'static str, String) {
-    match r.healthy() {
-        None => ("not yet probed", "no verdict yet".into()),
-        Some(false) => {
+    let state = r.state(now);
+    let why = match state {
+        RouteState::NotYetProbed => "no verdict yet".into(),
+        RouteState::Failing => {
             let since = r
                 .last_down
                 .map(|d| format!(", down for {}", span(now.saturating_duration_since(d))))
                 .unwrap_or_default();
-            (
-                "failing",
-                format!("{} failures in a row{since}", r.consecutive_fail()),
-            )
+            format!("{} failures in a row{since}", r.consecutive_fail())
         }
-        Some(true) if !r.eligible(now) => {
+        RouteState::HeldDown => {
             let left = r
                 .held_until
                 .map(|h| span(h.saturating_duration_since(now)))
                 .unwrap_or_default();
-            (
-                "held down",
-                format!(
-                    "healthy again, held {left} more before traffic returns (flapped {} times)",
-                    r.flaps
-                ),
+            format!(
+                "healthy again, held {left} more before traffic returns (flapped {} times)",
+                r.flaps
             )
         }
-        Some(true) if r.degraded_any() => {
-            let mut why = Vec::new();
-            if r.degraded() {
-                let (level, failures, attempts) = r.worst_window();
-                why.push(format!(
-                    "{failures} of the last {attempts} attempts failed at the {level} level"
-                ));
-            }
-            if !r.addresses_down.is_empty() {
-                why.push(format!(
-                    "proxy addresses failing: {}",
-                    r.addresses_down.join(", ")
-                ));
-            }
-            ("degraded", why.join("; "))
-        }
-        Some(true) if r.consecutive_fail() > 0 => (
-            "healthy",
-            format!(
-                "healthy, but the last {} checks failed",
-                r.consecutive_fail()
-            ),
+        RouteState::Degraded => degraded_why(r),
+        RouteState::Healthy if r.consecutive_fail() > 0 => format!(
+            "healthy, but the last {} checks failed",
+            r.consecutive_fail()
         ),
-        Some(true) => (
-            "healthy",
-            format!("{} successes in a row", r.consecutive_ok()),
-        ),
+        RouteState::Healthy => format!("{} successes in a row", r.consecutive_ok()),
+    };
+    (state.as_str(), why)
+}
+
+/// Why a route is degraded: its worst level's window, its failing proxy
+/// addresses.
+fn degraded_why(r: &RouteHealth) -> String {
+    let mut why = Vec::new();
+    if r.degraded() {
+        let (level, failures, attempts) = r.worst_window();
+        why.push(format!(
+            "{failures} of the last {attempts} attempts failed at the {level} level"
+        ));
     }
+    if !r.addresses_down.is_empty() {
+        let down: Vec<String> = r.addresses_down.iter().map(|c| c.describe_down()).collect();
+        why.push(format!("proxy addresses failing: {}", down.join(", ")));
+    }
+    why.join("; ")
 }
 
 fn symbol(state: &str) -> &'static str {
@@ -181,7 +173,7 @@ fn target_rows(h: &mut String, t: &Target, th: &TargetHealth, now: Instant, wall
         );
         about.push(format!(
             "<span class=\"override\">operator override: {} only, {ends}</span>",
-            override_word(th.route_override)
+            th.route_override.as_str()
         ));
     }
     if let Some(na) = t.client_cert_not_after {
@@ -199,11 +191,7 @@ fn target_rows(h: &mut String, t: &Target, th: &TargetHealth, now: Instant, wall
     for (i, r) in th.routes.iter().enumerate() {
         let (state, why) = route_state(r, now);
         let active = i == th.active;
-        let excluded = match th.route_override {
-            Override::Auto => false,
-            Override::Proxy => r.direct,
-            Override::Direct => !r.direct,
-        };
+        let excluded = !th.route_override.allows(r.direct);
         let mut words = format!(
             "<span class=\"badge {}\"><span aria-hidden=\"true\">{}</span> {}</span>",
             state.replace(' ', "-"),
@@ -233,6 +221,35 @@ fn target_rows(h: &mut String, t: &Target, th: &TargetHealth, now: Instant, wall
 
 /// Reason, detail, phases, certificate and last probe of one route.
 fn route_cells(h: &mut String, r: &RouteHealth, wall: SystemTime) {
+    let probe = r.last_probe.as_ref();
+    reason_cells(h, r);
+    h.push_str("</td><td data-label=\"Phases\">");
+    match probe {
+        Some(p) => phases_cell(h, p),
+        None => h.push('—'),
+    }
+    h.push_str("</td><td data-label=\"Certificate\">");
+    certificate_cell(h, probe, wall);
+    h.push_str("</td><td data-label=\"Last probe\">");
+    match probe {
+        Some(p) => {
+            let at = unix(p.started);
+            let ago = wall.duration_since(p.started).unwrap_or_default();
+            let _ = write!(
+                h,
+                "{} ago<div class=\"why\">{}</div>",
+                span(ago),
+                time_el(at, &when(at))
+            );
+        }
+        None => h.push_str("not yet"),
+    }
+    h.push_str("</td>");
+}
+
+/// The reason and the detail (the proxy's CONNECT reply with it); leaves
+/// the detail cell open.
+fn reason_cells(h: &mut String, r: &RouteHealth) {
     let probe = r.last_probe.as_ref();
     let (reason, detail, source) = match (&r.last, probe) {
         (Some(seen), _) => (
@@ -271,35 +288,38 @@ fn route_cells(h: &mut String, r: &RouteHealth, wall: SystemTime) {
         }
         h.push_str("</dl>");
     }
-    h.push_str("</td><td data-label=\"Phases\">");
-    if let Some(p) = probe {
-        let mut parts = Vec::new();
-        for phase in Phase::ALL {
-            if let Some(d) = p.phases.get(phase) {
-                let failed = p.failed_phase == Some(phase);
-                parts.push(format!(
-                    "<li{}>{} {}{}</li>",
-                    if failed { " class=\"failed\"" } else { "" },
-                    esc(phase.as_str()),
-                    esc(&fmt_duration(d)),
-                    if failed {
-                        " <strong>(failed)</strong>"
-                    } else {
-                        ""
-                    }
-                ));
-            }
+}
+
+/// Each phase's time, the failed one marked, and the total.
+fn phases_cell(h: &mut String, p: &crate::probe::ProbeOutcome) {
+    let mut parts = Vec::new();
+    for phase in Phase::ALL {
+        if let Some(d) = p.phases.get(phase) {
+            let failed = p.failed_phase == Some(phase);
+            parts.push(format!(
+                "<li{}>{} {}{}</li>",
+                if failed { " class=\"failed\"" } else { "" },
+                esc(phase.as_str()),
+                esc(&fmt_duration(d)),
+                if failed {
+                    " <strong>(failed)</strong>"
+                } else {
+                    ""
+                }
+            ));
         }
-        let _ = write!(
-            h,
-            "<ul class=\"phases\">{}</ul>total {}",
-            parts.join(""),
-            esc(&fmt_duration(p.duration))
-        );
-    } else {
-        h.push('—');
     }
-    h.push_str("</td><td data-label=\"Certificate\">");
+    let _ = write!(
+        h,
+        "<ul class=\"phases\">{}</ul>total {}",
+        parts.join(""),
+        esc(&fmt_duration(p.duration))
+    );
+}
+
+/// The upstream certificate's days left and issuer, and the trust anchor
+/// (interception is judged by the anchor, not the issuer).
+fn certificate_cell(h: &mut String, probe: Option<&crate::probe::ProbeOutcome>, wall: SystemTime) {
     match probe.and_then(|p| p.peer_cert.as_ref()) {
         Some(c) => {
             let _ = write!(
@@ -311,44 +331,21 @@ fn route_cells(h: &mut String, r: &RouteHealth, wall: SystemTime) {
         }
         None => h.push('—'),
     }
-    // Interception is judged by the trust anchor, not the issuer.
-    if let Some(p) = probe {
-        match (p.intercepted, &p.anchor) {
-            (Some(true), Some(a)) => {
-                let _ = write!(
-                    h,
-                    "<div class=\"intercepted\"><strong>intercepted</strong>: the chain ends at {}, expected {}</div>",
-                    esc(&a.subject),
-                    esc(p.expected_anchor.as_deref().unwrap_or("another anchor"))
-                );
-            }
-            (_, Some(a)) => {
-                let _ = write!(h, "<div class=\"why\">anchor {}</div>", esc(&a.subject));
-            }
-            _ => {}
-        }
-    }
-    h.push_str("</td><td data-label=\"Last probe\">");
-    match probe {
-        Some(p) => {
-            let at = unix(p.started);
-            let ago = wall.duration_since(p.started).unwrap_or_default();
+    let Some(p) = probe else {
+        return;
+    };
+    match (p.intercepted, &p.anchor) {
+        (Some(true), Some(a)) => {
             let _ = write!(
                 h,
-                "{} ago<div class=\"why\">{}</div>",
-                span(ago),
-                time_el(at, &when(at))
+                "<div class=\"intercepted\"><strong>intercepted</strong>: the chain ends at {}, expected {}</div>",
+                esc(&a.subject),
+                esc(p.expected_anchor.as_deref().unwrap_or("another anchor"))
             );
         }
-        None => h.push_str("not yet"),
-    }
-    h.push_str("</td>");
-}
-
-fn override_word(f: Override) -> &'static str {
-    match f {
-        Override::Auto => "auto",
-        Override::Proxy => "proxy",
-        Override::Direct => "direct",
+        (_, Some(a)) => {
+            let _ = write!(h, "<div class=\"why\">anchor {}</div>", esc(&a.subject));
+        }
+        _ => {}
     }
 }
