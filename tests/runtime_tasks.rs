@@ -24,7 +24,7 @@ async fn alive_tasks_show_on_metrics_and_status_and_return_to_rest_after_tunnels
     let up = scenario::upstream().await;
     let proxy = ScriptProxy::start(Mode::Tunnel).await;
     let ws = Workspace::new();
-    let sidecar = Running::start(ws.config(&scenario::config(&proxy.url(), up.port(), ""))).await;
+    let sidecar = Running::start(ws.config(scenario::config(&proxy.url(), up.port()))).await;
 
     let first = eventually(Duration::from_secs(10), "the gauge on /metrics", || async {
         alive(&sidecar.metrics_text().await)

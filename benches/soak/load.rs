@@ -35,6 +35,15 @@ use tokio::net::{TcpListener, TcpStream};
 #[path = "../../tests/support/squid.rs"]
 mod squid;
 
+/// A free loopback port: `squid` asks its parent module for one, as in
+/// tests/support.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
 /// The four targets: name and host.
 pub const TARGETS: [(&str, &str); 4] = [
     ("push", "push.soak.test"),
