@@ -163,7 +163,7 @@ impl Compiler<'_> {
     fn admin_token(&self, f: &Spanned<String>) -> Result<Secret<String>> {
         let path = self.file(f.get_ref());
         let text = crate::files::read_text(&path, MAX_SECRET_FILE)
-            .map_err(|m| self.err(f.span(), "admin.token_file", m))?;
+            .map_err(|e| self.err(f.span(), "admin.token_file", e.to_string()))?;
         let token = text.trim_end_matches(['\r', '\n']);
         if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(self.err(

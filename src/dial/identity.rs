@@ -206,7 +206,8 @@ impl IdentityError {
 /// certificate file is not PEM, PEM otherwise (the key from `files.key`, or
 /// from the certificate file itself).
 pub fn load(files: &IdentityFiles) -> Result<ClientIdentity, IdentityError> {
-    let unreadable = |m: String| IdentityError::new(CertReadReason::Unreadable, m);
+    let unreadable =
+        |e: crate::files::ReadError| IdentityError::new(CertReadReason::Unreadable, e.to_string());
     let data = crate::files::read_bytes(&files.cert, MAX_FILE).map_err(unreadable)?;
     let looks_pem = data
         .windows(b"-----BEGIN".len())
@@ -228,7 +229,7 @@ pub fn load(files: &IdentityFiles) -> Result<ClientIdentity, IdentityError> {
 /// The password: the file's first line, without its line end.
 fn read_password(path: &Path) -> Result<Secret<String>, IdentityError> {
     let text = crate::files::read_text(path, MAX_FILE)
-        .map_err(|m| IdentityError::new(CertReadReason::Unreadable, m))?;
+        .map_err(|e| IdentityError::new(CertReadReason::Unreadable, e.to_string()))?;
     let line = text
         .strip_suffix("\r\n")
         .or_else(|| text.strip_suffix('\n'))
@@ -274,7 +275,7 @@ fn from_pem(
     let (key_data, key_file) = match key_path {
         Some(k) => (
             crate::files::read_bytes(k, MAX_FILE)
-                .map_err(|m| IdentityError::new(CertReadReason::Unreadable, m))?,
+                .map_err(|e| IdentityError::new(CertReadReason::Unreadable, e.to_string()))?,
             k,
         ),
         None => (data.to_vec(), path),

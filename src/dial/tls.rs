@@ -83,7 +83,7 @@ pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String>
 pub type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
 fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
-    crate::files::read_bytes(path, MAX_PEM_FILE)
+    crate::files::read_bytes(path, MAX_PEM_FILE).map_err(|e| e.to_string())
 }
 
 /// Expiry of a DER certificate, in Unix seconds.

@@ -148,7 +148,7 @@ impl Baseline {
 
     /// Reads a baseline; the error says what the file is and what to do.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = crate::files::read_text(path, MAX_FILE)?;
+        let text = crate::files::read_text(path, MAX_FILE).map_err(|e| e.to_string())?;
         Self::parse(path, &text)
     }
 

@@ -35,10 +35,12 @@ pub struct SystemDns {
 impl SystemDns {
     /// Reads `resolv_conf` and `hosts`.
     pub fn read(resolv_conf: &Path, hosts: &Path) -> Self {
-        let conf = crate::files::read_bytes(resolv_conf, MAX_FILE).and_then(|bytes| {
-            hickory_resolver::system_conf::parse_resolv_conf(bytes)
-                .map_err(|e| format!("{}: {e}", resolv_conf.display()))
-        });
+        let conf = crate::files::read_bytes(resolv_conf, MAX_FILE)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                hickory_resolver::system_conf::parse_resolv_conf(bytes)
+                    .map_err(|e| format!("{}: {e}", resolv_conf.display()))
+            });
         // No hosts file is an empty one, as for glibc.
         let hosts = crate::files::read_bytes(hosts, MAX_FILE)
             .map(|bytes| parse_hosts(&String::from_utf8_lossy(&bytes)))
