@@ -70,7 +70,7 @@ impl Compiler<'_> {
             }
             Some(
                 TlsClient::new(Arc::new(store), None, vec![b"http/1.1".to_vec()])
-                    .map_err(|m| self.err(r.proxy.span(), &key("proxy"), m))?,
+                    .map_err(|e| self.err(r.proxy.span(), &key("proxy"), e.to_string()))?,
             )
         } else {
             if let Some(ca) = &r.ca_file {

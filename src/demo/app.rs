@@ -40,7 +40,8 @@ impl App {
                 .add(c.map_err(|e| e.to_string())?)
                 .map_err(|e| e.to_string())?;
         }
-        let tls = TlsClient::new(Arc::new(roots), None, vec![b"http/1.1".to_vec()])?;
+        let tls = TlsClient::new(Arc::new(roots), None, vec![b"http/1.1".to_vec()])
+            .map_err(|e| e.to_string())?;
         Ok(Self { proxy, tls })
     }
 
