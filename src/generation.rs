@@ -79,10 +79,15 @@ impl Current {
 
     /// Swaps `next` in; returns the one it replaced.
     pub fn store(&self, next: Generation) -> Arc<Generation> {
+        self.store_arc(Arc::new(next))
+    }
+
+    /// [`store`](Self::store) for a generation already shared.
+    pub fn store_arc(&self, next: Arc<Generation>) -> Arc<Generation> {
         let mut slot = self
             .0
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        std::mem::replace(&mut *slot, Arc::new(next))
+        std::mem::replace(&mut *slot, next)
     }
 }

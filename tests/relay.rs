@@ -632,8 +632,16 @@ async fn through_the_forward_proxy_bytes_are_counted_and_fail_back_closes_direct
         let mut ten = [0u8; 10];
         kept.read_exact(&mut ten).await.expect("echo");
         proxy.set_mode(ProxyMode::Tunnel);
+        // The start of the last scrape that did not see the fail-back: it
+        // happened after that (a busy machine may take a while to scrape).
+        let missed = std::cell::Cell::new(Instant::now());
         let back = eventually(Duration::from_secs(5), "fail-back", || async {
-            route_active(&sidecar.metrics_text().await, "provider").then_some(Instant::now())
+            let polled = Instant::now();
+            let active = route_active(&sidecar.metrics_text().await, "provider");
+            if !active {
+                missed.set(polled);
+            }
+            active.then(|| missed.get())
         })
         .await;
         let closed = tokio::time::timeout(Duration::from_secs(3), kept.read(&mut ten)).await;

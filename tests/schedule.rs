@@ -90,11 +90,11 @@ routes = ["provider", "direct"]
     let prober = script.clone();
     let factory: ProberFactory =
         Arc::new(move |_: &_, _: &_| prober.clone() as Arc<dyn ProbeRunner>);
-    let shared = Arc::new(Runtime::new(
+    let shared = Runtime::start(
         Generation::build(1, config, &factory),
         IncidentLog::in_memory(),
         Metrics::new(Duration::from_secs(3600)),
-    ));
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut probes = scheduler::spawn(&shared, &stop_rx);
 
@@ -103,7 +103,8 @@ routes = ["provider", "direct"]
     for _ in 0..400 {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let now = script.start.elapsed();
-        let a = shared.active_route("apns").expect("target");
+        let snapshot = shared.snapshot();
+        let a = snapshot.active_route("apns").expect("target").to_string();
         if active
             .last()
             .map(|(r, _): &(String, Duration)| r != &a)
@@ -111,7 +112,11 @@ routes = ["provider", "direct"]
         {
             active.push((a, now));
         }
-        let open = shared.with_incidents(|l| l.windows().filter(|w| w.end.is_none()).count());
+        let open = snapshot
+            .incidents
+            .iter()
+            .filter(|w| w.end.is_none())
+            .count();
         if windows.last().map(|(o, _)| *o != open).unwrap_or(true) {
             windows.push((open, now));
         }

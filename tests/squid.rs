@@ -198,15 +198,12 @@ struct Sidecar {
 impl Sidecar {
     async fn start(ws: &Workspace, squid: &Squid, port: u16) -> Self {
         let path = ws.write("config.toml", &running_config(&squid.url(), port));
-        let mut process = Spawned::run(&path, &[]);
-        let metrics = process.addr("metrics").await;
-        let admin = process.addr("admin").await;
-        let proxy = process.addr("forward proxy").await;
+        let s = support::spawned::Sidecar::start(&path).await;
         Self {
-            process,
-            metrics,
-            admin,
-            proxy,
+            process: s.process,
+            metrics: s.metrics,
+            admin: s.admin,
+            proxy: s.proxy,
         }
     }
 
@@ -218,12 +215,19 @@ impl Sidecar {
         sample(m, name, &[("target", target), ("route", route)])
     }
 
-    /// Waits until `want` holds for the metrics text.
-    async fn until(&self, what: &str, want: impl Fn(&str) -> bool) {
+    /// Waits until `want` holds for the metrics text; returns when the
+    /// last scrape that did not see it started (it came true after that).
+    async fn until(&self, what: &str, want: impl Fn(&str) -> bool) -> Instant {
+        let missed = std::cell::Cell::new(Instant::now());
         eventually(Duration::from_secs(15), what, || async {
-            want(&self.metrics().await).then_some(())
+            let polled = Instant::now();
+            let seen = want(&self.metrics().await);
+            if !seen {
+                missed.set(polled);
+            }
+            seen.then(|| missed.get())
         })
-        .await;
+        .await
     }
 
     /// Waits until `target`'s Squid route's current reason is `reason`,
@@ -490,12 +494,11 @@ async fn squid_killed_then_restarted_fails_over_and_back_and_closes_direct_tunne
             ..Default::default()
         },
     );
-    sidecar
+    let back = sidecar
         .until("push back on squid", |m| {
             gauge(m, "egress_route_active", "apns", "squid") == Some(1.0)
         })
         .await;
-    let back = Instant::now();
     eventually(
         Duration::from_secs(5),
         "the direct tunnel closed",

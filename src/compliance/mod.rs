@@ -82,32 +82,55 @@ pub struct Connection {
     pub end: &'static str,
 }
 
-impl Connection {
-    /// A record of a tunnel that stood at `opened` and lasted `lasted`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        opened: SystemTime,
-        target: &str,
-        destination: &str,
-        route: &str,
-        reason: Option<String>,
-        moved: (u64, u64),
-        lasted: Duration,
-        end: &'static str,
-    ) -> Self {
+/// A connection that stood, until it ends: the one builder of its trail
+/// (and access-log) line, for tunnels and plain requests alike.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// When it stood, as the line says.
+    at: SystemTime,
+    /// When it stood, for its duration.
+    stood: tokio::time::Instant,
+    /// The target's name (`_unmatched` for a destination of none).
+    target: String,
+    /// `host:port` the app asked for.
+    destination: String,
+    /// The route it took.
+    route: String,
+    /// Why it went direct, for a direct connection.
+    reason: Option<String>,
+}
+
+impl Opened {
+    /// A connection standing now.
+    pub fn now(target: &str, destination: &str, route: &str, reason: Option<String>) -> Self {
         Self {
-            time: rfc3339_millis(opened),
+            at: SystemTime::now(),
+            stood: tokio::time::Instant::now(),
             target: target.to_string(),
             destination: destination.to_string(),
             route: route.to_string(),
             reason,
+        }
+    }
+
+    /// Its line, now that it ended: `moved` (up, down) bytes, ended `end`.
+    pub fn closed(self, moved: (u64, u64), end: &'static str) -> Connection {
+        let lasted = self.stood.elapsed();
+        Connection {
+            time: rfc3339_millis(self.at),
+            target: self.target,
+            destination: self.destination,
+            route: self.route,
+            reason: self.reason,
             bytes_up: moved.0,
             bytes_down: moved.1,
             duration_seconds: (lasted.as_secs_f64() * 1000.0).round() / 1000.0,
             end,
         }
     }
+}
 
+impl Connection {
     /// True when it bypassed the proxy.
     pub fn is_direct(&self) -> bool {
         self.route == Route::DIRECT

@@ -119,16 +119,19 @@ mod tests {
     use crate::config::Route;
 
     fn conn(route: &str, n: usize) -> Connection {
-        Connection::new(
-            SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_392_000),
-            "apns",
-            &format!("push{n}.test:443"),
-            route,
-            (route == Route::DIRECT).then(|| "provider: unhealthy".to_string()),
-            (10, 20),
-            Duration::from_millis(1500),
-            "closed",
-        )
+        Connection {
+            time: crate::telemetry::logs::rfc3339_millis(
+                SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_392_000),
+            ),
+            target: "apns".into(),
+            destination: format!("push{n}.test:443"),
+            route: route.into(),
+            reason: (route == Route::DIRECT).then(|| "provider: unhealthy".to_string()),
+            bytes_up: 10,
+            bytes_down: 20,
+            duration_seconds: 1.5,
+            end: "closed",
+        }
     }
 
     #[test]

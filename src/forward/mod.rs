@@ -15,6 +15,7 @@
 //! compliance trail with the reason the proxy route was not used; the
 //! operational log summarises them.
 
+mod attempt;
 mod plain;
 pub mod plan;
 pub mod relay;
@@ -22,7 +23,9 @@ pub mod reply;
 pub mod request;
 pub mod tunnels;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,14 +35,16 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::accept;
-use crate::config::{Route, authority};
+use crate::compliance::Opened as Record;
+use crate::config::Route;
 use crate::dial::{BoxStream, Destination, Phases, Tunnel};
 use crate::generation::Generation;
-use crate::health::{HostPort, Override, TrafficResult};
+use crate::health::{Snapshot, TrafficResult};
 use crate::telemetry::Metrics;
 use crate::telemetry::meter::ByteMeter;
-use plan::Plan;
-use reply::Tried;
+pub use attempt::ConnectionResult;
+use attempt::{Attempt, Opened, Planned};
+use reply::Answer;
 use request::Ask;
 pub use tunnels::DirectTunnels;
 use tunnels::{Active, Ticket};
@@ -57,16 +62,12 @@ const FD_RESERVE: u64 = 128;
 pub trait Routing: Send + Sync + 'static {
     /// The generation in force; taken once per app connection.
     fn generation(&self) -> Arc<Generation>;
-    /// The active route of `target` and the operator's override.
-    fn choice(&self, target: &str) -> Option<(String, Override)>;
-    /// True when probes found `target`'s `route` broken (not when it is
-    /// healthy, or not yet probed).
-    fn broken(&self, target: &str, route: &str) -> bool;
-    /// What one attempt on a route learned (the runtime decides whether it
-    /// counts for health).
-    fn report(&self, result: TrafficResult);
-    /// Why `target`'s proxy routes are not in use, for the compliance trail.
-    fn why_not_proxy(&self, target: &str) -> String;
+    /// The latest route state; taken once per app connection (the routes
+    /// to try and each route's state come from the same moment).
+    fn snapshot(&self) -> Arc<Snapshot>;
+    /// What one attempt on a route learned (the route-state owner decides
+    /// whether it counts for health).
+    fn report(&self, result: TrafficResult) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
     /// The metrics registry.
     fn metrics(&self) -> &Metrics;
     /// The compliance trail (and access log) tunnels are reported to.
@@ -190,31 +191,14 @@ impl accept::Handler for Proxy {
     /// retry at once.
     fn refuse(self: Arc<Self>, mut tcp: TcpStream) -> Option<accept::Work> {
         Some(Box::pin(async move {
-            reply::write(
-                &mut tcp,
-                503,
-                "proxy_internal_error",
-                "connection cap reached",
-                "egress-sentinel: too many connections\n",
-            )
-            .await;
+            let answer = Answer {
+                status: 503,
+                error: "proxy_internal_error",
+                details: "connection cap reached".into(),
+                body: "egress-sentinel: too many connections\n".into(),
+            };
+            answer.write(&mut tcp).await;
         }))
-    }
-}
-
-/// A CONNECT read and planned: where it goes and the routes to try.
-struct Planned {
-    early: bytes::Bytes,
-    host: String,
-    port: u16,
-    plan: Plan,
-    /// When the request was read: the tunnel's wait is measured from here.
-    received: Instant,
-}
-
-impl Planned {
-    fn destination(&self) -> String {
-        authority(&self.host, self.port)
     }
 }
 
@@ -232,7 +216,7 @@ impl Proxy {
                 plain::serve(self.clone(), app, peer, prefix.freeze()).await;
             }
             Ask::Connect { host, port } => {
-                self.connect(app, peer, &generation, host, port, early)
+                self.connect(app, peer, &generation, (host, port), early)
                     .await;
             }
         }
@@ -245,46 +229,36 @@ impl Proxy {
         mut app: TcpStream,
         peer: SocketAddr,
         generation: &Generation,
-        host: String,
-        port: u16,
+        (host, port): (String, u16),
         early: bytes::Bytes,
     ) {
-        let Some(req) = self
-            .plan(&mut app, peer, generation, host, port, early)
-            .await
-        else {
-            return;
+        let req = match self.plan_request(generation, host, port, peer).await {
+            Ok(req) => req,
+            Err(answer) => return answer.write(&mut app).await,
         };
-        let mut tried: Vec<Tried> = Vec::new();
-        let routes = req.plan.routes.clone();
-        for route in &routes {
-            match self.open(generation, &req, route).await {
-                Ok(tunnel) => {
-                    self.serve_tunnel(app, tunnel, generation, req, route, &tried)
-                        .await;
-                    return;
-                }
-                Err(t) => {
-                    let broken = req
-                        .plan
-                        .target
-                        .as_ref()
-                        .is_some_and(|target| self.routing.broken(&target.name, &route.name));
-                    if let Some(stop) = reply::Stop::after(&t, broken) {
-                        if stop == reply::Stop::ProxyRefused {
-                            tracing::warn!(target = %req.plan.label, route = %route.name, destination = %req.destination(), detail = %t.detail, "the proxy refused the destination by its own policy; obeyed, not retried on another route");
-                        }
-                        reply::stopped(&mut app, &req.destination(), &t, stop).await;
-                        return;
-                    }
-                    tried.push(t);
-                }
+        let timeout = req.timeout(generation);
+        let dest = Destination {
+            host: &req.host,
+            port: req.port,
+            allow: &req.plan.allow,
+        };
+        let open = |route: Arc<Route>| -> Attempt<'_, Tunnel> {
+            Box::pin(async move {
+                let (mut phases, deadline) = (Phases::default(), Instant::now() + timeout);
+                generation
+                    .dialer
+                    .open(&route, dest, deadline, &mut phases)
+                    .await
+            })
+        };
+        match self.try_routes(&req, open).await {
+            Ok(opened) => {
+                self.report(&req, &opened.route, None).await;
+                self.serve_tunnel(app, opened, generation, &req, early)
+                    .await;
             }
+            Err(answer) => answer.write(&mut app).await,
         }
-        let not_allowed_direct = req.plan.target.as_ref().is_some_and(|t| !t.allows_direct());
-        let destination = req.destination();
-        tracing::error!(target = %req.plan.label, destination = %destination, routes = tried.len(), "every allowed route failed");
-        reply::all_failed(&mut app, &destination, &tried, not_allowed_direct).await;
     }
 
     /// Reads the first request head; answers the app itself (400/408/431)
@@ -299,104 +273,12 @@ impl Proxy {
             Ok(r) => Some(r),
             Err(refusal) => {
                 tracing::info!(client = %peer, status = refusal.status, why = %refusal.why, "refused a malformed request");
-                let body = format!("egress-sentinel: {}\n", refusal.why);
-                reply::write(
-                    app,
-                    refusal.status,
-                    "http_request_error",
-                    &refusal.why,
-                    &body,
-                )
-                .await;
+                Answer::new(refusal.status, "http_request_error", &refusal.why)
+                    .write(app)
+                    .await;
                 None
             }
         }
-    }
-
-    /// Applies the policy to a CONNECT; answers 403 itself and returns
-    /// `None` when it is refused.
-    async fn plan(
-        &self,
-        app: &mut TcpStream,
-        peer: SocketAddr,
-        generation: &Generation,
-        host: String,
-        port: u16,
-        early: bytes::Bytes,
-    ) -> Option<Planned> {
-        let config = &generation.config;
-        let checked = plan::plan_checked(
-            config,
-            generation.dialer.resolver(),
-            &host,
-            port,
-            config.probe.timeout,
-            |t| self.routing.choice(t),
-        );
-        match checked.await {
-            Ok(plan) => Some(Planned {
-                early,
-                host,
-                port,
-                plan,
-                received: Instant::now(),
-            }),
-            Err(plan::Refused { label, why }) => {
-                let destination = authority(&host, port);
-                tracing::warn!(client = %peer, destination = %destination, why = %why, "refused by policy");
-                self.routing
-                    .metrics()
-                    .forward_connection(&label, "none", "refused");
-                let body = format!("egress-sentinel: {why}\n");
-                reply::write(app, 403, "http_request_denied", &why, &body).await;
-                None
-            }
-        }
-    }
-
-    /// Opens a tunnel over `route`; reports the attempt either way.
-    async fn open(
-        &self,
-        generation: &Generation,
-        req: &Planned,
-        route: &Route,
-    ) -> Result<Tunnel, Tried> {
-        let timeout = req
-            .plan
-            .target
-            .as_ref()
-            .map_or(generation.config.probe.timeout, |t| t.timeout);
-        let dest = Destination {
-            host: &req.host,
-            port: req.port,
-            allow: &req.plan.allow,
-        };
-        let mut phases = Phases::default();
-        let result = generation
-            .dialer
-            .open(route, dest, Instant::now() + timeout, &mut phases)
-            .await;
-        if let Some(t) = &req.plan.target {
-            self.routing.report(TrafficResult {
-                target: t.name.clone(),
-                route: route.name.clone(),
-                destination: HostPort::new(&req.host, req.port),
-                failure: result.as_ref().err().map(|e| (e.reason(), e.to_string())),
-            });
-        }
-        let e = match result {
-            Ok(tunnel) => return Ok(tunnel),
-            Err(e) => e,
-        };
-        let tried = Tried::new(&route.name, &e);
-        // Our own exhaustion is summarised by the runtime, once a second.
-        if tried.reason != crate::reason::FailureReason::LocalExhausted {
-            tracing::warn!(target = %req.plan.label, route = %route.name, destination = %req.destination(), reason = %tried.reason, detail = %tried.detail, "app connection failed on route");
-        }
-        self.routing
-            .metrics()
-            .forward_connection(&req.plan.label, &route.name, "failed");
-        Err(tried)
     }
 
     /// Answers the app, relays until either side is done (or, for a direct
@@ -404,70 +286,45 @@ impl Proxy {
     async fn serve_tunnel(
         &self,
         app: TcpStream,
-        tunnel: Tunnel,
+        opened: Opened<Tunnel>,
         generation: &Generation,
-        req: Planned,
-        route: &Route,
-        tried: &[Tried],
+        req: &Planned,
+        early: bytes::Bytes,
     ) {
+        let Opened {
+            route,
+            stream,
+            tried,
+        } = opened;
         let metrics = self.routing.metrics();
-        let label = req.plan.label.clone();
-        let destination = req.destination();
+        let label = &req.plan.label;
         let mut ticket = match (&req.plan.target, route.is_direct()) {
             (Some(t), true) => Some(self.direct.enter(&t.name)),
             _ => None,
         };
-        let why = route
-            .is_direct()
-            .then(|| self.log_direct(&label, &destination, tried));
-        metrics.forward_connection(&label, &route.name, "ok");
-        metrics.forward_request_duration(&label, &route.name, req.received.elapsed());
-        let (opened, stood) = (std::time::SystemTime::now(), Instant::now());
-        let meter = metrics.forward_meter(&label, &route.name);
+        let why = route.is_direct().then(|| self.went_direct(req, &tried));
+        self.count(label, &route.name, ConnectionResult::Ok);
+        metrics.forward_request_duration(label, &route.name, req.received.elapsed());
+        let record = Record::now(label, &req.destination(), &route.name, why);
+        let meter = metrics.forward_meter(label, &route.name);
         let _guard = self.active.enter(metrics, &route.name);
         let relay = relay::Relay {
             pool: &self.pool,
             idle: generation.config.forward.idle_timeout,
             half_close: HALF_CLOSE,
         };
-        let relay = relay_tunnel(app, tunnel.stream, &meter, req.early, relay);
+        let relay = relay_tunnel(app, stream.stream, &meter, early, relay);
         let end = tokio::select! {
             () = relay => "closed",
             () = closed(&mut ticket) => {
-                tracing::info!(target = %label, destination = %destination, "direct tunnel closed: traffic is back on the proxy");
-                metrics.forward_connection(&label, &route.name, "closed_on_failback");
+                tracing::info!(target = %label, destination = %req.destination(), "direct tunnel closed: traffic is back on the proxy");
+                self.count(label, &route.name, ConnectionResult::ClosedOnFailback);
                 "closed_on_failback"
             }
         };
         self.routing
             .trail()
-            .closed(&crate::compliance::Connection::new(
-                opened,
-                &label,
-                &destination,
-                &route.name,
-                why,
-                meter.moved(),
-                stood.elapsed(),
-                end,
-            ));
-    }
-
-    /// Why this connection bypassed the proxy, told to the trail's summary
-    /// (the operational log says the first at once, then once a minute);
-    /// the trail line itself is written when the tunnel ends.
-    fn log_direct(&self, target: &str, destination: &str, tried: &[Tried]) -> String {
-        let why = if tried.is_empty() {
-            self.routing.why_not_proxy(target)
-        } else {
-            tried
-                .iter()
-                .map(|t| format!("{}: {} ({})", t.route, t.reason, t.detail))
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
-        self.routing.trail().went_direct(target, destination, &why);
-        why
+            .closed(&record.closed(meter.moved(), end));
     }
 }
 

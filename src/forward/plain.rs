@@ -35,14 +35,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::plan::{self, Plan};
-use super::reply::{Tried, status_for};
+use super::attempt::{Attempt, ConnectionResult, Opened, Planned};
+use super::reply::{Answer, status_for};
 use super::{Proxy, request};
-use crate::config::{Route, authority};
+use crate::compliance::Opened as Record;
+use crate::config::Route;
 use crate::dial::classify::{proxy_answer_detail, proxy_answer_reason};
 use crate::dial::{Destination, HttpPath, Phases};
 use crate::generation::Generation;
-use crate::health::{HostPort, TrafficResult};
 use crate::reason::FailureReason;
 
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -91,43 +91,81 @@ fn full(status: StatusCode, headers: &[(&str, String)], body: String) -> Respons
     r
 }
 
-/// Our own refusal or failure, with an RFC 9209 `Proxy-Status`.
-fn refusal(status: u16, error: &str, why: &str) -> Response<Body> {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let details = crate::dial::connect::sanitize(why.as_bytes()).replace(['"', '\\'], "'");
+/// Our own answer (a refusal, a failure), with its `Proxy-Status`.
+fn response(a: &Answer) -> Response<Body> {
+    let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_GATEWAY);
     full(
         status,
-        &[(
-            "proxy-status",
-            format!("egress-sentinel; error={error}; details=\"{details}\""),
-        )],
-        format!("egress-sentinel: {why}\n"),
+        &[("proxy-status", a.proxy_status())],
+        a.body.clone(),
     )
 }
 
+fn bad_request(why: &str) -> Response<Body> {
+    response(&Answer::new(400, "http_request_error", why))
+}
+
+/// Why a plain request is answered 400 before anything is dialed.
+#[derive(Debug, thiserror::Error)]
+enum BadRequest {
+    /// A CONNECT after the first request of the connection.
+    #[error("CONNECT must be the first request on its connection")]
+    LateConnect,
+    /// A request that could be read two ways.
+    #[error("both Content-Length and Transfer-Encoding: refused (request smuggling)")]
+    Smuggling,
+    /// Not an absolute `http://` URL.
+    #[error(
+        "a proxy request needs an absolute http:// URL (https:// goes through CONNECT), got {0:?}"
+    )]
+    NotAbsoluteHttp(String),
+    /// No host in the URL.
+    #[error("the URL has no host")]
+    NoHost,
+    /// A host that is no destination.
+    #[error("bad host in URL {host:?}: {error}")]
+    BadHost {
+        /// The URL's authority, sanitised.
+        host: String,
+        /// Why.
+        error: String,
+    },
+    /// What the request became cannot be sent (a Host or path refused).
+    #[error("{0}")]
+    Unsendable(String),
+}
+
 /// The destination of an absolute-form `http://` request target.
-fn destination(uri: &Uri) -> Result<(String, u16), String> {
+fn destination(uri: &Uri) -> Result<(String, u16), BadRequest> {
+    let sanitize = |b: &[u8]| crate::dial::connect::sanitize(b);
     if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "a proxy request needs an absolute http:// URL (https:// goes through CONNECT), got {:?}",
-            crate::dial::connect::sanitize(uri.to_string().as_bytes())
-        ));
+        return Err(BadRequest::NotAbsoluteHttp(sanitize(
+            uri.to_string().as_bytes(),
+        )));
     }
-    let auth = uri
-        .authority()
-        .ok_or_else(|| "the URL has no host".to_string())?;
+    let auth = uri.authority().ok_or(BadRequest::NoHost)?;
     let text = match auth.port_u16() {
         Some(p) => format!("{}:{p}", auth.host()),
         None => format!("{}:80", auth.host()),
     };
     crate::destination::parse_authority(&text, Some(80))
         .map(|(host, port)| (host.to_string(), port))
-        .map_err(|e| {
-            format!(
-                "bad host in URL {:?}: {e}",
-                crate::dial::connect::sanitize(auth.as_str().as_bytes())
-            )
+        .map_err(|e| BadRequest::BadHost {
+            host: sanitize(auth.as_str().as_bytes()),
+            error: e.to_string(),
         })
+}
+
+/// The destination of a request fit to be forwarded, or why it is not.
+fn checked_destination(req: &Request<Incoming>) -> Result<(String, u16), BadRequest> {
+    if req.method() == http::Method::CONNECT {
+        return Err(BadRequest::LateConnect);
+    }
+    let h = req.headers();
+    if h.contains_key(header::CONTENT_LENGTH) && h.contains_key(header::TRANSFER_ENCODING) {
+        return Err(BadRequest::Smuggling);
+    }
+    destination(req.uri())
 }
 
 /// One request, top-down: check it, plan it, send it on the first route
@@ -138,194 +176,85 @@ async fn one(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    if req.method() == http::Method::CONNECT {
-        return refusal(
-            400,
-            "http_request_error",
-            "CONNECT must be the first request on its connection",
-        );
-    }
-    let h = req.headers();
-    if h.contains_key(header::CONTENT_LENGTH) && h.contains_key(header::TRANSFER_ENCODING) {
-        return refusal(
-            400,
-            "http_request_error",
-            "both Content-Length and Transfer-Encoding: refused (request smuggling)",
-        );
-    }
-    let (host, port) = match destination(req.uri()) {
+    let (host, port) = match checked_destination(&req) {
         Ok(d) => d,
-        Err(why) => return refusal(400, "http_request_error", &why),
+        Err(why) => return bad_request(&why.to_string()),
     };
-    let config = &generation.config;
-    let checked = plan::plan_checked(
-        config,
-        generation.dialer.resolver(),
-        &host,
-        port,
-        config.probe.timeout,
-        |t| proxy.routing.choice(t),
-    );
-    let plan = match checked.await {
+    let planned = match proxy.plan_request(generation, host, port, peer).await {
         Ok(p) => p,
-        Err(plan::Refused { label, why }) => {
-            tracing::warn!(client = %peer, destination = %authority(&host, port), why = %why, "refused by policy");
-            proxy
-                .routing
-                .metrics()
-                .forward_connection(&label, "none", "refused");
-            return refusal(403, "http_request_denied", &why);
-        }
+        Err(answer) => return response(&answer),
     };
-    let timeout = plan
-        .target
-        .as_ref()
-        .map_or(config.probe.timeout, |t| t.timeout);
-    let mut tried: Vec<Tried> = Vec::new();
-    let (route, path) = 'open: {
-        for route in &plan.routes {
-            let mut phases = Phases::default();
-            let dest = Destination {
-                host: &host,
-                port,
-                allow: &plan.allow,
-            };
-            let deadline = Instant::now() + timeout;
-            match generation
+    let timeout = planned.timeout(generation);
+    let dest = Destination {
+        host: &planned.host,
+        port: planned.port,
+        allow: &planned.plan.allow,
+    };
+    let open = |route: Arc<Route>| -> Attempt<'_, HttpPath> {
+        Box::pin(async move {
+            let (mut phases, deadline) = (Phases::default(), Instant::now() + timeout);
+            generation
                 .dialer
-                .open_http(route, dest, deadline, &mut phases)
+                .open_http(&route, dest, deadline, &mut phases)
                 .await
-            {
-                Ok(path) => break 'open (route.clone(), path),
-                Err(e) => {
-                    let t = Tried::new(&route.name, &e);
-                    report(
-                        proxy,
-                        &plan,
-                        route,
-                        &host,
-                        port,
-                        Some((t.reason, t.detail.clone())),
-                    );
-                    proxy
-                        .routing
-                        .metrics()
-                        .forward_connection(&plan.label, &route.name, "failed");
-                    if t.reason == FailureReason::LocalExhausted {
-                        // Another route would fail the same way.
-                        let (status, error) = status_for(t.reason);
-                        let detail = format!("{}: {}", t.route, t.detail);
-                        return refusal(status, error, &detail);
-                    }
-                    tried.push(t);
-                }
-            }
-        }
-        return all_failed(&authority(&host, port), &tried);
+        })
     };
-    let why = route
-        .is_direct()
-        .then(|| proxy.log_direct(&plan.label, &authority(&host, port), &tried));
-    send(proxy, &plan, &route, path, req, &host, port, timeout, why).await
+    match proxy.try_routes(&planned, open).await {
+        Ok(opened) => send(proxy, &planned, opened, req, timeout).await,
+        Err(answer) => response(&answer),
+    }
 }
 
 /// Sends the request on an open path; from here on nothing is retried.
-#[allow(clippy::too_many_arguments)]
 async fn send(
     proxy: &Proxy,
-    plan: &Plan,
-    route: &Route,
-    path: HttpPath,
+    planned: &Planned,
+    opened: Opened<HttpPath>,
     req: Request<Incoming>,
-    host: &str,
-    port: u16,
     timeout: Duration,
-    why: Option<String>,
 ) -> Response<Body> {
-    let metrics = proxy.routing.metrics();
+    let Opened {
+        route,
+        stream: path,
+        tried,
+    } = opened;
+    let label = &planned.plan.label;
+    let why = route
+        .is_direct()
+        .then(|| proxy.went_direct(planned, &tried));
     // Bytes are counted as they move; the trail (and access log) line is
     // written when the upstream connection ends, after the answer's body.
-    let meter = metrics.forward_meter(&plan.label, &route.name);
-    let stream = meter.wrap(path.stream);
-    let (routing, opened, stood) = (
-        proxy.routing.clone(),
-        std::time::SystemTime::now(),
-        Instant::now(),
-    );
-    let record = (
-        plan.label.clone(),
-        authority(host, port),
-        route.name.clone(),
-    );
+    let meter = proxy.routing.metrics().forward_meter(label, &route.name);
+    let record = Record::now(label, &planned.destination(), &route.name, why);
     let absolute = path.proxy.is_some();
     let outbound = match outbound(req, absolute, path.proxy.as_ref()) {
         Ok(r) => r,
-        Err(why) => return refusal(400, "http_request_error", &why),
+        Err(why) => return bad_request(&why.to_string()),
     };
-    let method = outbound.method().clone();
-    let shown = format!("{method} http://{}", authority(host, port));
-    let exchange = async {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-            let (label, destination, route) = record;
-            routing.trail().closed(&crate::compliance::Connection::new(
-                opened,
-                &label,
-                &destination,
-                &route,
-                why,
-                meter.moved(),
-                stood.elapsed(),
-                "closed",
-            ));
-        });
-        sender
-            .send_request(outbound)
-            .await
-            .map_err(|e| e.to_string())
-    };
-    let resp = match tokio::time::timeout(timeout, exchange).await {
+    let shown = format!("{} http://{}", outbound.method(), planned.destination());
+    let stream = meter.wrap(path.stream);
+    let routing = proxy.routing.clone();
+    let closed = move |moved| routing.trail().closed(&record.closed(moved, "closed"));
+    let sent = tokio::time::timeout(timeout, exchange(stream, outbound, meter, closed)).await;
+    let resp = match sent {
         Ok(Ok(resp)) => resp,
-        other => {
-            let (reason, what) = match (&other, absolute) {
-                (Err(_), _) => (
-                    FailureReason::Timeout,
-                    format!("no answer within {timeout:?}"),
-                ),
-                (_, true) => (
-                    FailureReason::ProxyProtocol,
-                    "the proxy closed or broke the exchange".to_string(),
-                ),
-                (_, false) => (
-                    FailureReason::Io,
-                    "the origin closed or broke the exchange".to_string(),
-                ),
-            };
-            let detail = match &other {
-                Ok(Err(e)) => format!("{shown} via {}: {what}: {e}", route.name),
-                _ => format!("{shown} via {}: {what}", route.name),
-            };
-            tracing::warn!(target = %plan.label, route = %route.name, reason = %reason, detail = %detail, "plain http request failed after it was sent (not retried)");
-            report(
-                proxy,
-                plan,
-                route,
-                host,
-                port,
-                Some((reason, detail.clone())),
-            );
-            metrics.forward_connection(&plan.label, &route.name, "failed");
-            let (status, error) = status_for(reason);
-            return refusal(status, error, &detail);
+        Ok(Err(e)) => {
+            return broken(proxy, planned, &route, &shown, Some(e), absolute).await;
+        }
+        Err(_) => {
+            let what = format!("no answer within {timeout:?}");
+            let detail = format!("{shown} via {}: {what}", route.name);
+            return failed_after_send(proxy, planned, &route, FailureReason::Timeout, detail).await;
         }
     };
     let failure = proxy_own_error(&resp, &shown, path.proxy.as_ref().map(|p| p.name.as_str()));
-    let result = if failure.is_some() { "failed" } else { "ok" };
-    report(proxy, plan, route, host, port, failure);
-    metrics.forward_connection(&plan.label, &route.name, result);
+    let result = if failure.is_some() {
+        ConnectionResult::Failed
+    } else {
+        ConnectionResult::Ok
+    };
+    proxy.report(planned, &route, failure).await;
+    proxy.count(label, &route.name, result);
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts
@@ -334,22 +263,72 @@ async fn send(
     Response::from_parts(parts, body.boxed())
 }
 
-fn report(
+/// The HTTP/1.1 exchange on `stream`; `closed` hears the bytes moved when
+/// the upstream connection ends (after the answer's body).
+async fn exchange<S>(
+    stream: S,
+    outbound: Request<Incoming>,
+    meter: crate::telemetry::meter::ByteMeter,
+    closed: impl FnOnce((u64, u64)) + Send + 'static,
+) -> Result<Response<Incoming>, String>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+        closed(meter.moved());
+    });
+    sender
+        .send_request(outbound)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The exchange broke after the request went out: the proxy's fault on a
+/// proxy route, the origin's when direct.
+async fn broken(
     proxy: &Proxy,
-    plan: &Plan,
+    planned: &Planned,
     route: &Route,
-    host: &str,
-    port: u16,
-    failure: Option<(FailureReason, String)>,
-) {
-    if let Some(t) = &plan.target {
-        proxy.routing.report(TrafficResult {
-            target: t.name.clone(),
-            route: route.name.clone(),
-            destination: HostPort::new(host, port),
-            failure,
-        });
-    }
+    shown: &str,
+    error: Option<String>,
+    absolute: bool,
+) -> Response<Body> {
+    let (reason, what) = if absolute {
+        (
+            FailureReason::ProxyProtocol,
+            "the proxy closed or broke the exchange",
+        )
+    } else {
+        (FailureReason::Io, "the origin closed or broke the exchange")
+    };
+    let detail = match error {
+        Some(e) => format!("{shown} via {}: {what}: {e}", route.name),
+        None => format!("{shown} via {}: {what}", route.name),
+    };
+    failed_after_send(proxy, planned, route, reason, detail).await
+}
+
+/// A request that failed after it was sent: reported, counted, answered;
+/// never retried (a retried POST would duplicate its side effects).
+async fn failed_after_send(
+    proxy: &Proxy,
+    planned: &Planned,
+    route: &Route,
+    reason: FailureReason,
+    detail: String,
+) -> Response<Body> {
+    let label = &planned.plan.label;
+    tracing::warn!(target = %label, route = %route.name, reason = %reason, detail = %detail, "plain http request failed after it was sent (not retried)");
+    proxy
+        .report(planned, route, Some((reason, detail.clone())))
+        .await;
+    proxy.count(label, &route.name, ConnectionResult::Failed);
+    let (status, error) = status_for(reason);
+    response(&Answer::new(status, error, &detail))
 }
 
 /// The request as it goes out: absolute form to a proxy (with the route's
@@ -359,15 +338,12 @@ fn outbound(
     req: Request<Incoming>,
     absolute: bool,
     proxy: Option<&crate::dial::ProxyHop>,
-) -> Result<Request<Incoming>, String> {
+) -> Result<Request<Incoming>, BadRequest> {
     let (mut parts, body) = req.into_parts();
-    let authority = parts
-        .uri
-        .authority()
-        .cloned()
-        .ok_or_else(|| "the URL has no host".to_string())?;
+    let authority = parts.uri.authority().cloned().ok_or(BadRequest::NoHost)?;
     strip_hop_by_hop(&mut parts.headers);
-    let host = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+    let host = HeaderValue::from_str(authority.as_str())
+        .map_err(|e| BadRequest::Unsendable(e.to_string()))?;
     parts.headers.insert(header::HOST, host);
     parts
         .headers
@@ -385,7 +361,7 @@ fn outbound(
             .to_string();
         parts.uri = origin
             .parse()
-            .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+            .map_err(|e: http::uri::InvalidUri| BadRequest::Unsendable(e.to_string()))?;
     }
     parts.version = http::Version::HTTP_11;
     Ok(Request::from_parts(parts, body))
@@ -437,28 +413,6 @@ fn proxy_own_error(
         proxy_answer_detail(resp.headers())
     );
     Some((reason, detail))
-}
-
-fn all_failed(destination: &str, tried: &[Tried]) -> Response<Body> {
-    let first = tried.first();
-    let (status, error) = first.map_or((502, "proxy_internal_error"), |t| status_for(t.reason));
-    let summary = first.map_or_else(
-        || "no route".to_string(),
-        |t| format!("{} via {}: {}", t.reason, t.route, t.detail),
-    );
-    let mut body = format!("{destination} failed on every allowed route:\n");
-    for t in tried {
-        body.push_str(&format!("- {}: {}: {}\n", t.route, t.reason, t.detail));
-    }
-    let details = crate::dial::connect::sanitize(summary.as_bytes()).replace(['"', '\\'], "'");
-    full(
-        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-        &[(
-            "proxy-status",
-            format!("egress-sentinel; error={error}; details=\"{details}\""),
-        )],
-        format!("egress-sentinel: {body}"),
-    )
 }
 
 /// The app connection with the bytes already read put back in front.

@@ -14,7 +14,6 @@ use tokio::time::Instant;
 use crate::config::{Config, ForwardDefault, Route, Target};
 use crate::destination::{Host, parse_host};
 use crate::dial::Resolver;
-use crate::health::Override;
 use crate::policy::{Cidr, check_address};
 
 /// The label used for destinations that match no target.
@@ -42,13 +41,14 @@ pub struct Refused {
     pub why: String,
 }
 
-/// Plans `host:port`. `choice(target)` gives the route table's active route
-/// and the operator's override for a target.
+/// Plans `host:port`. `routes_to_try(target)` gives the route-state
+/// snapshot's routes for a target, in order, the override applied (`None`:
+/// the target is not in the snapshot yet; its routes in preference order).
 pub fn plan(
     config: &Config,
     host: &str,
     port: u16,
-    choice: impl Fn(&str) -> Option<(String, Override)>,
+    routes_to_try: impl Fn(&str) -> Option<Vec<String>>,
 ) -> Result<Plan, Refused> {
     let label =
         |t: Option<&Arc<Target>>| t.map_or_else(|| UNMATCHED.to_string(), |t| t.name.clone());
@@ -71,24 +71,13 @@ pub fn plan(
                     ),
                 ));
             }
-            let (active, force) =
-                choice(&t.name).unwrap_or_else(|| (String::new(), Override::Auto));
-            let allowed: Vec<Arc<Route>> = t
-                .routes
-                .iter()
-                .filter(|r| match force {
-                    Override::Auto => true,
-                    Override::Proxy => !r.is_direct(),
-                    Override::Direct => r.is_direct(),
-                })
-                .cloned()
-                .collect();
-            let mut routes: Vec<Arc<Route>> = allowed
-                .iter()
-                .filter(|r| r.name == active)
-                .cloned()
-                .collect();
-            routes.extend(allowed.iter().filter(|r| r.name != active).cloned());
+            let routes: Vec<Arc<Route>> = match routes_to_try(&t.name) {
+                Some(names) => names
+                    .iter()
+                    .filter_map(|n| t.routes.iter().find(|r| &r.name == n).cloned())
+                    .collect(),
+                None => t.routes.clone(),
+            };
             Plan {
                 target: Some(t.clone()),
                 label: t.name.clone(),
@@ -154,9 +143,9 @@ pub async fn plan_checked(
     host: &str,
     port: u16,
     timeout: Duration,
-    choice: impl Fn(&str) -> Option<(String, Override)>,
+    routes_to_try: impl Fn(&str) -> Option<Vec<String>>,
 ) -> Result<Plan, Refused> {
-    let plan = plan(config, host, port, choice)?;
+    let plan = plan(config, host, port, routes_to_try)?;
     if plan.target.is_none() {
         let deadline = Instant::now() + timeout.min(GUARD_LOOKUP);
         check_resolved(resolver, host, port, &plan.allow, deadline)

@@ -85,85 +85,115 @@ fn quoted(s: &str) -> String {
     crate::dial::connect::sanitize(s.as_bytes()).replace(['"', '\\'], "'")
 }
 
-/// Writes a complete error response and flushes it.
-pub async fn write<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    status: u16,
-    error: &str,
-    details: &str,
-    body: &str,
-) {
-    let reason = match status {
-        400 => "Bad Request",
-        403 => "Forbidden",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Bad Gateway",
-    };
-    let text = format!(
-        "HTTP/1.1 {status} {reason}\r\nProxy-Status: egress-sentinel; error={error}; details=\"{}\"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        quoted(details),
-        body.len()
-    );
-    let _ = w.write_all(text.as_bytes()).await;
-    let _ = w.flush().await;
+/// What the app hears from us instead of the upstream: a status, the RFC
+/// 9209 error type and its details for `Proxy-Status`, and a short body.
+/// The one place our `Proxy-Status` is written, for the raw replies to
+/// `CONNECT` and the plain-http responses alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// The RFC 9209 error type.
+    pub error: &'static str,
+    /// The `details` parameter.
+    pub details: String,
+    /// The body, for people.
+    pub body: String,
 }
 
-/// The reply when the attempt stopped at `last` (see [`Stop`]).
-pub async fn stopped<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    destination: &str,
-    last: &Tried,
-    stop: Stop,
-) {
-    let (status, error, why) = match stop {
-        Stop::ProxyRefused => (
-            403,
-            "http_request_denied",
-            format!(
-                "the proxy route {} refused {destination} by its own policy; not retried on another route",
-                last.route
-            ),
-        ),
-        Stop::LocalExhausted => (
-            503,
-            "proxy_internal_error",
-            format!(
-                "egress-sentinel ran out of descriptors or memory opening {destination}; retry later"
-            ),
-        ),
-    };
-    let details = format!("{} via {}: {}", last.reason, last.route, last.detail);
-    let body = format!(
-        "egress-sentinel: {why}:\n- {}: {}: {}\n",
-        last.route, last.reason, last.detail
-    );
-    write(w, status, error, &details, &body).await;
-}
+impl Answer {
+    /// An answer whose body says `why`.
+    pub fn new(status: u16, error: &'static str, why: &str) -> Self {
+        Self {
+            status,
+            error,
+            details: why.to_string(),
+            body: format!("egress-sentinel: {why}\n"),
+        }
+    }
 
-/// The reply when every allowed route failed.
-pub async fn all_failed<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    destination: &str,
-    tried: &[Tried],
-    not_allowed_direct: bool,
-) {
-    // The status follows the preferred route's failure: that is the path the
-    // app was meant to take.
-    let first = tried.first().map_or(FailureReason::Io, |t| t.reason);
-    let (status, error) = status_for(first);
-    let mut body = format!("egress-sentinel: {destination} failed on every allowed route:\n");
-    for t in tried {
-        body.push_str(&format!("- {}: {}: {}\n", t.route, t.reason, t.detail));
+    /// The answer when every allowed route failed: the status follows the
+    /// preferred route's failure (the path the app was meant to take).
+    pub fn all_failed(destination: &str, tried: &[Tried], not_allowed_direct: bool) -> Self {
+        let first = tried.first().map_or(FailureReason::Io, |t| t.reason);
+        let (status, error) = status_for(first);
+        let mut body = format!("egress-sentinel: {destination} failed on every allowed route:\n");
+        for t in tried {
+            body.push_str(&format!("- {}: {}: {}\n", t.route, t.reason, t.detail));
+        }
+        if not_allowed_direct {
+            body.push_str("- direct: not allowed for this target\n");
+        }
+        let details = tried
+            .first()
+            .map(|t| format!("{} via {}: {}", t.reason, t.route, t.detail))
+            .unwrap_or_else(|| "no route".to_string());
+        Self {
+            status,
+            error,
+            details,
+            body,
+        }
     }
-    if not_allowed_direct {
-        body.push_str("- direct: not allowed for this target\n");
+
+    /// The answer when the attempt stopped at `last` (see [`Stop`]).
+    pub fn stopped(destination: &str, last: &Tried, stop: Stop) -> Self {
+        let (status, error, why) = match stop {
+            Stop::ProxyRefused => (
+                403,
+                "http_request_denied",
+                format!(
+                    "the proxy route {} refused {destination} by its own policy; not retried on another route",
+                    last.route
+                ),
+            ),
+            Stop::LocalExhausted => (
+                503,
+                "proxy_internal_error",
+                format!(
+                    "egress-sentinel ran out of descriptors or memory opening {destination}; retry later"
+                ),
+            ),
+        };
+        Self {
+            status,
+            error,
+            details: format!("{} via {}: {}", last.reason, last.route, last.detail),
+            body: format!(
+                "egress-sentinel: {why}:\n- {}: {}: {}\n",
+                last.route, last.reason, last.detail
+            ),
+        }
     }
-    let details = tried
-        .first()
-        .map(|t| format!("{} via {}: {}", t.reason, t.route, t.detail))
-        .unwrap_or_default();
-    write(w, status, error, &details, &body).await;
+
+    /// The `Proxy-Status` value.
+    pub fn proxy_status(&self) -> String {
+        format!(
+            "egress-sentinel; error={}; details=\"{}\"",
+            self.error,
+            quoted(&self.details)
+        )
+    }
+
+    /// Writes it as a complete HTTP/1.1 response and flushes it.
+    pub async fn write<W: AsyncWrite + Unpin>(&self, w: &mut W) {
+        let reason = match self.status {
+            400 => "Bad Request",
+            403 => "Forbidden",
+            408 => "Request Timeout",
+            431 => "Request Header Fields Too Large",
+            503 => "Service Unavailable",
+            504 => "Gateway Timeout",
+            _ => "Bad Gateway",
+        };
+        let text = format!(
+            "HTTP/1.1 {} {reason}\r\nProxy-Status: {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+            self.status,
+            self.proxy_status(),
+            self.body.len(),
+            self.body
+        );
+        let _ = w.write_all(text.as_bytes()).await;
+        let _ = w.flush().await;
+    }
 }

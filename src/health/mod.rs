@@ -19,6 +19,7 @@
 
 pub mod level;
 pub mod route;
+pub mod snapshot;
 
 #[cfg(test)]
 mod tests;
@@ -29,7 +30,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use level::{Evidence, Level};
-pub use route::{Changed, HealthSettings, LevelHealth, RouteHealth, Seen, Source};
+pub use route::{Changed, HealthSettings, LevelHealth, RouteHealth, RouteState, Seen, Source};
+pub use snapshot::{PairSchedule, Snapshot};
 
 use crate::probe::ProbeOutcome;
 use crate::reason::FailureReason;
@@ -44,6 +46,27 @@ pub enum Override {
     Proxy,
     /// Only `direct` (where the target allows it).
     Direct,
+}
+
+impl Override {
+    /// Whether a route (`direct` or not) may carry traffic under this
+    /// override. The one place the override filter is written.
+    pub fn allows(self, direct: bool) -> bool {
+        match self {
+            Self::Auto => true,
+            Self::Proxy => !direct,
+            Self::Direct => direct,
+        }
+    }
+
+    /// The word users write and read (`auto`, `proxy`, `direct`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Proxy => "proxy",
+            Self::Direct => "direct",
+        }
+    }
 }
 
 /// A destination, compared as the table compares them: host name in lower
@@ -80,7 +103,7 @@ pub struct TargetSpec {
 }
 
 /// What one app connection learned about a route, up to its tunnel.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrafficResult {
     /// The target the destination belongs to.
     pub target: String,
@@ -90,6 +113,17 @@ pub struct TrafficResult {
     pub destination: HostPort,
     /// `None` when the tunnel stood; else the reason and its detail.
     pub failure: Option<(FailureReason, String)>,
+}
+
+impl TrafficResult {
+    /// True when `other` tells the table the same thing: the same target,
+    /// route, destination and outcome (the detail's wording aside).
+    pub fn says_the_same(&self, other: &Self) -> bool {
+        self.target == other.target
+            && self.route == other.route
+            && self.destination == other.destination
+            && self.failure.as_ref().map(|(r, _)| *r) == other.failure.as_ref().map(|(r, _)| *r)
+    }
 }
 
 /// One thing the table is told.
@@ -129,6 +163,9 @@ pub enum Event {
         to: String,
         /// True when no route is eligible (traffic stays on the preferred one).
         down: bool,
+        /// True when traffic left `direct` for a proxy route: the target's
+        /// direct tunnels are to be closed after the fail-back grace.
+        back_on_proxy: bool,
     },
     /// Too many of a route's latest attempts failed (or, cleared, few enough
     /// do again): a partial failure that fall/rise does not see.
@@ -149,6 +186,9 @@ pub enum Event {
         preferred: bool,
         /// For a route turning degraded: its latest failure.
         cause: Option<Seen>,
+        /// The route's fall/rise verdict after this observation (a route
+        /// that cleared because it went down is not "degraded no more").
+        healthy: Option<bool>,
     },
     /// The set of a proxy's addresses that fail their check changed (one bad
     /// node behind the proxy's name): the route is degraded while any does,
@@ -227,11 +267,20 @@ impl TargetHealth {
     }
 
     fn allowed(&self, r: &RouteHealth) -> bool {
-        match self.route_override {
-            Override::Auto => true,
-            Override::Proxy => !r.direct,
-            Override::Direct => r.direct,
-        }
+        self.route_override.allows(r.direct)
+    }
+
+    /// The routes app traffic tries, in order: the active route first, then
+    /// the others in preference order; the operator's override applied.
+    pub fn routes_to_try(&self) -> Vec<String> {
+        let allowed = self.routes.iter().filter(|r| self.allowed(r));
+        let (active, rest): (Vec<_>, Vec<_>) =
+            allowed.partition(|r| r.route == self.active_route());
+        active
+            .into_iter()
+            .chain(rest)
+            .map(|r| r.route.clone())
+            .collect()
     }
 
     /// Re-derives the active route; returns the previous one when it changed.
@@ -395,6 +444,7 @@ impl RouteTable {
                 level,
                 preferred: index == 0,
                 cause: (degraded && failed).then_some(last),
+                healthy: route.healthy(),
             });
         }
         if let Some(healthy) = changed.healthy {
@@ -494,11 +544,13 @@ impl RouteTable {
 
     fn recompute_target(name: &str, t: &mut TargetHealth, now: Instant) -> Option<Event> {
         let prev = t.recompute(now)?;
+        let (from, to) = (&t.routes[prev], &t.routes[t.active]);
         Some(Event::Failover {
             target: name.to_string(),
-            from: t.routes[prev].route.clone(),
-            to: t.active_route().to_string(),
+            from: from.route.clone(),
+            to: to.route.clone(),
             down: t.down,
+            back_on_proxy: from.direct && !to.direct,
         })
     }
 

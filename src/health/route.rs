@@ -152,6 +152,37 @@ impl LevelHealth {
     }
 }
 
+/// Where a route stands, as a reader shows it: one of five states, in words
+/// only when rendered ([`as_str`](Self::as_str)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteState {
+    /// No observation has reached any level yet (eligible for traffic).
+    NotYetProbed,
+    /// Some level with evidence is unhealthy: no traffic.
+    Failing,
+    /// Healthy again after flapping, held before traffic returns.
+    HeldDown,
+    /// Up, but too many of its latest observations failed (or some of its
+    /// proxy's addresses do).
+    Degraded,
+    /// Up.
+    Healthy,
+}
+
+impl RouteState {
+    /// The words the page and logs use (tests match them).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotYetProbed => "not yet probed",
+            Self::Failing => "failing",
+            Self::HeldDown => "held down",
+            Self::Degraded => "degraded",
+            Self::Healthy => "healthy",
+        }
+    }
+}
+
 /// The health of one target × route: a [`LevelHealth`] per [`Level`], and
 /// the route judged as good as its worst level with evidence.
 #[derive(Debug, Clone)]
@@ -254,6 +285,17 @@ impl RouteHealth {
         let unhealthy = self.levels.iter().find(|l| l.healthy == Some(false));
         let failing = self.levels.iter().find(|l| l.consecutive_fail > 0);
         unhealthy.or(failing)?.first_failure.as_ref()
+    }
+
+    /// Where the route stands at `now`.
+    pub fn state(&self, now: Instant) -> RouteState {
+        match self.healthy() {
+            None => RouteState::NotYetProbed,
+            Some(false) => RouteState::Failing,
+            Some(true) if !self.eligible(now) => RouteState::HeldDown,
+            Some(true) if self.degraded_any() => RouteState::Degraded,
+            Some(true) => RouteState::Healthy,
+        }
     }
 
     /// Eligible for traffic: not known to be down and not held.

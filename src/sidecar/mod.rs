@@ -153,7 +153,7 @@ pub async fn run_with(
     };
     let idle = (config.probe.interval + config.probe.timeout) * 3 + Duration::from_secs(60);
     let first = Generation::build(1, config, &hooks.prober);
-    let rt = Arc::new(Runtime::new(first, incidents, Metrics::new(idle)));
+    let rt = Runtime::start(first, incidents, Metrics::new(idle));
     let endpoints = Arc::new(Endpoints::new(rt.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -207,7 +207,7 @@ pub async fn run_with(
         tokio::select! {
             () = &mut shutdown => break,
             () = hooks.reload.notified() => {
-                if try_reload(&rt, &hooks.prober, &mut probes, &stop_rx) {
+                if try_reload(&rt, &hooks.prober, &mut probes, &stop_rx).await {
                     watcher = reload::Watcher::new(&rt.config());
                 }
             }
@@ -215,7 +215,7 @@ pub async fn run_with(
                 if let Some(changed) = watcher.poll().await {
                     let files: Vec<_> = changed.iter().map(|(p, _)| p.display().to_string()).collect();
                     tracing::info!(files = ?files, "a file the configuration names changed: reloading");
-                    if try_reload(&rt, &hooks.prober, &mut probes, &stop_rx) {
+                    if try_reload(&rt, &hooks.prober, &mut probes, &stop_rx).await {
                         watcher = reload::Watcher::new(&rt.config());
                     } else {
                         watcher.accept(&changed);
@@ -223,8 +223,7 @@ pub async fn run_with(
                 }
             }
             _ = upkeep.tick() => {
-                rt.tick();
-                rt.publish_all();
+                rt.tick().await;
                 rt.metrics.upkeep();
                 if upkeeps % FD_DETAIL_EVERY == 0 {
                     let e = endpoints.clone();
@@ -271,7 +270,7 @@ async fn shut_down(
         probes.abort_all();
         servers.abort_all();
     }
-    if let Err(e) = rt.with_incidents(|log| log.flush()) {
+    if let Err(e) = rt.stop().await {
         tracing::error!(error = %e, "cannot write the incident file");
     }
     tracing::info!("stopped");
@@ -285,7 +284,7 @@ fn log_listen(what: &str, l: &TcpListener) {
 
 /// Loads the file again and builds a new generation from it; swaps it in
 /// when valid (true), keeps the old one otherwise (false).
-fn try_reload(
+async fn try_reload(
     rt: &Arc<Runtime>,
     prober: &ProberFactory,
     probes: &mut JoinSet<()>,
@@ -297,7 +296,7 @@ fn try_reload(
             if new.listen != old.config.listen {
                 tracing::warn!("listener addresses changed; they take effect at the next restart");
             }
-            rt.install(Generation::build(old.id + 1, new, prober));
+            rt.install(Generation::build(old.id + 1, new, prober)).await;
             probes.abort_all();
             *probes = scheduler::spawn(rt, stop);
             true

@@ -64,7 +64,7 @@ struct Pair {
 impl Pair {
     async fn run(self, stop: &mut watch::Receiver<bool>, mut rng: u64) {
         let (target, route) = (&self.target.name, &self.route.name);
-        let wake = self.rt.waker(target, route);
+        let wake = self.rt.snapshot().waker(target, route).unwrap_or_default();
         loop {
             if *stop.borrow() {
                 return;
@@ -72,9 +72,9 @@ impl Pair {
             let generation = &self.generation;
             let outcome = generation.prober.probe(&self.target, &self.route).await;
             tracing::debug!(target = %outcome.target, route = %outcome.route, reason = %outcome.reason, seconds = outcome.duration.as_secs_f64(), detail = %outcome.detail, "probe");
-            self.rt.record_probe(outcome, !self.route.is_direct());
+            let unsettled = self.rt.record_probe(outcome, !self.route.is_direct()).await;
             let probe = &generation.config.probe;
-            let base = if self.rt.unsettled(target, route) {
+            let base = if unsettled {
                 probe.unhealthy_interval
             } else {
                 probe.interval
@@ -86,7 +86,7 @@ impl Pair {
                 () = &mut sleep => {}
                 () = wake.notified() => {
                     // Woken by app traffic: soon, but not in a burst.
-                    let gap = self.rt.wake_delay(target, route);
+                    let gap = self.rt.snapshot().wake_delay(target, route, tokio::time::Instant::now());
                     tokio::select! {
                         () = tokio::time::sleep(gap) => {}
                         () = &mut sleep => {}

@@ -67,7 +67,8 @@ fn levels(r: &RouteHealth) -> Value {
 /// Renders the status document.
 pub fn render(rt: &Runtime) -> String {
     let config = rt.config();
-    let health = rt.table();
+    let snapshot = rt.snapshot();
+    let health = &snapshot.table;
     let now = Instant::now();
     let wall = crate::verify::now_unix();
     let targets: Vec<Value> = config
@@ -123,17 +124,17 @@ pub fn render(rt: &Runtime) -> String {
             }))
         })
         .collect();
-    let incidents: Vec<Value> = rt.with_incidents(|log| {
-        log.windows()
-            .map(|w| {
-                let mut v = serde_json::to_value(w).unwrap_or(Value::Null);
-                if let Value::Object(m) = &mut v {
-                    m.insert("text".into(), Value::String(w.render()));
-                }
-                v
-            })
-            .collect()
-    });
+    let incidents: Vec<Value> = snapshot
+        .incidents
+        .iter()
+        .map(|w| {
+            let mut v = serde_json::to_value(w).unwrap_or(Value::Null);
+            if let Value::Object(m) = &mut v {
+                m.insert("text".into(), Value::String(w.render()));
+            }
+            v
+        })
+        .collect();
     let doc = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "config_file": config.file.display().to_string(),
@@ -141,6 +142,11 @@ pub fn render(rt: &Runtime) -> String {
         "targets": targets,
         "fds": crate::watch::sample(&config.watch_processes),
         "incidents": incidents,
+        "route_state": {
+            "generation": snapshot.generation,
+            "snapshot_age_seconds": now.saturating_duration_since(snapshot.taken).as_secs_f64(),
+            "observations_merged": rt.merged_observations(),
+        },
     });
     serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }

@@ -163,6 +163,22 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
+/// Every sample of `name` in a Prometheus text exposition: its labels
+/// (the text between the braces) and its value.
+pub fn series<'a>(text: &'a str, name: &str) -> Vec<(&'a str, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+            if n != name {
+                return None;
+            }
+            Some((rest.trim_end_matches('}'), value.parse().ok()?))
+        })
+        .collect()
+}
+
 /// Polls `check` every 50 ms until it returns `Some` or `within` passes.
 pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
 where

@@ -199,6 +199,50 @@ impl Drop for Spawned {
     }
 }
 
+/// The binary on a config whose listeners are all on port 0, with the
+/// addresses it bound found from its log.
+pub struct Sidecar {
+    /// The process.
+    pub process: Spawned,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub metrics: SocketAddr,
+    /// `/status`, `POST /verify`.
+    pub admin: SocketAddr,
+    /// The forward proxy.
+    pub proxy: SocketAddr,
+}
+
+impl Sidecar {
+    /// `run --config <config>` at the default log level, once every
+    /// listener is bound.
+    pub async fn start(config: &Path) -> Self {
+        let mut process = Spawned::run(config, &[]);
+        let metrics = process.addr("metrics").await;
+        let admin = process.addr("admin").await;
+        let proxy = process.addr("forward proxy").await;
+        Self {
+            process,
+            metrics,
+            admin,
+            proxy,
+        }
+    }
+
+    /// `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let (status, body) = super::sidecar::request(self.metrics, "GET", "/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// `/status` as JSON.
+    pub async fn status(&self) -> serde_json::Value {
+        let (status, body) = super::sidecar::request(self.admin, "GET", "/status").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("status JSON")
+    }
+}
+
 /// The shared scenario ([`super::scenario::config`]) for the binary: every
 /// listener on a loopback port 0 (found with [`Spawned::addr`]), no drain,
 /// a short deadline. `top` goes before every table (e.g. `state_dir`);

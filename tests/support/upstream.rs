@@ -1,7 +1,9 @@
 //! TLS upstreams on 127.0.0.1: HTTP/1.1 or HTTP/2 (by ALPN, or h2 only like
 //! APNs), with a chosen certificate, optional client-certificate demand, a
-//! scriptable reply, and misbehaviours (silence, close after TLS, plain text).
-//! Each records the connections and requests it saw.
+//! scriptable reply, a partial failure on one path (every nth request there
+//! answered with an error, counted per Host), and misbehaviours (silence,
+//! close after TLS, plain text). Each records the connections and requests
+//! it saw.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -70,6 +72,10 @@ pub struct Opts {
     pub behavior: Behavior,
     /// The address to bind (127.0.0.1:0 unless set).
     pub bind: SocketAddr,
+    /// A partial failure: `(path, n, status)` answers `status` to every nth
+    /// request for `path`, counted per Host (so requests for other paths or
+    /// names cannot shift the pattern); the reply otherwise.
+    pub every_nth_fails: Option<(String, u64, u16)>,
 }
 
 impl Opts {
@@ -82,6 +88,7 @@ impl Opts {
             reply: Reply::new(200, "ok"),
             behavior: Behavior::Serve,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            every_nth_fails: None,
         }
     }
 
@@ -115,6 +122,13 @@ impl Opts {
         self
     }
 
+    /// Every `n`th request for `path` on each Host gets `status` (worker
+    /// exhaustion behind a load balancer: a steady share of 500s).
+    pub fn every_nth_fails(mut self, path: &str, n: u64, status: u16) -> Self {
+        self.every_nth_fails = Some((path.to_string(), n, status));
+        self
+    }
+
     /// Start it.
     pub async fn start(self) -> Upstream {
         Upstream::start(self).await
@@ -139,6 +153,9 @@ struct State {
     connections: AtomicUsize,
     requests: Mutex<Vec<Seen>>,
     reply: Mutex<Option<Reply>>,
+    every_nth_fails: Option<(String, u64, u16)>,
+    /// Requests seen per `(Host, path)`, for `every_nth_fails`.
+    per_host_path: Mutex<std::collections::HashMap<(String, String), u64>>,
 }
 
 /// A running upstream; stops when dropped.
@@ -163,6 +180,7 @@ impl Upstream {
         let addr = listener.local_addr().expect("upstream addr");
         let state = Arc::new(State {
             reply: Mutex::new(Some(opts.reply.clone())),
+            every_nth_fails: opts.every_nth_fails.clone(),
             ..State::default()
         });
         let acceptor = TlsAcceptor::from(Arc::new(server_config(&opts)));
@@ -200,6 +218,29 @@ impl Upstream {
     /// Changes the reply.
     pub fn set_reply(&self, status: u16, body: &str) {
         *self.state.reply.lock().expect("lock") = Some(Reply::new(status, body));
+    }
+}
+
+impl State {
+    /// The status `every_nth_fails` gives this request, counting it.
+    fn partial_failure<B>(&self, req: &Request<B>, path: &str) -> Option<u16> {
+        let (fail_path, n, status) = self.every_nth_fails.as_ref()?;
+        if path != fail_path {
+            return None;
+        }
+        // HTTP/1.1 names the host in `Host`, h2 in `:authority`.
+        let host = req
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+            .unwrap_or_default();
+        let host = host.split(':').next().unwrap_or("").to_ascii_lowercase();
+        let mut counts = self.per_host_path.lock().expect("lock");
+        let seen = counts.entry((host, path.to_string())).or_insert(0);
+        *seen += 1;
+        (*seen % n == 0).then_some(*status)
     }
 }
 
@@ -260,22 +301,27 @@ async fn serve(
             let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let st = st.clone();
                 async move {
+                    let path = req
+                        .uri()
+                        .path_and_query()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default();
+                    let failure = st.partial_failure(&req, &path);
                     st.requests.lock().expect("lock").push(Seen {
                         method: req.method().to_string(),
-                        path: req
-                            .uri()
-                            .path_and_query()
-                            .map(|p| p.to_string())
-                            .unwrap_or_default(),
+                        path,
                         version: format!("{:?}", req.version()),
                         peer,
                     });
-                    let reply = st
+                    let mut reply = st
                         .reply
                         .lock()
                         .expect("lock")
                         .clone()
                         .unwrap_or(Reply::new(200, "ok"));
+                    if let Some(status) = failure {
+                        reply = Reply::new(status, "partial failure");
+                    }
                     let resp = Response::builder()
                         .status(reply.status)
                         .header("content-type", "application/json")

@@ -192,7 +192,7 @@ impl Endpoints {
             .max()
             .unwrap_or(config.probe.timeout);
         let bound = config.probe.interval * 3 + longest;
-        match self.rt.stalest_pair() {
+        match self.rt.snapshot().stalest_pair(tokio::time::Instant::now()) {
             Some((target, route, age)) if age > bound => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!(

@@ -60,9 +60,10 @@ impl Endpoints {
             Ok(t) => t,
             Err(why) => return text(StatusCode::BAD_REQUEST, &why),
         };
-        match self.rt.set_override(&target, force, ttl) {
+        match self.rt.set_override(&target, force, ttl).await {
             Ok(()) => {
-                let active = self.rt.active_route(&target).unwrap_or_default();
+                let snapshot = self.rt.snapshot();
+                let active = snapshot.active_route(&target).unwrap_or_default();
                 let mut doc = json!({
                     "target": target,
                     "force": force,

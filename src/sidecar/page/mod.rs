@@ -39,8 +39,6 @@ use std::fmt::Write as _;
 use std::sync::LazyLock;
 use std::time::SystemTime;
 
-use tokio::time::Instant;
-
 use super::runtime::Runtime;
 use crate::incidents::IncidentWindow;
 
@@ -78,10 +76,11 @@ fn sha256_source(text: &str) -> String {
 /// Renders the whole page.
 pub fn render(rt: &Runtime) -> String {
     let config = rt.config();
-    let table = rt.table();
-    let now = Instant::now();
+    let snapshot = rt.snapshot();
+    let table = &snapshot.table;
+    let now = snapshot.taken;
     let wall = SystemTime::now();
-    let windows: Vec<IncidentWindow> = rt.with_incidents(|log| log.windows().cloned().collect());
+    let windows: &[IncidentWindow] = &snapshot.incidents;
     let reload = rt.reload_status();
 
     let mut h = String::with_capacity(32 * 1024);
@@ -116,7 +115,7 @@ pub fn render(rt: &Runtime) -> String {
     );
     routes::table(&mut h, &config, &table.targets, now, wall);
     h.push_str("</section>\n");
-    incidents::section(&mut h, &windows, wall);
+    incidents::section(&mut h, windows, wall);
     fds::section(&mut h, &config);
 
     // The controls: outside the live sections, so a refresh never resets them.

@@ -3,21 +3,20 @@
 //! fail-back to the proxy, the closing of the target's direct tunnels.
 //!
 //! Reacts to events; never decides health. The events come from the route
-//! table, and nothing here observes a probe or a connection or changes a
-//! route's state.
+//! table and say what their consumers need (a route's verdict, a fail-back
+//! to the proxy): nothing here reads the table back to find out.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::{Runtime, lock};
-use crate::health::Event;
+use super::owner::Owner;
+use crate::health::{Event, Level, Seen};
 use crate::incidents::Change;
 use crate::reason::FailureReason;
 
-impl Runtime {
+impl Owner {
     /// Turns table events into logs, counters, incident windows, early
     /// probes and fail-back closes.
-    pub(super) fn apply(&self, events: &[Event]) {
+    pub(super) fn apply(&mut self, events: &[Event]) {
         for e in events {
             match e {
                 Event::RouteHealth {
@@ -40,7 +39,8 @@ impl Runtime {
                     from,
                     to,
                     down,
-                } => self.failover(target, from, to, *down),
+                    back_on_proxy,
+                } => self.failover(target, (from, to), *down, *back_on_proxy),
                 Event::Degraded {
                     target,
                     route,
@@ -50,10 +50,11 @@ impl Runtime {
                     level,
                     preferred,
                     cause,
+                    healthy,
                 } => self.degraded(
                     target,
                     route,
-                    *degraded,
+                    (*degraded, *healthy),
                     (*failures, *window, *level),
                     *preferred,
                     cause.as_ref(),
@@ -70,11 +71,7 @@ impl Runtime {
                     }
                     self.publish_target(target);
                 }
-                Event::ProbeWanted { target, route } => {
-                    if let Some(p) = lock(&self.pairs).get(&(target.clone(), route.clone())) {
-                        p.wake.notify_one();
-                    }
-                }
+                Event::ProbeWanted { target, route } => self.wake(target, route),
                 Event::OverrideExpired { target, previous } => {
                     tracing::warn!(target = %target, previous = ?previous, "operator override expired; health decides the route again");
                     self.publish_target(target);
@@ -84,12 +81,12 @@ impl Runtime {
     }
 
     fn route_health(
-        &self,
+        &mut self,
         target: &str,
         route: &str,
         healthy: bool,
         preferred: bool,
-        cause: Option<&crate::health::Seen>,
+        cause: Option<&Seen>,
         held_for: Option<Duration>,
     ) {
         let wall = SystemTime::now();
@@ -110,47 +107,49 @@ impl Runtime {
             None => tracing::info!(target = %target, route = %route, "route healthy"),
         }
         if preferred {
-            if let Some(Change::Closed(w)) =
-                self.with_incidents(|log| log.close_target(target, wall))
-            {
-                tracing::info!(incident = w.id, "{}", w.render());
-            }
+            self.close_incident(target, wall);
+        }
+    }
+
+    /// Closes the target's incident window, if open, and logs it.
+    fn close_incident(&mut self, target: &str, wall: SystemTime) {
+        if let Some(Change::Closed(w)) = self.incidents.close_target(target, wall) {
+            tracing::info!(incident = w.id, "{}", w.render());
+            self.incidents_changed();
         }
     }
 
     /// Opens the target's incident window (the preferred route failed or
     /// degraded) and logs it when it is new.
     fn open_incident(
-        &self,
+        &mut self,
         target: &str,
         route: &str,
         reason: FailureReason,
         detail: &str,
         wall: SystemTime,
     ) {
-        let change =
-            self.with_incidents(|log| log.open_target(target, route, reason, detail, wall));
-        if let Change::Opened(w) = change {
+        let change = self
+            .incidents
+            .open_target(target, route, reason, detail, wall);
+        if let Change::Opened(w) = &change {
             tracing::warn!(incident = w.id, "{}", w.render());
         }
+        self.incidents_changed();
     }
 
     /// A partial failure: logged, exported, and (on the preferred route) an
     /// incident window, like a route going down.
     fn degraded(
-        &self,
+        &mut self,
         target: &str,
         route: &str,
-        degraded: bool,
-        (failures, window, level): (u32, u32, crate::health::Level),
+        (degraded, healthy): (bool, Option<bool>),
+        (failures, window, level): (u32, u32, Level),
         preferred: bool,
-        cause: Option<&crate::health::Seen>,
+        cause: Option<&Seen>,
     ) {
-        self.metrics.route_degraded(
-            target,
-            route,
-            degraded || self.addresses_down(target, route),
-        );
+        self.publish_target(target);
         let wall = SystemTime::now();
         if degraded {
             let (reason, detail) = cause.map_or((FailureReason::Io, String::new()), |c| {
@@ -162,48 +161,25 @@ impl Runtime {
             }
             return;
         }
-        let healthy = lock(&self.table)
-            .targets
-            .get(target)
-            .and_then(|t| t.route(route))
-            .is_some_and(|r| r.healthy() != Some(false));
-        if !healthy {
+        if healthy == Some(false) {
             return; // it went down: that is what the log and incidents say
         }
         tracing::info!(target = %target, route = %route, failures, window, level = %level, "route no longer degraded");
         if preferred {
-            if let Some(Change::Closed(w)) =
-                self.with_incidents(|log| log.close_target(target, wall))
-            {
-                tracing::info!(incident = w.id, "{}", w.render());
-            }
+            self.close_incident(target, wall);
         }
     }
 
-    fn addresses_down(&self, target: &str, route: &str) -> bool {
-        lock(&self.table)
-            .targets
-            .get(target)
-            .and_then(|t| t.route(route))
-            .is_some_and(|r| !r.addresses_down.is_empty())
-    }
-
-    fn failover(&self, target: &str, from: &str, to: &str, down: bool) {
+    fn failover(&self, target: &str, (from, to): (&str, &str), down: bool, back_on_proxy: bool) {
         if down {
             tracing::error!(target = %target, from = %from, to = %to, "every route is down; traffic stays on the preferred route");
         } else {
             tracing::warn!(target = %target, from = %from, to = %to, "active route changed");
         }
-        self.metrics.failover(target, from, to);
+        self.rt.metrics.failover(target, from, to);
         self.publish_target(target);
-        let config = self.config();
-        let back_on_proxy = from == crate::config::Route::DIRECT
-            && config
-                .target(target)
-                .and_then(|t| t.routes.iter().find(|r| r.name == to))
-                .is_some_and(|r| !r.is_direct());
         if back_on_proxy {
-            self.schedule_failback_close(target, config.forward.failback_grace);
+            self.schedule_failback_close(target, self.config.forward.failback_grace);
         }
     }
 
@@ -217,16 +193,15 @@ impl Runtime {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let direct = self.direct.clone();
+        let direct = self.rt.direct_tunnels();
         let target = target.to_string();
-        let table = Arc::downgrade(&self.table);
+        let snapshots = self.subscribe();
         handle.spawn(async move {
             tokio::time::sleep(grace).await;
-            let still_proxy = table.upgrade().is_some_and(|t| {
-                lock(&t)
-                    .active_route(&target)
-                    .is_some_and(|r| r != crate::config::Route::DIRECT)
-            });
+            let still_proxy = snapshots
+                .borrow()
+                .target(&target)
+                .is_some_and(|t| t.routes.get(t.active).is_some_and(|r| !r.direct));
             if still_proxy {
                 let closed = direct.close(&target);
                 if closed > 0 {

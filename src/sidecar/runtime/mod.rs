@@ -1,17 +1,25 @@
-//! The sidecar's runtime state: the generation in force, the route table
-//! (behind one lock), the incident log, the metrics, and probe progress.
-//! The one place where an observation (a probe outcome, an app connection's
-//! result) becomes health events, and events become log lines, metrics,
-//! incident windows, early probes and the closing of direct tunnels after
-//! fail-back. It owns the compliance trail the forward proxy reports
-//! direct connections to.
+//! The sidecar's runtime: the handle every part holds ([`Runtime`]: the
+//! generation in force, the metrics, the compliance trail, the registry of
+//! direct tunnels, the inbox of the route-state owner and the snapshots it
+//! publishes), and that owner (`owner`): one task that holds the route
+//! table, the incident log and the probe schedule, and is the one place
+//! where an observation (a probe outcome, an app connection's result)
+//! becomes health events, and events become log lines, metrics, incident
+//! windows, early probes and the closing of direct tunnels after fail-back.
+//!
+//! Writers send the owner typed messages (`inbox`); readers borrow the
+//! latest [`Snapshot`] once per unit of work. No reader takes a lock on
+//! route state.
 //!
 //! It implements [`crate::forward::Routing`], the narrow handle the forward
 //! proxy sees.
 //!
 //! # Layout
-//! - this file: [`Runtime`], its state and the inputs that feed it (a
-//!   generation installed, a probe outcome, an override, an upkeep tick);
+//! - this file: [`Runtime`], the handle, and the inputs that feed the owner
+//!   (a generation installed, a probe outcome, an override, an upkeep tick);
+//! - `inbox`: the bounded queue to the owner, merging identical app
+//!   observations when full;
+//! - `owner`: the task that owns route state and publishes snapshots;
 //! - `events`: what each route-table event does (logs, counters,
 //!   incidents, early probes, fail-back closes);
 //! - `publish`: the gauges set again from the table and the config;
@@ -21,25 +29,28 @@
 
 mod events;
 mod exhaustion;
+mod inbox;
+mod owner;
 mod publish;
 mod routing;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use crate::compliance::Trail;
 use crate::config::Config;
 use crate::forward::DirectTunnels;
 use crate::generation::{Current, Generation};
-use crate::health::{HealthSettings, HostPort, Observation, Override, RouteTable, TargetSpec};
+use crate::health::{HealthSettings, HostPort, Override, Snapshot, TargetSpec, TrafficResult};
 use crate::incidents::IncidentLog;
 use crate::probe::ProbeOutcome;
-use crate::reason::FailureReason;
 use crate::telemetry::Metrics;
+pub use inbox::CAPACITY as INBOX_CAPACITY;
+use inbox::{Inbox, Message};
+use owner::Owner;
 
 /// Why an operator's override was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,31 +79,19 @@ pub struct ReloadStatus {
     pub generation: u64,
 }
 
-/// A woken probe runs no sooner than this after the pair's last one: app
-/// traffic failing in a burst must not turn into a burst of probes.
-const MIN_WAKE_GAP: Duration = Duration::from_secs(1);
-
-/// Per pair: when its loop last finished a probe (or started), and its waker.
-#[derive(Debug)]
-struct Pair {
-    last_done: Instant,
-    wake: Arc<Notify>,
-}
-
-/// State shared by the scheduler, the listeners and the forward proxy.
+/// The handle shared by the scheduler, the listeners and the forward proxy.
 pub struct Runtime {
     current: Current,
-    table: Arc<Mutex<RouteTable>>,
-    incidents: Mutex<IncidentLog>,
     /// The metrics registry.
     pub metrics: Metrics,
     reload: Mutex<ReloadStatus>,
-    pairs: Mutex<HashMap<(String, String), Pair>>,
     direct: Arc<DirectTunnels>,
     /// The compliance trail, the access log and the direct-connection summary.
     trail: Trail,
-    /// `local_exhausted` failures not yet written to the log.
-    exhaustion: Mutex<exhaustion::Summary>,
+    /// The route-state owner's inbox.
+    inbox: Inbox,
+    /// The owner's latest snapshot.
+    snapshot: watch::Receiver<Arc<Snapshot>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -113,7 +112,7 @@ fn now_unix() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn settings(config: &Config) -> HealthSettings {
+pub(super) fn settings(config: &Config) -> HealthSettings {
     HealthSettings {
         fall: config.probe.fall,
         rise: config.probe.rise,
@@ -124,7 +123,7 @@ fn settings(config: &Config) -> HealthSettings {
     }
 }
 
-fn specs(config: &Config) -> Vec<TargetSpec> {
+pub(super) fn specs(config: &Config) -> Vec<TargetSpec> {
     config
         .targets
         .iter()
@@ -142,15 +141,15 @@ fn specs(config: &Config) -> Vec<TargetSpec> {
 }
 
 impl Runtime {
-    /// State for the first generation, keeping incidents in `incidents`.
-    pub fn new(first: Generation, incidents: IncidentLog, metrics: Metrics) -> Self {
-        let table = RouteTable::new(settings(&first.config), &specs(&first.config));
+    /// The handle for the first generation, and the owner of its route
+    /// state started on the current tokio runtime, keeping incidents in
+    /// `incidents`.
+    pub fn start(first: Generation, incidents: IncidentLog, metrics: Metrics) -> Arc<Self> {
         let id = first.id;
-        let first_config = first.config.clone();
-        let rt = Self {
+        let (publish, snapshot) = watch::channel(Arc::new(Owner::initial(&first, &incidents)));
+        let rt = Arc::new(Self {
+            trail: Trail::new(&first.config),
             current: Current::new(first),
-            table: Arc::new(Mutex::new(table)),
-            incidents: Mutex::new(incidents),
             metrics,
             reload: Mutex::new(ReloadStatus {
                 ok: true,
@@ -158,15 +157,16 @@ impl Runtime {
                 error: None,
                 generation: id,
             }),
-            pairs: Mutex::new(HashMap::new()),
             direct: Arc::new(DirectTunnels::default()),
-            trail: Trail::new(&first_config),
-            exhaustion: Mutex::default(),
-        };
-        rt.zero_failures(&first_config);
+            inbox: Inbox::default(),
+            snapshot,
+        });
+        let config = rt.config();
+        rt.zero_failures(&config);
         rt.metrics.config_reload(true);
-        rt.metrics.config_loaded(&rt.config());
-        rt.publish_all();
+        rt.metrics.config_loaded(&config);
+        let owner = Owner::new(rt.clone(), &rt.current(), incidents, publish);
+        tokio::spawn(owner.run());
         rt
     }
 
@@ -185,22 +185,40 @@ impl Runtime {
         self.current.get().config.clone()
     }
 
-    /// Swaps in `next`: the route table is rebuilt for it, keeping every
-    /// (target, route) pair's state by name.
-    pub fn install(&self, next: Generation) {
+    /// The latest route state: borrow it once per unit of work.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// A receiver of every snapshot the owner publishes.
+    pub fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.clone()
+    }
+
+    /// App observations merged in the owner's inbox while it was full.
+    pub fn merged_observations(&self) -> u64 {
+        self.inbox.merged()
+    }
+
+    /// Swaps in `next`: the owner rebuilds the route table for it, keeping
+    /// every (target, route) pair's state by name, before the generation
+    /// is put in force.
+    pub async fn install(&self, next: Generation) {
         let id = next.id;
         self.metrics.config_loaded(&next.config);
-        {
-            let mut table = lock(&self.table);
-            let rebuilt = table.rebuild(settings(&next.config), &specs(&next.config));
-            *table = rebuilt;
-        }
         self.trail.configure(&next.config);
         self.zero_failures(&next.config);
-        self.current.store(next);
+        let next = Arc::new(next);
+        let (done, applied) = oneshot::channel();
+        self.inbox
+            .send(Message::Install {
+                generation: next.clone(),
+                done,
+            })
+            .await;
+        let _ = applied.await;
+        self.current.store_arc(next);
         self.set_reload(true, None);
-        self.tick();
-        self.publish_all();
         tracing::info!(generation = id, "configuration applied");
     }
 
@@ -221,102 +239,44 @@ impl Runtime {
         lock(&self.reload).clone()
     }
 
-    /// A copy of the route table.
-    pub fn table(&self) -> RouteTable {
-        lock(&self.table).clone()
-    }
-
-    /// Runs `f` on the incident log.
-    pub fn with_incidents<R>(&self, f: impl FnOnce(&mut IncidentLog) -> R) -> R {
-        f(&mut lock(&self.incidents))
-    }
-
-    /// The route `target`'s traffic uses now.
-    pub fn active_route(&self, target: &str) -> Option<String> {
-        lock(&self.table).active_route(target).map(str::to_string)
-    }
-
-    /// True when the pair needs watching closely (failing, recovering, held).
-    pub fn unsettled(&self, target: &str, route: &str) -> bool {
-        lock(&self.table).unsettled(target, route, Instant::now())
-    }
-
-    /// The pair's waker; registers the pair's loop as started now if new.
-    pub fn waker(&self, target: &str, route: &str) -> Arc<Notify> {
-        lock(&self.pairs)
-            .entry((target.to_string(), route.to_string()))
-            .or_insert_with(|| Pair {
-                last_done: Instant::now(),
-                wake: Arc::default(),
-            })
-            .wake
-            .clone()
-    }
-
-    /// How long a woken probe of the pair must still wait (rate limit).
-    pub fn wake_delay(&self, target: &str, route: &str) -> Duration {
-        let pairs = lock(&self.pairs);
-        pairs
-            .get(&(target.to_string(), route.to_string()))
-            .map_or(Duration::ZERO, |p| {
-                MIN_WAKE_GAP.saturating_sub(p.last_done.elapsed())
-            })
-    }
-
-    /// The pair of the config in force whose last probe finished longest
-    /// ago, and how long ago: what `/healthz` judges the scheduler by.
-    pub fn stalest_pair(&self) -> Option<(String, String, Duration)> {
-        let config = self.config();
-        let pairs = lock(&self.pairs);
-        let now = Instant::now();
-        config
-            .targets
-            .iter()
-            .flat_map(|t| t.routes.iter().map(move |r| (t, r)))
-            .map(|(t, r)| {
-                let key = (t.name.clone(), r.name.clone());
-                let age = pairs.get(&key).map_or(Duration::ZERO, |p| {
-                    now.saturating_duration_since(p.last_done)
-                });
-                (key.0, key.1, age)
-            })
-            .max_by_key(|(_, _, age)| *age)
-    }
-
-    /// Feeds one probe outcome into health, metrics, logs and incidents.
-    pub fn record_probe(&self, outcome: ProbeOutcome, via_proxy: bool) {
-        if let Some(p) = lock(&self.pairs).get_mut(&(outcome.target.clone(), outcome.route.clone()))
-        {
-            p.last_done = Instant::now();
-        }
+    /// Feeds one probe outcome into health, metrics, logs and incidents;
+    /// returns once it is applied, with whether the pair needs watching
+    /// closely now. Never dropped: waits for room in the owner's inbox.
+    pub async fn record_probe(&self, outcome: ProbeOutcome, via_proxy: bool) -> bool {
         self.metrics.record_probe(&outcome, via_proxy);
         for c in &outcome.proxy_addresses {
             self.metrics
                 .proxy_address_up(&outcome.route, &c.address.to_string(), c.up);
         }
-        if outcome.reason == FailureReason::LocalExhausted {
-            self.exhausted(exhaustion::Who::Probe, &outcome.detail);
-        }
-        let target = outcome.target.clone();
-        let events =
-            lock(&self.table).observe(Instant::now(), Observation::Probe(Box::new(outcome)));
-        self.apply(&events);
-        self.publish_target(&target);
+        let (done, applied) = oneshot::channel();
+        self.inbox
+            .send(Message::Probe {
+                outcome: Box::new(outcome),
+                done: Some(done),
+            })
+            .await;
+        applied.await.unwrap_or(true)
+    }
+
+    /// Feeds one app connection's result (merged with an identical one
+    /// queued before it when the inbox is full).
+    pub async fn report_traffic(&self, result: TrafficResult) {
+        self.inbox.send(Message::Traffic { result, count: 1 }).await;
     }
 
     /// Sets the operator's override of `target` for `ttl` (then it ends by
-    /// itself at an upkeep tick; `Auto` has none).
-    pub fn set_override(
+    /// itself at an upkeep tick; `Auto` has none); returns once applied.
+    pub async fn set_override(
         &self,
         target: &str,
-        o: Override,
+        to: Override,
         ttl: Duration,
     ) -> Result<(), OverrideRefused> {
         let config = self.config();
         let t = config
             .target(target)
             .ok_or_else(|| OverrideRefused::NoTarget(target.to_string()))?;
-        match o {
+        match to {
             Override::Direct if !t.allows_direct() => {
                 return Err(OverrideRefused::NoDirect(target.to_string()));
             }
@@ -325,35 +285,37 @@ impl Runtime {
             }
             _ => {}
         }
-        let now = Instant::now();
-        let events = lock(&self.table).override_until(target, o, now, now + ttl);
-        if o == Override::Auto {
-            tracing::warn!(target = %target, force = ?o, "operator override of the route choice");
+        if to == Override::Auto {
+            tracing::warn!(target = %target, force = ?to, "operator override of the route choice");
         } else {
-            tracing::warn!(target = %target, force = ?o, ttl_seconds = ttl.as_secs_f64(), "operator override of the route choice");
+            tracing::warn!(target = %target, force = ?to, ttl_seconds = ttl.as_secs_f64(), "operator override of the route choice");
         }
-        self.apply(&events);
-        self.publish_target(target);
+        let (done, applied) = oneshot::channel();
+        let until = Instant::now() + ttl;
+        self.inbox
+            .send(Message::Override {
+                target: target.to_string(),
+                to,
+                until,
+                done,
+            })
+            .await;
+        let _ = applied.await;
         Ok(())
     }
 
-    /// Re-derives active routes (holds expire with time alone) and logs the
-    /// direct-connection summaries that are due.
-    pub fn tick(&self) {
-        let events = lock(&self.table).tick(Instant::now());
-        self.apply(&events);
-        self.trail.tick();
-        if let Some(line) = lock(&self.exhaustion).flush(Instant::now()) {
-            line.log();
-        }
+    /// Re-derives active routes (holds expire with time alone), sets the
+    /// gauges no probe drives, and logs the summaries that are due.
+    pub async fn tick(&self) {
+        self.inbox.send(Message::Tick).await;
     }
 
-    /// Counts one `local_exhausted` failure; writes the summary line when
-    /// one is due. Never reaches the route table or the incidents.
-    fn exhausted(&self, who: exhaustion::Who, detail: &str) {
-        let line = lock(&self.exhaustion).record(Instant::now(), who, detail);
-        if let Some(line) = line {
-            line.log();
-        }
+    /// Stops the owner after it wrote the incident file; the write's result.
+    pub async fn stop(&self) -> Result<(), String> {
+        let (done, written) = oneshot::channel();
+        self.inbox.send(Message::Stop { done }).await;
+        written
+            .await
+            .unwrap_or_else(|_| Err("the route-state owner is gone".into()))
     }
 }

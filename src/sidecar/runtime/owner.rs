@@ -1,0 +1,252 @@
+//! The one owner of route state: a task that holds the route table, the
+//! incident log, the probe schedule and the summary of this process's own
+//! exhaustion; takes [`Message`]s from the [`Inbox`] in batches; turns each
+//! observation into table events and each event into logs, metrics,
+//! incident windows, woken probes and fail-back closes (`events.rs`); and
+//! after each batch publishes one [`Snapshot`] for every reader.
+//!
+//! Nothing else changes route state, and nothing here waits on a reader: a
+//! message is applied in microseconds and acknowledged once the snapshot
+//! that shows it is published.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, oneshot, watch};
+use tokio::time::Instant;
+
+use super::exhaustion::{self, Summary};
+use super::inbox::Message;
+use super::{Runtime, settings, specs};
+use crate::config::Config;
+use crate::generation::Generation;
+use crate::health::{Observation, PairSchedule, RouteTable, Snapshot};
+use crate::incidents::{IncidentLog, IncidentWindow};
+use crate::reason::FailureReason;
+
+/// The owner's state.
+pub(super) struct Owner {
+    /// The handle: metrics, the compliance trail, the direct tunnels, the
+    /// inbox.
+    pub(super) rt: Arc<Runtime>,
+    /// The route table.
+    pub(super) table: RouteTable,
+    /// The incident windows.
+    pub(super) incidents: IncidentLog,
+    /// The windows as last published (kept while unchanged).
+    published_incidents: Arc<Vec<IncidentWindow>>,
+    /// Per (target, route): the probe loop's schedule.
+    schedule: BTreeMap<(String, String), PairSchedule>,
+    /// `local_exhausted` failures not yet written to the log.
+    exhaustion: Summary,
+    /// The generation the table was built for, and its config.
+    generation: u64,
+    pub(super) config: Arc<Config>,
+    /// Where snapshots go.
+    publish: watch::Sender<Arc<Snapshot>>,
+}
+
+/// Acknowledgements to send once the batch's snapshot is published.
+#[derive(Default)]
+struct Acks {
+    probes: Vec<(oneshot::Sender<bool>, String, String)>,
+    done: Vec<oneshot::Sender<()>>,
+}
+
+impl Owner {
+    /// The owner of `first`'s table, publishing on `publish`.
+    pub(super) fn new(
+        rt: Arc<Runtime>,
+        first: &Generation,
+        incidents: IncidentLog,
+        publish: watch::Sender<Arc<Snapshot>>,
+    ) -> Self {
+        let config = first.config.clone();
+        let mut owner = Self {
+            rt,
+            table: RouteTable::new(settings(&config), &specs(&config)),
+            incidents,
+            published_incidents: Arc::default(),
+            schedule: BTreeMap::new(),
+            exhaustion: Summary::default(),
+            generation: first.id,
+            config,
+            publish,
+        };
+        owner.reschedule(Instant::now());
+        owner.incidents_changed();
+        owner
+    }
+
+    /// The first snapshot, before the task runs.
+    pub(super) fn initial(first: &Generation, incidents: &IncidentLog) -> Snapshot {
+        let config = &first.config;
+        Snapshot {
+            generation: first.id,
+            taken: Instant::now(),
+            table: RouteTable::new(settings(config), &specs(config)),
+            incidents: Arc::new(incidents.windows().cloned().collect()),
+            schedule: BTreeMap::new(),
+        }
+    }
+
+    /// Applies messages until told to stop.
+    pub(super) async fn run(mut self) {
+        self.publish_all();
+        self.publish_snapshot();
+        loop {
+            let batch = self.rt.inbox.recv().await;
+            let mut acks = Acks::default();
+            let mut stop = None;
+            for m in batch {
+                match m {
+                    Message::Stop { done } => stop = Some(done),
+                    m => self.handle(m, &mut acks),
+                }
+            }
+            self.publish_snapshot();
+            for (done, target, route) in acks.probes {
+                let unsettled = self.table.unsettled(&target, &route, Instant::now());
+                let _ = done.send(unsettled);
+            }
+            for done in acks.done {
+                let _ = done.send(());
+            }
+            if let Some(done) = stop {
+                let _ = done.send(self.incidents.flush());
+                return;
+            }
+        }
+    }
+
+    fn handle(&mut self, m: Message, acks: &mut Acks) {
+        let now = Instant::now();
+        match m {
+            Message::Probe { outcome, done } => {
+                let key = (outcome.target.clone(), outcome.route.clone());
+                if let Some(p) = self.schedule.get_mut(&key) {
+                    p.last_done = now;
+                }
+                if outcome.reason == FailureReason::LocalExhausted {
+                    self.exhausted(exhaustion::Who::Probe, &outcome.detail, 1);
+                }
+                let target = outcome.target.clone();
+                let events = self.table.observe(now, Observation::Probe(outcome));
+                self.apply(&events);
+                self.publish_target(&target);
+                if let Some(done) = done {
+                    acks.probes.push((done, key.0, key.1));
+                }
+            }
+            Message::Traffic { result, count } => {
+                if let Some((FailureReason::LocalExhausted, detail)) = &result.failure {
+                    self.exhausted(exhaustion::Who::AppConnection, detail, count);
+                    return;
+                }
+                let target = result.target.clone();
+                for _ in 0..count {
+                    let events = self
+                        .table
+                        .observe(now, Observation::Traffic(result.clone()));
+                    self.apply(&events);
+                }
+                self.publish_target(&target);
+            }
+            Message::Override {
+                target,
+                to,
+                until,
+                done,
+            } => {
+                let events = self.table.override_until(&target, to, now, until);
+                self.apply(&events);
+                self.publish_target(&target);
+                acks.done.push(done);
+            }
+            Message::Install { generation, done } => {
+                self.install(&generation, now);
+                acks.done.push(done);
+            }
+            Message::Tick => self.tick(now),
+            Message::Stop { .. } => {}
+        }
+    }
+
+    /// Rebuilds the table for a new generation, keeping every (target,
+    /// route) pair's state by name.
+    fn install(&mut self, next: &Generation, now: Instant) {
+        let config = &next.config;
+        self.table = self.table.rebuild(settings(config), &specs(config));
+        self.generation = next.id;
+        self.config = config.clone();
+        self.reschedule(now);
+        self.tick(now);
+    }
+
+    /// The schedule for the config's pairs: kept pairs keep theirs, new
+    /// ones start now, gone ones go.
+    fn reschedule(&mut self, now: Instant) {
+        let mut next = BTreeMap::new();
+        for t in &self.config.targets {
+            for r in &t.routes {
+                let key = (t.name.clone(), r.name.clone());
+                let pair = self.schedule.remove(&key).unwrap_or_else(|| PairSchedule {
+                    last_done: now,
+                    wake: Arc::new(Notify::new()),
+                });
+                next.insert(key, pair);
+            }
+        }
+        self.schedule = next;
+    }
+
+    /// Holds and overrides expire with time alone; the gauges no probe
+    /// drives are set again; the summaries that are due are written.
+    fn tick(&mut self, now: Instant) {
+        let events = self.table.tick(now);
+        self.apply(&events);
+        self.rt.trail.tick();
+        if let Some(line) = self.exhaustion.flush(now) {
+            line.log();
+        }
+        self.publish_all();
+    }
+
+    /// Counts `count` `local_exhausted` failures; writes the summary line
+    /// when one is due. Never reaches the route table or the incidents.
+    fn exhausted(&mut self, who: exhaustion::Who, detail: &str, count: u32) {
+        for _ in 0..count {
+            if let Some(line) = self.exhaustion.record(Instant::now(), who, detail) {
+                line.log();
+            }
+        }
+    }
+
+    /// Wakes the pair's probe loop.
+    pub(super) fn wake(&self, target: &str, route: &str) {
+        if let Some(p) = self.schedule.get(&(target.to_string(), route.to_string())) {
+            p.wake.notify_one();
+        }
+    }
+
+    /// The incident windows changed: the next snapshot carries them.
+    pub(super) fn incidents_changed(&mut self) {
+        self.published_incidents = Arc::new(self.incidents.windows().cloned().collect());
+    }
+
+    fn publish_snapshot(&self) {
+        let snapshot = Snapshot {
+            generation: self.generation,
+            taken: Instant::now(),
+            table: self.table.clone(),
+            incidents: self.published_incidents.clone(),
+            schedule: self.schedule.clone(),
+        };
+        self.publish.send_replace(Arc::new(snapshot));
+    }
+
+    /// A receiver of the snapshots (for work that reads them later).
+    pub(super) fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.publish.subscribe()
+    }
+}
