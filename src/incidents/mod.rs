@@ -374,8 +374,11 @@ impl IncidentLog {
 
     /// Rewrites the file compactly, one line per window (every change was
     /// already appended when it was made); called at shutdown.
-    pub fn flush(&mut self) -> Result<(), IncidentFileError> {
-        self.compact()
+    ///
+    /// The error is text because the route-state owner sends it back as
+    /// text; it becomes [`IncidentFileError`] when that channel carries it.
+    pub fn flush(&mut self) -> Result<(), String> {
+        self.compact().map_err(|e| e.to_string())
     }
 }
 
