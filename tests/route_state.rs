@@ -216,3 +216,20 @@ async fn a_snapshot_held_through_a_reload_and_a_failover_stays_one_moment() {
     assert!(after.taken >= before.taken);
     rt.stop().await.expect("stopped");
 }
+
+#[tokio::test]
+async fn a_probe_loop_that_takes_its_waker_at_once_is_woken_by_a_failing_app_connection() {
+    let ws = Workspace::new();
+    let rt = start(&ws, config(), 1);
+    // Taken before the owner ran at all (the scheduler starts right away).
+    let wake = rt
+        .snapshot()
+        .waker("apns", "provider")
+        .expect("scheduled at start");
+    let mut dead = traffic(0);
+    dead.failure = Some((FailureReason::ProxyConnect, "connect: refused".into()));
+    rt.report_traffic(dead).await;
+    tokio::time::timeout(Duration::from_secs(5), wake.notified())
+        .await
+        .expect("the probe loop is woken by the app's failure");
+}

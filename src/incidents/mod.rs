@@ -154,16 +154,10 @@ impl IncidentLog {
     /// there. Only a `state_dir` that cannot be created is an error: an
     /// oversized, corrupt or unreadable file is moved aside (logged) and
     /// the log starts with what could be read.
-    ///
-    /// The error is text because `sidecar::RunError::State` holds text; it
-    /// becomes [`IncidentFileError`] when that variant takes it.
-    pub fn open(state_dir: &Path) -> Result<Self, String> {
-        std::fs::create_dir_all(state_dir).map_err(|source| {
-            IncidentFileError::StateDir {
-                dir: state_dir.to_path_buf(),
-                source,
-            }
-            .to_string()
+    pub fn open(state_dir: &Path) -> Result<Self, IncidentFileError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| IncidentFileError::StateDir {
+            dir: state_dir.to_path_buf(),
+            source,
         })?;
         let file = state_dir.join(FILE_NAME);
         let mut log = Self {
@@ -374,11 +368,8 @@ impl IncidentLog {
 
     /// Rewrites the file compactly, one line per window (every change was
     /// already appended when it was made); called at shutdown.
-    ///
-    /// The error is text because the route-state owner sends it back as
-    /// text; it becomes [`IncidentFileError`] when that channel carries it.
-    pub fn flush(&mut self) -> Result<(), String> {
-        self.compact().map_err(|e| e.to_string())
+    pub fn flush(&mut self) -> Result<(), IncidentFileError> {
+        self.compact()
     }
 }
 
