@@ -26,7 +26,7 @@ pub mod meter;
 pub mod process;
 mod recorder;
 
-pub use recorder::Metrics;
+pub use recorder::{Metrics, alive_tasks};
 
 /// `egress_probe_success{target,route}`: 0/1 of the last probe.
 pub const PROBE_SUCCESS: &str = "egress_probe_success";
@@ -97,6 +97,9 @@ pub const BUILD_INFO: &str = "egress_build_info";
 /// `egress_route_override{target,route}`: 1 while an operator's override
 /// confines the target to this route.
 pub const ROUTE_OVERRIDE: &str = "egress_route_override";
+/// `egress_runtime_alive_tasks`: tokio's count of live tasks in the
+/// sidecar's runtime, read at scrape time (a task leak shows here).
+pub const RUNTIME_ALIVE_TASKS: &str = "egress_runtime_alive_tasks";
 
 /// Latency buckets from 1 ms to 30 s.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -199,6 +202,10 @@ const HELP: &[(&str, &str)] = &[
     (
         ROUTE_OVERRIDE,
         "1 while an operator's override (POST /routes/<target>, with a ttl) confines the target's traffic to this route.",
+    ),
+    (
+        RUNTIME_ALIVE_TASKS,
+        "Tasks alive in the sidecar's tokio runtime now (probes, tunnels, listeners): flat when nothing leaks.",
     ),
 ];
 

@@ -4,7 +4,7 @@
 //! certificate findings (the same words as `verify`); the file descriptors
 //! of this process and the watched ones, with TCP states and the top remote
 //! endpoints; the operator's override and when it ends; and the incident
-//! windows (with their one-line rendering).
+//! windows (with their one-line rendering); the runtime's live tasks.
 
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -142,6 +142,7 @@ pub fn render(rt: &Runtime) -> String {
         "config_reload": rt.reload_status(),
         "targets": targets,
         "fds": crate::watch::sample(&config.watch_processes),
+        "runtime": { "alive_tasks": crate::telemetry::alive_tasks() },
         "incidents": incidents,
         "route_state": {
             "generation": snapshot.generation,

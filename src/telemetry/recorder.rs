@@ -51,6 +51,14 @@ fn labels(pairs: &[(&'static str, &str)]) -> Vec<Label> {
         .collect()
 }
 
+/// Tasks alive in the tokio runtime the caller runs on (`None` outside
+/// one): what `egress_runtime_alive_tasks` and `/status` show.
+pub fn alive_tasks() -> Option<usize> {
+    tokio::runtime::Handle::try_current()
+        .ok()
+        .map(|h| h.metrics().num_alive_tasks())
+}
+
 impl Metrics {
     /// A new registry. Gauges and histograms not updated for `idle` vanish
     /// (a target removed by a reload stops being exported).
@@ -98,8 +106,12 @@ impl Metrics {
         m
     }
 
-    /// The Prometheus text format, the `process_*` metrics read now included.
+    /// The Prometheus text format, the `process_*` metrics and the
+    /// runtime's live tasks read now included.
     pub fn render(&self) -> String {
+        if let Some(n) = alive_tasks() {
+            self.gauge(RUNTIME_ALIVE_TASKS, &[], n as f64);
+        }
         let mut text = self.handle.render();
         text.push_str(&process::ProcessSample::current().render());
         text

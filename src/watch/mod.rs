@@ -131,38 +131,92 @@ pub enum Detail {
     Tcp,
 }
 
-/// TCP tables read during one sample, by network namespace.
-#[derive(Default)]
-struct Tables(HashMap<PathBuf, TcpTable>);
+/// A process whose descriptors were read, before its TCP detail.
+struct Scanned {
+    /// Its `/proc` folder.
+    dir: PathBuf,
+    /// Descriptors by kind, and the limit.
+    usage: FdUsage,
+    /// The inodes of its sockets.
+    sockets: HashSet<u64>,
+}
+
+impl Scanned {
+    fn read(dir: &Path) -> Option<Self> {
+        let (usage, sockets) = scan_fds(dir)?;
+        Some(Self {
+            dir: dir.to_path_buf(),
+            usage,
+            sockets,
+        })
+    }
+
+    /// The share of the limit in use (0 when the limit is unknown).
+    fn load(&self) -> f64 {
+        self.usage.total() as f64 / self.usage.max.unwrap_or(u64::MAX).max(1) as f64
+    }
+
+    /// Finished: with its TCP detail when `detail` asks for it.
+    fn finish(self, detail: Detail, tables: &mut Tables) -> ProcessFds {
+        let tcp = match detail {
+            Detail::Kinds => None,
+            Detail::Tcp => Some(tables.of(&self.dir).sockets_of(&self.sockets)),
+        };
+        let pid = self
+            .dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse().ok());
+        ProcessFds {
+            pid,
+            usage: self.usage,
+            tcp,
+        }
+    }
+}
+
+/// TCP tables read during one sample, by network namespace, keeping only
+/// the sockets of the processes the sample reports: every other process of
+/// the namespace (in a pod, the app; on a shared machine, everyone) costs
+/// nothing, however many sockets it holds. Keeping them all made the
+/// sample's memory follow the namespace's busiest moment (benches/README,
+/// "Soak": an 808 KiB step when another process held 16 000 sockets).
+struct Tables {
+    /// Socket inodes of the processes reported (inodes are unique across
+    /// namespaces).
+    wanted: HashSet<u64>,
+    /// The tables read so far, by namespace.
+    by_namespace: HashMap<PathBuf, TcpTable>,
+}
 
 impl Tables {
+    fn new<'a>(reported: impl IntoIterator<Item = &'a Scanned>) -> Self {
+        Self {
+            wanted: reported
+                .into_iter()
+                .flat_map(|s| s.sockets.iter().copied())
+                .collect(),
+            by_namespace: HashMap::new(),
+        }
+    }
+
     fn of(&mut self, proc_dir: &Path) -> &TcpTable {
         // The namespace link names it (`net:[4026531840]`); without it, the
         // process is its own namespace.
         let key =
             std::fs::read_link(proc_dir.join("ns/net")).unwrap_or_else(|_| proc_dir.to_path_buf());
-        self.0
+        let wanted = &self.wanted;
+        self.by_namespace
             .entry(key)
-            .or_insert_with(|| TcpTable::read(proc_dir))
+            .or_insert_with(|| TcpTable::read(proc_dir, wanted))
     }
-}
-
-fn read_process(proc_dir: &Path, detail: Detail, tables: &mut Tables) -> Option<ProcessFds> {
-    let (usage, sockets) = scan_fds(proc_dir)?;
-    let tcp = match detail {
-        Detail::Kinds => None,
-        Detail::Tcp => Some(tables.of(proc_dir).sockets_of(&sockets)),
-    };
-    let pid = proc_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.parse().ok());
-    Some(ProcessFds { pid, usage, tcp })
 }
 
 /// Reads one process in detail; `None` when it vanished or cannot be read.
 pub fn process_fds(proc_dir: &Path) -> Option<ProcessFds> {
-    read_process(proc_dir, Detail::Tcp, &mut Tables::default())
+    let p = Scanned::read(proc_dir)?;
+    let mut tables = Tables::new([&p]);
+    Some(p.finish(Detail::Tcp, &mut tables))
 }
 
 /// What one sample found for one watched name.
@@ -198,33 +252,21 @@ pub fn sample_kinds(names: &[String]) -> WatchSample {
     sample_with(names, Detail::Kinds)
 }
 
-fn sample_with(names: &[String], detail: Detail) -> WatchSample {
-    let mut tables = Tables::default();
-    let me = read_process(Path::new("/proc/self"), detail, &mut tables).map(|mut p| {
-        p.pid = Some(std::process::id());
-        p
-    });
-    let mut processes = vec![NamedSample {
-        process: SELF_NAME.to_string(),
-        matched: 1,
-        skipped: u64::from(me.is_none()),
-        worst: me,
-    }];
-    processes.extend(names.iter().map(|n| named(n, detail, &mut tables)));
-    WatchSample { processes }
+/// The processes named `name`, and of the readable ones the most loaded
+/// (highest share of its limit, then most descriptors).
+struct Found {
+    name: String,
+    matched: u64,
+    skipped: u64,
+    worst: Option<Scanned>,
 }
 
-/// Samples every process named `name`, keeping the most loaded.
-pub fn sample_named(name: &str) -> NamedSample {
-    named(name, Detail::Tcp, &mut Tables::default())
-}
-
-fn named(name: &str, detail: Detail, tables: &mut Tables) -> NamedSample {
+fn find(name: &str) -> Found {
     let found = processes_named(name);
     let mut skipped = 0;
-    let mut worst: Option<ProcessFds> = None;
+    let mut worst: Option<Scanned> = None;
     for dir in &found {
-        match read_process(dir, detail, tables) {
+        match Scanned::read(dir) {
             None => skipped += 1,
             Some(p) => {
                 let better = worst.as_ref().is_none_or(|w| {
@@ -239,12 +281,54 @@ fn named(name: &str, detail: Detail, tables: &mut Tables) -> NamedSample {
             }
         }
     }
-    NamedSample {
-        process: name.to_string(),
+    Found {
+        name: name.to_string(),
         matched: found.len() as u64,
         skipped,
         worst,
     }
+}
+
+impl Found {
+    fn finish(self, detail: Detail, tables: &mut Tables) -> NamedSample {
+        NamedSample {
+            process: self.name,
+            matched: self.matched,
+            skipped: self.skipped,
+            worst: self.worst.map(|p| p.finish(detail, tables)),
+        }
+    }
+}
+
+fn sample_with(names: &[String], detail: Detail) -> WatchSample {
+    // Descriptors first, so the TCP tables are read once per namespace
+    // keeping only the sockets of the processes reported.
+    let me = Scanned::read(Path::new("/proc/self"));
+    let found: Vec<Found> = names.iter().map(|n| find(n)).collect();
+    let mut tables = Tables::new(
+        me.iter()
+            .chain(found.iter().filter_map(|f| f.worst.as_ref())),
+    );
+    let me = me.map(|p| {
+        let mut p = p.finish(detail, &mut tables);
+        p.pid = Some(std::process::id());
+        p
+    });
+    let mut processes = vec![NamedSample {
+        process: SELF_NAME.to_string(),
+        matched: 1,
+        skipped: u64::from(me.is_none()),
+        worst: me,
+    }];
+    processes.extend(found.into_iter().map(|f| f.finish(detail, &mut tables)));
+    WatchSample { processes }
+}
+
+/// Samples every process named `name`, keeping the most loaded.
+pub fn sample_named(name: &str) -> NamedSample {
+    let found = find(name);
+    let mut tables = Tables::new(found.worst.as_ref());
+    found.finish(Detail::Tcp, &mut tables)
 }
 
 /// The most `/proc` entries looked at when searching processes by name.

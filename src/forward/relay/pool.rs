@@ -11,6 +11,14 @@
 //! never opens a descriptor mid-transfer (no EMFILE there). When the pool
 //! is spent a tunnel keeps working at its small buffer.
 //!
+//! What is kept, and for how long: once quiet, the pool frees the buffers a
+//! burst needed beyond [`KEPT_FOR_GOOD`], and keeps those for good. Freeing
+//! every buffer once quiet made the everyday shape of traffic (a download
+//! now and then) allocate and free 1 MiB each time: after the first free
+//! glibc serves such a block from an arena's heap, where small allocations
+//! settle between the freed blocks, so each new block grew the heap again:
+//! the 1 MiB steps of issue 23's soak (benches/README.md, "Soak").
+//!
 //! Never blocks: a lease is granted at once or refused.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -20,6 +28,11 @@ use super::pipe::Pipe;
 
 /// The size of one large buffer, and the pipe capacity asked for.
 pub const LARGE: usize = 1 << 20;
+
+/// Buffers the pool keeps once allocated, however quiet (within the
+/// budget): what everyday bulk traffic borrows (a download or two at a
+/// time, each way) is allocated once, not once per burst.
+pub const KEPT_FOR_GOOD: usize = 4;
 
 /// Large buffers and pipes, at most `slots` out or kept at once.
 #[derive(Debug)]
@@ -173,9 +186,11 @@ impl Pool {
         })
     }
 
-    /// Frees the kept buffers when no buffer was lent since the last call:
-    /// after a burst of bulk traffic the pool does not hold its budget for
-    /// good. Called every few seconds; returns how many it freed.
+    /// Frees the kept buffers beyond [`KEPT_FOR_GOOD`] when no buffer was
+    /// lent since the last call: after a burst of bulk traffic the pool
+    /// does not hold its budget for good, and the everyday bulk traffic
+    /// keeps reusing the same few blocks. Called every few seconds; returns
+    /// how many it freed.
     pub fn release_if_quiet(&self) -> usize {
         let freed = {
             let mut s = lock(&self.state);
@@ -183,7 +198,8 @@ impl Pool {
                 s.granted_seen = s.granted;
                 return 0;
             }
-            std::mem::take(&mut s.spare)
+            let keep = s.spare.len().min(KEPT_FOR_GOOD);
+            s.spare.split_off(keep)
         };
         // Freed together, outside the lock: the allocator can give the
         // top of its heap back at once.
@@ -304,10 +320,34 @@ mod tests {
         let s = pool.stats();
         assert_eq!((s.buffers_out, s.buffers_kept), (0, 3));
         assert_eq!(pool.release_if_quiet(), 0, "leases since the last look");
-        assert_eq!(pool.release_if_quiet(), 3, "quiet since: freed");
-        assert_eq!(pool.stats().buffers_kept, 0);
-        let again = pool.buffer().expect("allocated anew");
+        assert_eq!(
+            pool.release_if_quiet(),
+            0,
+            "quiet, but within what is kept for good"
+        );
+        assert_eq!(pool.stats().buffers_kept, 3);
+        let again = pool.buffer().expect("a kept one");
         assert_eq!(again.len(), LARGE);
+    }
+
+    #[test]
+    fn a_quiet_pool_frees_what_a_burst_needed_beyond_what_it_keeps_for_good() {
+        let pool = Pool::new(16 * LARGE as u64);
+        let burst: Vec<_> = (0..10).map(|_| pool.buffer().expect("lease")).collect();
+        drop(burst);
+        assert_eq!(pool.stats().buffers_kept, 10);
+        assert_eq!(pool.release_if_quiet(), 0, "leases since the last look");
+        assert_eq!(pool.release_if_quiet(), 10 - KEPT_FOR_GOOD);
+        assert_eq!(pool.stats().buffers_kept, KEPT_FOR_GOOD);
+        assert_eq!(pool.release_if_quiet(), 0, "what is kept stays");
+        // The everyday download reuses a kept block: nothing is allocated.
+        for _ in 0..100 {
+            let b = pool.buffer().expect("lease");
+            drop(b);
+            pool.release_if_quiet();
+            pool.release_if_quiet();
+            assert_eq!(pool.stats().buffers_kept, KEPT_FOR_GOOD);
+        }
     }
 
     #[test]
