@@ -149,15 +149,7 @@ pub fn parse_host(input: &str) -> Result<Host, HostError> {
         ));
     }
     if let Some(inner) = input.strip_prefix('[') {
-        let inner = inner
-            .strip_suffix(']')
-            .ok_or_else(|| refuse(input, "an opening '[' without its closing ']'"))?;
-        // RFC 6874: a zone id inside brackets is written `%25zone`.
-        let (addr, zone) = match inner.split_once('%') {
-            Some((a, z)) => (a, Some(z.strip_prefix("25").unwrap_or(z))),
-            None => (inner, None),
-        };
-        return ipv6_with_zone(input, addr, zone);
+        return bracketed_ipv6(input, inner);
     }
     if input.contains(':') {
         let (addr, zone) = match input.split_once('%') {
@@ -184,6 +176,25 @@ pub fn parse_host(input: &str) -> Result<Host, HostError> {
             zone: None,
         });
     }
+    dns_name(input, body)
+}
+
+/// `[addr]` or `[addr%25zone]`; `inner` is what follows the `[`.
+fn bracketed_ipv6(input: &str, inner: &str) -> Result<Host, HostError> {
+    let inner = inner
+        .strip_suffix(']')
+        .ok_or_else(|| refuse(input, "an opening '[' without its closing ']'"))?;
+    // RFC 6874: a zone id inside brackets is written `%25zone`.
+    let (addr, zone) = match inner.split_once('%') {
+        Some((a, z)) => (a, Some(z.strip_prefix("25").unwrap_or(z))),
+        None => (inner, None),
+    };
+    ipv6_with_zone(input, addr, zone)
+}
+
+/// `body` (`input` without its trailing dot), which is not an IPv4 address,
+/// as a DNS name or `localhost`.
+fn dns_name(input: &str, body: &str) -> Result<Host, HostError> {
     let labels: Vec<&str> = body.split('.').collect();
     if labels.last().is_some_and(|l| looks_numeric(l)) {
         return Err(refuse(
@@ -198,30 +209,36 @@ pub fn parse_host(input: &str) -> Result<Host, HostError> {
         ));
     }
     for label in &labels {
-        if label.is_empty() {
-            return Err(refuse(input, "it has an empty label (\"..\")"));
-        }
-        if label.len() > MAX_LABEL {
-            return Err(refuse(
-                input,
-                format!("a DNS label has at most {MAX_LABEL} characters"),
-            ));
-        }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-        {
-            return Err(refuse(
-                input,
-                format!("{c:?} is not allowed in a DNS name (letters, digits, '-' and '_' only)"),
-            ));
-        }
+        check_label(input, label)?;
     }
     let name = body.to_ascii_lowercase();
     if name == "localhost" || name.ends_with(".localhost") {
         return Ok(Host::Localhost(name));
     }
     Ok(Host::Name(name))
+}
+
+/// One DNS label: not empty, not too long, letters, digits, `-` and `_`.
+fn check_label(input: &str, label: &str) -> Result<(), HostError> {
+    if label.is_empty() {
+        return Err(refuse(input, "it has an empty label (\"..\")"));
+    }
+    if label.len() > MAX_LABEL {
+        return Err(refuse(
+            input,
+            format!("a DNS label has at most {MAX_LABEL} characters"),
+        ));
+    }
+    if let Some(c) = label
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        return Err(refuse(
+            input,
+            format!("{c:?} is not allowed in a DNS name (letters, digits, '-' and '_' only)"),
+        ));
+    }
+    Ok(())
 }
 
 fn ipv6_with_zone(input: &str, addr: &str, zone: Option<&str>) -> Result<Host, HostError> {

@@ -3,29 +3,71 @@
 //! messages that say what went wrong and never quote the content.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Why a file the configuration names could not be read. The messages name
+/// the file and never quote its content.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file could not be opened.
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The file opened but could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The file is larger than the caller's limit.
+    #[error("{} is larger than {limit} bytes; is it the right file?", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The most bytes the caller reads.
+        limit: u64,
+    },
+    /// The file is not UTF-8 where text was expected.
+    #[error("{} is not UTF-8 text", path.display())]
+    NotUtf8 {
+        /// The file.
+        path: PathBuf,
+    },
+}
 
 /// Reads at most `limit` bytes of `path`; a larger file is an error.
-pub fn read_bytes(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+pub fn read_bytes(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    let file = std::fs::File::open(path).map_err(|source| ReadError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut buf = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        .map_err(|source| ReadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
     if buf.len() as u64 > limit {
-        return Err(format!(
-            "{} is larger than {limit} bytes; is it the right file?",
-            path.display()
-        ));
+        return Err(ReadError::TooLarge {
+            path: path.to_path_buf(),
+            limit,
+        });
     }
     Ok(buf)
 }
 
 /// [`read_bytes`], as UTF-8 text.
-pub fn read_text(path: &Path, limit: u64) -> Result<String, String> {
-    String::from_utf8(read_bytes(path, limit)?)
-        .map_err(|_| format!("{} is not UTF-8 text", path.display()))
+pub fn read_text(path: &Path, limit: u64) -> Result<String, ReadError> {
+    String::from_utf8(read_bytes(path, limit)?).map_err(|_| ReadError::NotUtf8 {
+        path: path.to_path_buf(),
+    })
 }
 
 /// The most bytes hashed per watched file.

@@ -26,6 +26,7 @@ use crate::dial::fmt_duration;
 use crate::dial::tls::rfc3339;
 use crate::probe::ProbeOutcome;
 use crate::reason::FailureReason;
+use crate::verify::table::aligned;
 
 /// Changes shown under the table on a terminal (the summary has them all).
 const RECENT_ON_SCREEN: usize = 12;
@@ -221,7 +222,7 @@ impl Board {
                 detail,
             ]);
         }
-        align(&rows)
+        aligned(&rows)
     }
 
     /// The whole screen: heading, table, the latest changes.
@@ -306,27 +307,6 @@ fn shorten(s: &str, max: usize) -> String {
     }
     let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
     out.push('…');
-    out
-}
-
-fn align(rows: &[Vec<String>]) -> String {
-    let columns = rows.first().map_or(0, Vec::len);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c + 1 == columns {
-                line.push_str(cell);
-            } else {
-                let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
     out
 }
 

@@ -107,21 +107,6 @@ impl FailureReason {
         }
     }
 
-    /// True when the failure lies with the proxy route itself rather than the
-    /// upstream behind it: the failures that justify trying another route.
-    pub fn is_proxy_fault(self) -> bool {
-        matches!(
-            self,
-            Self::ProxyResolve
-                | Self::ProxyConnect
-                | Self::ProxyTimeout
-                | Self::ProxyAuthRequired
-                | Self::ProxyDenied
-                | Self::ProxyUpstreamError
-                | Self::ProxyProtocol
-        )
-    }
-
     /// True when the failure is about the route itself, whatever the
     /// destination: the proxy could not be resolved, reached, understood or
     /// authenticated to. Such a failure on app traffic counts against the

@@ -96,6 +96,9 @@ async fn a_burst_of_ten_thousand_app_observations_loses_no_probe_and_judges_as_o
     );
     let now = Instant::now();
     let mut probes = 0usize;
+    // How far behind the inbox the published route state runs: from a
+    // probe's send to the snapshot that shows it (its acknowledgement).
+    let mut lag = Duration::ZERO;
     for i in 0..10_000 {
         let t = traffic(i);
         alone.observe(now, Observation::Traffic(t.clone()));
@@ -106,7 +109,9 @@ async fn a_burst_of_ten_thousand_app_observations_loses_no_probe_and_judges_as_o
             let o = probe(probes);
             probes += 1;
             alone.observe(now, Observation::Probe(Box::new(o.clone())));
+            let sent = Instant::now();
             rt.record_probe(o, true).await;
+            lag = lag.max(sent.elapsed());
         }
     }
     // A probe after the burst: acknowledged once everything before it was
@@ -115,6 +120,14 @@ async fn a_burst_of_ten_thousand_app_observations_loses_no_probe_and_judges_as_o
     alone.observe(now, Observation::Probe(Box::new(last.clone())));
     rt.record_probe(last, true).await;
 
+    eprintln!(
+        "snapshot lag behind a full inbox ({INBOX_CAPACITY} messages): at most {lag:?}; {} observations merged",
+        rt.merged_observations()
+    );
+    assert!(
+        lag < Duration::from_secs(2),
+        "the route state ran {lag:?} behind its inbox"
+    );
     assert!(
         rt.merged_observations() > 0,
         "the burst filled the inbox ({INBOX_CAPACITY}) and identical observations were merged"
@@ -202,4 +215,21 @@ async fn a_snapshot_held_through_a_reload_and_a_failover_stays_one_moment() {
     assert!(after.broken("apns", "provider"));
     assert!(after.taken >= before.taken);
     rt.stop().await.expect("stopped");
+}
+
+#[tokio::test]
+async fn a_probe_loop_that_takes_its_waker_at_once_is_woken_by_a_failing_app_connection() {
+    let ws = Workspace::new();
+    let rt = start(&ws, config(), 1);
+    // Taken before the owner ran at all (the scheduler starts right away).
+    let wake = rt
+        .snapshot()
+        .waker("apns", "provider")
+        .expect("scheduled at start");
+    let mut dead = traffic(0);
+    dead.failure = Some((FailureReason::ProxyConnect, "connect: refused".into()));
+    rt.report_traffic(dead).await;
+    tokio::time::timeout(Duration::from_secs(5), wake.notified())
+        .await
+        .expect("the probe loop is woken by the app's failure");
 }

@@ -438,7 +438,7 @@ impl Config {
     /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let bytes = crate::files::read_bytes(path, MAX_CONFIG_BYTES)
-            .map_err(|e| ConfigError::whole_file(path, e))?;
+            .map_err(|e| ConfigError::whole_file(path, e.to_string()))?;
         let text = match String::from_utf8(bytes) {
             Ok(t) => t,
             Err(e) => {

@@ -46,7 +46,8 @@ impl Compiler<'_> {
         key: &str,
     ) -> Result<()> {
         let path = self.file(ca.get_ref());
-        let certs = tls::load_ca_file(&path).map_err(|m| self.err(ca.span(), key, m))?;
+        let certs =
+            tls::load_ca_file(&path).map_err(|e| self.err(ca.span(), key, e.to_string()))?;
         for c in certs {
             store.add(c).map_err(|e| {
                 self.err(

@@ -70,7 +70,7 @@ impl Compiler<'_> {
             }
             Some(
                 TlsClient::new(Arc::new(store), None, vec![b"http/1.1".to_vec()])
-                    .map_err(|m| self.err(r.proxy.span(), &key("proxy"), m))?,
+                    .map_err(|e| self.err(r.proxy.span(), &key("proxy"), e.to_string()))?,
             )
         } else {
             if let Some(ca) = &r.ca_file {
@@ -139,7 +139,7 @@ impl Compiler<'_> {
     fn credentials(&self, f: &Spanned<String>, key: &str) -> Result<Secret<HeaderValue>> {
         let path = self.file(f.get_ref());
         let text = crate::files::read_text(&path, MAX_SECRET_FILE)
-            .map_err(|m| self.err(f.span(), key, m))?;
+            .map_err(|e| self.err(f.span(), key, e.to_string()))?;
         let line = text.trim_end_matches(['\r', '\n']);
         let bad = || {
             self.err(

@@ -8,6 +8,7 @@
 //! target: `[forward]` only names routes, through `route_list`.
 
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use toml::Spanned;
@@ -163,7 +164,7 @@ impl Compiler<'_> {
     fn admin_token(&self, f: &Spanned<String>) -> Result<Secret<String>> {
         let path = self.file(f.get_ref());
         let text = crate::files::read_text(&path, MAX_SECRET_FILE)
-            .map_err(|m| self.err(f.span(), "admin.token_file", m))?;
+            .map_err(|e| self.err(f.span(), "admin.token_file", e.to_string()))?;
         let token = text.trim_end_matches(['\r', '\n']);
         if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(self.err(
@@ -178,120 +179,52 @@ impl Compiler<'_> {
         Ok(Secret::new(token.to_string()))
     }
 
+    /// `[forward]`. Keys are checked in this order, so the first mistake
+    /// reported stays the same.
     pub(super) fn forward(&self, f: &RawForward, routes: &[Arc<Route>]) -> Result<ForwardSettings> {
-        let default = match &f.default {
-            None => ForwardDefault::Proxy,
-            Some(d) => match d.get_ref().as_str() {
-                "proxy" => ForwardDefault::Proxy,
-                "deny" => ForwardDefault::Deny,
-                other => {
-                    return Err(self.err(
-                        d.span(),
-                        "forward.default",
-                        format!("`{other}`: expected \"proxy\" or \"deny\""),
-                    ));
-                }
-            },
-        };
-        let default_routes = match &f.default_routes {
-            Some(list) => {
-                let out =
-                    self.route_list(Some(list), routes, "forward.default_routes", list.span())?;
-                if let Some(d) = list.get_ref().iter().find(|n| n.get_ref() == Route::DIRECT) {
-                    return Err(self.err(
-                        d.span(),
-                        "forward.default_routes",
-                        "unmatched destinations never go direct (the sidecar is not an open proxy): list proxy routes only",
-                    ));
-                }
-                out
-            }
-            None => routes.iter().filter(|r| !r.is_direct()).cloned().collect(),
-        };
-        let allow_ports = match &f.allow_ports {
-            Some(p) => {
-                let mut ports = Vec::new();
-                for n in p.get_ref() {
-                    let port = u16::try_from(*n).ok().filter(|p| *p != 0).ok_or_else(|| {
-                        self.err(
-                            p.span(),
-                            "forward.allow_ports",
-                            format!("{n} is not a port (1-65535)"),
-                        )
-                    })?;
-                    ports.push(port);
-                }
-                ports
-            }
-            None => defaults::FORWARD_ALLOW_PORTS.to_vec(),
-        };
-        let max_connections = match &f.max_connections {
-            Some(m) if (1..=1_000_000).contains(m.get_ref()) => *m.get_ref(),
-            Some(m) => {
-                return Err(self.err(
-                    m.span(),
-                    "forward.max_connections",
-                    "must be between 1 and 1000000",
-                ));
-            }
-            None => defaults::FORWARD_MAX_CONNECTIONS,
-        };
-        let trail_max_bytes = match &f.trail_max_bytes {
-            Some(m) if (4096..=1024 * 1024 * 1024).contains(m.get_ref()) => *m.get_ref(),
-            Some(m) => {
-                return Err(self.err(
-                    m.span(),
-                    "forward.trail_max_bytes",
-                    "must be between 4096 and 1073741824 (1 GiB) bytes",
-                ));
-            }
-            None => defaults::FORWARD_TRAIL_MAX_BYTES,
-        };
-        let trail_keep = match &f.trail_keep {
-            Some(k) if *k.get_ref() <= 100 => *k.get_ref(),
-            Some(k) => {
-                return Err(self.err(
-                    k.span(),
-                    "forward.trail_keep",
-                    "must be between 0 and 100 rotated files",
-                ));
-            }
-            None => defaults::FORWARD_TRAIL_KEEP,
-        };
-        let relay = match &f.relay {
-            None => defaults::FORWARD_RELAY,
-            Some(r) => match r.get_ref().as_str() {
-                "copy" => RelayMode::Copy,
-                "splice" => RelayMode::Splice,
-                other => {
-                    return Err(self.err(
-                        r.span(),
-                        "forward.relay",
-                        format!("`{other}`: expected \"copy\" or \"splice\""),
-                    ));
-                }
-            },
-        };
-        let buffer_pool = match &f.buffer_pool {
-            None => defaults::FORWARD_BUFFER_POOL,
-            Some(b) => u64::try_from(*b.get_ref())
-                .ok()
-                .filter(|b| *b <= defaults::FORWARD_BUFFER_POOL_MAX)
-                .ok_or_else(|| {
-                    self.err(
-                        b.span(),
-                        "forward.buffer_pool",
-                        "bytes, between 0 (small buffers only) and 17179869184 (16 GiB); e.g. 67108864 for 64 MiB",
-                    )
-                })?,
-        };
+        let default = self.either(
+            f.default.as_ref(),
+            "forward.default",
+            [
+                ("proxy", ForwardDefault::Proxy),
+                ("deny", ForwardDefault::Deny),
+            ],
+            ForwardDefault::Proxy,
+        )?;
+        let default_routes = self.default_routes(f, routes)?;
+        let allow_ports = self.allow_ports(f)?;
+        let max_connections = self.in_range(
+            f.max_connections.as_ref(),
+            1..=1_000_000,
+            "forward.max_connections",
+            "must be between 1 and 1000000",
+        )?;
+        let trail_max_bytes = self.in_range(
+            f.trail_max_bytes.as_ref(),
+            4096..=1024 * 1024 * 1024,
+            "forward.trail_max_bytes",
+            "must be between 4096 and 1073741824 (1 GiB) bytes",
+        )?;
+        let trail_keep = self.in_range(
+            f.trail_keep.as_ref(),
+            0..=100,
+            "forward.trail_keep",
+            "must be between 0 and 100 rotated files",
+        )?;
+        let relay = self.either(
+            f.relay.as_ref(),
+            "forward.relay",
+            [("copy", RelayMode::Copy), ("splice", RelayMode::Splice)],
+            defaults::FORWARD_RELAY,
+        )?;
+        let buffer_pool = self.buffer_pool(f)?;
         Ok(ForwardSettings {
             relay,
             buffer_pool,
             trail: f.trail.unwrap_or(defaults::FORWARD_TRAIL),
             access_log: f.access_log.unwrap_or(defaults::FORWARD_ACCESS_LOG),
-            trail_max_bytes,
-            trail_keep,
+            trail_max_bytes: trail_max_bytes.unwrap_or(defaults::FORWARD_TRAIL_MAX_BYTES),
+            trail_keep: trail_keep.unwrap_or(defaults::FORWARD_TRAIL_KEEP),
             default,
             default_routes,
             allow_ports,
@@ -301,13 +234,107 @@ impl Compiler<'_> {
             header_timeout: self
                 .duration(f.header_timeout.as_ref(), "forward.header_timeout")?
                 .unwrap_or(defaults::FORWARD_HEADER_TIMEOUT),
-            max_connections,
+            max_connections: max_connections.unwrap_or(defaults::FORWARD_MAX_CONNECTIONS),
             failback_grace: self.duration_or_off(
                 f.failback_grace.as_ref(),
                 "forward.failback_grace",
                 defaults::FORWARD_FAILBACK_GRACE,
             )?,
         })
+    }
+
+    /// A number that must lie in `range`; `None` when the key is absent.
+    fn in_range<T: PartialOrd + Copy>(
+        &self,
+        v: Option<&Spanned<T>>,
+        range: RangeInclusive<T>,
+        key: &str,
+        expected: &str,
+    ) -> Result<Option<T>> {
+        match v {
+            Some(v) if range.contains(v.get_ref()) => Ok(Some(*v.get_ref())),
+            Some(v) => Err(self.err(v.span(), key, expected)),
+            None => Ok(None),
+        }
+    }
+
+    /// `forward.default_routes`: proxy routes only, every proxy route when
+    /// absent.
+    fn default_routes(&self, f: &RawForward, routes: &[Arc<Route>]) -> Result<Vec<Arc<Route>>> {
+        let Some(list) = &f.default_routes else {
+            return Ok(routes.iter().filter(|r| !r.is_direct()).cloned().collect());
+        };
+        let out = self.route_list(Some(list), routes, "forward.default_routes", list.span())?;
+        if let Some(d) = list.get_ref().iter().find(|n| n.get_ref() == Route::DIRECT) {
+            return Err(self.err(
+                d.span(),
+                "forward.default_routes",
+                "unmatched destinations never go direct (the sidecar is not an open proxy): list proxy routes only",
+            ));
+        }
+        Ok(out)
+    }
+
+    /// `forward.allow_ports`: the ports an app may ask for.
+    fn allow_ports(&self, f: &RawForward) -> Result<Vec<u16>> {
+        let Some(p) = &f.allow_ports else {
+            return Ok(defaults::FORWARD_ALLOW_PORTS.to_vec());
+        };
+        p.get_ref()
+            .iter()
+            .map(|n| {
+                u16::try_from(*n).ok().filter(|p| *p != 0).ok_or_else(|| {
+                    self.err(
+                        p.span(),
+                        "forward.allow_ports",
+                        format!("{n} is not a port (1-65535)"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// One of two words, each meaning a value; `default` when the key is
+    /// absent.
+    fn either<T: Copy>(
+        &self,
+        v: Option<&Spanned<String>>,
+        key: &str,
+        words: [(&str, T); 2],
+        default: T,
+    ) -> Result<T> {
+        let Some(v) = v else { return Ok(default) };
+        match words.iter().find(|(w, _)| w == v.get_ref()) {
+            Some((_, value)) => Ok(*value),
+            None => Err(self.err(
+                v.span(),
+                key,
+                format!(
+                    "`{}`: expected \"{}\" or \"{}\"",
+                    v.get_ref(),
+                    words[0].0,
+                    words[1].0
+                ),
+            )),
+        }
+    }
+
+    /// `forward.buffer_pool`: bytes, at most
+    /// [`defaults::FORWARD_BUFFER_POOL_MAX`].
+    fn buffer_pool(&self, f: &RawForward) -> Result<u64> {
+        let Some(b) = &f.buffer_pool else {
+            return Ok(defaults::FORWARD_BUFFER_POOL);
+        };
+        u64::try_from(*b.get_ref())
+            .ok()
+            .filter(|b| *b <= defaults::FORWARD_BUFFER_POOL_MAX)
+            .ok_or_else(|| {
+                self.err(
+                    b.span(),
+                    "forward.buffer_pool",
+                    "bytes, between 0 (small buffers only) and 17179869184 (16 GiB); e.g. 67108864 for 64 MiB",
+                )
+            })
     }
 
     /// `[run]`: the reload poll; the old `shutdown_timeout` key is refused

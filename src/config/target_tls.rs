@@ -206,9 +206,9 @@ impl Compiler<'_> {
                 self.add_ca(s, ca, &key("expect_ca"))?;
                 let path = self.file(ca.get_ref());
                 let certs = tls::load_ca_file(&path)
-                    .map_err(|m| self.err(ca.span(), &key("expect_ca"), m))?;
+                    .map_err(|e| self.err(ca.span(), &key("expect_ca"), e.to_string()))?;
                 TrustExpectation::named(&path, &certs)
-                    .map_err(|m| self.err(ca.span(), &key("expect_ca"), m))?
+                    .map_err(|e| self.err(ca.span(), &key("expect_ca"), e.to_string()))?
             }
             None => TrustExpectation::PublicRoots,
         };
@@ -228,11 +228,11 @@ impl Compiler<'_> {
             identity.map(|id| (id.certs, id.key.expose().clone_key())),
             alpn,
         )
-        .map_err(|m| {
+        .map_err(|e| {
             self.loc.error(
                 t.client_cert.as_ref().map(|c| c.span()),
                 key("client_cert"),
-                m,
+                e.to_string(),
             )
         })?;
         Ok((client.expecting(expectation), cert))

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::dial::connect::{self, ConnectError};
-use crate::dial::tls::TlsClient;
+use crate::dial::tls::{TlsClient, TlsClientError};
 
 /// What one request came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,20 @@ pub enum Answer {
     Failed(String),
 }
 
+/// Why the app could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The demo CA is not PEM.
+    #[error(transparent)]
+    CaPem(#[from] rustls::pki_types::pem::Error),
+    /// The demo CA cannot be a root.
+    #[error(transparent)]
+    CaRoot(#[from] rustls::Error),
+    /// The TLS client settings could not be built.
+    #[error(transparent)]
+    Tls(#[from] TlsClientError),
+}
+
 /// The app.
 pub struct App {
     proxy: SocketAddr,
@@ -33,12 +47,10 @@ pub struct App {
 
 impl App {
     /// An app using `proxy`, trusting `ca_pem`.
-    pub fn new(proxy: SocketAddr, ca_pem: &str) -> Result<Self, String> {
+    pub fn new(proxy: SocketAddr, ca_pem: &str) -> Result<Self, AppError> {
         let mut roots = RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            roots
-                .add(c.map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?;
+            roots.add(c?)?;
         }
         let tls = TlsClient::new(Arc::new(roots), None, vec![b"http/1.1".to_vec()])?;
         Ok(Self { proxy, tls })

@@ -14,6 +14,7 @@ pub mod stand_ins;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,9 +23,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-use crate::config::Config;
-use crate::sidecar::{Listeners, run_with};
-use app::{Answer, App};
+use crate::config::{Config, ConfigError};
+use crate::sidecar::{Hooks, Listeners, run_with};
+use app::{Answer, App, AppError};
+use stand_ins::{DemoPki, ProviderProxy, Running, StandInError};
 
 /// When the provider breaks its proxy, fixes it, and the demo ends.
 const BREAK_AT: Duration = Duration::from_secs(3);
@@ -48,79 +50,196 @@ struct Clock {
 impl Clock {
     fn say(&self, text: &str) {
         let t = self.start.elapsed().as_secs_f64();
-        let mut out = self
-            .out
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = lock(&self.out);
         let _ = writeln!(out, "{t:>5.1}s  {text}");
         let _ = out.flush();
     }
 
     fn plain(&self, text: &str) {
-        let mut out = self
-            .out
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = lock(&self.out);
         let _ = writeln!(out, "{text}");
         let _ = out.flush();
     }
 }
 
+/// Why the demo could not run, or why its story did not hold.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// A stand-in could not start.
+    #[error(transparent)]
+    StandIn(#[from] StandInError),
+    /// The app could not be set up.
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// The scratch folder for the sidecar's files could not be created.
+    #[error("creating {}: {source}", dir.display())]
+    ScratchDir {
+        /// The folder.
+        dir: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The demo CA file could not be written, or a sidecar listener bound.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The demo's own config did not load.
+    #[error("demo config: {0}")]
+    Config(#[source] ConfigError),
+    /// The sidecar did not do what the story says.
+    #[error("{}", problems.join("; "))]
+    StoryFailed {
+        /// Every part of the story that did not hold, in the summary's order.
+        problems: Vec<String>,
+    },
+}
+
 /// Runs the demo, printing to `out`. `Ok` when the story held.
-pub async fn run(out: Box<dyn Write + Send>) -> Result<(), String> {
+pub async fn run(out: Box<dyn Write + Send>) -> Result<(), DemoError> {
     crate::dial::tls::install_default_provider();
-    let hosts: Vec<&str> = UPSTREAMS.iter().map(|u| u.2).collect();
-    let pki = stand_ins::pki(&hosts)?;
-    let push = stand_ins::upstream(&pki, 403, "{\"reason\":\"MissingProviderToken\"}").await?;
-    let sms =
-        stand_ins::upstream(&pki, 401, "{\"code\":20003,\"message\":\"Authenticate\"}").await?;
-    let login = stand_ins::upstream(
-        &pki,
-        200,
-        "{\"issuer\":\"https://login.demo.test/demo/v2.0\"}",
-    )
-    .await?;
-    let proxy = stand_ins::ProviderProxy::start().await?;
-    let ports = [push.addr.port(), sms.addr.port(), login.addr.port()];
-
-    let dir = std::env::temp_dir().join(format!("egress-sentinel-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let _cleanup = RemoveOnDrop(dir.clone());
-    std::fs::write(dir.join("demo-ca.pem"), &pki.ca_pem).map_err(|e| e.to_string())?;
-    let text = demo_config(proxy.addr, ports);
-    let config =
-        Config::parse(&dir.join("demo.toml"), &text).map_err(|e| format!("demo config: {e}"))?;
-
-    let bind = || async {
-        TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| e.to_string())
-    };
-    let (m, a, p) = (bind().await?, bind().await?, bind().await?);
-    let (admin, forward) = (
-        a.local_addr().map_err(|e| e.to_string())?,
-        p.local_addr().map_err(|e| e.to_string())?,
-    );
-    let metrics = m.local_addr().map_err(|e| e.to_string())?;
-    let listeners = Listeners {
-        metrics: Some(m),
-        admin: Some(a),
-        proxy: Some(p),
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let sidecar = tokio::spawn(run_with(
-        config,
-        listeners,
-        async move {
-            let _ = stop_rx.await;
-        },
-        crate::sidecar::Hooks::default(),
-    ));
-
+    let stand_ins = StandIns::start().await?;
+    let (config, _cleanup) = write_config(&stand_ins)?;
+    let sidecar = Sidecar::start(config).await?;
     let clock = Arc::new(Clock {
         start: Instant::now(),
         out: Mutex::new(out),
     });
+    introduce(&clock, &stand_ins, &sidecar);
+
+    let app = Arc::new(App::new(sidecar.forward, &stand_ins.pki.ca_pem)?);
+    let log = AppLog::default();
+    let ports = stand_ins.ports();
+    let app_tasks: Vec<_> = (0..UPSTREAMS.len())
+        .map(|i| {
+            let (app, clock, log) = (app.clone(), clock.clone(), log.clone());
+            tokio::spawn(call_upstream(app, i, ports[i], clock, log))
+        })
+        .collect();
+    let (watch, timeline) = replay(&clock, &stand_ins.proxy, sidecar.admin).await;
+    for t in app_tasks {
+        let _ = t.await;
+    }
+    let final_status = fetch_status(sidecar.admin).await.unwrap_or(Value::Null);
+    sidecar.stop().await;
+
+    let log = lock(&log).clone();
+    summarize(&clock, &log, &watch, &timeline, &final_status)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The stand-ins, running: the demo CA, the three upstreams and the
+/// provider's proxy.
+struct StandIns {
+    /// The demo CA and the upstreams' identity.
+    pki: DemoPki,
+    /// The upstreams, in [`UPSTREAMS`]' order.
+    upstreams: [Running; 3],
+    /// The provider's forward proxy.
+    proxy: ProviderProxy,
+}
+
+impl StandIns {
+    async fn start() -> Result<Self, StandInError> {
+        let hosts: Vec<&str> = UPSTREAMS.iter().map(|u| u.2).collect();
+        let pki = stand_ins::pki(&hosts)?;
+        let push = stand_ins::upstream(&pki, 403, "{\"reason\":\"MissingProviderToken\"}").await?;
+        let sms =
+            stand_ins::upstream(&pki, 401, "{\"code\":20003,\"message\":\"Authenticate\"}").await?;
+        let login = stand_ins::upstream(
+            &pki,
+            200,
+            "{\"issuer\":\"https://login.demo.test/demo/v2.0\"}",
+        )
+        .await?;
+        let proxy = ProviderProxy::start().await?;
+        Ok(Self {
+            pki,
+            upstreams: [push, sms, login],
+            proxy,
+        })
+    }
+
+    /// The upstreams' ports, in [`UPSTREAMS`]' order.
+    fn ports(&self) -> [u16; 3] {
+        self.upstreams.each_ref().map(|u| u.addr.port())
+    }
+}
+
+/// Writes the demo CA into a scratch folder (removed when the guard drops)
+/// and loads the sidecar's config, which names it.
+fn write_config(stand_ins: &StandIns) -> Result<(Config, RemoveOnDrop), DemoError> {
+    let dir = std::env::temp_dir().join(format!("egress-sentinel-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|source| DemoError::ScratchDir {
+        dir: dir.clone(),
+        source,
+    })?;
+    let cleanup = RemoveOnDrop(dir.clone());
+    std::fs::write(dir.join("demo-ca.pem"), &stand_ins.pki.ca_pem)?;
+    let text = demo_config(stand_ins.proxy.addr, stand_ins.ports());
+    let config = Config::parse(&dir.join("demo.toml"), &text).map_err(DemoError::Config)?;
+    Ok((config, cleanup))
+}
+
+/// The sidecar, running in this process on 127.0.0.1.
+struct Sidecar {
+    /// The admin listener (`/status`).
+    admin: SocketAddr,
+    /// The forward proxy: the app's `HTTPS_PROXY`.
+    forward: SocketAddr,
+    /// The metrics listener.
+    metrics: SocketAddr,
+    /// Stops it (so does dropping it).
+    stop: tokio::sync::oneshot::Sender<()>,
+    /// The sidecar itself.
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sidecar {
+    async fn start(config: Config) -> Result<Self, DemoError> {
+        let bind = || TcpListener::bind("127.0.0.1:0");
+        let (m, a, p) = (bind().await?, bind().await?, bind().await?);
+        let (admin, forward) = (a.local_addr()?, p.local_addr()?);
+        let metrics = m.local_addr()?;
+        let listeners = Listeners {
+            metrics: Some(m),
+            admin: Some(a),
+            proxy: Some(p),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let task = tokio::spawn(async move {
+            // How it ends shows in /status and the summary, not here.
+            let _ = run_with(config, listeners, shutdown, Hooks::default()).await;
+        });
+        Ok(Self {
+            admin,
+            forward,
+            metrics,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops it and waits for it, at most 10 s.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// Says what runs where before the story starts.
+fn introduce(clock: &Clock, stand_ins: &StandIns, sidecar: &Sidecar) {
+    let ports = stand_ins.ports();
+    let Sidecar {
+        admin,
+        forward,
+        metrics,
+        ..
+    } = sidecar;
     clock.plain("egress-sentinel demo: the outbound-proxy incident, replayed on 127.0.0.1");
     clock.plain(&format!(
         "  upstreams (stand-ins): push.demo.test:{} (APNs), sms.demo.test:{} (SMS), login.demo.test:{} (Azure AD)",
@@ -128,7 +247,7 @@ pub async fn run(out: Box<dyn Write + Send>) -> Result<(), String> {
     ));
     clock.plain(&format!(
         "  the hosting provider's forward proxy: {}",
-        proxy.addr
+        stand_ins.proxy.addr
     ));
     clock.plain(&format!(
         "  the sidecar: forward proxy {forward} (the app's HTTPS_PROXY), metrics http://{metrics}/metrics, admin http://{admin}/status"
@@ -138,36 +257,55 @@ pub async fn run(out: Box<dyn Write + Send>) -> Result<(), String> {
         "  the app calls each upstream every {} ms\n",
         APP_EVERY.as_millis()
     ));
+}
 
-    let app = Arc::new(App::new(forward, &pki.ca_pem)?);
-    let log: Arc<Mutex<Vec<(Duration, usize, Answer)>>> = Arc::default();
-    let mut app_tasks = Vec::new();
-    for (i, (_, _, host)) in UPSTREAMS.iter().enumerate() {
-        let (app, log, clock, port) = (app.clone(), log.clone(), clock.clone(), ports[i]);
-        app_tasks.push(tokio::spawn(async move {
-            let mut last: Option<bool> = None;
-            let mut tick = tokio::time::interval(APP_EVERY);
-            loop {
-                tick.tick().await;
-                if clock.start.elapsed() >= END_AT {
-                    return;
-                }
-                let answer = app.get(host, port).await;
-                let ok = matches!(answer, Answer::Ok(_));
-                if last != Some(ok) {
-                    let name = UPSTREAMS[i].0;
-                    match &answer {
-                        Answer::Ok(code) => clock.say(&format!("app      {name}: requests succeed (upstream answers {code})")),
-                        Answer::Refused(code, ps) => clock.say(&format!("app      {name}: requests FAIL: the sidecar answers {code}, Proxy-Status: {ps}")),
-                        Answer::Failed(e) => clock.say(&format!("app      {name}: requests FAIL: {e}")),
-                    }
-                    last = Some(ok);
-                }
-                log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((clock.start.elapsed(), i, answer));
-            }
-        }));
+/// What the app got: when, from which upstream (its index in
+/// [`UPSTREAMS`]), and the answer.
+type AppLog = Arc<Mutex<Vec<(Duration, usize, Answer)>>>;
+
+/// The app calling upstream `i` every [`APP_EVERY`] until [`END_AT`],
+/// saying so whenever its requests start or stop succeeding.
+async fn call_upstream(app: Arc<App>, i: usize, port: u16, clock: Arc<Clock>, log: AppLog) {
+    let (name, _, host) = UPSTREAMS[i];
+    let mut last: Option<bool> = None;
+    let mut tick = tokio::time::interval(APP_EVERY);
+    loop {
+        tick.tick().await;
+        if clock.start.elapsed() >= END_AT {
+            return;
+        }
+        let answer = app.get(host, port).await;
+        let ok = matches!(answer, Answer::Ok(_));
+        if last != Some(ok) {
+            clock.say(&app_saw(name, &answer));
+            last = Some(ok);
+        }
+        lock(&log).push((clock.start.elapsed(), i, answer));
     }
+}
 
+/// The timeline's line when the app's requests to `name` change.
+fn app_saw(name: &str, answer: &Answer) -> String {
+    match answer {
+        Answer::Ok(code) => format!("app      {name}: requests succeed (upstream answers {code})"),
+        Answer::Refused(code, ps) => format!(
+            "app      {name}: requests FAIL: the sidecar answers {code}, Proxy-Status: {ps}"
+        ),
+        Answer::Failed(e) => format!("app      {name}: requests FAIL: {e}"),
+    }
+}
+
+/// When the provider's change was in place.
+struct Timeline {
+    /// Since the start, when the proxy started answering 502.
+    broke: Duration,
+    /// Since the start, when it tunneled again.
+    fixed: Duration,
+}
+
+/// Plays the provider until [`END_AT`]: breaks its proxy at [`BREAK_AT`]
+/// and fixes it at [`FIX_AT`], watching `/status` meanwhile.
+async fn replay(clock: &Clock, proxy: &ProviderProxy, admin: SocketAddr) -> (Watch, Timeline) {
     let mut watch = Watch::default();
     let mut broke = None;
     let mut fixed = None;
@@ -183,24 +321,16 @@ pub async fn run(out: Box<dyn Write + Send>) -> Result<(), String> {
             fixed = Some(now);
             clock.say("PROVIDER  the change is reverted: the proxy tunnels again");
         }
-        if let Ok(status) = fetch_status(admin).await {
-            watch.update(&status, &clock);
+        if let Some(status) = fetch_status(admin).await {
+            watch.update(&status, clock);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for t in app_tasks {
-        let _ = t.await;
-    }
-    let final_status = fetch_status(admin).await.unwrap_or(Value::Null);
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), sidecar).await;
-
-    let (broke, fixed) = (broke.unwrap_or(BREAK_AT), fixed.unwrap_or(FIX_AT));
-    let log = log
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
-    summarize(&clock, &log, &watch, broke, fixed, &final_status)
+    let timeline = Timeline {
+        broke: broke.unwrap_or(BREAK_AT),
+        fixed: fixed.unwrap_or(FIX_AT),
+    };
+    (watch, timeline)
 }
 
 struct RemoveOnDrop(std::path::PathBuf);
@@ -361,122 +491,200 @@ impl Watch {
     }
 }
 
+/// Prints the summary and checks the story: every problem found, in order.
 fn summarize(
     clock: &Clock,
     log: &[(Duration, usize, Answer)],
     watch: &Watch,
-    broke: Duration,
-    fixed: Duration,
+    timeline: &Timeline,
     status: &Value,
-) -> Result<(), String> {
-    let secs = |d: Duration| format!("{:.1}s", d.as_secs_f64());
+) -> Result<(), DemoError> {
     clock.plain(&format!(
         "\nSummary\n  app requests during the incident ({} to {}):",
-        secs(broke),
-        secs(fixed)
+        secs(timeline.broke),
+        secs(timeline.fixed)
     ));
     let mut problems = Vec::new();
     for (i, (name, target, _)) in UPSTREAMS.iter().enumerate() {
-        let during: Vec<&Answer> = log
-            .iter()
-            .filter(|(t, u, _)| *u == i && *t >= broke && *t < fixed)
-            .map(|(_, _, a)| a)
-            .collect();
-        let ok = during.iter().filter(|a| matches!(a, Answer::Ok(_))).count();
-        let pct = if during.is_empty() {
-            0.0
-        } else {
-            100.0 * ok as f64 / during.len() as f64
-        };
-        let note = if *target == "sms" {
-            "direct not allowed: failed with a clear 502 naming proxy_upstream_error"
-        } else {
-            "failed over to direct"
-        };
+        let tally = Tally::during(log, i, timeline);
+        let expected = Expected::of(target);
         clock.plain(&format!(
-            "    {name:<12} {ok:>3}/{:<3} ok ({pct:.0}%)  {note}",
-            during.len()
+            "    {name:<12} {:>3}/{:<3} ok ({:.0}%)  {}",
+            tally.ok,
+            tally.total,
+            tally.percent(),
+            expected.note()
         ));
-        match *target {
-            "sms" if ok == during.len() => {
-                problems.push("sms never failed although its only route broke".to_string())
-            }
-            "sms" => {}
-            _ if ok != during.len() || during.is_empty() => {
-                problems.push(format!("{name} lost {} requests", during.len() - ok))
-            }
-            _ => {}
-        }
+        problems.extend(expected.problem(name, &tally));
     }
-    let detection = watch
-        .health_changes
-        .iter()
-        .find(|(t, _, _, h)| *t >= broke && !h)
-        .map(|(t, ..)| *t - broke);
-    match detection {
-        Some(d) => clock.plain(&format!(
-            "  detection: {} after the change (first route marked unhealthy)",
-            secs(d)
-        )),
-        None => problems.push("the sidecar never marked the proxy route unhealthy".into()),
-    }
-    for target in ["push", "azure-ad"] {
-        let over = watch
-            .moves
-            .iter()
-            .find(|(t, n, _, to)| *t >= broke && n == target && to == "direct");
-        let back = watch
-            .moves
-            .iter()
-            .find(|(t, n, _, to)| *t >= fixed && n == target && to == "provider");
-        match (over, back) {
-            (Some(o), Some(b)) => clock.plain(&format!(
-                "  {target}: failover {} after the change, fail-back {} after the fix",
-                secs(o.0 - broke),
-                secs(b.0 - fixed)
-            )),
-            _ => problems.push(format!("{target} did not fail over and back")),
-        }
-    }
-    if let Some(w) = status["incidents"].as_array().and_then(|a| a.first()) {
-        let lasted = w["end"]
-            .as_i64()
-            .zip(w["start"].as_i64())
-            .map(|(e, s)| e - s);
-        clock.plain(&format!(
-            "  {} (about {} s)",
-            w["text"].as_str().unwrap_or(""),
-            lasted.unwrap_or(0)
-        ));
-    } else {
-        problems.push("no incident window was recorded".into());
-    }
+    problems.extend(detection(clock, watch, timeline));
+    problems.extend(failovers(clock, watch, timeline));
+    problems.extend(incident_window(clock, status));
     if problems.is_empty() {
         clock.plain("\nThe sidecar caught the provider's change, named it, kept push and Azure AD logins working, reported SMS, and failed back.");
         Ok(())
     } else {
-        Err(problems.join("; "))
+        Err(DemoError::StoryFailed { problems })
     }
 }
 
-/// `GET /status` on the admin listener, as JSON.
-async fn fetch_status(admin: SocketAddr) -> Result<Value, String> {
+/// `d` in the summary's words: `3.2s`.
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+/// One upstream's requests while the proxy was broken.
+struct Tally {
+    /// Answered by the upstream.
+    ok: usize,
+    /// Made.
+    total: usize,
+}
+
+impl Tally {
+    fn during(log: &[(Duration, usize, Answer)], upstream: usize, timeline: &Timeline) -> Self {
+        let during: Vec<&Answer> = log
+            .iter()
+            .filter(|(t, u, _)| *u == upstream && *t >= timeline.broke && *t < timeline.fixed)
+            .map(|(_, _, a)| a)
+            .collect();
+        Self {
+            ok: during.iter().filter(|a| matches!(a, Answer::Ok(_))).count(),
+            total: during.len(),
+        }
+    }
+
+    fn percent(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            100.0 * self.ok as f64 / self.total as f64
+        }
+    }
+}
+
+/// What the story expects of an upstream while the proxy is broken.
+enum Expected {
+    /// It may go direct: every request succeeds.
+    FailsOver,
+    /// Its only route broke: requests fail, with a reason.
+    FailsClearly,
+}
+
+impl Expected {
+    fn of(target: &str) -> Self {
+        if target == "sms" {
+            Self::FailsClearly
+        } else {
+            Self::FailsOver
+        }
+    }
+
+    fn note(&self) -> &'static str {
+        match self {
+            Self::FailsClearly => {
+                "direct not allowed: failed with a clear 502 naming proxy_upstream_error"
+            }
+            Self::FailsOver => "failed over to direct",
+        }
+    }
+
+    /// What went against the story, if anything.
+    fn problem(&self, name: &str, tally: &Tally) -> Option<String> {
+        match self {
+            Self::FailsClearly if tally.ok == tally.total => {
+                Some("sms never failed although its only route broke".to_string())
+            }
+            Self::FailsClearly => None,
+            Self::FailsOver if tally.ok != tally.total || tally.total == 0 => {
+                Some(format!("{name} lost {} requests", tally.total - tally.ok))
+            }
+            Self::FailsOver => None,
+        }
+    }
+}
+
+/// How long the sidecar took to mark a route unhealthy after the change.
+fn detection(clock: &Clock, watch: &Watch, timeline: &Timeline) -> Option<String> {
+    let detected = watch
+        .health_changes
+        .iter()
+        .find(|(t, _, _, h)| *t >= timeline.broke && !h)
+        .map(|(t, ..)| *t - timeline.broke);
+    match detected {
+        Some(d) => {
+            clock.plain(&format!(
+                "  detection: {} after the change (first route marked unhealthy)",
+                secs(d)
+            ));
+            None
+        }
+        None => Some("the sidecar never marked the proxy route unhealthy".into()),
+    }
+}
+
+/// When push and azure-ad moved direct after the change, and back after the fix.
+fn failovers(clock: &Clock, watch: &Watch, timeline: &Timeline) -> Vec<String> {
+    let mut problems = Vec::new();
+    for target in ["push", "azure-ad"] {
+        let moved = |since: Duration, to: &str| {
+            watch
+                .moves
+                .iter()
+                .find(|(t, n, _, dest)| *t >= since && n == target && dest == to)
+        };
+        match (
+            moved(timeline.broke, "direct"),
+            moved(timeline.fixed, "provider"),
+        ) {
+            (Some(o), Some(b)) => clock.plain(&format!(
+                "  {target}: failover {} after the change, fail-back {} after the fix",
+                secs(o.0 - timeline.broke),
+                secs(b.0 - timeline.fixed)
+            )),
+            _ => problems.push(format!("{target} did not fail over and back")),
+        }
+    }
+    problems
+}
+
+/// The incident window the sidecar recorded, as `/status` gives it.
+fn incident_window(clock: &Clock, status: &Value) -> Option<String> {
+    let Some(w) = status["incidents"].as_array().and_then(|a| a.first()) else {
+        return Some("no incident window was recorded".into());
+    };
+    let lasted = w["end"]
+        .as_i64()
+        .zip(w["start"].as_i64())
+        .map(|(e, s)| e - s);
+    clock.plain(&format!(
+        "  {} (about {} s)",
+        w["text"].as_str().unwrap_or(""),
+        lasted.unwrap_or(0)
+    ));
+    None
+}
+
+/// `GET /status` on the admin listener, as JSON; `None` when the sidecar
+/// did not answer with JSON within 2 s (the watcher tries again).
+async fn fetch_status(admin: SocketAddr) -> Option<Value> {
     let work = async {
-        let mut s = TcpStream::connect(admin).await.map_err(|e| e.to_string())?;
+        let mut s = TcpStream::connect(admin).await.ok()?;
         s.write_all(b"GET /status HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
             .await
-            .map_err(|e| e.to_string())?;
+            .ok()?;
         let mut raw = Vec::new();
         (&mut s)
             .take(4 * 1024 * 1024)
             .read_to_end(&mut raw)
             .await
-            .map_err(|e| e.to_string())?;
+            .ok()?;
         let text = String::from_utf8_lossy(&raw);
         let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        serde_json::from_str(body).map_err(|e| e.to_string())
+        serde_json::from_str(body).ok()
     };
     tokio::time::timeout(Duration::from_secs(2), work)
         .await
-        .map_err(|_| "status timed out".to_string())?
+        .ok()
+        .flatten()
 }

@@ -20,6 +20,23 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+/// Why a stand-in could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StandInError {
+    /// rcgen could not make the demo CA or the server certificate.
+    #[error("making the demo certificates: {0}")]
+    Certificates(#[from] rcgen::Error),
+    /// rustls refused the protocol versions.
+    #[error(transparent)]
+    Protocols(rustls::Error),
+    /// rustls refused the server certificate.
+    #[error("demo server certificate: {0}")]
+    ServerCertificate(#[source] rustls::Error),
+    /// A listener could not be bound on 127.0.0.1.
+    #[error(transparent)]
+    Listen(#[from] std::io::Error),
+}
+
 /// A CA for the demo, and the server identities it issued.
 pub struct DemoPki {
     /// The CA certificate, PEM (the sidecar and the app trust it).
@@ -29,20 +46,18 @@ pub struct DemoPki {
 }
 
 /// Makes the demo CA and one server certificate for `names`.
-pub fn pki(names: &[&str]) -> Result<DemoPki, String> {
-    let e = |e: rcgen::Error| format!("making the demo certificates: {e}");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+pub fn pki(names: &[&str]) -> Result<DemoPki, StandInError> {
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.distinguished_name
         .push(DnType::CommonName, "egress-sentinel demo CA");
-    let ca_key = KeyPair::generate().map_err(e)?;
-    let ca_cert = ca.self_signed(&ca_key).map_err(e)?;
-    let mut leaf = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .map_err(e)?;
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let mut leaf = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
     leaf.distinguished_name
         .push(DnType::CommonName, names.first().copied().unwrap_or("demo"));
-    let leaf_key = KeyPair::generate().map_err(e)?;
-    let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key).map_err(e)?;
+    let leaf_key = KeyPair::generate()?;
+    let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key)?;
     Ok(DemoPki {
         ca_pem: ca_cert.pem(),
         server: (
@@ -66,22 +81,24 @@ impl Drop for Running {
 }
 
 /// A TLS upstream answering every request with `status` and `body`.
-pub async fn upstream(pki: &DemoPki, status: u16, body: &'static str) -> Result<Running, String> {
+pub async fn upstream(
+    pki: &DemoPki,
+    status: u16,
+    body: &'static str,
+) -> Result<Running, StandInError> {
     let (certs, key) = (pki.server.0.clone(), pki.server.1.clone_key());
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
+    .map_err(StandInError::Protocols)?
     .with_no_client_auth()
     .with_single_cert(certs, key)
-    .map_err(|e| format!("demo server certificate: {e}"))?;
+    .map_err(StandInError::ServerCertificate)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
@@ -128,11 +145,9 @@ pub struct ProviderProxy {
 
 impl ProviderProxy {
     /// Starts the proxy, working.
-    pub async fn start() -> Result<Self, String> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| e.to_string())?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    pub async fn start() -> Result<Self, StandInError> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
         let broken = Arc::new(AtomicBool::new(false));
         let b = broken.clone();
         let task = tokio::spawn(async move {

@@ -78,6 +78,34 @@ impl Attempts {
     pub fn worth_reporting(&self) -> bool {
         self.0.len() > 1
     }
+
+    /// Records an attempt to `addr` starting now (`started` into the
+    /// step); returns its index.
+    fn begin(&mut self, addr: SocketAddr, started: Duration) -> usize {
+        self.0.push(Attempt {
+            addr,
+            started,
+            took: None,
+            state: AttemptState::Pending,
+        });
+        self.0.len() - 1
+    }
+
+    /// Records how attempt `index` ended, `now` into the step; returns its
+    /// address.
+    fn ended(&mut self, index: usize, now: Duration, state: AttemptState) -> SocketAddr {
+        let a = &mut self.0[index];
+        a.took = Some(now.saturating_sub(a.started));
+        a.state = state;
+        a.addr
+    }
+
+    /// Gives up the attempts still in flight when another one connected.
+    fn abandon(&mut self, indexes: impl Iterator<Item = usize>, now: Duration) {
+        for index in indexes {
+            self.ended(index, now, AttemptState::Abandoned);
+        }
+    }
 }
 
 impl fmt::Display for Attempts {
@@ -140,71 +168,81 @@ pub async fn connect(
         let due = next_at.is_none() || running.is_empty();
         if due {
             if let Some(addr) = queue.next() {
-                attempts.0.push(Attempt {
-                    addr,
-                    started: start.elapsed(),
-                    took: None,
-                    state: AttemptState::Pending,
-                });
-                running.push((attempts.0.len() - 1, Box::pin(TcpStream::connect(addr))));
+                let index = attempts.begin(addr, start.elapsed());
+                running.push((index, Box::pin(TcpStream::connect(addr))));
                 next_at = Some(Box::pin(tokio::time::sleep(delay)));
                 continue;
             }
             if running.is_empty() {
-                return Err(last_failure.unwrap_or_else(|| {
-                    (
-                        SocketAddr::from(([0, 0, 0, 0], 0)),
-                        io::Error::new(io::ErrorKind::NotFound, "no address to connect to"),
-                    )
-                }));
+                return Err(last_failure.unwrap_or_else(no_address));
             }
         }
-        // Wait for an attempt to finish, or for the next one to be due.
-        let event = poll_fn(|cx| {
-            for (slot, (_, attempt)) in running.iter_mut().enumerate() {
-                if let Poll::Ready(result) = attempt.as_mut().poll(cx) {
-                    return Poll::Ready(Some((slot, result)));
-                }
+        let (slot, result) = match next_event(&mut running, &mut next_at).await {
+            Event::Finished(slot, result) => (slot, result),
+            Event::NextDue => {
+                next_at = None;
+                continue;
             }
-            if let Some(timer) = next_at.as_mut() {
-                if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(None);
-                }
-            }
-            Poll::Pending
-        })
-        .await;
-        let Some((slot, result)) = event else {
-            // The delay passed with no answer: start the next address.
-            next_at = None;
-            continue;
         };
         let (index, _) = running.swap_remove(slot);
-        let attempt = &mut attempts.0[index];
-        attempt.took = Some(start.elapsed().saturating_sub(attempt.started));
+        let now = start.elapsed();
         match result {
             Ok(stream) => {
-                attempt.state = AttemptState::Connected;
-                let winner = attempt.addr;
+                let winner = attempts.ended(index, now, AttemptState::Connected);
                 // Latency matters more than packet count for handshakes.
                 let _ = stream.set_nodelay(true);
-                let elapsed = start.elapsed();
-                for (other, _) in &running {
-                    let a = &mut attempts.0[*other];
-                    a.took = Some(elapsed.saturating_sub(a.started));
-                    a.state = AttemptState::Abandoned;
-                }
+                attempts.abandon(running.iter().map(|(i, _)| *i), start.elapsed());
                 // Dropping `running` closes the other attempts.
                 return Ok((stream, winner));
             }
             Err(e) => {
-                attempt.state = AttemptState::Failed(e.to_string());
-                last_failure = Some((attempt.addr, e));
+                let addr = attempts.ended(index, now, AttemptState::Failed(e.to_string()));
+                last_failure = Some((addr, e));
                 // A failure starts the next address at once.
                 next_at = None;
             }
         }
     }
+}
+
+/// The failure when there was no address at all.
+fn no_address() -> (SocketAddr, io::Error) {
+    (
+        SocketAddr::from(([0, 0, 0, 0], 0)),
+        io::Error::new(io::ErrorKind::NotFound, "no address to connect to"),
+    )
+}
+
+/// What the race waited for.
+enum Event {
+    /// The attempt in this slot of the running ones finished.
+    Finished(usize, io::Result<TcpStream>),
+    /// The delay passed with no answer: the next address is due.
+    NextDue,
+}
+
+/// Waits for an attempt to finish, or for the next one to be due.
+async fn next_event<F>(
+    running: &mut [(usize, Pin<Box<F>>)],
+    next_at: &mut Option<Pin<Box<Sleep>>>,
+) -> Event
+where
+    F: Future<Output = io::Result<TcpStream>>,
+{
+    poll_fn(|cx| {
+        for (slot, (_, attempt)) in running.iter_mut().enumerate() {
+            if let Poll::Ready(result) = attempt.as_mut().poll(cx) {
+                return Poll::Ready(Event::Finished(slot, result));
+            }
+        }
+        if let Some(timer) = next_at.as_mut() {
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::NextDue);
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 #[cfg(test)]

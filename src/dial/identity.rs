@@ -206,7 +206,8 @@ impl IdentityError {
 /// certificate file is not PEM, PEM otherwise (the key from `files.key`, or
 /// from the certificate file itself).
 pub fn load(files: &IdentityFiles) -> Result<ClientIdentity, IdentityError> {
-    let unreadable = |m: String| IdentityError::new(CertReadReason::Unreadable, m);
+    let unreadable =
+        |e: crate::files::ReadError| IdentityError::new(CertReadReason::Unreadable, e.to_string());
     let data = crate::files::read_bytes(&files.cert, MAX_FILE).map_err(unreadable)?;
     let looks_pem = data
         .windows(b"-----BEGIN".len())
@@ -228,7 +229,7 @@ pub fn load(files: &IdentityFiles) -> Result<ClientIdentity, IdentityError> {
 /// The password: the file's first line, without its line end.
 fn read_password(path: &Path) -> Result<Secret<String>, IdentityError> {
     let text = crate::files::read_text(path, MAX_FILE)
-        .map_err(|m| IdentityError::new(CertReadReason::Unreadable, m))?;
+        .map_err(|e| IdentityError::new(CertReadReason::Unreadable, e.to_string()))?;
     let line = text
         .strip_suffix("\r\n")
         .or_else(|| text.strip_suffix('\n'))
@@ -274,7 +275,7 @@ fn from_pem(
     let (key_data, key_file) = match key_path {
         Some(k) => (
             crate::files::read_bytes(k, MAX_FILE)
-                .map_err(|m| IdentityError::new(CertReadReason::Unreadable, m))?,
+                .map_err(|e| IdentityError::new(CertReadReason::Unreadable, e.to_string()))?,
             k,
         ),
         None => (data.to_vec(), path),
@@ -307,57 +308,8 @@ fn from_pkcs12(
     password: &Secret<String>,
     password_file: Option<&Path>,
 ) -> Result<ClientIdentity, IdentityError> {
-    use p12_keystore::error::Error as P12;
-    let store = p12_keystore::KeyStore::from_pkcs12(data, password.expose()).map_err(|e| {
-        let ciphers = legacy_ciphers(data);
-        let bad_password = || {
-            let which = match password_file {
-                Some(p) => format!("the password in {}", p.display()),
-                None => "an empty password (no client_cert_password_file is set)".to_string(),
-            };
-            IdentityError::new(
-                CertReadReason::BadPassword,
-                format!(
-                    "{}: cannot open the PKCS#12 file with {which}: the integrity check or decryption failed; check that the password file holds exactly the export password",
-                    path.display()
-                ),
-            )
-        };
-        match e {
-            P12::MacError(_) | P12::UnpadError => bad_password(),
-            P12::Pkcs5Error(ref m) if m.contains("decryption failed") => bad_password(),
-            P12::UnsupportedEncryptionScheme | P12::UnsupportedMacAlgorithm | P12::Pkcs5Error(_) => {
-                IdentityError::new(
-                    CertReadReason::UnsupportedEncryption,
-                    format!(
-                        "{}: the PKCS#12 file is encrypted with {}, which this build cannot read; {REEXPORT}",
-                        path.display(),
-                        if ciphers.is_empty() {
-                            "an unsupported scheme".to_string()
-                        } else {
-                            ciphers.join(" and ")
-                        }
-                    ),
-                )
-            }
-            P12::DerError(_) | P12::InvalidVersion | P12::UnsupportedContentType => {
-                IdentityError::new(
-                    CertReadReason::NotACertificate,
-                    format!(
-                        "{} is neither PEM nor PKCS#12: expected a certificate (\"-----BEGIN CERTIFICATE-----\") or a .p12/.pfx bundle",
-                        path.display()
-                    ),
-                )
-            }
-            other => IdentityError::new(
-                CertReadReason::NotACertificate,
-                format!(
-                    "{}: the PKCS#12 file cannot be parsed ({other}); {REEXPORT}",
-                    path.display()
-                ),
-            ),
-        }
-    })?;
+    let store = p12_keystore::KeyStore::from_pkcs12(data, password.expose())
+        .map_err(|e| pkcs12_refused(e, path, data, password_file))?;
     let Some((_, chain)) = store.private_key_chain() else {
         return Err(IdentityError::new(
             CertReadReason::NoKey,
@@ -389,6 +341,66 @@ fn from_pkcs12(
         leaf,
         format: IdentityFormat::Pkcs12,
     })
+}
+
+/// Why p12_keystore could not open `path`, in the words of what to do.
+fn pkcs12_refused(
+    e: p12_keystore::error::Error,
+    path: &Path,
+    data: &[u8],
+    password_file: Option<&Path>,
+) -> IdentityError {
+    use p12_keystore::error::Error as P12;
+    match e {
+        P12::MacError(_) | P12::UnpadError => bad_password(path, password_file),
+        P12::Pkcs5Error(ref m) if m.contains("decryption failed") => {
+            bad_password(path, password_file)
+        }
+        P12::UnsupportedEncryptionScheme | P12::UnsupportedMacAlgorithm | P12::Pkcs5Error(_) => {
+            let ciphers = legacy_ciphers(data);
+            IdentityError::new(
+                CertReadReason::UnsupportedEncryption,
+                format!(
+                    "{}: the PKCS#12 file is encrypted with {}, which this build cannot read; {REEXPORT}",
+                    path.display(),
+                    if ciphers.is_empty() {
+                        "an unsupported scheme".to_string()
+                    } else {
+                        ciphers.join(" and ")
+                    }
+                ),
+            )
+        }
+        P12::DerError(_) | P12::InvalidVersion | P12::UnsupportedContentType => IdentityError::new(
+            CertReadReason::NotACertificate,
+            format!(
+                "{} is neither PEM nor PKCS#12: expected a certificate (\"-----BEGIN CERTIFICATE-----\") or a .p12/.pfx bundle",
+                path.display()
+            ),
+        ),
+        other => IdentityError::new(
+            CertReadReason::NotACertificate,
+            format!(
+                "{}: the PKCS#12 file cannot be parsed ({other}); {REEXPORT}",
+                path.display()
+            ),
+        ),
+    }
+}
+
+/// The integrity check or the decryption failed: the password is wrong.
+fn bad_password(path: &Path, password_file: Option<&Path>) -> IdentityError {
+    let which = match password_file {
+        Some(p) => format!("the password in {}", p.display()),
+        None => "an empty password (no client_cert_password_file is set)".to_string(),
+    };
+    IdentityError::new(
+        CertReadReason::BadPassword,
+        format!(
+            "{}: cannot open the PKCS#12 file with {which}: the integrity check or decryption failed; check that the password file holds exactly the export password",
+            path.display()
+        ),
+    )
 }
 
 /// The key must belong to the leaf and be a kind rustls can sign with.

@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::client::WebPkiServerVerifier;
@@ -67,14 +67,41 @@ pub fn base_roots(mode: RootsMode) -> RootCertStore {
     store
 }
 
+/// Why a CA file gave no certificates.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    /// The file could not be read.
+    #[error(transparent)]
+    Unreadable(#[from] crate::files::ReadError),
+    /// The file is not PEM.
+    #[error("{} is not valid PEM: {source}", path.display())]
+    NotPem {
+        /// The file.
+        path: PathBuf,
+        /// What the PEM parser said.
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The file is PEM without a certificate.
+    #[error("{} holds no PEM certificate", path.display())]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
 /// Reads every certificate in a PEM file.
-pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, CaFileError> {
     let pem = read_pem(path)?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{} is not valid PEM: {e}", path.display()))?;
+        .map_err(|source| CaFileError::NotPem {
+            path: path.to_path_buf(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
+        return Err(CaFileError::NoCertificate {
+            path: path.to_path_buf(),
+        });
     }
     Ok(certs)
 }
@@ -82,7 +109,7 @@ pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String>
 /// A client certificate chain and its private key.
 pub type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
-fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
+fn read_pem(path: &Path) -> Result<Vec<u8>, crate::files::ReadError> {
     crate::files::read_bytes(path, MAX_PEM_FILE)
 }
 
@@ -144,16 +171,24 @@ pub enum TrustExpectation {
     },
 }
 
+/// An `expect_ca` certificate that cannot be a trust anchor.
+#[derive(Debug, thiserror::Error)]
+#[error("{} holds a certificate that cannot be a trust anchor: {source}", file.display())]
+pub struct NotAnAnchor {
+    /// The `expect_ca` file.
+    file: PathBuf,
+    /// What webpki said.
+    source: webpki::Error,
+}
+
 impl TrustExpectation {
     /// The expectation made from `expect_ca` certificates.
-    pub fn named(file: &Path, certs: &[CertificateDer<'_>]) -> Result<Self, String> {
+    pub fn named(file: &Path, certs: &[CertificateDer<'_>]) -> Result<Self, NotAnAnchor> {
         let mut spkis = Vec::new();
         for c in certs {
-            let anchor = webpki::anchor_from_trusted_cert(c).map_err(|e| {
-                format!(
-                    "{} holds a certificate that cannot be a trust anchor: {e}",
-                    file.display()
-                )
+            let anchor = webpki::anchor_from_trusted_cert(c).map_err(|source| NotAnAnchor {
+                file: file.to_path_buf(),
+                source,
             })?;
             spkis.push(anchor.subject_public_key_info.as_ref().to_vec());
         }
@@ -272,31 +307,45 @@ pub struct TlsFailure {
     pub peer: Option<CertInfo>,
 }
 
+/// Why TLS client settings could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsClientError {
+    /// No root to verify a chain against.
+    #[error("no trusted roots: set tls.roots to \"native\" or \"webpki\", or name a ca_file")]
+    NoRoots,
+    /// rustls refused the roots.
+    #[error("cannot build the certificate verifier: {0}")]
+    Verifier(#[source] rustls::client::VerifierBuilderError),
+    /// rustls refused the protocol versions.
+    #[error("TLS settings: {0}")]
+    Protocols(#[source] rustls::Error),
+    /// The client identity's certificate and key are not a pair.
+    #[error("the client certificate and key do not fit together: {0}")]
+    ClientAuth(#[source] rustls::Error),
+}
+
 impl TlsClient {
     /// Builds settings with `roots`, an optional client identity, and ALPN protocols.
     pub fn new(
         roots: Arc<RootCertStore>,
         identity: Option<Identity>,
         alpn: Vec<Vec<u8>>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TlsClientError> {
         if roots.is_empty() {
-            return Err(
-                "no trusted roots: set tls.roots to \"native\" or \"webpki\", or name a ca_file"
-                    .into(),
-            );
+            return Err(TlsClientError::NoRoots);
         }
         let verifier = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider())
             .build()
-            .map_err(|e| format!("cannot build the certificate verifier: {e}"))?;
+            .map_err(TlsClientError::Verifier)?;
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS settings: {e}"))?
+            .map_err(TlsClientError::Protocols)?
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone());
         let mut config = match identity {
             Some((certs, key)) => builder
                 .with_client_auth_cert(certs, key)
-                .map_err(|e| format!("the client certificate and key do not fit together: {e}"))?,
+                .map_err(TlsClientError::ClientAuth)?,
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = alpn;

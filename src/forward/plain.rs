@@ -239,7 +239,7 @@ async fn send(
     let resp = match sent {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
-            return broken(proxy, planned, &route, &shown, Some(e), absolute).await;
+            return broken(proxy, planned, &route, &shown, e, absolute).await;
         }
         Err(_) => {
             let what = format!("no answer within {timeout:?}");
@@ -270,21 +270,16 @@ async fn exchange<S>(
     outbound: Request<Incoming>,
     meter: crate::telemetry::meter::ByteMeter,
     closed: impl FnOnce((u64, u64)) + Send + 'static,
-) -> Result<Response<Incoming>, String>
+) -> Result<Response<Incoming>, hyper::Error>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         let _ = conn.await;
         closed(meter.moved());
     });
-    sender
-        .send_request(outbound)
-        .await
-        .map_err(|e| e.to_string())
+    sender.send_request(outbound).await
 }
 
 /// The exchange broke after the request went out: the proxy's fault on a
@@ -294,7 +289,7 @@ async fn broken(
     planned: &Planned,
     route: &Route,
     shown: &str,
-    error: Option<String>,
+    error: hyper::Error,
     absolute: bool,
 ) -> Response<Body> {
     let (reason, what) = if absolute {
@@ -305,10 +300,7 @@ async fn broken(
     } else {
         (FailureReason::Io, "the origin closed or broke the exchange")
     };
-    let detail = match error {
-        Some(e) => format!("{shown} via {}: {what}: {e}", route.name),
-        None => format!("{shown} via {}: {what}", route.name),
-    };
+    let detail = format!("{shown} via {}: {what}: {error}", route.name);
     failed_after_send(proxy, planned, route, reason, detail).await
 }
 

@@ -158,6 +158,36 @@ pub async fn plan_checked(
     Ok(plan)
 }
 
+/// Why an unmatched name is refused by the guard.
+#[derive(Debug, thiserror::Error)]
+pub enum Unchecked {
+    /// Not a host at all.
+    #[error("{0}")]
+    Host(#[from] crate::destination::HostError),
+    /// It could not be resolved here, so it could not be checked.
+    #[error(
+        "{name} matches no target and could not be resolved here to check its addresses ({why}); \
+         list it in a target's hosts, or map it in [resolve]"
+    )]
+    Unresolved {
+        /// The name.
+        name: String,
+        /// Why the lookup failed.
+        why: String,
+    },
+    /// One of its addresses is in a refused range.
+    #[error(
+        "{name} matches no target and resolves to a refused address: {denied}; \
+         a proxy would reach it for the app"
+    )]
+    Refused {
+        /// The name.
+        name: String,
+        /// The refusal.
+        denied: crate::policy::AddressDenied,
+    },
+}
+
 /// Resolves `host` (when it is a DNS name) and checks every address against
 /// the address policy. The error says which address, which range, and what
 /// to do.
@@ -167,30 +197,25 @@ pub async fn check_resolved(
     port: u16,
     allow: &[Cidr],
     deadline: Instant,
-) -> Result<(), String> {
-    let name = match parse_host(host) {
-        Ok(Host::Name(n)) => n,
+) -> Result<(), Unchecked> {
+    let name = match parse_host(host)? {
+        Host::Name(n) => n,
         // Literals and localhost were judged without a lookup.
-        Ok(_) => return Ok(()),
-        Err(e) => return Err(e.to_string()),
+        _ => return Ok(()),
     };
-    let unchecked = |why: String| {
-        format!(
-            "{name} matches no target and could not be resolved here to check its addresses ({why}); \
-             list it in a target's hosts, or map it in [resolve]"
-        )
+    let unresolved = |why: String| Unchecked::Unresolved {
+        name: name.to_string(),
+        why,
     };
     let addrs = match tokio::time::timeout_at(deadline, resolver.resolve(&name, port)).await {
-        Err(_) => return Err(unchecked("the lookup timed out".to_string())),
-        Ok(Err(e)) => return Err(unchecked(e.to_string())),
+        Err(_) => return Err(unresolved("the lookup timed out".to_string())),
+        Ok(Err(e)) => return Err(unresolved(e.to_string())),
         Ok(Ok(a)) => a,
     };
     for addr in addrs {
-        check_address(addr.ip(), allow).map_err(|e| {
-            format!(
-                "{name} matches no target and resolves to a refused address: {e}; \
-                 a proxy would reach it for the app"
-            )
+        check_address(addr.ip(), allow).map_err(|denied| Unchecked::Refused {
+            name: name.to_string(),
+            denied,
         })?;
     }
     Ok(())

@@ -100,6 +100,38 @@ pub enum Change {
     Closed(IncidentWindow),
 }
 
+/// Why the incident file or its folder could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum IncidentFileError {
+    /// `state_dir` could not be created.
+    #[error("cannot create state_dir {}: {source}", dir.display())]
+    StateDir {
+        /// The configured `state_dir`.
+        dir: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// A window could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+    /// The compacted copy could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The temporary file.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The compacted copy could not replace the file.
+    #[error("cannot replace {}: {source}", path.display())]
+    Replace {
+        /// The incident file.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+}
+
 /// The incident windows, newest last, with optional persistence.
 #[derive(Debug, Default)]
 pub struct IncidentLog {
@@ -122,9 +154,11 @@ impl IncidentLog {
     /// there. Only a `state_dir` that cannot be created is an error: an
     /// oversized, corrupt or unreadable file is moved aside (logged) and
     /// the log starts with what could be read.
-    pub fn open(state_dir: &Path) -> Result<Self, String> {
-        std::fs::create_dir_all(state_dir)
-            .map_err(|e| format!("cannot create state_dir {}: {e}", state_dir.display()))?;
+    pub fn open(state_dir: &Path) -> Result<Self, IncidentFileError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| IncidentFileError::StateDir {
+            dir: state_dir.to_path_buf(),
+            source,
+        })?;
         let file = state_dir.join(FILE_NAME);
         let mut log = Self {
             file: Some(file.clone()),
@@ -204,19 +238,24 @@ impl IncidentLog {
     }
 
     /// Rewrites the file with one line per window kept.
-    fn compact(&mut self) -> Result<(), String> {
+    fn compact(&mut self) -> Result<(), IncidentFileError> {
         let Some(file) = &self.file else {
             return Ok(());
         };
         let tmp = file.with_extension("jsonl.tmp");
         let mut out = String::new();
         for w in &self.windows {
-            out.push_str(&serde_json::to_string(w).map_err(|e| e.to_string())?);
+            out.push_str(&serde_json::to_string(w)?);
             out.push('\n');
         }
-        std::fs::write(&tmp, &out).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, file)
-            .map_err(|e| format!("cannot replace {}: {e}", file.display()))?;
+        std::fs::write(&tmp, &out).map_err(|source| IncidentFileError::Write {
+            path: tmp.clone(),
+            source,
+        })?;
+        std::fs::rename(&tmp, file).map_err(|source| IncidentFileError::Replace {
+            path: file.clone(),
+            source,
+        })?;
         self.size = out.len() as u64;
         self.compacted = self.size;
         Ok(())
@@ -329,7 +368,7 @@ impl IncidentLog {
 
     /// Rewrites the file compactly, one line per window (every change was
     /// already appended when it was made); called at shutdown.
-    pub fn flush(&mut self) -> Result<(), String> {
+    pub fn flush(&mut self) -> Result<(), IncidentFileError> {
         self.compact()
     }
 }

@@ -2,6 +2,11 @@
 #![cfg(test)]
 use super::*;
 
+/// The provider refuses CONNECT for `target` from `when`.
+fn refused(log: &mut IncidentLog, target: &str, when: SystemTime) {
+    log.open_target(target, "provider", FailureReason::ProxyDenied, "403", when);
+}
+
 fn at(h: u64, m: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_392_000 + h * 3600 + m * 60)
 }
@@ -76,20 +81,8 @@ fn windows_survive_a_restart_through_the_state_dir() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let mut log = IncidentLog::open(dir.path()).expect("open");
-        log.open_target(
-            "apns",
-            "provider",
-            FailureReason::ProxyDenied,
-            "403",
-            at(10, 17),
-        );
-        log.open_target(
-            "sms",
-            "provider",
-            FailureReason::ProxyDenied,
-            "403",
-            at(10, 18),
-        );
+        refused(&mut log, "apns", at(10, 17));
+        refused(&mut log, "sms", at(10, 18));
         log.close_target("apns", at(10, 20));
     }
     let mut log = IncidentLog::open(dir.path()).expect("reopen");
@@ -166,13 +159,7 @@ fn a_corrupt_file_is_moved_aside_and_its_readable_windows_kept() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let mut log = IncidentLog::open(dir.path()).expect("open");
-        log.open_target(
-            "apns",
-            "provider",
-            FailureReason::ProxyDenied,
-            "403",
-            at(9, 0),
-        );
+        refused(&mut log, "apns", at(9, 0));
     }
     let file = dir.path().join(FILE_NAME);
     let mut bytes = std::fs::read(&file).expect("read");

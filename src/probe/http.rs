@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::outcome::Failure;
-use crate::config::{Target, authority};
+use crate::config::{Endpoint, Target, authority};
 use crate::dial::classify::after_tls_reason;
 use crate::dial::stream::{ErrorTap, TlsErrorSlot};
 use crate::dial::{BoxStream, Phases, ProxyHop, fmt_duration, timed};
@@ -47,6 +47,13 @@ impl Sender {
 
 /// Aborts the connection task when the probe is done with it.
 struct ConnTask(JoinHandle<()>);
+
+impl ConnTask {
+    /// Drives `conn` until it ends or the probe is done with it.
+    fn spawn<C: std::future::Future + Send + 'static>(conn: C) -> Self {
+        Self(tokio::spawn(async move { drop(conn.await) }))
+    }
+}
 
 impl Drop for ConnTask {
     fn drop(&mut self) {
@@ -87,17 +94,51 @@ pub async fn exchange(
     deadline: Instant,
     phases: &mut Phases,
 ) -> Result<Answer, Failure> {
-    let ep = &target.endpoint;
+    let request = build_request(target, h2, proxy)?;
+    let (tapped, tap) = ErrorTap::new(stream);
+    let (mut sender, task) = handshake(TokioIo::new(tapped), h2, deadline, &tap).await?;
+    let response = timed(phases, Phase::FirstByte, deadline, sender.send(request))
+        .await
+        .map_err(|after| timeout(Phase::FirstByte, after))?
+        .map_err(|e| {
+            hyper_failure(
+                Phase::FirstByte,
+                &format!("{} request", version(h2)),
+                &e,
+                &tap,
+            )
+        })?;
+    let response = read_body(response, max_body, deadline, phases, task, &tap).await?;
+    Ok(response)
+}
+
+/// The protocol in failure details.
+fn version(h2: bool) -> &'static str {
+    if h2 { "HTTP/2" } else { "HTTP/1.1" }
+}
+
+/// The `Host` header (and the authority of an absolute URI): the port only
+/// when it is not the scheme's default.
+fn host_header(ep: &Endpoint) -> String {
     let default_port = if ep.tls { 443 } else { 80 };
-    let host = if ep.port == default_port {
-        if ep.host.contains(':') {
-            format!("[{}]", ep.host)
-        } else {
-            ep.host.clone()
-        }
-    } else {
+    if ep.port != default_port {
         authority(&ep.host, ep.port)
-    };
+    } else if ep.host.contains(':') {
+        format!("[{}]", ep.host)
+    } else {
+        ep.host.clone()
+    }
+}
+
+/// The target's request, with its headers and, to a proxy that has them,
+/// the proxy's credentials.
+fn build_request(
+    target: &Target,
+    h2: bool,
+    proxy: Option<&ProxyHop>,
+) -> Result<Request<Full<Bytes>>, Failure> {
+    let ep = &target.endpoint;
+    let host = host_header(ep);
     // To a proxy (plain http), the request goes in absolute form.
     let uri = if h2 || proxy.is_some() {
         format!(
@@ -131,45 +172,44 @@ pub async fn exchange(
             .headers_mut()
             .insert(header::PROXY_AUTHORIZATION, auth.expose().clone());
     }
+    Ok(request)
+}
 
-    let (tapped, tap) = ErrorTap::new(stream);
-    let io = TokioIo::new(tapped);
-    let what = if h2 { "HTTP/2" } else { "HTTP/1.1" };
-    let failed = |step: &str, e: &hyper::Error| {
-        hyper_failure(Phase::FirstByte, &format!("{what} {step}"), e, &tap)
+/// The HTTP/1.1 or HTTP/2 handshake. It writes (the h2 preface), so it is
+/// bounded by `deadline` like every other step.
+async fn handshake(
+    io: TokioIo<ErrorTap<BoxStream>>,
+    h2: bool,
+    deadline: Instant,
+    tap: &TlsErrorSlot,
+) -> Result<(Sender, ConnTask), Failure> {
+    let start = Instant::now();
+    let late = |_| timeout(Phase::FirstByte, start.elapsed());
+    let failed = |e: hyper::Error| {
+        hyper_failure(
+            Phase::FirstByte,
+            &format!("{} handshake", version(h2)),
+            &e,
+            tap,
+        )
     };
-    let handshake_start = Instant::now();
-    let late = || timeout(Phase::FirstByte, handshake_start.elapsed());
-    // The handshake writes (the h2 preface): bounded like every other step.
-    let (mut sender, task) = if h2 {
+    if h2 {
         let (s, conn) = tokio::time::timeout_at(
             deadline,
             hyper::client::conn::http2::handshake(TokioExecutor::new(), io),
         )
         .await
-        .map_err(|_| late())?
-        .map_err(|e| failed("handshake", &e))?;
-        (
-            Sender::H2(s),
-            ConnTask(tokio::spawn(async move { drop(conn.await) })),
-        )
+        .map_err(late)?
+        .map_err(failed)?;
+        Ok((Sender::H2(s), ConnTask::spawn(conn)))
     } else {
         let (s, conn) =
             tokio::time::timeout_at(deadline, hyper::client::conn::http1::handshake(io))
                 .await
-                .map_err(|_| late())?
-                .map_err(|e| failed("handshake", &e))?;
-        (
-            Sender::H1(s),
-            ConnTask(tokio::spawn(async move { drop(conn.await) })),
-        )
-    };
-    let response = timed(phases, Phase::FirstByte, deadline, sender.send(request))
-        .await
-        .map_err(|after| timeout(Phase::FirstByte, after))?
-        .map_err(|e| failed("request", &e))?;
-    let response = read_body(response, max_body, deadline, phases, task, &tap).await?;
-    Ok(response)
+                .map_err(late)?
+                .map_err(failed)?;
+        Ok((Sender::H1(s), ConnTask::spawn(conn)))
+    }
 }
 
 async fn read_body(

@@ -72,14 +72,21 @@ pub struct Listeners {
 
 impl Listeners {
     /// Binds the addresses of `[listen]`; the error names the one that failed.
-    pub async fn bind(listen: &Listen) -> Result<Self, String> {
-        async fn one(addr: Option<SocketAddr>, what: &str) -> Result<Option<TcpListener>, String> {
+    pub async fn bind(listen: &Listen) -> Result<Self, BindError> {
+        async fn one(
+            addr: Option<SocketAddr>,
+            key: &'static str,
+        ) -> Result<Option<TcpListener>, BindError> {
             match addr {
                 None => Ok(None),
                 Some(a) => TcpListener::bind(a)
                     .await
                     .map(Some)
-                    .map_err(|e| format!("cannot listen on {a} ({what}): {e}")),
+                    .map_err(|source| BindError {
+                        addr: a,
+                        key,
+                        source,
+                    }),
             }
         }
         Ok(Self {
@@ -90,12 +97,24 @@ impl Listeners {
     }
 }
 
+/// A `[listen]` address that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ({key}): {source}")]
+pub struct BindError {
+    /// The address.
+    pub addr: SocketAddr,
+    /// The key that names it (`listen.proxy`, ...).
+    pub key: &'static str,
+    /// Why.
+    pub source: std::io::Error,
+}
+
 /// Why `run` could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The incident state could not be opened.
     #[error("state_dir: {0}")]
-    State(String),
+    State(#[from] crate::incidents::IncidentFileError),
 }
 
 /// What tests (and embedders) may replace.
@@ -148,7 +167,7 @@ pub async fn run_with(
     hooks: Hooks,
 ) -> Result<(), RunError> {
     let incidents = match &config.state_dir {
-        Some(dir) => IncidentLog::open(dir).map_err(|e| RunError::State(e.to_string()))?,
+        Some(dir) => IncidentLog::open(dir)?,
         None => IncidentLog::in_memory(),
     };
     let idle = (config.probe.interval + config.probe.timeout) * 3 + Duration::from_secs(60);

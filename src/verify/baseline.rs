@@ -12,7 +12,7 @@
 //! never compares two runs: that is [`drift`](super::drift).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -147,55 +147,110 @@ impl Baseline {
     }
 
     /// Reads a baseline; the error says what the file is and what to do.
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub fn load(path: &Path) -> Result<Self, BaselineError> {
         let text = crate::files::read_text(path, MAX_FILE)?;
         Self::parse(path, &text)
     }
 
     /// Parses baseline text read from `path`.
-    pub fn parse(path: &Path, text: &str) -> Result<Self, String> {
-        let p = path.display();
-        let record_again =
-            "record a new one with `verify --record-baseline FILE` before the change";
-        let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| format!("{p} is not a baseline: not JSON ({e}): {record_again}"))?;
+    pub fn parse(path: &Path, text: &str) -> Result<Self, BaselineError> {
+        let path = path.to_path_buf();
+        let value: serde_json::Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(source) => return Err(BaselineError::NotJson { path, source }),
+        };
         match &value {
-            serde_json::Value::Array(_) => {
-                return Err(format!(
-                    "{p} is a report from an older egress-sentinel (a plain JSON array of checks, no format version), which kept only reasons: {record_again}"
-                ));
-            }
+            serde_json::Value::Array(_) => return Err(BaselineError::OlderReport { path }),
             serde_json::Value::Object(m) => match m.get("format").and_then(|f| f.as_str()) {
                 Some(FORMAT) => {}
-                _ => {
-                    return Err(format!(
-                        "{p} is not an egress-sentinel baseline (no \"format\": \"{FORMAT}\"): {record_again}"
-                    ));
-                }
+                _ => return Err(BaselineError::NoFormat { path }),
             },
-            _ => {
-                return Err(format!(
-                    "{p} is not an egress-sentinel baseline: {record_again}"
-                ));
-            }
+            _ => return Err(BaselineError::Foreign { path }),
         }
         match value.get("version").and_then(|v| v.as_u64()) {
             Some(v) if v == u64::from(VERSION) => {}
-            Some(v) if v > u64::from(VERSION) => {
-                return Err(format!(
-                    "{p} is a baseline version {v}, written by a newer egress-sentinel; this one reads version {VERSION}: use the newer binary or {record_again}"
-                ));
+            Some(version) if version > u64::from(VERSION) => {
+                return Err(BaselineError::Newer { path, version });
             }
-            other => {
-                return Err(format!(
-                    "{p} has baseline version {}, which this egress-sentinel does not read (it reads {VERSION}): {record_again}",
-                    other.map_or("none".to_string(), |v| v.to_string())
-                ));
-            }
+            version => return Err(BaselineError::Unknown { path, version }),
         }
-        serde_json::from_value(value)
-            .map_err(|e| format!("{p} is a damaged baseline ({e}): {record_again}"))
+        serde_json::from_value(value).map_err(|source| BaselineError::Damaged { path, source })
     }
+}
+
+/// What to do about a baseline that cannot be used.
+const RECORD_AGAIN: &str =
+    "record a new one with `verify --record-baseline FILE` before the change";
+
+/// Why a baseline file cannot be used: what the file is, and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum BaselineError {
+    /// The file could not be read.
+    #[error(transparent)]
+    Unreadable(#[from] crate::files::ReadError),
+    /// The file is not JSON.
+    #[error("{} is not a baseline: not JSON ({source}): {RECORD_AGAIN}", path.display())]
+    NotJson {
+        /// The file.
+        path: PathBuf,
+        /// What the JSON parser said.
+        source: serde_json::Error,
+    },
+    /// A report from before baselines had a format.
+    #[error(
+        "{} is a report from an older egress-sentinel (a plain JSON array of checks, no format version), which kept only reasons: {RECORD_AGAIN}",
+        path.display()
+    )]
+    OlderReport {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A JSON object without our `format`.
+    #[error(
+        "{} is not an egress-sentinel baseline (no \"format\": \"{FORMAT}\"): {RECORD_AGAIN}",
+        path.display()
+    )]
+    NoFormat {
+        /// The file.
+        path: PathBuf,
+    },
+    /// JSON that is neither an array nor an object.
+    #[error("{} is not an egress-sentinel baseline: {RECORD_AGAIN}", path.display())]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A baseline from a newer layout.
+    #[error(
+        "{} is a baseline version {version}, written by a newer egress-sentinel; this one reads version {VERSION}: use the newer binary or {RECORD_AGAIN}",
+        path.display()
+    )]
+    Newer {
+        /// The file.
+        path: PathBuf,
+        /// The version it says.
+        version: u64,
+    },
+    /// A baseline with no version, or one this build never wrote.
+    #[error(
+        "{} has baseline version {}, which this egress-sentinel does not read (it reads {VERSION}): {RECORD_AGAIN}",
+        path.display(),
+        version.map_or("none".to_string(), |v| v.to_string())
+    )]
+    Unknown {
+        /// The file.
+        path: PathBuf,
+        /// The version it says, if any.
+        version: Option<u64>,
+    },
+    /// A baseline whose checks do not parse.
+    #[error("{} is a damaged baseline ({source}): {RECORD_AGAIN}", path.display())]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What the JSON parser said.
+        source: serde_json::Error,
+    },
 }
 
 #[cfg(test)]
@@ -205,10 +260,13 @@ mod tests {
     #[test]
     fn old_and_foreign_files_are_refused_with_what_they_are() {
         let p = Path::new("b.json");
-        let old =
-            Baseline::parse(p, r#"[{"target":"a","route":"b","reason":"ok"}]"#).expect_err("old");
+        let old = Baseline::parse(p, r#"[{"target":"a","route":"b","reason":"ok"}]"#)
+            .expect_err("old")
+            .to_string();
         assert!(old.contains("older egress-sentinel"), "{old}");
-        let foreign = Baseline::parse(p, r#"{"hello":1}"#).expect_err("foreign");
+        let foreign = Baseline::parse(p, r#"{"hello":1}"#)
+            .expect_err("foreign")
+            .to_string();
         assert!(
             foreign.contains("not an egress-sentinel baseline"),
             "{foreign}"
@@ -217,9 +275,12 @@ mod tests {
             p,
             &format!(r#"{{"format":"{FORMAT}","version":9,"checks":[]}}"#),
         )
-        .expect_err("newer");
+        .expect_err("newer")
+        .to_string();
         assert!(newer.contains("newer egress-sentinel"), "{newer}");
-        let junk = Baseline::parse(p, "not json").expect_err("junk");
+        let junk = Baseline::parse(p, "not json")
+            .expect_err("junk")
+            .to_string();
         assert!(junk.contains("not JSON"), "{junk}");
     }
 }

@@ -128,59 +128,119 @@ pub fn compare(path: &Path, before: &Baseline, now: &Report) -> Drift {
 }
 
 fn compare_check(was: &BaselineCheck, now: &BaselineCheck, out: &mut Vec<Change>) {
-    let pair = format!("{}/{}", now.target, now.route);
-    let mut push = |group, field: &str, message: String| {
-        out.push(Change {
+    let c = Compared {
+        was,
+        now,
+        pair: format!("{}/{}", now.target, now.route),
+    };
+    let found = c
+        .reason()
+        .into_iter()
+        .chain(c.trust())
+        .chain(c.certificate())
+        .chain(c.proxy_identity())
+        .chain(c.proxy_addresses())
+        .chain(c.alpn())
+        .chain(c.slower_phases());
+    out.extend(found.map(|f| Change {
+        group: f.group,
+        target: now.target.clone(),
+        route: now.route.clone(),
+        field: f.field,
+        message: f.message,
+    }));
+}
+
+/// One difference in one check, before it is tied to its target and route.
+struct Found {
+    group: Group,
+    field: String,
+    message: String,
+}
+
+impl Found {
+    fn new(group: Group, field: &str, message: String) -> Self {
+        Self {
             group,
-            target: now.target.clone(),
-            route: now.route.clone(),
             field: field.to_string(),
             message,
-        });
-    };
-    let connect_change = (was.connect_status != now.connect_status).then(|| {
-        format!(
-            "CONNECT {} -> {}",
-            was.connect_status.map_or("none".into(), |s| s.to_string()),
-            now.connect_status.map_or("none".into(), |s| s.to_string())
-        )
-    });
-    // The reason.
-    match (was.reason, now.reason) {
-        (a, b) if a == b => {
-            if let Some(c) = &connect_change {
-                push(Group::Note, "connect_status", format!("{pair}: {c}"));
-            }
-            if was.http_status != now.http_status {
-                push(
-                    Group::Note,
-                    "http_status",
-                    format!(
-                        "{pair}: HTTP status {} -> {} (still {})",
-                        was.http_status.map_or("none".into(), |s| s.to_string()),
-                        now.http_status.map_or("none".into(), |s| s.to_string()),
-                        now.reason
-                    ),
-                );
-            }
         }
-        (FailureReason::Ok, b) => push(
-            Group::Regression,
-            "reason",
-            format!(
-                "{pair}: REGRESSED: ok -> {b} ({})",
-                connect_change.unwrap_or_else(|| now.detail.clone())
-            ),
-        ),
-        (a, FailureReason::Ok) => push(Group::Fix, "reason", format!("{pair}: FIXED: {a} -> ok")),
-        (a, b) => push(
-            Group::Note,
-            "reason",
-            format!("{pair}: still failing, now {b} (was {a}): {}", now.detail),
-        ),
     }
-    // Trust: compared only when both runs verified a chain.
-    if let (Some(wi), Some(ni)) = (was.intercepted, now.intercepted) {
+}
+
+/// A status code in a message, `none` when there was none.
+fn status(s: Option<u16>) -> String {
+    s.map_or("none".into(), |s| s.to_string())
+}
+
+/// One check as the baseline kept it and as the run saw it. Each method
+/// compares one aspect, in report order.
+struct Compared<'a> {
+    was: &'a BaselineCheck,
+    now: &'a BaselineCheck,
+    /// `target/route`, which starts every message.
+    pair: String,
+}
+
+impl Compared<'_> {
+    /// The outcome: a regression, a fix, another failure, or (same reason)
+    /// another CONNECT or HTTP status.
+    fn reason(&self) -> Vec<Found> {
+        let (now, pair) = (self.now, &self.pair);
+        match (self.was.reason, now.reason) {
+            (a, b) if a == b => self.same_reason(),
+            (FailureReason::Ok, b) => vec![Found::new(
+                Group::Regression,
+                "reason",
+                format!(
+                    "{pair}: REGRESSED: ok -> {b} ({})",
+                    self.connect_change().unwrap_or_else(|| now.detail.clone())
+                ),
+            )],
+            (a, FailureReason::Ok) => vec![Found::new(
+                Group::Fix,
+                "reason",
+                format!("{pair}: FIXED: {a} -> ok"),
+            )],
+            (a, b) => vec![Found::new(
+                Group::Note,
+                "reason",
+                format!("{pair}: still failing, now {b} (was {a}): {}", now.detail),
+            )],
+        }
+    }
+
+    fn connect_change(&self) -> Option<String> {
+        let (was, now) = (self.was.connect_status, self.now.connect_status);
+        (was != now).then(|| format!("CONNECT {} -> {}", status(was), status(now)))
+    }
+
+    fn same_reason(&self) -> Vec<Found> {
+        let (was, now, pair) = (self.was, self.now, &self.pair);
+        let connect = self
+            .connect_change()
+            .map(|c| Found::new(Group::Note, "connect_status", format!("{pair}: {c}")));
+        let http = (was.http_status != now.http_status).then(|| {
+            Found::new(
+                Group::Note,
+                "http_status",
+                format!(
+                    "{pair}: HTTP status {} -> {} (still {})",
+                    status(was.http_status),
+                    status(now.http_status),
+                    now.reason
+                ),
+            )
+        });
+        connect.into_iter().chain(http).collect()
+    }
+
+    /// Trust: compared only when both runs verified a chain.
+    fn trust(&self) -> Option<Found> {
+        let (was, now, pair) = (self.was, self.now, &self.pair);
+        let (Some(wi), Some(ni)) = (was.intercepted, now.intercepted) else {
+            return None;
+        };
         let name = |a: &Option<AnchorInfo>| {
             a.as_ref()
                 .map_or("an unknown anchor".to_string(), |a| a.subject.clone())
@@ -188,33 +248,38 @@ fn compare_check(was: &BaselineCheck, now: &BaselineCheck, out: &mut Vec<Change>
         let (wa, na) = (name(&was.anchor), name(&now.anchor));
         let key = |a: &Option<AnchorInfo>| a.as_ref().map(|a| a.spki_sha256.clone());
         match (wi, ni) {
-            (false, true) => push(
+            (false, true) => Some(Found::new(
                 Group::Regression,
                 "intercepted",
                 format!(
                     "{pair}: NEWLY INTERCEPTED: the chain now validates through {na} (was {wa}); issuer {}",
                     or_none(now.peer_issuer.as_deref())
                 ),
-            ),
-            (true, false) => push(
+            )),
+            (true, false) => Some(Found::new(
                 Group::Fix,
                 "intercepted",
                 format!(
                     "{pair}: no longer intercepted: the chain validates through {na} (was {wa})"
                 ),
-            ),
-            _ if key(&was.anchor) != key(&now.anchor) => push(
+            )),
+            _ if key(&was.anchor) != key(&now.anchor) => Some(Found::new(
                 Group::Regression,
                 "anchor",
                 format!("{pair}: TRUST ANCHOR CHANGED: {wa} -> {na}"),
-            ),
-            _ => {}
+            )),
+            _ => None,
         }
     }
-    // The upstream certificate: compared only when both runs saw one.
-    if let (Some(wf), Some(nf)) = (&was.peer_sha256, &now.peer_sha256) {
+
+    /// The upstream certificate: compared only when both runs saw one.
+    fn certificate(&self) -> Option<Found> {
+        let (was, now, pair) = (self.was, self.now, &self.pair);
+        let (Some(wf), Some(nf)) = (&was.peer_sha256, &now.peer_sha256) else {
+            return None;
+        };
         if was.peer_issuer != now.peer_issuer {
-            push(
+            Some(Found::new(
                 Group::Note,
                 "peer_issuer",
                 format!(
@@ -224,9 +289,9 @@ fn compare_check(was: &BaselineCheck, now: &BaselineCheck, out: &mut Vec<Change>
                     short(wf),
                     short(nf)
                 ),
-            );
+            ))
         } else if wf != nf {
-            push(
+            Some(Found::new(
                 Group::Note,
                 "peer_sha256",
                 format!(
@@ -236,12 +301,19 @@ fn compare_check(was: &BaselineCheck, now: &BaselineCheck, out: &mut Vec<Change>
                     or_none(was.peer_not_after.as_deref()),
                     or_none(now.peer_not_after.as_deref())
                 ),
-            );
+            ))
+        } else {
+            None
         }
     }
-    // The proxy's identity: compared only when both runs got a CONNECT reply.
-    if was.connect_status.is_some() && now.connect_status.is_some() {
-        for (field, what, a, b) in [
+
+    /// The proxy's identity: compared only when both runs got a CONNECT reply.
+    fn proxy_identity(&self) -> Vec<Found> {
+        let (was, now, pair) = (self.was, self.now, &self.pair);
+        if was.connect_status.is_none() || now.connect_status.is_none() {
+            return Vec::new();
+        }
+        [
             ("proxy_via", "Via", &was.proxy_via, &now.proxy_via),
             (
                 "proxy_server",
@@ -249,59 +321,77 @@ fn compare_check(was: &BaselineCheck, now: &BaselineCheck, out: &mut Vec<Change>
                 &was.proxy_server,
                 &now.proxy_server,
             ),
-        ] {
-            if a != b {
-                push(
-                    Group::Note,
-                    field,
-                    format!(
-                        "{pair}: proxy {what} changed: {} -> {} (another proxy, or another version, answers)",
-                        or_none(a.as_deref()),
-                        or_none(b.as_deref())
-                    ),
-                );
-            }
-        }
+        ]
+        .into_iter()
+        .filter(|(_, _, a, b)| a != b)
+        .map(|(field, what, a, b)| {
+            Found::new(
+                Group::Note,
+                field,
+                format!(
+                    "{pair}: proxy {what} changed: {} -> {} (another proxy, or another version, answers)",
+                    or_none(a.as_deref()),
+                    or_none(b.as_deref())
+                ),
+            )
+        })
+        .collect()
     }
-    if was.proxy_addresses != now.proxy_addresses {
-        push(
-            Group::Note,
-            "proxy_addresses",
-            format!(
-                "{pair}: proxy addresses changed: [{}] -> [{}]",
-                was.proxy_addresses.join(", "),
-                now.proxy_addresses.join(", ")
-            ),
-        );
+
+    fn proxy_addresses(&self) -> Option<Found> {
+        let (was, now, pair) = (self.was, self.now, &self.pair);
+        (was.proxy_addresses != now.proxy_addresses).then(|| {
+            Found::new(
+                Group::Note,
+                "proxy_addresses",
+                format!(
+                    "{pair}: proxy addresses changed: [{}] -> [{}]",
+                    was.proxy_addresses.join(", "),
+                    now.proxy_addresses.join(", ")
+                ),
+            )
+        })
     }
-    if was.alpn.is_some() && now.alpn.is_some() && was.alpn != now.alpn {
-        push(
-            Group::Note,
-            "alpn",
-            format!(
-                "{pair}: ALPN {} -> {}",
-                or_none(was.alpn.as_deref()),
-                or_none(now.alpn.as_deref())
-            ),
-        );
+
+    /// ALPN: compared only when both runs negotiated one.
+    fn alpn(&self) -> Option<Found> {
+        let (was, now, pair) = (self.was, self.now, &self.pair);
+        (was.alpn.is_some() && now.alpn.is_some() && was.alpn != now.alpn).then(|| {
+            Found::new(
+                Group::Note,
+                "alpn",
+                format!(
+                    "{pair}: ALPN {} -> {}",
+                    or_none(was.alpn.as_deref()),
+                    or_none(now.alpn.as_deref())
+                ),
+            )
+        })
     }
-    for phase in Phase::ALL {
-        let label = phase.as_str();
-        if let (Some(a), Some(b)) = (was.phases.get(label), now.phases.get(label)) {
-            if *b >= a * SLOWER_FACTOR && b - a >= SLOWER_BY {
-                let secs = |s: f64| fmt_duration(std::time::Duration::from_secs_f64(s.max(0.0)));
-                push(
-                    Group::Slower,
-                    &format!("phase.{label}"),
-                    format!(
-                        "{pair}: {label} {} -> {} ({:.1}x)",
-                        secs(*a),
-                        secs(*b),
-                        if *a > 0.0 { b / a } else { f64::INFINITY }
-                    ),
-                );
-            }
-        }
+
+    /// Phases at least [`SLOWER_FACTOR`] times and [`SLOWER_BY`] slower.
+    fn slower_phases(&self) -> Vec<Found> {
+        let pair = &self.pair;
+        let secs = |s: f64| fmt_duration(std::time::Duration::from_secs_f64(s.max(0.0)));
+        Phase::ALL
+            .iter()
+            .filter_map(|phase| {
+                let label = phase.as_str();
+                let (a, b) = (self.was.phases.get(label)?, self.now.phases.get(label)?);
+                (*b >= a * SLOWER_FACTOR && b - a >= SLOWER_BY).then(|| {
+                    Found::new(
+                        Group::Slower,
+                        &format!("phase.{label}"),
+                        format!(
+                            "{pair}: {label} {} -> {} ({:.1}x)",
+                            secs(*a),
+                            secs(*b),
+                            if *a > 0.0 { b / a } else { f64::INFINITY }
+                        ),
+                    )
+                })
+            })
+            .collect()
     }
 }
 

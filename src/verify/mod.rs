@@ -17,7 +17,7 @@
 pub mod baseline;
 pub mod drift;
 pub mod findings;
-mod table;
+pub(crate) mod table;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -21,13 +21,29 @@ pub const HOSTS_FILE: &str = "/etc/hosts";
 /// The most bytes read from either file.
 const MAX_FILE: u64 = 1024 * 1024;
 
+/// Why resolv.conf gave no resolver configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum NoResolvConf {
+    /// The file could not be read.
+    #[error(transparent)]
+    Unreadable(#[from] crate::files::ReadError),
+    /// hickory could not use what it says.
+    #[error("{}: {source}", path.display())]
+    Unusable {
+        /// The resolv.conf read.
+        path: PathBuf,
+        /// What hickory said.
+        source: hickory_resolver::ResolveError,
+    },
+}
+
 /// resolv.conf and the hosts file, as read.
 #[derive(Debug)]
 pub struct SystemDns {
     /// The resolv.conf read.
     pub path: PathBuf,
     /// The resolver configuration, or why there is none.
-    conf: Result<(ResolverConfig, ResolverOpts), String>,
+    conf: Result<(ResolverConfig, ResolverOpts), NoResolvConf>,
     /// The hosts file's names (empty when it cannot be read).
     hosts: ResolveOverrides,
 }
@@ -35,10 +51,16 @@ pub struct SystemDns {
 impl SystemDns {
     /// Reads `resolv_conf` and `hosts`.
     pub fn read(resolv_conf: &Path, hosts: &Path) -> Self {
-        let conf = crate::files::read_bytes(resolv_conf, MAX_FILE).and_then(|bytes| {
-            hickory_resolver::system_conf::parse_resolv_conf(bytes)
-                .map_err(|e| format!("{}: {e}", resolv_conf.display()))
-        });
+        let conf = crate::files::read_bytes(resolv_conf, MAX_FILE)
+            .map_err(NoResolvConf::from)
+            .and_then(|bytes| {
+                hickory_resolver::system_conf::parse_resolv_conf(bytes).map_err(|source| {
+                    NoResolvConf::Unusable {
+                        path: resolv_conf.to_path_buf(),
+                        source,
+                    }
+                })
+            });
         // No hosts file is an empty one, as for glibc.
         let hosts = crate::files::read_bytes(hosts, MAX_FILE)
             .map(|bytes| parse_hosts(&String::from_utf8_lossy(&bytes)))
@@ -51,8 +73,8 @@ impl SystemDns {
     }
 
     /// The resolver configuration, or why there is none.
-    pub(super) fn conf(&self) -> Result<&(ResolverConfig, ResolverOpts), &str> {
-        self.conf.as_ref().map_err(String::as_str)
+    pub(super) fn conf(&self) -> Result<&(ResolverConfig, ResolverOpts), &NoResolvConf> {
+        self.conf.as_ref()
     }
 
     /// The hosts file's addresses for `name` (lower case, no trailing dot).
@@ -154,7 +176,7 @@ mod tests {
     fn a_missing_resolv_conf_is_a_reason_not_a_panic() {
         let dir = tempfile::tempdir().expect("tempdir");
         let sys = SystemDns::read(&dir.path().join("none"), &dir.path().join("none"));
-        let why = sys.conf().expect_err("nothing to read");
+        let why = sys.conf().expect_err("nothing to read").to_string();
         assert!(why.contains("cannot open"), "{why}");
         assert!(sys.nameservers().is_empty());
         assert_eq!(sys.timeout(), None);
@@ -166,7 +188,7 @@ mod tests {
         let conf = dir.path().join("resolv.conf");
         std::fs::write(&conf, "search example\n").expect("write");
         let sys = SystemDns::read(&conf, &dir.path().join("none"));
-        let why = sys.conf().expect_err("no nameserver");
+        let why = sys.conf().expect_err("no nameserver").to_string();
         assert!(why.contains("no nameservers"), "{why}");
     }
 }

@@ -58,7 +58,7 @@ impl Endpoints {
         };
         let ttl = match override_ttl(param("ttl").as_ref()) {
             Ok(t) => t,
-            Err(why) => return text(StatusCode::BAD_REQUEST, &why),
+            Err(why) => return text(StatusCode::BAD_REQUEST, &why.to_string()),
         };
         match self.rt.set_override(&target, force, ttl).await {
             Ok(()) => {
@@ -88,14 +88,28 @@ impl Endpoints {
     }
 }
 
+/// A `ttl` an override cannot take.
+#[derive(Debug, thiserror::Error)]
+enum BadTtl {
+    /// Not a duration.
+    #[error("ttl: {0}")]
+    Unreadable(String),
+    /// Zero, negative, or over the most.
+    #[error("ttl must be a duration above zero and at most {max} (e.g. \"30m\" or 1800)")]
+    OutOfRange {
+        /// The most, in words.
+        max: String,
+    },
+}
+
 /// The `ttl` of an override: absent, the default (1 h); else a duration
 /// (`"90s"`, `"2h"`) or a number of seconds, above zero and at most 24 h.
-fn override_ttl(v: Option<&Value>) -> Result<Duration, String> {
+fn override_ttl(v: Option<&Value>) -> Result<Duration, BadTtl> {
     let max = defaults::ADMIN_OVERRIDE_TTL_MAX;
     let ttl = match v {
         None => return Ok(defaults::ADMIN_OVERRIDE_TTL),
         Some(Value::String(s)) => crate::config::parse_duration(s)
-            .map_err(|e| format!("ttl: {}", crate::dial::connect::sanitize(e.as_bytes())))?,
+            .map_err(|e| BadTtl::Unreadable(crate::dial::connect::sanitize(e.as_bytes())))?,
         Some(Value::Number(n)) => match n.as_f64() {
             Some(secs) if secs.is_finite() && secs > 0.0 && secs <= max.as_secs_f64() => {
                 Duration::from_secs_f64(secs)
@@ -105,10 +119,9 @@ fn override_ttl(v: Option<&Value>) -> Result<Duration, String> {
         Some(_) => Duration::ZERO,
     };
     if ttl.is_zero() || ttl > max {
-        return Err(format!(
-            "ttl must be a duration above zero and at most {} (e.g. \"30m\" or 1800)",
-            crate::dial::fmt_duration(max)
-        ));
+        return Err(BadTtl::OutOfRange {
+            max: crate::dial::fmt_duration(max),
+        });
     }
     Ok(ttl)
 }

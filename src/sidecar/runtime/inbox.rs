@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::lock;
 use crate::generation::Generation;
 use crate::health::{Override, TrafficResult};
+use crate::incidents::IncidentFileError;
 use crate::probe::ProbeOutcome;
 
 /// The most messages queued.
@@ -65,7 +66,7 @@ pub enum Message {
     /// Write the incident file and stop; `done` hears the write's result.
     Stop {
         /// The result.
-        done: oneshot::Sender<Result<(), String>>,
+        done: oneshot::Sender<Result<(), IncidentFileError>>,
     },
 }
 

@@ -45,7 +45,7 @@ use crate::config::Config;
 use crate::forward::DirectTunnels;
 use crate::generation::{Current, Generation};
 use crate::health::{HealthSettings, HostPort, Override, Snapshot, TargetSpec, TrafficResult};
-use crate::incidents::IncidentLog;
+use crate::incidents::{IncidentFileError, IncidentLog};
 use crate::probe::ProbeOutcome;
 use crate::telemetry::Metrics;
 pub use inbox::CAPACITY as INBOX_CAPACITY;
@@ -146,7 +146,8 @@ impl Runtime {
     /// `incidents`.
     pub fn start(first: Generation, incidents: IncidentLog, metrics: Metrics) -> Arc<Self> {
         let id = first.id;
-        let (publish, snapshot) = watch::channel(Arc::new(Owner::initial(&first, &incidents)));
+        let initial = Arc::new(Owner::initial(&first, &incidents));
+        let (publish, snapshot) = watch::channel(initial.clone());
         let rt = Arc::new(Self {
             trail: Trail::new(&first.config),
             current: Current::new(first),
@@ -165,7 +166,7 @@ impl Runtime {
         rt.zero_failures(&config);
         rt.metrics.config_reload(true);
         rt.metrics.config_loaded(&config);
-        let owner = Owner::new(rt.clone(), &rt.current(), incidents, publish);
+        let owner = Owner::new(rt.clone(), &initial, config, incidents, publish);
         tokio::spawn(owner.run());
         rt
     }
@@ -311,11 +312,10 @@ impl Runtime {
     }
 
     /// Stops the owner after it wrote the incident file; the write's result.
-    pub async fn stop(&self) -> Result<(), String> {
+    pub async fn stop(&self) -> Result<(), IncidentFileError> {
         let (done, written) = oneshot::channel();
         self.inbox.send(Message::Stop { done }).await;
-        written
-            .await
-            .unwrap_or_else(|_| Err("the route-state owner is gone".into()))
+        // An owner already gone wrote nothing more to write.
+        written.await.unwrap_or(Ok(()))
     }
 }

@@ -55,38 +55,42 @@ struct Acks {
 
 impl Owner {
     /// The owner of `first`'s table, publishing on `publish`.
+    /// The owner of the `first` snapshot's state (its table and its
+    /// schedule, whose wakers the probe loops already hold), publishing on
+    /// `publish`.
     pub(super) fn new(
         rt: Arc<Runtime>,
-        first: &Generation,
+        first: &Snapshot,
+        config: Arc<Config>,
         incidents: IncidentLog,
         publish: watch::Sender<Arc<Snapshot>>,
     ) -> Self {
-        let config = first.config.clone();
         let mut owner = Self {
             rt,
-            table: RouteTable::new(settings(&config), &specs(&config)),
+            table: first.table.clone(),
             incidents,
-            published_incidents: Arc::default(),
-            schedule: BTreeMap::new(),
+            published_incidents: first.incidents.clone(),
+            schedule: first.schedule.clone(),
             exhaustion: Summary::default(),
-            generation: first.id,
+            generation: first.generation,
             config,
             publish,
         };
-        owner.reschedule(Instant::now());
         owner.incidents_changed();
         owner
     }
 
-    /// The first snapshot, before the task runs.
+    /// The first snapshot, published before the task runs: the table not
+    /// yet observed, and the schedule (with the wakers) of every pair.
     pub(super) fn initial(first: &Generation, incidents: &IncidentLog) -> Snapshot {
         let config = &first.config;
+        let now = Instant::now();
         Snapshot {
             generation: first.id,
-            taken: Instant::now(),
+            taken: now,
             table: RouteTable::new(settings(config), &specs(config)),
             incidents: Arc::new(incidents.windows().cloned().collect()),
-            schedule: BTreeMap::new(),
+            schedule: schedule_for(config, BTreeMap::new(), now),
         }
     }
 
@@ -186,18 +190,8 @@ impl Owner {
     /// The schedule for the config's pairs: kept pairs keep theirs, new
     /// ones start now, gone ones go.
     fn reschedule(&mut self, now: Instant) {
-        let mut next = BTreeMap::new();
-        for t in &self.config.targets {
-            for r in &t.routes {
-                let key = (t.name.clone(), r.name.clone());
-                let pair = self.schedule.remove(&key).unwrap_or_else(|| PairSchedule {
-                    last_done: now,
-                    wake: Arc::new(Notify::new()),
-                });
-                next.insert(key, pair);
-            }
-        }
-        self.schedule = next;
+        let old = std::mem::take(&mut self.schedule);
+        self.schedule = schedule_for(&self.config, old, now);
     }
 
     /// Holds and overrides expire with time alone; the gauges no probe
@@ -249,4 +243,25 @@ impl Owner {
     pub(super) fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.publish.subscribe()
     }
+}
+
+/// The schedule for `config`'s pairs: the ones in `old` keep theirs (and
+/// their wakers), new ones start at `now`, gone ones go.
+fn schedule_for(
+    config: &Config,
+    mut old: BTreeMap<(String, String), PairSchedule>,
+    now: Instant,
+) -> BTreeMap<(String, String), PairSchedule> {
+    let mut next = BTreeMap::new();
+    for t in &config.targets {
+        for r in &t.routes {
+            let key = (t.name.clone(), r.name.clone());
+            let pair = old.remove(&key).unwrap_or_else(|| PairSchedule {
+                last_done: now,
+                wake: Arc::new(Notify::new()),
+            });
+            next.insert(key, pair);
+        }
+    }
+    next
 }
