@@ -191,11 +191,6 @@ impl Runtime {
         self.snapshot.borrow().clone()
     }
 
-    /// A receiver of every snapshot the owner publishes.
-    pub fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>> {
-        self.snapshot.clone()
-    }
-
     /// App observations merged in the owner's inbox while it was full.
     pub fn merged_observations(&self) -> u64 {
         self.inbox.merged()
