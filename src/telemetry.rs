@@ -92,6 +92,9 @@ pub const PROCESS_TCP_SOCKETS: &str = "egress_process_tcp_sockets";
 pub const WATCH_MATCHED: &str = "egress_watch_processes_matched";
 /// `egress_config_last_reload_success`: 0/1.
 pub const CONFIG_RELOAD_SUCCESS: &str = "egress_config_last_reload_success";
+/// `egress_config_restart_required`: 1 while a setting the last reload
+/// changed waits for a restart (`config::RestartKey`).
+pub const CONFIG_RESTART_REQUIRED: &str = "egress_config_restart_required";
 /// `egress_build_info{version}`: always 1.
 pub const BUILD_INFO: &str = "egress_build_info";
 /// `egress_route_override{target,route}`: 1 while an operator's override
@@ -197,6 +200,10 @@ const HELP: &[(&str, &str)] = &[
     (
         CONFIG_RELOAD_SUCCESS,
         "1 if the last configuration load or reload succeeded.",
+    ),
+    (
+        CONFIG_RESTART_REQUIRED,
+        "1 while the running process keeps a setting the last reload changed but only a restart applies (/status config_reload.restart_required names them).",
     ),
     (BUILD_INFO, "Build information; always 1."),
     (

@@ -29,6 +29,7 @@ mod error;
 pub mod presets;
 mod raw;
 mod resolve;
+mod restart;
 mod roots;
 mod routes;
 mod settings;
@@ -45,6 +46,7 @@ use http::{HeaderName, HeaderValue, Method};
 
 pub use duration::parse_duration;
 pub use error::ConfigError;
+pub use restart::RestartKey;
 pub(crate) use routes::base64;
 pub use target_tls::{CertLevel, CertThresholds, human_duration};
 

@@ -141,7 +141,7 @@ pub async fn serve(
     let settings = &generation.config.forward;
     let fd_max = fd_limit();
     let pool = relay_pool(settings, fd_max);
-    let cap = connection_cap(settings.max_connections, fd_max, pool.fds());
+    let pool_fds = pool.fds();
     drop(generation);
     let proxy = Arc::new(Proxy {
         routing,
@@ -149,6 +149,15 @@ pub async fn serve(
         direct,
         pool,
     });
+    // `[forward] max_connections` as the generation in force says, so a
+    // reload changes it for the next connection.
+    let cap = {
+        let routing = proxy.routing.clone();
+        accept::Cap::live(move || {
+            let configured = routing.generation().config.forward.max_connections;
+            connection_cap(configured, fd_max, pool_fds)
+        })
+    };
     let listener = accept::Listener {
         name: "forward proxy",
         socket: listener,

@@ -248,9 +248,8 @@ impl Running {
         let mut watcher = reload::Watcher::new(&config);
         let mut upkeep = tokio::time::interval(UPKEEP);
         let mut upkeeps = 0u32;
-        let poll = config.run.reload_poll;
-        let mut poll_timer = tokio::time::interval(poll.unwrap_or(Duration::from_secs(3600)));
-        poll_timer.reset();
+        let mut poll = config.run.reload_poll;
+        let mut poll_timer = reload::poll_timer(poll);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -258,6 +257,7 @@ impl Running {
                 () = self.hooks.reload.notified() => {
                     if self.reload().await {
                         watcher = reload::Watcher::new(&self.rt.config());
+                        reload::repoll(&self.rt.config(), &mut poll, &mut poll_timer);
                     }
                 }
                 _ = poll_timer.tick(), if poll.is_some() => {
@@ -266,6 +266,7 @@ impl Running {
                         tracing::info!(files = ?files, "a file the configuration names changed: reloading");
                         if self.reload().await {
                             watcher = reload::Watcher::new(&self.rt.config());
+                            reload::repoll(&self.rt.config(), &mut poll, &mut poll_timer);
                         } else {
                             watcher.accept(&changed);
                         }
@@ -348,11 +349,10 @@ async fn try_reload(
 ) -> bool {
     let old = rt.current();
     match Config::load(&old.config.file) {
-        Ok(new) => {
-            if new.listen != old.config.listen {
-                tracing::warn!("listener addresses changed; they take effect at the next restart");
-            }
+        Ok(mut new) => {
+            let restart = new.keep_restart_only(&old.config);
             rt.install(Generation::build(old.id + 1, new, prober)).await;
+            rt.set_restart_required(restart);
             probes.abort_all();
             *probes = scheduler::spawn(rt, stop);
             true

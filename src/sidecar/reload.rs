@@ -66,6 +66,31 @@ impl Watcher {
     }
 }
 
+/// The timer of the polls every `poll` (its first tick one period from now).
+pub fn poll_timer(poll: Option<Duration>) -> tokio::time::Interval {
+    let mut timer = tokio::time::interval(poll.unwrap_or(Duration::from_secs(3600)));
+    timer.reset();
+    timer
+}
+
+/// After an applied reload: `[run] reload_poll` as the new config says,
+/// from now on (logged when it changed).
+pub fn repoll(config: &Config, poll: &mut Option<Duration>, timer: &mut tokio::time::Interval) {
+    let next = config.run.reload_poll;
+    if next == *poll {
+        return;
+    }
+    match next {
+        Some(every) => tracing::info!(
+            every_ms = every.as_millis() as u64,
+            "[run] reload_poll changed: the config's files are checked at the new interval"
+        ),
+        None => tracing::info!("[run] reload_poll is off: only SIGHUP reloads now"),
+    }
+    *poll = next;
+    *timer = poll_timer(next);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

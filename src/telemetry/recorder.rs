@@ -393,9 +393,12 @@ impl Metrics {
         );
     }
 
-    /// Result of the last config load or reload.
-    pub fn config_reload(&self, ok: bool) {
+    /// Result of the last config load or reload, and whether a setting it
+    /// changed waits for a restart.
+    pub fn config_reload(&self, ok: bool, restart_required: bool) {
         self.gauge(CONFIG_RELOAD_SUCCESS, &[], if ok { 1.0 } else { 0.0 });
+        let restart = if restart_required { 1.0 } else { 0.0 };
+        self.gauge(CONFIG_RESTART_REQUIRED, &[], restart);
     }
 
     /// `egress_build_info{version}`.

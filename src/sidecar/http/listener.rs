@@ -39,7 +39,7 @@ pub fn spawn(
     let listener = accept::Listener {
         name,
         socket: listener,
-        cap: HARD_CAP,
+        cap: accept::Cap::fixed(HARD_CAP),
     };
     set.spawn(accept::serve(
         listener,

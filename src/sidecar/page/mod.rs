@@ -91,7 +91,7 @@ pub fn render(rt: &Runtime) -> String {
 <link rel=\"icon\" href=\"data:,\">\
 <title>egress-sentinel · status</title><style>{STYLE}</style></head>\n<body>\n\
 <header><h1>egress-sentinel <small>{}</small></h1>\
-<p>Configuration <code>{}</code>, generation {}{}. <span id=\"updated\" aria-live=\"polite\"></span></p></header>\n<main>",
+<p>Configuration <code>{}</code>, generation {}{}{}. <span id=\"updated\" aria-live=\"polite\"></span></p></header>\n<main>",
         esc(env!("CARGO_PKG_VERSION")),
         esc(&config.file.display().to_string()),
         reload.generation,
@@ -103,6 +103,7 @@ pub fn render(rt: &Runtime) -> String {
                 esc(reload.error.as_deref().unwrap_or(""))
             )
         },
+        restart_note(&reload.restart_required),
     );
 
     // The live sections: replaced whole by the script's refresh.
@@ -136,6 +137,21 @@ const STYLE: &str = concat!("\n", include_str!("style.css"));
 /// sections every 5 s, runs "Verify now", applies overrides, keeps the
 /// admin token in this tab. The leading newline as for [`STYLE`].
 const SCRIPT: &str = concat!("\n", include_str!("script.js"));
+
+/// The header's note on settings that wait for a restart (empty when none).
+fn restart_note(keys: &[crate::config::RestartKey]) -> String {
+    if keys.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = keys
+        .iter()
+        .map(|k| format!("<code>{}</code>", esc(k.as_str())))
+        .collect();
+    format!(
+        " — <strong>restart required</strong>: the last reload changed {}, which keep their running values until the process restarts",
+        names.join(", ")
+    )
+}
 
 #[cfg(test)]
 mod tests {

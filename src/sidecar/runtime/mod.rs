@@ -41,7 +41,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use crate::compliance::Trail;
-use crate::config::Config;
+use crate::config::{Config, RestartKey};
 use crate::forward::DirectTunnels;
 use crate::generation::{Current, Generation};
 use crate::health::{HealthSettings, HostPort, Override, Snapshot, TargetSpec, TrafficResult};
@@ -77,6 +77,9 @@ pub struct ReloadStatus {
     pub error: Option<String>,
     /// The generation in force.
     pub generation: u64,
+    /// Settings a reload changed that keep their running values until a
+    /// restart (empty when everything loaded is in force).
+    pub restart_required: Vec<RestartKey>,
 }
 
 /// The handle shared by the scheduler, the listeners and the forward proxy.
@@ -157,6 +160,7 @@ impl Runtime {
                 at: now_unix(),
                 error: None,
                 generation: id,
+                restart_required: Vec::new(),
             }),
             direct: Arc::new(DirectTunnels::default()),
             inbox: Inbox::default(),
@@ -164,7 +168,7 @@ impl Runtime {
         });
         let config = rt.config();
         rt.zero_failures(&config);
-        rt.metrics.config_reload(true);
+        rt.metrics.config_reload(true, false);
         rt.metrics.config_loaded(&config);
         let owner = Owner::new(rt.clone(), &initial, config, incidents, publish);
         tokio::spawn(owner.run());
@@ -218,16 +222,34 @@ impl Runtime {
         tracing::info!(generation = id, "configuration applied");
     }
 
-    /// Records a load result.
+    /// Records a load result (the settings waiting for a restart stay as
+    /// they were).
     pub fn set_reload(&self, ok: bool, error: Option<String>) {
         let generation = self.current.get().id;
-        *lock(&self.reload) = ReloadStatus {
-            ok,
-            at: now_unix(),
-            error,
-            generation,
-        };
-        self.metrics.config_reload(ok);
+        let mut status = lock(&self.reload);
+        status.ok = ok;
+        status.at = now_unix();
+        status.error = error;
+        status.generation = generation;
+        self.metrics
+            .config_reload(ok, !status.restart_required.is_empty());
+    }
+
+    /// Records the settings the last applied reload changed that only a
+    /// restart applies (they keep their running values): logged, in
+    /// `/status`, on the page and in `egress_config_restart_required`.
+    pub fn set_restart_required(&self, keys: Vec<RestartKey>) {
+        if !keys.is_empty() {
+            let names: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+            tracing::warn!(
+                keys = ?names,
+                "configuration applied except settings only a restart applies: they keep their running values until the process restarts"
+            );
+        }
+        let mut status = lock(&self.reload);
+        status.restart_required = keys;
+        self.metrics
+            .config_reload(status.ok, !status.restart_required.is_empty());
     }
 
     /// The last load result.

@@ -48,6 +48,8 @@ impl Owner {
         }
         self.rt.metrics.publish_certs(&config);
         self.rt.metrics.build_info();
-        self.rt.metrics.config_reload(self.rt.reload_status().ok);
+        let reload = self.rt.reload_status();
+        let restart = !reload.restart_required.is_empty();
+        self.rt.metrics.config_reload(reload.ok, restart);
     }
 }

@@ -7,21 +7,56 @@
 //!
 //! After an accept error (EMFILE when descriptors run out, ENFILE, ENOBUFS)
 //! the loop waits, doubling from 10 ms to 1 s, instead of retrying at once
-//! and burning a core.
+//! and burning a core. Refusals at the cap and failed accepts are counted,
+//! not logged one by one: `pressure` writes one line a second at most.
+//! The cap is read at every accept, so a reload can change it.
+
+mod pressure;
 
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+pub use pressure::{Line as PressureLine, Pressure, describe};
 
 /// The work on one connection, run as its own task.
 pub type Work = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// How many connections a listener serves at once: a number, or one read
+/// again at every accept (the forward proxy's follows `[forward]
+/// max_connections` across reloads). Lowering it closes nothing: the
+/// connections over the new cap finish, and new ones wait for room.
+#[derive(Clone)]
+pub struct Cap(Arc<dyn Fn() -> usize + Send + Sync>);
+
+impl Cap {
+    /// Always `n`.
+    pub fn fixed(n: usize) -> Self {
+        Self(Arc::new(move || n))
+    }
+
+    /// Whatever `now` says at each accept.
+    pub fn live(now: impl Fn() -> usize + Send + Sync + 'static) -> Self {
+        Self(Arc::new(now))
+    }
+
+    fn get(&self) -> usize {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Cap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Cap").field(&self.get()).finish()
+    }
+}
 
 /// A bound socket and the rules it is served under.
 #[derive(Debug)]
@@ -32,7 +67,7 @@ pub struct Listener {
     pub socket: TcpListener,
     /// Connections served at once; the ones over it go to
     /// [`Handler::refuse`].
-    pub cap: usize,
+    pub cap: Cap,
 }
 
 /// What a listener does with the connections it accepts.
@@ -53,53 +88,137 @@ pub trait Handler: Send + Sync + 'static {
     fn refuse(self: Arc<Self>, tcp: TcpStream) -> Option<Work>;
 }
 
+/// One connection counted against the cap while it lives.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The loop's state besides the socket.
+struct Loop {
+    name: &'static str,
+    cap: Cap,
+    /// The cap last logged.
+    cap_seen: usize,
+    open: Arc<AtomicUsize>,
+    conns: JoinSet<()>,
+    backoff: Backoff,
+    pressure: Pressure,
+}
+
+impl Loop {
+    /// A slot under the cap in force now, or `None` when it is full.
+    fn slot(&mut self) -> Option<Slot> {
+        let cap = self.cap.get();
+        if cap != self.cap_seen {
+            tracing::info!(
+                listener = self.name,
+                max_connections = cap,
+                before = self.cap_seen,
+                "connection cap changed"
+            );
+            self.cap_seen = cap;
+        }
+        // Only this loop adds, so the check and the add cannot race.
+        if self.open.load(Ordering::Acquire) >= cap {
+            return None;
+        }
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Some(Slot(self.open.clone()))
+    }
+
+    fn write(&self, line: Option<PressureLine>) {
+        if let Some(line) = line {
+            line.log(self.name, self.cap_seen);
+        }
+    }
+
+    fn take(
+        &mut self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        handler: &Arc<dyn Handler>,
+        stop: &watch::Receiver<bool>,
+    ) {
+        let Some(slot) = self.slot() else {
+            // Over the cap: answer or close at once rather than queue
+            // without bound.
+            let line = self.pressure.refused(tokio::time::Instant::now());
+            self.write(line);
+            if let Some(refusal) = handler.clone().refuse(tcp) {
+                self.conns.spawn(refusal);
+            }
+            return;
+        };
+        let work = handler.clone().serve(tcp, peer, stop.clone());
+        self.conns.spawn(async move {
+            let _slot = slot;
+            work.await;
+        });
+    }
+}
+
 /// Accepts on `listener` until `stop` turns true (or its sender is gone),
 /// handing each connection to `handler`; then closes the socket, so new
 /// connections are refused, and waits for the connections in flight and the
 /// refusals being written. The caller bounds how long.
 pub async fn serve(listener: Listener, handler: Arc<dyn Handler>, mut stop: watch::Receiver<bool>) {
     let Listener { name, socket, cap } = listener;
-    let slots = Arc::new(Semaphore::new(cap));
-    let mut conns = JoinSet::new();
-    let mut backoff = Backoff::default();
-    tracing::info!(listener = name, max_connections = cap, "accepting");
+    let cap_seen = cap.get();
+    let mut l = Loop {
+        name,
+        cap,
+        cap_seen,
+        open: Arc::new(AtomicUsize::new(0)),
+        conns: JoinSet::new(),
+        backoff: Backoff::default(),
+        pressure: Pressure::default(),
+    };
+    tracing::info!(listener = name, max_connections = cap_seen, "accepting");
     loop {
+        let tail = l.pressure.next_due();
         let accepted = tokio::select! {
             a = socket.accept() => a,
             _ = stop.changed() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(a) => {
-                backoff.succeeded();
-                a
-            }
-            Err(e) => {
-                backoff.failed(name, &e).await;
+            Some(_) = l.conns.join_next(), if !l.conns.is_empty() => continue,
+            () = sleep_until(tail), if tail.is_some() => {
+                let line = l.pressure.flush(tokio::time::Instant::now());
+                l.write(line);
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            // Over the cap: answer or close at once rather than queue
-            // without bound.
-            tracing::warn!(listener = name, cap, "at the connection cap; refusing");
-            if let Some(refusal) = handler.clone().refuse(tcp) {
-                conns.spawn(refusal);
+        match accepted {
+            Ok((tcp, peer)) => {
+                l.backoff.succeeded();
+                l.take(tcp, peer, &handler, &stop);
             }
-            continue;
-        };
-        let work = handler.clone().serve(tcp, peer, stop.clone());
-        conns.spawn(async move {
-            let _permit = permit;
-            work.await;
-        });
+            Err(e) => {
+                let line = l.pressure.failed(tokio::time::Instant::now(), &e);
+                l.write(line);
+                let wait = l.backoff.failed();
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => break,
+                }
+            }
+        }
     }
     drop(socket);
-    let open = conns.len();
+    let open = l.conns.len();
     if open > 0 {
         tracing::info!(listener = name, open, "draining connections");
     }
-    while conns.join_next().await.is_some() {}
+    while l.conns.join_next().await.is_some() {}
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The back-off state of one accept loop.
@@ -124,11 +243,13 @@ impl Backoff {
         self.delay = Self::FIRST;
     }
 
-    /// An accept on `listener` failed: log it and wait.
-    pub async fn failed(&mut self, listener: &str, error: &io::Error) {
-        tracing::warn!(listener, error = %error, backoff_ms = self.delay.as_millis() as u64, "accept failed; backing off");
-        tokio::time::sleep(self.delay).await;
+    /// An accept failed: how long to wait before the next (doubling from
+    /// 10 ms to 1 s). The failure is counted in the loop's [`Pressure`]
+    /// line, not logged here.
+    pub fn failed(&mut self) -> Duration {
+        let wait = self.delay;
         self.delay = (self.delay * 2).min(Self::MAX);
+        wait
     }
 }
 
@@ -182,7 +303,7 @@ mod tests {
         let listener = Listener {
             name: "test",
             socket,
-            cap: 1,
+            cap: Cap::fixed(1),
         };
         let server = tokio::spawn(serve(listener, hold.clone(), stop_rx));
 
