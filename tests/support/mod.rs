@@ -17,6 +17,7 @@ pub mod blackhole;
 pub mod chromium;
 pub mod config;
 pub mod daemon;
+pub mod echo;
 pub mod mitm;
 pub mod p12;
 pub mod pki;
@@ -102,7 +103,14 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// The built binary.
+/// The built binary: the one cargo built for the tests, or the one
+/// `EGRESS_BINARY` names (CI runs the exhaustion storm against the release
+/// build so).
 pub fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_egress-sentinel"))
+    static CHOSEN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CHOSEN.get_or_init(|| {
+        std::env::var_os("EGRESS_BINARY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_egress-sentinel")))
+    })
 }

@@ -197,3 +197,20 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `egress_runtime_alive_tasks` at rest: the least of ten scrapes of
+/// `metrics` 100 ms apart (probes and scrapes come and go). A fault test
+/// ends by finding it back at its baseline, beside the descriptor count.
+pub async fn tasks_at_rest(metrics: SocketAddr) -> f64 {
+    let mut least = f64::MAX;
+    for _ in 0..10 {
+        let (code, text) = request(metrics, "GET", "/metrics").await;
+        if code == 200 {
+            if let Some(n) = sample(&text, "egress_runtime_alive_tasks", &[]) {
+                least = least.min(n);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    least
+}
