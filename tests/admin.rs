@@ -17,7 +17,7 @@ use support::config::Toml;
 use support::proxy::{Mode, ScriptProxy};
 use support::raw::{Answer, send};
 use support::scenario;
-use support::sidecar::{Running, eventually, sample};
+use support::sidecar::{Running, eventually, sample, tasks_at_rest, tasks_settle_to};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -396,6 +396,7 @@ async fn a_hundred_bodies_stalled_mid_way_do_not_lock_status_out() {
     let ws = Workspace::new();
     let sidecar = Running::start(ws.config(config(&proxy.url(), up.port()))).await;
     let connects = settled(&sidecar, &proxy).await;
+    let tasks_idle = tasks_at_rest(sidecar.metrics).await;
     let addr = sidecar.admin;
     // 50 stalled in their request head, then 100 in their body (more than
     // the 64 connections the listener keeps).
@@ -465,6 +466,16 @@ async fn a_hundred_bodies_stalled_mid_way_do_not_lock_status_out() {
     let long = format!("X-Filler: {}", "a".repeat(20 * 1024));
     let a = send(addr, "GET", "/status", &[&host(addr), &long], "").await;
     assert_eq!(a.status, 431, "{a:?}");
+    // Every stalled connection's task ended with it.
+    drop(big);
+    drop(lone);
+    tasks_settle_to(
+        sidecar.metrics,
+        tasks_idle,
+        Duration::from_secs(10),
+        "after the stalled bodies",
+    )
+    .await;
     sidecar.stop().await;
 }
 

@@ -15,7 +15,7 @@ use support::Workspace;
 use support::config::{Target, Toml};
 use support::echo::{cpu_ticks, echo_tunnel, echo_upstream};
 use support::scenario::upstream;
-use support::sidecar::{eventually, request, tasks_at_rest};
+use support::sidecar::{eventually, request, tasks_at_rest, tasks_settle_to};
 use support::spawned::Spawned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -233,9 +233,12 @@ async fn a_storm_while_out_of_descriptors_is_quiet_cheap_and_recovers_within_3_s
     sidecar
         .fds_settle_to(fds_idle, Duration::from_secs(10), "after the storm")
         .await;
-    eventually(Duration::from_secs(10), "tasks back at rest", || async {
-        (tasks_at_rest(metrics).await <= tasks_idle).then_some(())
-    })
+    tasks_settle_to(
+        metrics,
+        tasks_idle,
+        Duration::from_secs(10),
+        "after the storm",
+    )
     .await;
     let (code, lines) = sidecar.stop().await;
     assert_eq!(code.code(), Some(0), "{}", lines.join("\n"));

@@ -15,7 +15,7 @@ use support::config::{Target, Toml};
 use support::echo::{cpu_ticks, echo_tunnel, echo_upstream};
 use support::proxy::{Mode, ScriptProxy};
 use support::scenario::{config, upstream};
-use support::sidecar::{eventually, request, sample};
+use support::sidecar::{eventually, request, sample, tasks_at_rest};
 use support::{Workspace, binary};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -198,6 +198,7 @@ async fn five_thousand_tunnels_are_all_accepted_then_sigterm_drains_them_and_exi
     let metrics = sidecar.addr("metrics").await;
     let proxy = sidecar.addr("forward proxy").await;
     let fds_idle = sidecar.steady_fds().await;
+    let tasks_idle = tasks_at_rest(metrics).await;
 
     // Open them, 50 at a time.
     let opening = Instant::now();
@@ -237,6 +238,12 @@ async fn five_thousand_tunnels_are_all_accepted_then_sigterm_drains_them_and_exi
         ),
         Some(n as f64),
         "every tunnel counted open"
+    );
+    // One task a tunnel, no more: a leak per tunnel would show here.
+    let tasks_full = sample(&m, "egress_runtime_alive_tasks", &[]).unwrap_or(0.0);
+    assert!(
+        tasks_full >= tasks_idle + n as f64 && tasks_full <= tasks_idle + n as f64 + 20.0,
+        "{tasks_full} tasks alive with {n} tunnels ({tasks_idle} at rest)"
     );
     let fds_full = sidecar.open_fds();
     assert!(

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use egress_sentinel::reason::{FailureReason, Phase};
 use support::app::{KeptTunnel, get_via};
 use support::config::{Route, Target, Toml};
-use support::sidecar::{eventually, request, sample};
+use support::sidecar::{eventually, request, sample, tasks_at_rest, tasks_settle_to};
 use support::spawned::Spawned;
 use support::squid::{self, Squid};
 use support::upstream::Opts;
@@ -156,7 +156,29 @@ struct Sidecar {
     proxy: SocketAddr,
 }
 
+/// Descriptors and live tasks at rest.
+#[derive(Debug, Clone, Copy)]
+struct Rest {
+    fds: u64,
+    tasks: f64,
+}
+
 impl Sidecar {
+    /// Its descriptors and live tasks now, once they hold still.
+    async fn rest(&self) -> Rest {
+        Rest {
+            fds: self.process.steady_fds().await,
+            tasks: tasks_at_rest(self.metrics).await,
+        }
+    }
+
+    /// Waits until its descriptors and live tasks are back to `rest`.
+    async fn settles(&self, rest: Rest, what: &str) {
+        let within = Duration::from_secs(10);
+        self.process.fds_settle_to(rest.fds, within, what).await;
+        tasks_settle_to(self.metrics, rest.tasks, within, what).await;
+    }
+
     async fn start(ws: &Workspace, squid: &Squid, port: u16) -> Self {
         let path = ws.write("config.toml", &running_config(&squid.url(), port));
         let s = support::spawned::Sidecar::start(&path).await;
@@ -246,7 +268,7 @@ async fn squid_frozen_by_sigstop_is_proxy_timeout_within_the_timeout_and_push_fa
         get_via(sidecar.proxy, "push.test", up.port()).await,
         Ok(200)
     );
-    let before = sidecar.process.steady_fds().await;
+    let before = sidecar.rest().await;
 
     squid.signal("STOP");
     let stopped = Instant::now();
@@ -314,10 +336,7 @@ async fn squid_frozen_by_sigstop_is_proxy_timeout_within_the_timeout_and_push_fa
         .await;
     assert_eq!(get_via(sidecar.proxy, "sms.test", up.port()).await, Ok(200));
     // Every connection that queued at the frozen squid is closed by now.
-    sidecar
-        .process
-        .fds_settle_to(before, Duration::from_secs(10), "after SIGCONT")
-        .await;
+    sidecar.settles(before, "after SIGCONT").await;
     sidecar.stop().await;
 }
 
@@ -336,7 +355,7 @@ async fn squid_reconfigured_to_deny_to_demand_auth_and_to_a_dead_parent_is_named
     let ws = Workspace::new();
     let sidecar = Sidecar::start(&ws, &squid, up.port()).await;
     sidecar.reason_becomes("sms", "ok").await;
-    let before = sidecar.process.steady_fds().await;
+    let before = sidecar.rest().await;
 
     // The ACL now denies the SMS provider.
     squid.reconfigure(&["push.test"], &["sms.test"], &squid::Opts::default());
@@ -386,10 +405,7 @@ async fn squid_reconfigured_to_deny_to_demand_auth_and_to_a_dead_parent_is_named
     squid.reconfigure(&hosts, &[], &squid::Opts::default());
     sidecar.reason_becomes("sms", "ok").await;
     assert_eq!(get_via(sidecar.proxy, "sms.test", up.port()).await, Ok(200));
-    sidecar
-        .process
-        .fds_settle_to(before, Duration::from_secs(10), "after the rule changes")
-        .await;
+    sidecar.settles(before, "after the rule changes").await;
     sidecar.stop().await;
 }
 
@@ -420,7 +436,7 @@ async fn squid_killed_then_restarted_fails_over_and_back_and_closes_direct_tunne
         get_via(sidecar.proxy, "push.test", up.port()).await,
         Ok(200)
     );
-    let before = sidecar.process.steady_fds().await;
+    let before = sidecar.rest().await;
 
     squid.kill();
     // The app keeps calling push all along: not one request fails.
@@ -495,9 +511,6 @@ async fn squid_killed_then_restarted_fails_over_and_back_and_closes_direct_tunne
         },
     )
     .await;
-    sidecar
-        .process
-        .fds_settle_to(before, Duration::from_secs(10), "after the restart")
-        .await;
+    sidecar.settles(before, "after the restart").await;
     sidecar.stop().await;
 }

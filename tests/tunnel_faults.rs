@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use support::Workspace;
 use support::config::{Target, Toml};
 use support::scenario::upstream;
-use support::sidecar::{eventually, request, sample};
+use support::sidecar::{eventually, request, sample, tasks_at_rest, tasks_settle_to};
 use support::spawned::Spawned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -112,8 +112,9 @@ async fn fixture() -> Fixture {
 }
 
 impl Fixture {
-    /// Waits until no tunnel is open and the descriptors are back to `fds`.
-    async fn settles(&self, fds: u64, what: &str) {
+    /// Waits until no tunnel is open and the descriptors and live tasks
+    /// are back to `rest`.
+    async fn settles(&self, rest: Rest, what: &str) {
         eventually(Duration::from_secs(5), what, || async {
             let (_, m) = request(self.metrics, "GET", "/metrics").await;
             let open = sample(&m, "egress_forward_active_connections", &[]).unwrap_or(0.0);
@@ -121,14 +122,22 @@ impl Fixture {
         })
         .await;
         self.sidecar
-            .fds_settle_to(fds, Duration::from_secs(5), what)
+            .fds_settle_to(rest.fds, Duration::from_secs(5), what)
             .await;
+        tasks_settle_to(self.metrics, rest.tasks, Duration::from_secs(5), what).await;
     }
 }
 
+/// Descriptors and live tasks at rest.
+#[derive(Debug, Clone, Copy)]
+struct Rest {
+    fds: u64,
+    tasks: f64,
+}
+
 /// Warm up (one tunnel end to end, so lazily opened descriptors exist) and
-/// return the settled descriptor count.
-async fn baseline(f: &Fixture) -> u64 {
+/// return the settled descriptor and task counts.
+async fn baseline(f: &Fixture) -> Rest {
     let mut app = tunnel(f.proxy, f.raw_port, v4_socket()).await;
     let (mut up, _) = f.raw.accept().await.expect("accept");
     app.write_all(b"hi").await.expect("write");
@@ -136,13 +145,16 @@ async fn baseline(f: &Fixture) -> u64 {
     up.read_exact(&mut buf).await.expect("read");
     drop((app, up));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    f.sidecar.steady_fds().await
+    Rest {
+        fds: f.sidecar.steady_fds().await,
+        tasks: tasks_at_rest(f.metrics).await,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_reset_mid_tunnel_closes_the_app_side_at_once() {
     let f = fixture().await;
-    let fds = baseline(&f).await;
+    let rest = baseline(&f).await;
 
     let mut app = tunnel(f.proxy, f.raw_port, v4_socket()).await;
     let (mut up, _) = f.raw.accept().await.expect("accept");
@@ -165,7 +177,7 @@ async fn an_upstream_reset_mid_tunnel_closes_the_app_side_at_once() {
     assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
     assert!(reset.elapsed() < IDLE / 3, "{:?}", reset.elapsed());
     drop(app);
-    f.settles(fds, "the reset tunnel's descriptors closed")
+    f.settles(rest, "the reset tunnel's descriptors closed")
         .await;
     let (status, _) = f.sidecar.stop().await;
     assert_eq!(status.code(), Some(0));
@@ -175,7 +187,7 @@ async fn an_upstream_reset_mid_tunnel_closes_the_app_side_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_close_is_passed_on_each_way_and_the_other_side_may_still_answer() {
     let f = fixture().await;
-    let fds = baseline(&f).await;
+    let rest = baseline(&f).await;
     let mut buf = [0u8; 64];
 
     // The app finishes its request first (shutdown(SHUT_WR)).
@@ -232,7 +244,7 @@ async fn a_half_close_is_passed_on_each_way_and_the_other_side_may_still_answer(
     assert_eq!(late, b"late words");
     drop((app, up));
 
-    f.settles(fds, "both half-closed tunnels closed").await;
+    f.settles(rest, "both half-closed tunnels closed").await;
     let (status, _) = f.sidecar.stop().await;
     assert_eq!(status.code(), Some(0));
 }
@@ -241,7 +253,7 @@ async fn a_half_close_is_passed_on_each_way_and_the_other_side_may_still_answer(
 async fn an_app_that_never_reads_a_10_mib_answer_holds_bounded_memory_until_the_idle_timeout() {
     const ANSWER: usize = 10 * 1024 * 1024;
     let f = fixture().await;
-    let fds = baseline(&f).await;
+    let rest = baseline(&f).await;
     let rss_before = f.sidecar.rss_kib();
 
     // The app's receive buffer is small, and it never reads.
@@ -293,7 +305,7 @@ async fn an_app_that_never_reads_a_10_mib_answer_holds_bounded_memory_until_the_
         "the upstream got {sent} of {ANSWER} bytes in before the tunnel closed; sidecar RSS {rss_before} -> peak {rss_peak} KiB"
     );
     drop(app);
-    f.settles(fds, "the stuck tunnel's descriptors closed")
+    f.settles(rest, "the stuck tunnel's descriptors closed")
         .await;
     let (status, _) = f.sidecar.stop().await;
     assert_eq!(status.code(), Some(0));

@@ -214,3 +214,18 @@ pub async fn tasks_at_rest(metrics: SocketAddr) -> f64 {
     }
     least
 }
+
+/// Waits until [`tasks_at_rest`] is at most `baseline`, within `within`.
+pub async fn tasks_settle_to(metrics: SocketAddr, baseline: f64, within: Duration, what: &str) {
+    let start = Instant::now();
+    loop {
+        let now = tasks_at_rest(metrics).await;
+        if now <= baseline {
+            return;
+        }
+        assert!(
+            start.elapsed() < within,
+            "{what}: {now} tasks alive at rest, {baseline} before, after {within:?}"
+        );
+    }
+}
