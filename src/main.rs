@@ -89,7 +89,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     egress_sentinel::dial::tls::install_default_provider();
     let code = match cli.command {
-        Command::Run { config, log_format } => run_sidecar(config, log_format),
+        Command::Run { config, log_format } => {
+            // One malloc arena: memory flat for weeks (re-executes once).
+            if let Some(e) = egress_sentinel::sidecar::allocator::one_arena() {
+                eprintln!(
+                    "warning: cannot restart with MALLOC_ARENA_MAX=1 ({e}); running with glibc's default arenas"
+                );
+            }
+            run_sidecar(config, log_format)
+        }
         Command::Demo => {
             init_logs("off", Some(LogFormat::Text));
             run_demo()

@@ -21,11 +21,14 @@
 //!   and `POST /routes/<target>`.
 //! - [`admin`]: the checks in front of every state-changing admin request
 //!   (Host, Origin, token or loopback peer, JSON bodies).
+//! - [`allocator`]: `run` restarts itself once with one malloc arena
+//!   (memory flat for weeks).
 //! - [`status`]: `/status` (JSON); [`page`]: `/` (the HTML status page;
 //!   one file per section under `page/`, its style sheet and script as
 //!   `page/style.css` and `page/script.js`).
 
 pub mod admin;
+pub mod allocator;
 pub mod http;
 pub mod page;
 pub mod reload;
