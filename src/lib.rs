@@ -49,13 +49,13 @@
 #![deny(rust_2018_idioms)]
 #![warn(missing_docs)]
 
-pub mod accept;
-pub mod compliance;
+pub(crate) mod accept;
+pub(crate) mod compliance;
 pub mod config;
 pub mod demo;
 pub mod destination;
 pub mod dial;
-pub mod files;
+pub(crate) mod files;
 pub mod forward;
 pub mod generation;
 pub mod health;
@@ -64,7 +64,7 @@ pub mod live;
 pub mod policy;
 pub mod probe;
 pub mod reason;
-pub mod secret;
+pub(crate) mod secret;
 pub mod sidecar;
 pub mod telemetry;
 pub mod verify;

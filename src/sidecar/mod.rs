@@ -28,14 +28,14 @@
 //!   one file per section under `page/`, its style sheet and script as
 //!   `page/style.css` and `page/script.js`).
 
-pub mod admin;
-pub mod http;
-pub mod page;
-pub mod reload;
+pub(crate) mod admin;
+pub(crate) mod http;
+pub(crate) mod page;
+pub(crate) mod reload;
 pub mod runtime;
 pub mod scheduler;
 pub mod signals;
-pub mod status;
+pub(crate) mod status;
 
 use std::future::Future;
 use std::net::SocketAddr;

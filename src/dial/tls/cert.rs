@@ -5,11 +5,6 @@
 use rustls::pki_types::CertificateDer;
 use serde::Serialize;
 
-/// Expiry of a DER certificate, in Unix seconds.
-pub fn cert_not_after(der: &CertificateDer<'_>) -> Option<i64> {
-    CertInfo::from_der(der).map(|c| c.not_after_unix)
-}
-
 /// What a report shows of a certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CertInfo {

@@ -13,9 +13,9 @@
 //! - [`cert`]: what a report shows of a certificate ([`CertInfo`]) and the
 //!   RFC 3339 formatter.
 
-pub mod anchors;
-pub mod cert;
-pub mod roots;
+pub(crate) mod anchors;
+pub(crate) mod cert;
+pub(crate) mod roots;
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -28,7 +28,7 @@ use tokio_rustls::TlsConnector;
 
 use super::stream::BoxStream;
 pub use anchors::{AnchorInfo, NotAnAnchor, TrustExpectation, TrustVerdict};
-pub use cert::{CertInfo, cert_not_after, rfc3339};
+pub use cert::{CertInfo, rfc3339};
 pub use roots::{CaFileError, RootsMode, base_roots, load_ca_file};
 
 /// Installs rustls' `ring` provider as the process default. Idempotent.
@@ -149,11 +149,6 @@ impl TlsClient {
     /// The anchors chains are expected to end in, when judged.
     pub fn expectation(&self) -> Option<&TrustExpectation> {
         self.expect.as_deref()
-    }
-
-    /// True when a client certificate is configured.
-    pub fn has_client_cert(&self) -> bool {
-        self.base.client_auth_cert_resolver.has_certs()
     }
 
     /// The TLS stage: handshakes with `server_name` over `stream`.
