@@ -35,10 +35,12 @@
 //! - [`watch`]: file descriptors by kind, TCP sockets by state and the top
 //!   remote endpoints, for this process and the watched ones.
 //! - [`sidecar`]: `run` — the runtime that wires the parts: scheduler,
-//!   listeners (the admin surface and its status page), reload, shutdown.
+//!   listeners (the admin surface and its status page), reload, shutdown,
+//!   and the process's signals.
 //! - [`files`]: bounded reads (and content hashes) of the files the config names.
 //! - [`secret`]: the redacting wrapper for credentials.
-//! - [`demo`]: `egress-sentinel demo`, the incident replayed on loopback.
+//! - [`demo`]: `egress-sentinel demo`, the incident replayed on loopback;
+//!   its stand-ins are the tests' too.
 //!
 //! Data flows one way: config → generation → probes and app traffic →
 //! observations → route table → events → metrics, status and incidents.
