@@ -98,11 +98,6 @@ impl Host {
         }
     }
 
-    /// True for a DNS name (one that would be resolved).
-    pub fn is_name(&self) -> bool {
-        matches!(self, Self::Name(_))
-    }
-
     /// `host:port`, with brackets around an IPv6 address (the zone written
     /// as RFC 6874 does, `%25eth0`).
     pub fn authority(&self, port: u16) -> String {

@@ -35,10 +35,12 @@
 //! - [`watch`]: file descriptors by kind, TCP sockets by state and the top
 //!   remote endpoints, for this process and the watched ones.
 //! - [`sidecar`]: `run` — the runtime that wires the parts: scheduler,
-//!   listeners (the admin surface and its status page), reload, shutdown.
+//!   listeners (the admin surface and its status page), reload, shutdown,
+//!   and the process's signals.
 //! - [`files`]: bounded reads (and content hashes) of the files the config names.
 //! - [`secret`]: the redacting wrapper for credentials.
-//! - [`demo`]: `egress-sentinel demo`, the incident replayed on loopback.
+//! - [`demo`]: `egress-sentinel demo`, the incident replayed on loopback;
+//!   its stand-ins are the tests' too.
 //!
 //! Data flows one way: config → generation → probes and app traffic →
 //! observations → route table → events → metrics, status and incidents.
@@ -49,13 +51,13 @@
 #![deny(rust_2018_idioms)]
 #![warn(missing_docs)]
 
-pub mod accept;
-pub mod compliance;
+pub(crate) mod accept;
+pub(crate) mod compliance;
 pub mod config;
 pub mod demo;
 pub mod destination;
 pub mod dial;
-pub mod files;
+pub(crate) mod files;
 pub mod forward;
 pub mod generation;
 pub mod health;
@@ -64,7 +66,7 @@ pub mod live;
 pub mod policy;
 pub mod probe;
 pub mod reason;
-pub mod secret;
+pub(crate) mod secret;
 pub mod sidecar;
 pub mod telemetry;
 pub mod verify;

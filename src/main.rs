@@ -1,7 +1,8 @@
 //! The `egress-sentinel` binary: parses the command line and hands off to
-//! the library. Nothing here knows how a probe works. It owns the process's
-//! signals: `run` blocks them before it reads the config (which sizes the
-//! runtime) and installs their handlers right after the runtime starts.
+//! the library. Nothing here knows how a probe works. `run` blocks the
+//! process's signals before it reads the config (which sizes the runtime)
+//! and binds the listeners; `sidecar::signals` installs the handlers and
+//! `sidecar::run` answers them.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -9,14 +10,13 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use egress_sentinel::config::Config;
+use egress_sentinel::sidecar::{self, signals};
 use egress_sentinel::verify;
 use tokio::runtime::Runtime;
-use tokio::sync::Notify;
 
 /// Keeps an application's outbound HTTPS path honest: probes every route
 /// (forward proxy or direct) and names where it breaks.
@@ -290,7 +290,7 @@ fn load_and_start(path: &Path) -> Result<(Config, Runtime), u8> {
         eprintln!("error: {e}");
         verify::EXIT_USAGE
     })?;
-    let runtime = build_runtime(config.runtime.workers()).map_err(|e| {
+    let runtime = signals::async_runtime(config.runtime.workers()).map_err(|e| {
         eprintln!("error: {e}");
         verify::EXIT_FAILED
     })?;
@@ -306,22 +306,12 @@ fn load_logged(path: &Path) -> Result<Config, u8> {
     })
 }
 
-/// The async runtime every command shares the shape of, with `workers`
-/// worker threads (`[runtime] worker_threads`).
-fn build_runtime(workers: usize) -> Result<Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers.max(1))
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))
-}
-
 fn run_demo() -> u8 {
     let workers = egress_sentinel::config::RuntimeSettings {
         worker_threads: None,
     }
     .workers();
-    let runtime = match build_runtime(workers) {
+    let runtime = match signals::async_runtime(workers) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e}");
@@ -344,7 +334,7 @@ fn run_sidecar(path: PathBuf, log_format: Option<LogFormat>) -> u8 {
     // Before anything else: from here on a SIGTERM or SIGINT is held until
     // the handlers exist and then stops the sidecar cleanly, whenever it
     // arrives (while the config is read, the runtime starts, ...).
-    let blocked = match ProcessSignals::block() {
+    let blocked = match signals::block() {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e}");
@@ -360,7 +350,7 @@ fn run_sidecar(path: PathBuf, log_format: Option<LogFormat>) -> u8 {
         eprintln!("error: {e}");
         return verify::EXIT_USAGE;
     }
-    let (runtime, signals) = match ProcessSignals::install(blocked, config.runtime.workers()) {
+    let (runtime, signals) = match blocked.install(config.runtime.workers()) {
         Ok(both) => both,
         Err(e) => {
             eprintln!("error: {e}");
@@ -368,16 +358,14 @@ fn run_sidecar(path: PathBuf, log_format: Option<LogFormat>) -> u8 {
         }
     };
     runtime.block_on(async move {
-        let listeners = match egress_sentinel::sidecar::Listeners::bind(&config.listen).await {
+        let listeners = match sidecar::Listeners::bind(&config.listen).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, "cannot bind");
                 return verify::EXIT_FAILED;
             }
         };
-        let hooks = egress_sentinel::sidecar::Hooks::default();
-        let shutdown = signals.into_shutdown(hooks.reload.clone());
-        match egress_sentinel::sidecar::run_with(config, listeners, shutdown, hooks).await {
+        match sidecar::run(config, listeners, signals).await {
             Ok(()) => verify::EXIT_OK,
             Err(e) => {
                 tracing::error!(error = %e, "cannot run");
@@ -385,130 +373,4 @@ fn run_sidecar(path: PathBuf, log_format: Option<LogFormat>) -> u8 {
             }
         }
     })
-}
-
-// === impl ProcessSignals ===
-
-/// The signals `run` answers: SIGTERM and SIGINT stop it, SIGHUP reloads the
-/// config. As PID 1 in a container, SIGTERM is ignored unless a handler is
-/// installed: these are the handlers.
-///
-/// Installed with the three signals blocked, because installing is not
-/// atomic: signal-hook-registry calls `sigaction` before it stores tokio's
-/// action (a signal in between is dropped), and tokio subscribes the stream
-/// only after that (a signal broadcast in between is dropped too). Blocked,
-/// such a signal stays pending and is delivered when unblocked, to handlers
-/// and streams that all exist by then.
-#[cfg(unix)]
-struct ProcessSignals {
-    /// SIGTERM: the kubelet's stop.
-    terminate: tokio::signal::unix::Signal,
-    /// SIGINT: Ctrl-C.
-    interrupt: tokio::signal::unix::Signal,
-    /// SIGHUP: reload the configuration.
-    hangup: tokio::signal::unix::Signal,
-}
-
-/// The three signals, blocked on the main thread and so on every thread it
-/// creates until [`ProcessSignals::install`] unblocks them.
-#[cfg(unix)]
-struct Blocked(nix::sys::signal::SigSet);
-
-#[cfg(unix)]
-impl ProcessSignals {
-    /// Blocks SIGTERM, SIGINT and SIGHUP on this thread, before any other
-    /// thread exists: one that arrives from now on stays pending.
-    fn block() -> Result<Blocked, String> {
-        use nix::sys::signal::{SigSet, Signal};
-        let set: SigSet = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]
-            .into_iter()
-            .collect();
-        set.thread_block()
-            .map_err(|e| format!("cannot block SIGTERM, SIGINT and SIGHUP: {e}"))?;
-        Ok(Blocked(set))
-    }
-
-    /// Starts the runtime with `workers` threads and installs the handlers,
-    /// losing no signal.
-    ///
-    /// The signal mask is per thread and inherited by the threads a thread
-    /// creates. This thread blocked the signals first ([`Self::block`]), so
-    /// the runtime's workers start with them blocked and keep them blocked
-    /// for good; once the handlers and streams exist, this thread (the one
-    /// in `block_on` for the sidecar's whole life) unblocks them and alone
-    /// receives them, a pending one at once. A thread created after that
-    /// inherits either mask; in both cases the handlers are already in place.
-    fn install(blocked: Blocked, workers: usize) -> Result<(Runtime, Self), String> {
-        let Blocked(set) = blocked;
-        let runtime = build_runtime(workers)?;
-        let signals = {
-            // tokio's handlers need the runtime's signal driver.
-            let _context = runtime.enter();
-            Self::register()
-        };
-        // Unblocked even when the parent started us with them blocked: the
-        // sidecar must stop on SIGTERM whatever it inherited.
-        set.thread_unblock()
-            .map_err(|e| format!("cannot unblock SIGTERM, SIGINT and SIGHUP: {e}"))?;
-        Ok((runtime, signals?))
-    }
-
-    fn register() -> Result<Self, String> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let one = |kind: SignalKind, name: &str| {
-            signal(kind).map_err(|e| format!("cannot install the {name} handler: {e}"))
-        };
-        Ok(Self {
-            terminate: one(SignalKind::terminate(), "SIGTERM")?,
-            interrupt: one(SignalKind::interrupt(), "SIGINT")?,
-            hangup: one(SignalKind::hangup(), "SIGHUP")?,
-        })
-    }
-
-    /// Forwards every SIGHUP to `reload` from now on, one received before
-    /// included; the returned future completes on SIGTERM or SIGINT,
-    /// including one received before it is first polled.
-    fn into_shutdown(self, reload: Arc<Notify>) -> impl Future<Output = ()> {
-        let Self {
-            mut terminate,
-            mut interrupt,
-            mut hangup,
-        } = self;
-        tokio::spawn(async move {
-            while hangup.recv().await.is_some() {
-                tracing::info!("SIGHUP: reloading the configuration");
-                reload.notify_one();
-            }
-        });
-        async move {
-            tokio::select! {
-                _ = terminate.recv() => tracing::info!("SIGTERM"),
-                _ = interrupt.recv() => tracing::info!("SIGINT"),
-            }
-        }
-    }
-}
-
-/// Elsewhere, Ctrl-C only.
-#[cfg(not(unix))]
-struct ProcessSignals;
-
-#[cfg(not(unix))]
-struct Blocked;
-
-#[cfg(not(unix))]
-impl ProcessSignals {
-    fn block() -> Result<Blocked, String> {
-        Ok(Blocked)
-    }
-
-    fn install(_blocked: Blocked, workers: usize) -> Result<(Runtime, Self), String> {
-        Ok((build_runtime(workers)?, Self))
-    }
-
-    fn into_shutdown(self, _reload: Arc<Notify>) -> impl Future<Output = ()> {
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

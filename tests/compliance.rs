@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use egress_sentinel::demo::stand_ins::read_connect_head;
 use support::Workspace;
 use support::proxy::{Mode, ScriptProxy};
 use support::sidecar::{Running, eventually, request, sample};
@@ -59,13 +60,8 @@ async fn plain_origin() -> u16 {
     tokio::spawn(async move {
         while let Ok((mut tcp, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tcp.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if read_connect_head(&mut tcp).await.is_none() {
+                    return;
                 }
                 let _ = tcp
                     .write_all(

@@ -27,7 +27,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::app::{get_via, raw_exchange};
-use support::daemon::listen_table;
+use support::config::{Route, Target, Toml};
 use support::sidecar::{eventually, sample, series};
 use support::spawned::Sidecar;
 use support::squid::{self, Squid};
@@ -82,55 +82,41 @@ async fn all_healthy(sidecar: &Sidecar, pairs: &[(&str, &str)], within: Duration
 /// Push, whose probe is `https://push.test:{port}/health`, through the
 /// proxy route `(name, url)` or direct, probed every `interval`; every
 /// `*.push.test` is push's. `resolve` maps the names a direct dial needs
-/// (`push.test` always) to loopback addresses, which push may dial; `top`
-/// goes before every table.
+/// (`push.test` always) to loopback addresses, which push may dial;
+/// `state_dir`, when given, is the sidecar's.
 fn push_config(
-    top: &str,
+    state_dir: Option<&str>,
     interval: &str,
     (route, proxy): (&str, &str),
     port: u16,
     resolve: &[(&str, &str)],
 ) -> String {
-    let mut names = "\"push.test\" = \"127.0.0.1\"\n".to_string();
-    let mut allow = vec!["\"127.0.0.1/32\"".to_string()];
+    let mut toml = Toml::new()
+        .daemon("1s")
+        .probe(|p| p.timings(interval, "1s", "2s"))
+        .resolve("push.test", "127.0.0.1");
+    if let Some(dir) = state_dir {
+        toml = toml.state_dir(dir);
+    }
+    let mut allow = vec!["127.0.0.1/32".to_string()];
     for (name, addr) in resolve {
-        names.push_str(&format!("\"{name}\" = \"{addr}\"\n"));
-        let cidr = format!("\"{addr}/32\"");
+        toml = toml.resolve(name, addr);
+        let cidr = format!("{addr}/32");
         if !allow.contains(&cidr) {
             allow.push(cidr);
         }
     }
-    format!(
-        r#"{top}
-{listen}
-[probe]
-interval = "{interval}"
-unhealthy_interval = "1s"
-timeout = "2s"
-fall = 2
-rise = 2
-
-[resolve]
-{names}
-[[route]]
-name = "{route}"
-proxy = "{proxy}"
-connect_timeout = "1s"
-
-[[target]]
-name = "apns"
-url = "https://push.test:{port}/health"
-routes = ["{route}", "direct"]
-hosts = ["push.test", "*.push.test"]
-allow_addresses = [{allow}]
-ca_file = "ca.pem"
-
-[forward]
-default = "deny"
-"#,
-        listen = listen_table(),
-        allow = allow.join(", "),
-    )
+    let allow: Vec<&str> = allow.iter().map(String::as_str).collect();
+    toml.route(Route::proxy(route, proxy).connect_timeout("1s"))
+        .target(
+            Target::new("apns", &format!("https://push.test:{port}/health"))
+                .routes(&[route, "direct"])
+                .hosts(&["push.test", "*.push.test"])
+                .allow_addresses(&allow)
+                .ca_file("ca.pem"),
+        )
+        .forward(|f| f.deny_unmatched())
+        .to_string()
 }
 
 /// The binary on `text` (a [`push_config`] through `route`) in `ws`, once
@@ -150,41 +136,24 @@ async fn start_push(ws: &Workspace, text: &str, route: &str) -> Sidecar {
 /// the last 10 attempts: degraded), fall and rise 2; two targets alike
 /// but for their name and host, both only through Squid.
 fn busy_config(squid: &str, port: u16) -> String {
-    format!(
-        r#"{listen}
-[probe]
-interval = "1s"
-unhealthy_interval = "1s"
-timeout = "5s"
-fall = 2
-rise = 2
-degraded_window = 10
-degraded_failures = 3
-
-[[route]]
-name = "squid"
-proxy = "{squid}"
-connect_timeout = "5s"
-
-[[target]]
-name = "busy"
-url = "https://push.test:{port}/health"
-expect_status = [200]
-routes = ["squid"]
-ca_file = "ca.pem"
-
-[[target]]
-name = "quiet"
-url = "https://quiet.test:{port}/health"
-expect_status = [200]
-routes = ["squid"]
-ca_file = "ca.pem"
-
-[forward]
-default = "deny"
-"#,
-        listen = listen_table()
-    )
+    let target = |name: &str, host: &str| {
+        Target::new(name, &format!("https://{host}:{port}/health"))
+            .expect_status(&["200"])
+            .routes(&["squid"])
+            .ca_file("ca.pem")
+    };
+    Toml::new()
+        .daemon("1s")
+        .probe(|p| {
+            p.timings("1s", "1s", "5s")
+                .degraded_window(10)
+                .degraded_failures(3)
+        })
+        .route(Route::proxy("squid", squid).connect_timeout("5s"))
+        .target(target("busy", "push.test"))
+        .target(target("quiet", "quiet.test"))
+        .forward(|f| f.deny_unmatched())
+        .to_string()
 }
 
 /// New app tunnels a second: above the 20 the issue measured.
@@ -339,7 +308,7 @@ async fn app_finds_the_dead_proxy(host: &str) {
     // Probes a minute apart: what finds the dead proxy within seconds is
     // the app's traffic and the probe it wakes.
     let text = push_config(
-        "",
+        None,
         "60s",
         ("squid", &squid.url()),
         up.port(),
@@ -440,7 +409,7 @@ async fn squid_refusing_one_host_by_acl_is_obeyed_and_a_dead_squid_still_fails_o
     // A direct dial of denied.push.test would reach the decoy: allowed, so
     // the only thing keeping it away is the sidecar obeying Squid.
     let text = push_config(
-        "state_dir = \"state\"",
+        Some("state"),
         "1s",
         ("squid", &squid.url()),
         port,
@@ -579,7 +548,7 @@ async fn the_sidecars_own_descriptor_exhaustion_is_local_exhausted_and_blames_no
     let up = Opts::new("push.test").start().await;
     let proxy = support::proxy::ScriptProxy::start(support::proxy::Mode::Tunnel).await;
     let ws = Workspace::new();
-    let text = push_config("", "1s", ("provider", &proxy.url()), up.port(), &[]);
+    let text = push_config(None, "1s", ("provider", &proxy.url()), up.port(), &[]);
     let mut sidecar = start_push(&ws, &text, "provider").await;
     let pairs = [("apns", "provider"), ("apns", "direct")];
     let pid = sidecar.process.pid();

@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use pressure::{Line as PressureLine, Pressure, describe};
+pub use pressure::{Line as PressureLine, Pressure};
 
 /// The work on one connection, run as its own task.
 pub type Work = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;

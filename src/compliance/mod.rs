@@ -38,8 +38,8 @@ mod rotating_file;
 mod summary;
 
 use rotating_file::RotatingFile;
+pub use summary::Summary;
 use summary::log_notice;
-pub use summary::{Notice, Summary};
 
 /// The trail of direct connections, inside `state_dir`.
 pub const DIRECT_FILE: &str = "direct.jsonl";

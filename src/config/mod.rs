@@ -23,10 +23,10 @@
 //! - `error`: located errors (file, line, column, key).
 
 mod compile;
-pub mod defaults;
+pub(crate) mod defaults;
 mod duration;
 mod error;
-pub mod presets;
+pub(crate) mod presets;
 mod raw;
 mod resolve;
 mod restart;

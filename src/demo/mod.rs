@@ -7,11 +7,18 @@
 //! returns. Prints a live timeline and what it measured; checks its story.
 //!
 //! Watches the sidecar the way an operator would: through `/status`.
+//!
+//! # Layout
+//! - [`stand_ins`]: the demo CA, the upstreams and the provider's proxy.
+//! - `app`: the app, calling each upstream through the sidecar.
+//! - `operator`: `/status` watched, each change on the timeline.
+//! - `story`: the summary, and whether the story held.
 
 mod app;
+mod operator;
 pub mod stand_ins;
+mod story;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,14 +26,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::config::{Config, ConfigError};
 use crate::sidecar::{Hooks, Listeners, run_with};
 use app::{Answer, App, AppError};
+use operator::{Watch, fetch_status};
 use stand_ins::{DemoPki, ProviderProxy, Running, StandInError};
+use story::{Timeline, summarize};
 
 /// When the provider breaks its proxy, fixes it, and the demo ends.
 const BREAK_AT: Duration = Duration::from_secs(3);
@@ -295,14 +303,6 @@ fn app_saw(name: &str, answer: &Answer) -> String {
     }
 }
 
-/// When the provider's change was in place.
-struct Timeline {
-    /// Since the start, when the proxy started answering 502.
-    broke: Duration,
-    /// Since the start, when it tunneled again.
-    fixed: Duration,
-}
-
 /// Plays the provider until [`END_AT`]: breaks its proxy at [`BREAK_AT`]
 /// and fixes it at [`FIX_AT`], watching `/status` meanwhile.
 async fn replay(clock: &Clock, proxy: &ProviderProxy, admin: SocketAddr) -> (Watch, Timeline) {
@@ -408,283 +408,4 @@ default = "deny"
 "#,
         ports[0], ports[1], ports[2]
     )
-}
-
-/// What the watcher saw, with times.
-#[derive(Default)]
-struct Watch {
-    healthy: BTreeMap<(String, String), bool>,
-    active: BTreeMap<String, String>,
-    /// Targets reported down (every allowed route failing).
-    down: std::collections::BTreeSet<String>,
-    incidents: BTreeMap<u64, bool>,
-    /// (time, target, route, healthy)
-    health_changes: Vec<(Duration, String, String, bool)>,
-    /// (time, target, from, to)
-    moves: Vec<(Duration, String, String, String)>,
-}
-
-impl Watch {
-    fn update(&mut self, status: &Value, clock: &Clock) {
-        let now = clock.start.elapsed();
-        for t in status["targets"].as_array().into_iter().flatten() {
-            let name = t["target"].as_str().unwrap_or("").to_string();
-            for r in t["routes"].as_array().into_iter().flatten() {
-                let route = r["route"].as_str().unwrap_or("").to_string();
-                let Some(h) = r["healthy"].as_bool() else {
-                    continue;
-                };
-                let key = (name.clone(), route.clone());
-                let before = self.healthy.insert(key, h);
-                if before.is_some_and(|b| b != h) {
-                    let what = if h {
-                        "healthy again".to_string()
-                    } else {
-                        format!(
-                            "UNHEALTHY: {} ({})",
-                            r["last"]["reason"].as_str().unwrap_or("?"),
-                            r["last"]["detail"].as_str().unwrap_or("")
-                        )
-                    };
-                    clock.say(&format!("sidecar  {name} over {route}: {what}"));
-                    self.health_changes.push((now, name.clone(), route, h));
-                }
-            }
-            let active = t["active_route"].as_str().unwrap_or("").to_string();
-            let down = t["down"].as_bool().unwrap_or(false);
-            if let Some(before) = self.active.insert(name.clone(), active.clone()) {
-                if before != active {
-                    clock.say(&format!(
-                        "sidecar  {name}: traffic moves {before} -> {active}"
-                    ));
-                    self.moves.push((now, name.clone(), before, active.clone()));
-                }
-            }
-            if down
-                && self.healthy.get(&(name.clone(), active.clone())) == Some(&false)
-                && self.down.insert(name.clone())
-            {
-                clock.say(&format!(
-                    "sidecar  {name}: DOWN: no allowed route works (direct is not allowed for it)"
-                ));
-            }
-            if !down {
-                self.down.remove(&name);
-            }
-        }
-        for w in status["incidents"].as_array().into_iter().flatten() {
-            let id = w["id"].as_u64().unwrap_or(0);
-            let open = w["end"].is_null();
-            let before = self.incidents.insert(id, open);
-            if before != Some(open) && (before.is_some() || open) {
-                let verb = if open {
-                    "INCIDENT opened"
-                } else {
-                    "INCIDENT closed"
-                };
-                clock.say(&format!(
-                    "sidecar  {verb}: {}",
-                    w["text"].as_str().unwrap_or("")
-                ));
-            }
-        }
-    }
-}
-
-/// Prints the summary and checks the story: every problem found, in order.
-fn summarize(
-    clock: &Clock,
-    log: &[(Duration, usize, Answer)],
-    watch: &Watch,
-    timeline: &Timeline,
-    status: &Value,
-) -> Result<(), DemoError> {
-    clock.plain(&format!(
-        "\nSummary\n  app requests during the incident ({} to {}):",
-        secs(timeline.broke),
-        secs(timeline.fixed)
-    ));
-    let mut problems = Vec::new();
-    for (i, (name, target, _)) in UPSTREAMS.iter().enumerate() {
-        let tally = Tally::during(log, i, timeline);
-        let expected = Expected::of(target);
-        clock.plain(&format!(
-            "    {name:<12} {:>3}/{:<3} ok ({:.0}%)  {}",
-            tally.ok,
-            tally.total,
-            tally.percent(),
-            expected.note()
-        ));
-        problems.extend(expected.problem(name, &tally));
-    }
-    problems.extend(detection(clock, watch, timeline));
-    problems.extend(failovers(clock, watch, timeline));
-    problems.extend(incident_window(clock, status));
-    if problems.is_empty() {
-        clock.plain("\nThe sidecar caught the provider's change, named it, kept push and Azure AD logins working, reported SMS, and failed back.");
-        Ok(())
-    } else {
-        Err(DemoError::StoryFailed { problems })
-    }
-}
-
-/// `d` in the summary's words: `3.2s`.
-fn secs(d: Duration) -> String {
-    format!("{:.1}s", d.as_secs_f64())
-}
-
-/// One upstream's requests while the proxy was broken.
-struct Tally {
-    /// Answered by the upstream.
-    ok: usize,
-    /// Made.
-    total: usize,
-}
-
-impl Tally {
-    fn during(log: &[(Duration, usize, Answer)], upstream: usize, timeline: &Timeline) -> Self {
-        let during: Vec<&Answer> = log
-            .iter()
-            .filter(|(t, u, _)| *u == upstream && *t >= timeline.broke && *t < timeline.fixed)
-            .map(|(_, _, a)| a)
-            .collect();
-        Self {
-            ok: during.iter().filter(|a| matches!(a, Answer::Ok(_))).count(),
-            total: during.len(),
-        }
-    }
-
-    fn percent(&self) -> f64 {
-        if self.total == 0 {
-            0.0
-        } else {
-            100.0 * self.ok as f64 / self.total as f64
-        }
-    }
-}
-
-/// What the story expects of an upstream while the proxy is broken.
-enum Expected {
-    /// It may go direct: every request succeeds.
-    FailsOver,
-    /// Its only route broke: requests fail, with a reason.
-    FailsClearly,
-}
-
-impl Expected {
-    fn of(target: &str) -> Self {
-        if target == "sms" {
-            Self::FailsClearly
-        } else {
-            Self::FailsOver
-        }
-    }
-
-    fn note(&self) -> &'static str {
-        match self {
-            Self::FailsClearly => {
-                "direct not allowed: failed with a clear 502 naming proxy_upstream_error"
-            }
-            Self::FailsOver => "failed over to direct",
-        }
-    }
-
-    /// What went against the story, if anything.
-    fn problem(&self, name: &str, tally: &Tally) -> Option<String> {
-        match self {
-            Self::FailsClearly if tally.ok == tally.total => {
-                Some("sms never failed although its only route broke".to_string())
-            }
-            Self::FailsClearly => None,
-            Self::FailsOver if tally.ok != tally.total || tally.total == 0 => {
-                Some(format!("{name} lost {} requests", tally.total - tally.ok))
-            }
-            Self::FailsOver => None,
-        }
-    }
-}
-
-/// How long the sidecar took to mark a route unhealthy after the change.
-fn detection(clock: &Clock, watch: &Watch, timeline: &Timeline) -> Option<String> {
-    let detected = watch
-        .health_changes
-        .iter()
-        .find(|(t, _, _, h)| *t >= timeline.broke && !h)
-        .map(|(t, ..)| *t - timeline.broke);
-    match detected {
-        Some(d) => {
-            clock.plain(&format!(
-                "  detection: {} after the change (first route marked unhealthy)",
-                secs(d)
-            ));
-            None
-        }
-        None => Some("the sidecar never marked the proxy route unhealthy".into()),
-    }
-}
-
-/// When push and azure-ad moved direct after the change, and back after the fix.
-fn failovers(clock: &Clock, watch: &Watch, timeline: &Timeline) -> Vec<String> {
-    let mut problems = Vec::new();
-    for target in ["push", "azure-ad"] {
-        let moved = |since: Duration, to: &str| {
-            watch
-                .moves
-                .iter()
-                .find(|(t, n, _, dest)| *t >= since && n == target && dest == to)
-        };
-        match (
-            moved(timeline.broke, "direct"),
-            moved(timeline.fixed, "provider"),
-        ) {
-            (Some(o), Some(b)) => clock.plain(&format!(
-                "  {target}: failover {} after the change, fail-back {} after the fix",
-                secs(o.0 - timeline.broke),
-                secs(b.0 - timeline.fixed)
-            )),
-            _ => problems.push(format!("{target} did not fail over and back")),
-        }
-    }
-    problems
-}
-
-/// The incident window the sidecar recorded, as `/status` gives it.
-fn incident_window(clock: &Clock, status: &Value) -> Option<String> {
-    let Some(w) = status["incidents"].as_array().and_then(|a| a.first()) else {
-        return Some("no incident window was recorded".into());
-    };
-    let lasted = w["end"]
-        .as_i64()
-        .zip(w["start"].as_i64())
-        .map(|(e, s)| e - s);
-    clock.plain(&format!(
-        "  {} (about {} s)",
-        w["text"].as_str().unwrap_or(""),
-        lasted.unwrap_or(0)
-    ));
-    None
-}
-
-/// `GET /status` on the admin listener, as JSON; `None` when the sidecar
-/// did not answer with JSON within 2 s (the watcher tries again).
-async fn fetch_status(admin: SocketAddr) -> Option<Value> {
-    let work = async {
-        let mut s = TcpStream::connect(admin).await.ok()?;
-        s.write_all(b"GET /status HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-            .await
-            .ok()?;
-        let mut raw = Vec::new();
-        (&mut s)
-            .take(4 * 1024 * 1024)
-            .read_to_end(&mut raw)
-            .await
-            .ok()?;
-        let text = String::from_utf8_lossy(&raw);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        serde_json::from_str(body).ok()
-    };
-    tokio::time::timeout(Duration::from_secs(2), work)
-        .await
-        .ok()
-        .flatten()
 }

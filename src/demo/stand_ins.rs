@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -19,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
 /// Why a stand-in could not start.
 #[derive(Debug, thiserror::Error)]
@@ -110,28 +113,40 @@ pub async fn upstream(
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                let svc = service_fn(move |_req| async move {
+                serve_tls(tls, move |_req| async move {
                     let mut r =
                         hyper::Response::new(Full::new(Bytes::from_static(body.as_bytes())));
                     *r.status_mut() =
                         hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
                     Ok::<_, Infallible>(r)
-                });
-                let io = TokioIo::new(tls);
-                if h2 {
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(io, svc)
-                        .await;
-                } else {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, svc)
-                        .await;
-                }
+                })
+                .await;
             });
         }
     });
     Ok(Running { addr, task })
+}
+
+/// Serves HTTP on an accepted TLS connection until it closes: HTTP/2 when
+/// the client chose `h2` by ALPN, HTTP/1.1 otherwise; every request is
+/// answered by `answer`.
+pub async fn serve_tls<F, Fut>(tls: TlsStream<TcpStream>, answer: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let svc = service_fn(answer);
+    let io = TokioIo::new(tls);
+    if h2 {
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(io, svc)
+            .await;
+    } else {
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, svc)
+            .await;
+    }
 }
 
 /// The hosting provider's forward proxy.
@@ -173,18 +188,43 @@ impl ProviderProxy {
     }
 }
 
-async fn connect(mut tcp: TcpStream, broken: bool) {
+/// The most bytes of a request head [`read_connect_head`] reads.
+const MAX_CONNECT_HEAD: usize = 64 * 1024;
+
+/// Reads a request head from a proxy's client (64 KiB at most): its text
+/// (with whatever came in the same reads) and the authority a CONNECT names
+/// (empty for another request). `None` when the client closes first or the
+/// head is too large. The stand-in proxies (the demo's, and the tests')
+/// share it.
+pub async fn read_connect_head(tcp: &mut TcpStream) -> Option<(String, String)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
         match tcp.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
-        if buf.len() > 16 * 1024 {
-            return;
+        if buf.len() > MAX_CONNECT_HEAD {
+            return None;
         }
     }
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let authority = text
+        .split("\r\n")
+        .next()
+        .and_then(|l| l.strip_prefix("CONNECT "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or("")
+        .to_string();
+    Some((text, authority))
+}
+
+/// One client of the provider's proxy: a 502 while `broken`, else a tunnel
+/// to 127.0.0.1 at the port the CONNECT names.
+async fn connect(mut tcp: TcpStream, broken: bool) {
+    let Some((_, authority)) = read_connect_head(&mut tcp).await else {
+        return;
+    };
     if broken {
         let _ = tcp
             .write_all(
@@ -193,11 +233,9 @@ async fn connect(mut tcp: TcpStream, broken: bool) {
             .await;
         return;
     }
-    let text = String::from_utf8_lossy(&buf);
-    let port: u16 = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|a| a.rsplit(':').next())
+    let port: u16 = authority
+        .rsplit(':')
+        .next()
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
     let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", port)).await else {

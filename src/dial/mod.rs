@@ -20,16 +20,16 @@
 //! - [`classify`]: typed errors to the closed failure reasons.
 //! - [`route`], [`stream`]: the routes and the byte streams.
 
-pub mod addresses;
-pub mod classify;
+pub(crate) mod addresses;
+pub(crate) mod classify;
 pub mod connect;
 mod error;
 pub mod eyeballs;
 pub mod identity;
 mod phases;
 pub mod resolve;
-pub mod route;
-pub mod stream;
+pub(crate) mod route;
+pub(crate) mod stream;
 pub mod tls;
 
 use std::net::SocketAddr;

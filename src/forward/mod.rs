@@ -19,9 +19,9 @@ mod attempt;
 mod plain;
 pub mod plan;
 pub mod relay;
-pub mod reply;
+pub(crate) mod reply;
 pub mod request;
-pub mod tunnels;
+pub(crate) mod tunnels;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -17,10 +17,10 @@
 //! hide a failing TLS handshake or HTTP answer. This process's own
 //! exhaustion (`local_exhausted`) is evidence of nothing.
 
-pub mod events;
-pub mod level;
-pub mod route;
-pub mod snapshot;
+pub(crate) mod events;
+pub(crate) mod level;
+pub(crate) mod route;
+pub(crate) mod snapshot;
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 //! the target's timeout.
 
 mod http;
-pub mod outcome;
+pub(crate) mod outcome;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -5,8 +5,9 @@
 //! expects: `/readyz` 503 at once, listeners serving through the drain,
 //! exit before the deadline.
 //!
-//! [`run`] takes an already-loaded config, already-bound listeners and a
-//! shutdown future, so tests run the whole sidecar in-process on port 0.
+//! [`run`] takes an already-loaded config, already-bound listeners and the
+//! process's signals; [`run_with`] takes a shutdown future and [`Hooks`]
+//! instead, so tests run the whole sidecar in-process on port 0.
 //!
 //! # Layout
 //! - [`runtime`]: the state shared by everything below, and the one place
@@ -15,6 +16,8 @@
 //!   and the forward proxy's `Routing` handle.
 //! - [`scheduler`]: one probe loop per target × route.
 //! - [`reload`]: watching the config and the files it names.
+//! - [`signals`]: SIGTERM, SIGINT and SIGHUP, installed without losing one,
+//!   and the async runtime they need.
 //! - [`http`]: the metrics and admin listeners: routing, body bounds, the
 //!   eviction of connections stalled on their client; under `http/`, the
 //!   listener and its connections, body reading, replies, `POST /verify`
@@ -27,14 +30,15 @@
 //!   one file per section under `page/`, its style sheet and script as
 //!   `page/style.css` and `page/script.js`).
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod allocator;
-pub mod http;
-pub mod page;
-pub mod reload;
+pub(crate) mod http;
+pub(crate) mod page;
+pub(crate) mod reload;
 pub mod runtime;
 pub mod scheduler;
-pub mod status;
+pub mod signals;
+pub(crate) mod status;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -53,6 +57,7 @@ use crate::incidents::IncidentLog;
 use crate::telemetry::Metrics;
 use http::{Endpoints, Surface};
 use runtime::Runtime;
+use signals::ProcessSignals;
 
 /// How often holds are re-checked and idle-prone gauges re-set.
 const UPKEEP: Duration = Duration::from_secs(2);
@@ -137,32 +142,22 @@ impl Default for Hooks {
     }
 }
 
-/// Runs the sidecar until `shutdown` completes; reloads on SIGHUP.
+/// Runs the sidecar until SIGTERM or SIGINT; reloads on SIGHUP (and when a
+/// file the config names changes). `signals` come from
+/// [`signals::block`] and [`signals::Blocked::install`], which also start
+/// the async runtime this runs on.
 pub async fn run(
     config: Config,
     listeners: Listeners,
-    shutdown: impl Future<Output = ()>,
+    signals: ProcessSignals,
 ) -> Result<(), RunError> {
     let hooks = Hooks::default();
-    #[cfg(unix)]
-    {
-        let reload = hooks.reload.clone();
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(mut hup) => {
-                tokio::spawn(async move {
-                    while hup.recv().await.is_some() {
-                        tracing::info!("SIGHUP: reloading the configuration");
-                        reload.notify_one();
-                    }
-                });
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot watch SIGHUP; reload by file change only"),
-        }
-    }
+    let shutdown = signals.into_shutdown(hooks.reload.clone());
     run_with(config, listeners, shutdown, hooks).await
 }
 
-/// [`run`], with reloads triggered by `hooks.reload` instead of SIGHUP.
+/// [`run`], until `shutdown` completes, with reloads triggered by
+/// `hooks.reload` instead of SIGHUP.
 pub async fn run_with(
     config: Config,
     listeners: Listeners,

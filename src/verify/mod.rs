@@ -14,9 +14,9 @@
 //! Uses the same prober (and so the same dialer) as the sidecar. Never
 //! prints anything a probe did not produce; never prints a credential.
 
-pub mod baseline;
+pub(crate) mod baseline;
 pub mod drift;
-pub mod findings;
+pub(crate) mod findings;
 pub(crate) mod table;
 
 use std::collections::BTreeMap;

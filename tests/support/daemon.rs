@@ -12,14 +12,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 use tokio::task::JoinHandle;
 
-/// `[listen]` on port 0 (the kernel picks: no race for a "free" port) and
-/// `[shutdown]` with no drain, so the daemon stops at once on SIGTERM: the
-/// text of [`Toml::daemon`](super::config::Toml::daemon) with a 1 s
-/// deadline, for a config written as text.
-pub fn listen_table() -> String {
-    super::config::Toml::new().daemon("1s").to_string()
-}
-
 /// A running `egress-sentinel run`.
 pub struct Daemon {
     child: Child,

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use egress_sentinel::demo::stand_ins::read_connect_head;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::AsyncWriteExt;
@@ -113,7 +114,7 @@ impl MitmProxy {
 }
 
 async fn handle(mut tcp: TcpStream, st: Arc<Mutex<State>>) {
-    let Some((_, authority)) = super::proxy::read_connect_head(&mut tcp).await else {
+    let Some((_, authority)) = read_connect_head(&mut tcp).await else {
         return;
     };
     let (host, port) = match authority.rsplit_once(':') {

@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use egress_sentinel::demo::stand_ins::read_connect_head;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -120,33 +121,6 @@ impl ScriptProxy {
     pub fn received(&self) -> Vec<Received> {
         self.state.received.lock().expect("lock").clone()
     }
-}
-
-/// Reads a request head from a proxy's client (64 KiB at most): its text
-/// (with whatever came in the same reads) and the authority a CONNECT names
-/// (empty for another request). `None` when the client closes first or the
-/// head is too large. The scripted proxies here share it.
-pub async fn read_connect_head(tcp: &mut TcpStream) -> Option<(String, String)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        match tcp.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-        if buf.len() > 64 * 1024 {
-            return None;
-        }
-    }
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let authority = text
-        .split("\r\n")
-        .next()
-        .and_then(|l| l.strip_prefix("CONNECT "))
-        .and_then(|l| l.split(' ').next())
-        .unwrap_or("")
-        .to_string();
-    Some((text, authority))
 }
 
 async fn handle(mut tcp: TcpStream, st: Arc<State>) {

@@ -11,10 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use egress_sentinel::demo::stand_ins::serve_tls;
 use http_body_util::Full;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -297,8 +296,7 @@ async fn serve(
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
             };
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+            serve_tls(tls, move |req: Request<hyper::body::Incoming>| {
                 let st = st.clone();
                 async move {
                     let path = req
@@ -329,17 +327,8 @@ async fn serve(
                         .expect("response");
                     Ok::<_, Infallible>(resp)
                 }
-            });
-            let io = TokioIo::new(tls);
-            if h2 {
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(io, svc)
-                    .await;
-            } else {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, svc)
-                    .await;
-            }
+            })
+            .await;
         }
     }
 }
