@@ -69,5 +69,6 @@ pub mod reason;
 pub(crate) mod secret;
 pub mod sidecar;
 pub mod telemetry;
+pub(crate) mod throttle;
 pub mod verify;
 pub mod watch;

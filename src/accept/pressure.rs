@@ -8,12 +8,10 @@
 //! feeds it, writes the line it returns and wakes for the tail of a storm.
 
 use std::io;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// The shortest time between two lines of one listener.
-pub const EVERY: Duration = Duration::from_secs(1);
+use crate::throttle::Throttle;
 
 /// Counts since the last line.
 #[derive(Debug, Default)]
@@ -21,7 +19,7 @@ pub struct Pressure {
     refused: u64,
     failed: u64,
     last_error: Option<String>,
-    last_line: Option<Instant>,
+    gate: Throttle,
 }
 
 /// One summary line's content.
@@ -51,7 +49,7 @@ pub fn describe(e: &io::Error) -> String {
 impl Pressure {
     /// A connection was refused at the cap at `now`; returns the line to
     /// write when one is due (the first at once, then at most one per
-    /// [`EVERY`]).
+    /// [`crate::throttle::EVERY`]).
     pub fn refused(&mut self, now: Instant) -> Option<Line> {
         self.refused += 1;
         self.due(now)
@@ -69,7 +67,7 @@ impl Pressure {
         if self.refused + self.failed == 0 {
             return None;
         }
-        Some(self.last_line.map_or_else(Instant::now, |t| t + EVERY))
+        Some(self.gate.next())
     }
 
     /// The line for the counts not written yet, when one is due at `now`.
@@ -81,13 +79,9 @@ impl Pressure {
     }
 
     fn due(&mut self, now: Instant) -> Option<Line> {
-        if self
-            .last_line
-            .is_some_and(|t| now.saturating_duration_since(t) < EVERY)
-        {
+        if !self.gate.pass(now) {
             return None;
         }
-        self.last_line = Some(now);
         Some(Line {
             refused: std::mem::take(&mut self.refused),
             failed: std::mem::take(&mut self.failed),
@@ -119,6 +113,7 @@ impl Line {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn emfile() -> io::Error {
         io::Error::from_raw_os_error(24)

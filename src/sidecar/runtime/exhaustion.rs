@@ -7,12 +7,9 @@
 //! [`Summary`] is pure (the time comes in as an argument); the runtime
 //! feeds it and writes the line it returns.
 
-use std::time::Duration;
-
 use tokio::time::Instant;
 
-/// The shortest time between two summary lines.
-pub const EVERY: Duration = Duration::from_secs(1);
+use crate::throttle::Throttle;
 
 /// Who ran into the exhaustion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +26,7 @@ pub struct Summary {
     probes: u64,
     connections: u64,
     last_detail: String,
-    last_line: Option<Instant>,
+    gate: Throttle,
 }
 
 /// One summary line's content.
@@ -45,7 +42,7 @@ pub struct Line {
 
 impl Summary {
     /// Counts one failure at `now`; returns the line to write when one is
-    /// due (the first at once, then at most one per [`EVERY`]).
+    /// due (the first at once, then at most one per [`crate::throttle::EVERY`]).
     pub fn record(&mut self, now: Instant, who: Who, detail: &str) -> Option<Line> {
         match who {
             Who::Probe => self.probes += 1,
@@ -65,13 +62,9 @@ impl Summary {
     }
 
     fn due(&mut self, now: Instant) -> Option<Line> {
-        if self
-            .last_line
-            .is_some_and(|t| now.saturating_duration_since(t) < EVERY)
-        {
+        if !self.gate.pass(now) {
             return None;
         }
-        self.last_line = Some(now);
         Some(Line {
             probes: std::mem::take(&mut self.probes),
             connections: std::mem::take(&mut self.connections),
@@ -98,6 +91,7 @@ impl Line {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_storm_makes_one_line_a_second_with_counts() {
