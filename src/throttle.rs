@@ -29,6 +29,12 @@ impl Throttle {
         true
     }
 
+    /// The line `take` makes, when counts are `pending` and a line may pass
+    /// at `now`; `None` otherwise (nothing taken).
+    pub fn line<L>(&mut self, now: Instant, pending: bool, take: impl FnOnce() -> L) -> Option<L> {
+        (pending && self.pass(now)).then(take)
+    }
+
     /// When the next line may pass.
     pub fn next(&self) -> Instant {
         self.last.map_or_else(Instant::now, |t| t + EVERY)

@@ -52,14 +52,14 @@ impl Pressure {
     /// [`crate::throttle::EVERY`]).
     pub fn refused(&mut self, now: Instant) -> Option<Line> {
         self.refused += 1;
-        self.due(now)
+        self.flush(now)
     }
 
     /// An accept failed with `error` at `now`; as [`Self::refused`].
     pub fn failed(&mut self, now: Instant, error: &io::Error) -> Option<Line> {
         self.failed += 1;
         self.last_error = Some(describe(error));
-        self.due(now)
+        self.flush(now)
     }
 
     /// When the counts not written yet are due (`None`: nothing waits).
@@ -72,17 +72,8 @@ impl Pressure {
 
     /// The line for the counts not written yet, when one is due at `now`.
     pub fn flush(&mut self, now: Instant) -> Option<Line> {
-        if self.refused + self.failed == 0 {
-            return None;
-        }
-        self.due(now)
-    }
-
-    fn due(&mut self, now: Instant) -> Option<Line> {
-        if !self.gate.pass(now) {
-            return None;
-        }
-        Some(Line {
+        let pending = self.refused + self.failed > 0;
+        self.gate.line(now, pending, || Line {
             refused: std::mem::take(&mut self.refused),
             failed: std::mem::take(&mut self.failed),
             last_error: self.last_error.take(),

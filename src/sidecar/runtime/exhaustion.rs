@@ -49,23 +49,14 @@ impl Summary {
             Who::AppConnection => self.connections += 1,
         }
         detail.clone_into(&mut self.last_detail);
-        self.due(now)
+        self.flush(now)
     }
 
     /// The line for the failures counted but not written yet, when one is
     /// due at `now` (the upkeep tick writes the tail of a storm).
     pub fn flush(&mut self, now: Instant) -> Option<Line> {
-        if self.probes + self.connections == 0 {
-            return None;
-        }
-        self.due(now)
-    }
-
-    fn due(&mut self, now: Instant) -> Option<Line> {
-        if !self.gate.pass(now) {
-            return None;
-        }
-        Some(Line {
+        let pending = self.probes + self.connections > 0;
+        self.gate.line(now, pending, || Line {
             probes: std::mem::take(&mut self.probes),
             connections: std::mem::take(&mut self.connections),
             detail: std::mem::take(&mut self.last_detail),
