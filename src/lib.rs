@@ -54,6 +54,7 @@
 pub(crate) mod accept;
 pub(crate) mod compliance;
 pub mod config;
+pub mod credential;
 pub mod demo;
 pub mod destination;
 pub mod dial;

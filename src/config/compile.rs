@@ -64,7 +64,7 @@ pub(super) struct Compiler<'a> {
     files: std::cell::RefCell<std::collections::BTreeMap<PathBuf, Option<u64>>>,
 }
 
-fn hash_of(parts: &[&str]) -> u64 {
+pub(super) fn hash_of(parts: &[&str]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     parts.hash(&mut h);
@@ -126,7 +126,15 @@ impl Compiler<'_> {
             .get(table)
             .and_then(|v| v.as_array())
             .and_then(|a| a.get(index))
-            .map(|v| v.to_string())
+            .map(|v| {
+                // A credential has its own schedule and its own
+                // fingerprint: changing it keeps the routes' health.
+                let mut v = v.clone();
+                if let Some(t) = v.as_table_mut() {
+                    t.remove("credential");
+                }
+                v.to_string()
+            })
             .unwrap_or_default();
         let shared = |k: &str| {
             self.tables
@@ -155,6 +163,11 @@ impl Compiler<'_> {
             .entry(path.clone())
             .or_insert_with(|| crate::files::content_hash(&path));
         path
+    }
+
+    /// The content hash [`Compiler::file`] registered for `path`.
+    pub(super) fn file_hash(&self, path: &Path) -> Option<u64> {
+        self.files.borrow().get(path).copied().flatten()
     }
 
     pub(super) fn path(&self, p: &str) -> PathBuf {

@@ -19,10 +19,12 @@
 //! - `roots`: `[tls]` roots and CA files.
 //! - `routes`: `[[route]]` and the route lists that name them.
 //! - `targets`: `[[target]]`, step by step; `target_tls`: TLS toward a
-//!   target's upstream and certificate expiry thresholds.
+//!   target's upstream and certificate expiry thresholds; `credential`:
+//!   `[target.credential]`.
 //! - `error`: located errors (file, line, column, key).
 
 mod compile;
+mod credential;
 pub(crate) mod defaults;
 mod duration;
 mod error;
@@ -44,6 +46,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 
+pub use credential::{AzureSecret, Credential, CredentialKind, TwilioAuth};
 pub use duration::parse_duration;
 pub use error::ConfigError;
 pub use restart::RestartKey;
@@ -347,6 +350,8 @@ pub struct Target {
     pub client_cert: Option<crate::dial::identity::ClientCert>,
     /// How close to expiry a certificate (client or peer) warns, and fails.
     pub cert_thresholds: CertThresholds,
+    /// The app's own credential, proven on its own schedule.
+    pub credential: Option<Arc<Credential>>,
     /// Identifies the target's settings (and the trust and resolve tables):
     /// a reload keeps the health of pairs whose fingerprints did not change.
     pub fingerprint: u64,

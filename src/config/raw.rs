@@ -189,6 +189,8 @@ pub(crate) struct RawTarget {
     pub hosts: Option<Spanned<Vec<Spanned<String>>>>,
     pub allow_addresses: Option<Vec<Spanned<String>>>,
     pub failover_on_degraded: Option<bool>,
+    /// The app's own credential, checked on its own schedule.
+    pub credential: Option<super::credential::RawCredential>,
 }
 
 /// An expected status: a code (`200`) or a range (`"200-399"`).

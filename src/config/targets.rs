@@ -116,6 +116,9 @@ impl Compiler<'_> {
             .unwrap_or(probe.timeout);
         let upstream = self.upstream_tls(i, t, preset, tls_defaults, base_roots)?;
         let traffic = self.traffic_match(i, t)?;
+        let credential = self
+            .credential(i, t.credential.as_ref(), &endpoint)?
+            .map(Arc::new);
         let route_prints: Vec<u64> = routing.routes.iter().map(|r| r.fingerprint).collect();
         Ok(Target {
             fingerprint: self.fingerprint("target", i, &route_prints),
@@ -137,6 +140,7 @@ impl Compiler<'_> {
             client_cert_not_after: upstream.client_cert_not_after,
             client_cert: upstream.client_cert,
             cert_thresholds: upstream.cert_thresholds,
+            credential,
         })
     }
 
@@ -302,7 +306,7 @@ impl Compiler<'_> {
         })
     }
 
-    fn endpoint(&self, text: &str, span: Range<usize>, key: &str) -> Result<Endpoint> {
+    pub(super) fn endpoint(&self, text: &str, span: Range<usize>, key: &str) -> Result<Endpoint> {
         let err = |m: String| self.err(span.clone(), key, m);
         let uri: Uri = text.parse().map_err(|_| {
             err(format!(

@@ -1,0 +1,408 @@
+//! Compiling `[target.credential]`: the app's own credential a target may
+//! carry (DESIGN "Credential checks"). Checks the keys and names the files;
+//! it never reads a credential file (a file that cannot be read is the
+//! check's finding at run time, never a reason not to start), but registers
+//! each one so a change to it (a Kubernetes `..data` swap included) builds a
+//! new generation and a fresh check.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::Endpoint;
+use super::compile::{Compiler, Result};
+
+/// `[target.credential]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCredential {
+    pub kind: Spanned<String>,
+    pub every: Option<Spanned<String>>,
+    pub token_url: Option<Spanned<String>>,
+    // azure-ad
+    pub tenant: Option<Spanned<String>>,
+    pub client_id: Option<Spanned<String>>,
+    pub client_secret_file: Option<Spanned<String>>,
+    pub client_cert: Option<Spanned<String>>,
+    pub client_key: Option<Spanned<String>>,
+    pub scope: Option<Spanned<String>>,
+    // twilio
+    pub account_sid: Option<Spanned<String>>,
+    pub auth_token_file: Option<Spanned<String>>,
+    pub api_key_sid: Option<Spanned<String>>,
+    pub api_key_secret_file: Option<Spanned<String>>,
+}
+
+/// The default `every`.
+pub const DEFAULT_EVERY: Duration = Duration::from_secs(300);
+/// The shortest `every`: providers rate-limit token endpoints.
+pub const MIN_EVERY: Duration = Duration::from_secs(60);
+/// The default Entra ID scope.
+pub const AZURE_DEFAULT_SCOPE: &str = "https://graph.microsoft.com/.default";
+
+/// The credential a target carries, checked on its own schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// What it is and where its secret lives.
+    pub kind: CredentialKind,
+    /// How often it is checked (jittered).
+    pub every: Duration,
+    /// Where the token request goes, for kinds that make one.
+    pub token_url: Option<Endpoint>,
+    /// Identifies the table and its files' contents: a reload that changes
+    /// it checks again at once.
+    pub fingerprint: u64,
+}
+
+/// The kinds of credential, with their settings. Paths only: secrets are
+/// read at check time and live in memory for one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// Entra ID (Azure AD) client credentials.
+    AzureAd {
+        /// Directory (tenant) id or domain.
+        tenant: String,
+        /// Application (client) id.
+        client_id: String,
+        /// The scope asked for.
+        scope: String,
+        /// The secret or certificate.
+        secret: AzureSecret,
+    },
+    /// Twilio's REST API credentials.
+    Twilio {
+        /// `AC…`: the account read.
+        account_sid: String,
+        /// The auth token, or an API key.
+        auth: TwilioAuth,
+    },
+}
+
+/// An Entra ID application credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AzureSecret {
+    /// A client secret in a file.
+    ClientSecret {
+        /// The file.
+        file: PathBuf,
+    },
+    /// A certificate credential: the signed `client_assertion`.
+    Certificate {
+        /// The certificate (PEM).
+        cert: PathBuf,
+        /// Its RSA private key (PEM, PKCS#8 or PKCS#1).
+        key: PathBuf,
+    },
+}
+
+/// How a Twilio check authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TwilioAuth {
+    /// The account's auth token.
+    AuthToken {
+        /// The file.
+        file: PathBuf,
+    },
+    /// An API key (`SK…`) and its secret.
+    ApiKey {
+        /// The key's SID.
+        key_sid: String,
+        /// The file holding its secret.
+        secret_file: PathBuf,
+    },
+}
+
+impl Credential {
+    /// The kind's name, as written in the config and shown on every screen.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            CredentialKind::AzureAd { .. } => "azure-ad",
+            CredentialKind::Twilio { .. } => "twilio",
+        }
+    }
+
+    /// The files the check reads.
+    pub fn files(&self) -> Vec<&PathBuf> {
+        match &self.kind {
+            CredentialKind::AzureAd { secret, .. } => match secret {
+                AzureSecret::ClientSecret { file } => vec![file],
+                AzureSecret::Certificate { cert, key } => vec![cert, key],
+            },
+            CredentialKind::Twilio { auth, .. } => match auth {
+                TwilioAuth::AuthToken { file } => vec![file],
+                TwilioAuth::ApiKey { secret_file, .. } => vec![secret_file],
+            },
+        }
+    }
+}
+
+/// The kinds this build checks, for messages.
+const KINDS: &str = "`azure-ad`, `twilio`";
+
+impl Compiler<'_> {
+    /// `target[i].credential`, if any; `endpoint` is the target's URL.
+    pub(super) fn credential(
+        &self,
+        i: usize,
+        raw: Option<&RawCredential>,
+        endpoint: &Endpoint,
+    ) -> Result<Option<Credential>> {
+        let Some(c) = raw else { return Ok(None) };
+        let key = |k: &str| format!("target[{i}].credential.{k}");
+        if !endpoint.tls {
+            return Err(self.err(
+                c.kind.span(),
+                &key("kind"),
+                "a credential check needs an https:// target URL: the credential would cross the network in clear",
+            ));
+        }
+        let every = self
+            .duration(c.every.as_ref(), &key("every"))?
+            .unwrap_or(DEFAULT_EVERY);
+        if let Some(e) = &c.every
+            && every < MIN_EVERY
+        {
+            return Err(self.err(
+                e.span(),
+                &key("every"),
+                format!(
+                    "`{}` is too often: at least 1m (providers rate-limit token endpoints)",
+                    e.get_ref()
+                ),
+            ));
+        }
+        let kind = match c.kind.get_ref().as_str() {
+            "azure-ad" => self.azure(i, c)?,
+            "twilio" => self.twilio(i, c)?,
+            "apns-token" | "fcm" => {
+                return Err(self.err(
+                    c.kind.span(),
+                    &key("kind"),
+                    format!(
+                        "`{}` credential checks are not in this build yet; this build checks {KINDS}",
+                        c.kind.get_ref()
+                    ),
+                ));
+            }
+            other => {
+                return Err(self.err(
+                    c.kind.span(),
+                    &key("kind"),
+                    format!("unknown credential kind `{other}`: expected one of {KINDS}"),
+                ));
+            }
+        };
+        let token_url = self.token_url(i, c, &kind)?;
+        self.refuse_foreign_keys(i, c, &kind)?;
+        let mut parts = vec![format!("{kind:?}"), format!("{every:?} {token_url:?}")];
+        let cred = Credential {
+            kind,
+            every,
+            token_url,
+            fingerprint: 0,
+        };
+        for f in cred.files() {
+            parts.push(format!("{:?}", self.file_hash(f)));
+        }
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        Ok(Some(Credential {
+            fingerprint: super::compile::hash_of(&refs),
+            ..cred
+        }))
+    }
+
+    fn azure(&self, i: usize, c: &RawCredential) -> Result<CredentialKind> {
+        let key = |k: &str| format!("target[{i}].credential.{k}");
+        let tenant = self.required(c.tenant.as_ref(), &c.kind, &key("tenant"), "azure-ad")?;
+        let client_id =
+            self.required(c.client_id.as_ref(), &c.kind, &key("client_id"), "azure-ad")?;
+        for (v, k) in [(&tenant, "tenant"), (&client_id, "client_id")] {
+            if !v.get_ref().chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.')
+                || v.get_ref().is_empty()
+                || v.get_ref().len() > 128
+            {
+                return Err(self.err(
+                    v.span(),
+                    &key(k),
+                    "expected a GUID or a domain (letters, digits, '-', '.')",
+                ));
+            }
+        }
+        let scope = match &c.scope {
+            Some(s) if s.get_ref().trim().is_empty() || s.get_ref().len() > 512 => {
+                return Err(self.err(s.span(), &key("scope"), "expected a scope such as `https://graph.microsoft.com/.default`"));
+            }
+            Some(s) => s.get_ref().clone(),
+            None => AZURE_DEFAULT_SCOPE.to_string(),
+        };
+        let secret = match (&c.client_secret_file, &c.client_cert, &c.client_key) {
+            (Some(f), None, None) => AzureSecret::ClientSecret {
+                file: self.file(f.get_ref()),
+            },
+            (None, Some(cert), Some(k)) => AzureSecret::Certificate {
+                cert: self.file(cert.get_ref()),
+                key: self.file(k.get_ref()),
+            },
+            (None, Some(_), None) | (None, None, Some(_)) => {
+                return Err(self.err(
+                    c.kind.span(),
+                    &key("client_cert"),
+                    "a certificate credential needs both `client_cert` and `client_key`",
+                ));
+            }
+            (None, None, None) => {
+                return Err(self.err(
+                    c.kind.span(),
+                    &key("client_secret_file"),
+                    "azure-ad needs `client_secret_file`, or `client_cert` and `client_key` (a certificate credential)",
+                ));
+            }
+            (Some(f), _, _) => {
+                return Err(self.err(
+                    f.span(),
+                    &key("client_secret_file"),
+                    "give either `client_secret_file` or `client_cert` + `client_key`, not both",
+                ));
+            }
+        };
+        Ok(CredentialKind::AzureAd {
+            tenant: tenant.get_ref().clone(),
+            client_id: client_id.get_ref().clone(),
+            scope,
+            secret,
+        })
+    }
+
+    fn twilio(&self, i: usize, c: &RawCredential) -> Result<CredentialKind> {
+        let key = |k: &str| format!("target[{i}].credential.{k}");
+        let sid = self.required(c.account_sid.as_ref(), &c.kind, &key("account_sid"), "twilio")?;
+        self.sid(sid, "AC", &key("account_sid"))?;
+        let auth = match (&c.auth_token_file, &c.api_key_sid, &c.api_key_secret_file) {
+            (Some(f), None, None) => TwilioAuth::AuthToken {
+                file: self.file(f.get_ref()),
+            },
+            (None, Some(k), Some(f)) => {
+                self.sid(k, "SK", &key("api_key_sid"))?;
+                TwilioAuth::ApiKey {
+                    key_sid: k.get_ref().clone(),
+                    secret_file: self.file(f.get_ref()),
+                }
+            }
+            (Some(f), _, _) => {
+                return Err(self.err(
+                    f.span(),
+                    &key("auth_token_file"),
+                    "give either `auth_token_file` or `api_key_sid` + `api_key_secret_file`, not both",
+                ));
+            }
+            _ => {
+                return Err(self.err(
+                    c.kind.span(),
+                    &key("auth_token_file"),
+                    "twilio needs `auth_token_file`, or `api_key_sid` and `api_key_secret_file`",
+                ));
+            }
+        };
+        Ok(CredentialKind::Twilio {
+            account_sid: sid.get_ref().clone(),
+            auth,
+        })
+    }
+
+    /// A Twilio SID: `prefix` and 32 hex digits.
+    fn sid(&self, v: &Spanned<String>, prefix: &str, key: &str) -> Result<()> {
+        let s = v.get_ref();
+        let ok = s.len() == 34
+            && s.starts_with(prefix)
+            && s[2..].chars().all(|c| c.is_ascii_hexdigit());
+        if ok {
+            Ok(())
+        } else {
+            Err(self.err(
+                v.span(),
+                key,
+                format!("expected `{prefix}` and 32 hex digits (as Twilio's console shows it)"),
+            ))
+        }
+    }
+
+    fn required<'v>(
+        &self,
+        v: Option<&'v Spanned<String>>,
+        kind: &Spanned<String>,
+        key: &str,
+        what: &str,
+    ) -> Result<&'v Spanned<String>> {
+        v.ok_or_else(|| {
+            let name = key.rsplit('.').next().unwrap_or(key);
+            self.err(kind.span(), key, format!("{what} needs `{name}`"))
+        })
+    }
+
+    /// The token endpoint: `token_url`, else Entra's for the tenant.
+    fn token_url(
+        &self,
+        i: usize,
+        c: &RawCredential,
+        kind: &CredentialKind,
+    ) -> Result<Option<Endpoint>> {
+        let key = format!("target[{i}].credential.token_url");
+        let CredentialKind::AzureAd { tenant, .. } = kind else {
+            if let Some(u) = &c.token_url {
+                return Err(self.err(u.span(), &key, "twilio makes no token request: remove `token_url`"));
+            }
+            return Ok(None);
+        };
+        let ep = match &c.token_url {
+            Some(u) => self.endpoint(u.get_ref(), u.span(), &key)?,
+            None => self.endpoint(
+                &format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"),
+                c.kind.span(),
+                &key,
+            )?,
+        };
+        if !ep.tls {
+            let span = c.token_url.as_ref().map_or_else(|| c.kind.span(), |u| u.span());
+            return Err(self.err(
+                span,
+                &key,
+                "the token URL must be https://: the credential would cross the network in clear",
+            ));
+        }
+        Ok(Some(ep))
+    }
+
+    /// Keys of another kind are a mistake worth naming.
+    fn refuse_foreign_keys(&self, i: usize, c: &RawCredential, kind: &CredentialKind) -> Result<()> {
+        let azure = [
+            ("tenant", &c.tenant),
+            ("client_id", &c.client_id),
+            ("client_secret_file", &c.client_secret_file),
+            ("client_cert", &c.client_cert),
+            ("client_key", &c.client_key),
+            ("scope", &c.scope),
+        ];
+        let twilio = [
+            ("account_sid", &c.account_sid),
+            ("auth_token_file", &c.auth_token_file),
+            ("api_key_sid", &c.api_key_sid),
+            ("api_key_secret_file", &c.api_key_secret_file),
+        ];
+        let foreign: &[(&str, &Option<Spanned<String>>)] = match kind {
+            CredentialKind::AzureAd { .. } => &twilio,
+            CredentialKind::Twilio { .. } => &azure,
+        };
+        for (name, v) in foreign {
+            if let Some(v) = v {
+                return Err(self.err(
+                    v.span(),
+                    &format!("target[{i}].credential.{name}"),
+                    format!("`{name}` does not belong to a `{}` credential", c.kind.get_ref()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
