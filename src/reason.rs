@@ -51,6 +51,8 @@ pub enum FailureReason {
     Io,
     /// Our own policy refused the destination (port, address range, host).
     PolicyDenied,
+    /// The provider refused the app's own credential (a credential check).
+    CredentialRejected,
     /// This process ran out of descriptors or memory (EMFILE, ENFILE,
     /// ENOBUFS, ENOMEM) opening a socket or a file: never the route's fault.
     LocalExhausted,
@@ -58,7 +60,7 @@ pub enum FailureReason {
 
 impl FailureReason {
     /// Every reason, in contract order.
-    pub const ALL: [FailureReason; 20] = [
+    pub const ALL: [FailureReason; 21] = [
         Self::Ok,
         Self::ProxyResolve,
         Self::ProxyConnect,
@@ -78,6 +80,7 @@ impl FailureReason {
         Self::Timeout,
         Self::Io,
         Self::PolicyDenied,
+        Self::CredentialRejected,
         Self::LocalExhausted,
     ];
 
@@ -103,6 +106,7 @@ impl FailureReason {
             Self::Timeout => "timeout",
             Self::Io => "io",
             Self::PolicyDenied => "policy_denied",
+            Self::CredentialRejected => "credential_rejected",
             Self::LocalExhausted => "local_exhausted",
         }
     }

@@ -16,7 +16,8 @@
 //!
 //! # Layout
 //! - this file: the names, help texts and buckets (the contract).
-//! - `recorder`: [`Metrics`], the per-instance recorder.
+//! - `recorder`: [`Metrics`], the per-instance recorder; `credentials`: its
+//!   credential-check series.
 //! - [`process`]: the standard `process_*` metrics from `/proc/self`.
 //! - [`meter`]: byte counting on app tunnels.
 //! - [`logs`]: the log line formats (text and JSON) and their redaction.
@@ -24,6 +25,7 @@
 pub mod logs;
 pub mod meter;
 pub mod process;
+mod credentials;
 mod recorder;
 
 pub use recorder::{Metrics, alive_tasks};
@@ -103,6 +105,27 @@ pub const ROUTE_OVERRIDE: &str = "egress_route_override";
 /// `egress_runtime_alive_tasks`: tokio's count of live tasks in the
 /// sidecar's runtime, read at scrape time (a task leak shows here).
 pub const RUNTIME_ALIVE_TASKS: &str = "egress_runtime_alive_tasks";
+
+/// `egress_credential_success{target,route}`: 0/1 of the last credential
+/// check over that route.
+pub const CREDENTIAL_SUCCESS: &str = "egress_credential_success";
+/// `egress_credential_last_check_timestamp_seconds{target,route}`: when the
+/// last credential check that ran finished (skipped ones do not count).
+pub const CREDENTIAL_LAST_CHECK: &str = "egress_credential_last_check_timestamp_seconds";
+/// `egress_credential_failures_total{target,route,reason}`.
+pub const CREDENTIAL_FAILURES: &str = "egress_credential_failures_total";
+/// `egress_credential_not_after_timestamp_seconds{target}`: the end of a
+/// credential that has a known one (a certificate credential).
+pub const CREDENTIAL_NOT_AFTER: &str = "egress_credential_not_after_timestamp_seconds";
+/// `egress_credential_rejected_in_a_row{target}`: checks the provider
+/// refused in a row (what `EgressCredentialRejected` pages on).
+pub const CREDENTIAL_REJECTED_IN_A_ROW: &str = "egress_credential_rejected_in_a_row";
+/// `egress_credential_check_interval_seconds{target}`: the configured
+/// `every` (what `EgressCredentialCheckStale` compares with).
+pub const CREDENTIAL_INTERVAL: &str = "egress_credential_check_interval_seconds";
+/// `egress_credential_skipped{target}`: 1 while checks are skipped because
+/// the target has no working route.
+pub const CREDENTIAL_SKIPPED: &str = "egress_credential_skipped";
 
 /// Latency buckets from 1 ms to 30 s.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -209,6 +232,34 @@ const HELP: &[(&str, &str)] = &[
     (
         ROUTE_OVERRIDE,
         "1 while an operator's override (POST /routes/<target>, with a ttl) confines the target's traffic to this route.",
+    ),
+    (
+        CREDENTIAL_SUCCESS,
+        "1 if the last check of the app's own credential over this route proved it, else 0.",
+    ),
+    (
+        CREDENTIAL_LAST_CHECK,
+        "When the last credential check over this route finished (Unix seconds); skipped checks do not count.",
+    ),
+    (
+        CREDENTIAL_FAILURES,
+        "Failed credential checks by failure reason (credential_rejected: the provider refused the credential).",
+    ),
+    (
+        CREDENTIAL_NOT_AFTER,
+        "End of validity of the target's credential, where known (an Entra certificate credential), Unix seconds.",
+    ),
+    (
+        CREDENTIAL_REJECTED_IN_A_ROW,
+        "Credential checks in a row the provider refused (0 once one proves it).",
+    ),
+    (
+        CREDENTIAL_INTERVAL,
+        "The configured interval of the target's credential checks, in seconds.",
+    ),
+    (
+        CREDENTIAL_SKIPPED,
+        "1 while the target's credential checks are skipped because it has no working route.",
     ),
     (
         RUNTIME_ALIVE_TASKS,

@@ -3,6 +3,10 @@
 //! uses (DESIGN "Credential checks").
 //!
 //! # Layout
+//! - `check`: one check over one route, into a `Checked`;
 //! - `provider`: what each provider's check sends and how its answers are
-//!   read (pure: no network).
+//!   read (pure: no network);
+//! - `state`: where each credential stands (the board the owner publishes).
+pub mod check;
 pub mod provider;
+pub mod state;

@@ -1,5 +1,7 @@
 //! Incident windows: a window opens when a target loses its preferred route
-//! and closes when that route is healthy again. Windows with the same cause
+//! and closes when that route is healthy again, or (keyed by its own cause)
+//! when a provider refuses a target's credential, closing only when a check
+//! proves it again. Windows with the same cause
 //! (route and reason) that overlap merge into one, listing every impacted
 //! target — one provider outage is one incident, not four.
 //!
@@ -80,6 +82,11 @@ impl IncidentWindow {
             self.detail,
             self.impact.join(", ")
         )
+    }
+
+    /// True for a window about a route (not a credential's).
+    pub fn is_route_window(&self) -> bool {
+        self.reason != FailureReason::CredentialRejected
     }
 
     /// How long it lasted (so far, at `now`).
@@ -305,9 +312,10 @@ impl IncidentLog {
         if let Some(w) = self
             .windows
             .iter_mut()
-            .find(|w| w.end.is_none() && w.open_targets.contains(target))
+            .find(|w| w.end.is_none() && w.is_route_window() && w.open_targets.contains(target))
         {
-            // Already impacted: one target is in one open window at a time.
+            // Already impacted: one target is in one open route window at
+            // a time.
             return Change::Joined(w.clone());
         }
         if let Some(w) = self
@@ -346,7 +354,7 @@ impl IncidentLog {
         let w = self
             .windows
             .iter_mut()
-            .find(|w| w.end.is_none() && w.open_targets.contains(target))?;
+            .find(|w| w.end.is_none() && w.is_route_window() && w.open_targets.contains(target))?;
         w.open_targets.remove(target);
         let closed = w.open_targets.is_empty();
         if closed {
@@ -359,6 +367,63 @@ impl IncidentLog {
         } else {
             Change::Joined(w)
         })
+    }
+
+    /// The provider refused `target`'s credential over `route` at `now`.
+    /// Windows are keyed by cause: a credential window is the target's own
+    /// (not merged with other targets'), and only a check that proves the
+    /// credential closes it, whatever its routes do.
+    pub fn open_credential(
+        &mut self,
+        target: &str,
+        route: &str,
+        detail: &str,
+        now: SystemTime,
+    ) -> Change {
+        if let Some(w) = self.open_credential_window(target) {
+            return Change::Joined(w.clone());
+        }
+        let w = IncidentWindow {
+            id: self.next_id,
+            start: unix(now),
+            end: None,
+            route: route.to_string(),
+            reason: FailureReason::CredentialRejected,
+            detail: detail.to_string(),
+            impact: vec![target.to_string()],
+            open_targets: BTreeSet::from([target.to_string()]),
+        };
+        self.next_id += 1;
+        self.persist(&w);
+        self.windows.push_back(w.clone());
+        self.trim();
+        Change::Opened(w)
+    }
+
+    /// `target`'s credential was proven (or it has no credential any
+    /// more) at `now`: its credential window closes.
+    pub fn close_credential(&mut self, target: &str, now: SystemTime) -> Option<Change> {
+        let w = self.open_credential_window(target)?;
+        w.open_targets.clear();
+        w.end = Some(unix(now));
+        let w = w.clone();
+        self.persist(&w);
+        Some(Change::Closed(w))
+    }
+
+    fn open_credential_window(&mut self, target: &str) -> Option<&mut IncidentWindow> {
+        self.windows.iter_mut().find(|w| {
+            w.end.is_none() && !w.is_route_window() && w.open_targets.contains(target)
+        })
+    }
+
+    /// Targets with an open credential window.
+    pub fn open_credential_targets(&self) -> Vec<String> {
+        self.windows
+            .iter()
+            .filter(|w| w.end.is_none() && !w.is_route_window())
+            .flat_map(|w| w.open_targets.iter().cloned())
+            .collect()
     }
 
     /// Every window, oldest first.

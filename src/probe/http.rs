@@ -95,6 +95,18 @@ pub async fn exchange(
     phases: &mut Phases,
 ) -> Result<Answer, Failure> {
     let request = build_request(target, h2, proxy)?;
+    send(stream, h2, request, max_body, deadline, phases).await
+}
+
+/// Sends `request` over `stream` (HTTP/2 when `h2`) and reads the answer.
+pub async fn send(
+    stream: BoxStream,
+    h2: bool,
+    request: Request<Full<Bytes>>,
+    max_body: usize,
+    deadline: Instant,
+    phases: &mut Phases,
+) -> Result<Answer, Failure> {
     let (tapped, tap) = ErrorTap::new(stream);
     let (mut sender, task) = handshake(TokioIo::new(tapped), h2, deadline, &tap).await?;
     let response = timed(phases, Phase::FirstByte, deadline, sender.send(request))

@@ -3,6 +3,7 @@
 //! expectations. Produces a [`ProbeOutcome`]; never panics, never outlives
 //! the target's timeout.
 
+mod call;
 mod http;
 pub(crate) mod outcome;
 
@@ -12,11 +13,13 @@ use std::time::SystemTime;
 
 use tokio::time::Instant;
 
+pub use call::{Answered, Outgoing};
+pub use http::Answer;
 pub use outcome::{Failure, ProbeOutcome};
 
 use crate::config::{Http2Mode, Route, Target};
 use crate::dial::classify::{proxy_answer_detail, proxy_answer_reason, tls_stage_reason};
-use crate::dial::tls::{CertInfo, TlsInfo, TrustVerdict};
+use crate::dial::tls::{CertInfo, TlsClient, TlsInfo, TrustVerdict};
 use crate::dial::{BoxStream, ConnectReply, Destination, Dialer, Phases, fmt_duration, timed};
 use crate::reason::{FailureReason, Phase};
 
@@ -264,13 +267,28 @@ impl Prober {
         phases: &mut Phases,
         seen: &mut Seen,
     ) -> Result<(BoxStream, TlsInfo), Failure> {
-        let host = &target.endpoint.host;
-        let done = timed(
-            phases,
-            Phase::Tls,
+        self.handshake(
+            &target.tls,
+            &target.endpoint.host,
+            stream,
             deadline,
-            target.tls.handshake(stream, host),
+            phases,
+            seen,
         )
+        .await
+    }
+
+    /// The TLS stage with `host`, with `tls`'s settings.
+    async fn handshake(
+        &self,
+        tls: &TlsClient,
+        host: &str,
+        stream: BoxStream,
+        deadline: Instant,
+        phases: &mut Phases,
+        seen: &mut Seen,
+    ) -> Result<(BoxStream, TlsInfo), Failure> {
+        let done = timed(phases, Phase::Tls, deadline, tls.handshake(stream, host))
         .await
         .map_err(|after| {
             Failure::new(

@@ -86,7 +86,8 @@ impl Metrics {
             let key = KeyName::from_const_str(name);
             let help = SharedString::const_str(help);
             match *name {
-                PROBE_FAILURES | FAILOVERS | FORWARD_CONNECTIONS | CERT_READ_ERRORS => {
+                PROBE_FAILURES | FAILOVERS | FORWARD_CONNECTIONS | CERT_READ_ERRORS
+                | CREDENTIAL_FAILURES => {
                     recorder.describe_counter(key, None, help)
                 }
                 FORWARD_BYTES => recorder.describe_counter(key, None, help),
@@ -122,13 +123,13 @@ impl Metrics {
         self.handle.run_upkeep();
     }
 
-    fn gauge(&self, name: &'static str, l: &[(&'static str, &str)], value: f64) {
+    pub(super) fn gauge(&self, name: &'static str, l: &[(&'static str, &str)], value: f64) {
         self.recorder
             .register_gauge(&Key::from_parts(name, labels(l)), &META)
             .set(value);
     }
 
-    fn counter(&self, name: &'static str, l: &[(&'static str, &str)], by: u64) {
+    pub(super) fn counter(&self, name: &'static str, l: &[(&'static str, &str)], by: u64) {
         self.recorder
             .register_counter(&Key::from_parts(name, labels(l)), &META)
             .increment(by);

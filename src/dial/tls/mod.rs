@@ -140,6 +140,14 @@ impl TlsClient {
         })
     }
 
+    /// The same trust (and expectation), without a client identity and
+    /// speaking HTTP/1.1: a credential check's token URL on another host.
+    pub fn without_identity(&self) -> Result<Self, TlsClientError> {
+        let mut c = Self::new(self.roots.clone(), None, vec![b"http/1.1".to_vec()])?;
+        c.expect = self.expect.clone();
+        Ok(c)
+    }
+
     /// Judges every verified chain against `expect` (targets; not proxies).
     pub fn expecting(mut self, expect: TrustExpectation) -> Self {
         self.expect = Some(Arc::new(expect));
