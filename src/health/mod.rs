@@ -32,7 +32,7 @@ use tokio::time::Instant;
 pub use events::{Event, HostPort, Observation, TrafficResult};
 pub use level::{Evidence, Level};
 pub use route::{Changed, HealthSettings, LevelHealth, RouteHealth, RouteState, Seen, Source};
-pub use snapshot::{PairSchedule, Snapshot};
+pub use snapshot::{CheckRoute, PairSchedule, Snapshot};
 
 use crate::dial::addresses::AddressCheck;
 use crate::probe::ProbeOutcome;

@@ -44,6 +44,20 @@ pub struct Snapshot {
     pub incidents: Arc<Vec<IncidentWindow>>,
     /// Per (target, route): the probe loop's schedule.
     pub schedule: BTreeMap<(String, String), PairSchedule>,
+    /// Each target's credential, where it has one.
+    pub credentials: Arc<crate::credential::state::Board>,
+}
+
+/// Whether a credential check of a target can run now, and over which
+/// route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckRoute {
+    /// Over this route (the active one, working).
+    Over(String),
+    /// Not yet: the active route has not been probed.
+    NotYet,
+    /// Skipped: the target has no working route (why, in words).
+    Skip(String),
 }
 
 impl Snapshot {
@@ -67,6 +81,35 @@ impl Snapshot {
     /// The route `target`'s traffic uses.
     pub fn active_route(&self, target: &str) -> Option<&str> {
         self.target(target).map(TargetHealth::active_route)
+    }
+
+    /// Where `target`'s credential check goes now: its active route while
+    /// that works (healthy or degraded); nowhere while it fails.
+    pub fn check_route(&self, target: &str) -> CheckRoute {
+        let Some(route) = self.active_route(target) else {
+            return CheckRoute::Skip("no such target".into());
+        };
+        match self.state(target, route) {
+            Some(RouteState::Healthy | RouteState::Degraded) => CheckRoute::Over(route.to_string()),
+            Some(RouteState::NotYetProbed) => CheckRoute::NotYet,
+            _ => CheckRoute::Skip(format!(
+                "skipped: {target} has no working route ({})",
+                self.why_not_working(target)
+            )),
+        }
+    }
+
+    /// Each route of `target` and its state, in words.
+    fn why_not_working(&self, target: &str) -> String {
+        let Some(t) = self.target(target) else {
+            return String::new();
+        };
+        let parts: Vec<String> = t
+            .routes
+            .iter()
+            .map(|r| format!("{}: {}", r.route, r.state(self.taken).as_str()))
+            .collect();
+        parts.join(", ")
     }
 
     /// True when probes found `target`'s `route` broken.

@@ -36,7 +36,8 @@ pub(crate) mod http;
 pub(crate) mod page;
 pub(crate) mod reload;
 pub mod runtime;
-pub mod scheduler;
+mod checks;
+mod scheduler;
 pub mod signals;
 pub(crate) mod status;
 

@@ -2,7 +2,9 @@
 //! never overlap. A first round at start, then every `interval` (with
 //! ±10 % jitter so pods do not probe in lockstep), or every
 //! `unhealthy_interval` while the pair is failing, recovering or held; a
-//! pair can be woken early (a failure seen on real traffic).
+//! pair can be woken early (a failure seen on real traffic). Beside them,
+//! one credential-check loop per target that carries a credential
+//! (`checks.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,12 +12,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::checks::CredentialLoop;
 use super::runtime::Runtime;
 use crate::config::{Route, Target};
 use crate::generation::Generation;
 
 /// `base` ± 10 %, from a cheap per-loop generator (no need for a CSPRNG).
-fn jitter(base: Duration, state: &mut u64) -> Duration {
+pub(super) fn jitter(base: Duration, state: &mut u64) -> Duration {
     // xorshift64
     *state ^= *state << 13;
     *state ^= *state >> 7;
@@ -48,6 +51,18 @@ pub fn spawn(rt: &Arc<Runtime>, stop: &watch::Receiver<bool>) -> JoinSet<()> {
             let mut stop = stop.clone();
             let state = seed;
             set.spawn(async move { pair.run(&mut stop, state).await });
+        }
+        if let Some(credential) = &target.credential {
+            seed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let check = CredentialLoop {
+                rt: rt.clone(),
+                generation: generation.clone(),
+                target: target.clone(),
+                credential: credential.clone(),
+            };
+            let mut stop = stop.clone();
+            let state = seed;
+            set.spawn(async move { check.run(&mut stop, state).await });
         }
     }
     set

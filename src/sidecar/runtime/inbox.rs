@@ -61,6 +61,15 @@ pub enum Message {
         /// Said when applied and published.
         done: oneshot::Sender<()>,
     },
+    /// A credential check's result.
+    Credential(Box<crate::credential::check::Checked>),
+    /// A target's credential checks are skipped: it has no working route.
+    CredentialSkipped {
+        /// The target.
+        target: String,
+        /// Why, in words.
+        why: String,
+    },
     /// Holds and overrides expire with time: re-derive, publish the gauges.
     Tick,
     /// Write the incident file and stop; `done` hears the write's result.

@@ -24,9 +24,12 @@
 //!   incidents, early probes, fail-back closes);
 //! - `publish`: the gauges set again from the table and the config;
 //! - `routing`: the [`crate::forward::Routing`] handle of the forward proxy;
+//! - `credentials`: credential checks' results and skips on the board,
+//!   in metrics and in their own incident windows;
 //! - `exhaustion`: this process's own `local_exhausted` failures, counted
 //!   and summarised once a second, never fed to the route table.
 
+mod credentials;
 mod events;
 mod exhaustion;
 mod inbox;
@@ -274,6 +277,19 @@ impl Runtime {
             })
             .await;
         applied.await.unwrap_or(true)
+    }
+
+    /// Feeds a credential check's result to the owner.
+    pub async fn report_credential(&self, checked: crate::credential::check::Checked) {
+        self.inbox.send(Message::Credential(Box::new(checked))).await;
+    }
+
+    /// `target`'s credential check is skipped: `why`.
+    pub async fn skip_credential(&self, target: &str, why: String) {
+        let target = target.to_string();
+        self.inbox
+            .send(Message::CredentialSkipped { target, why })
+            .await;
     }
 
     /// Feeds one app connection's result (merged with an identical one

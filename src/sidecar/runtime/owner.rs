@@ -42,6 +42,8 @@ pub(super) struct Owner {
     /// The generation the table was built for, and its config.
     generation: u64,
     pub(super) config: Arc<Config>,
+    /// Each target's credential.
+    pub(super) credentials: crate::credential::state::Board,
     /// Where snapshots go.
     publish: watch::Sender<Arc<Snapshot>>,
 }
@@ -74,9 +76,11 @@ impl Owner {
             exhaustion: Summary::default(),
             generation: first.generation,
             config,
+            credentials: (*first.credentials).clone(),
             publish,
         };
         owner.incidents_changed();
+        owner.sync_credentials();
         owner
     }
 
@@ -91,6 +95,7 @@ impl Owner {
             table: RouteTable::new(settings(config), &specs(config)),
             incidents: Arc::new(incidents.windows().cloned().collect()),
             schedule: schedule_for(config, BTreeMap::new(), now),
+            credentials: Arc::new(crate::credential::state::sync(&Default::default(), config)),
         }
     }
 
@@ -171,6 +176,8 @@ impl Owner {
                 self.install(&generation, now);
                 acks.done.push(done);
             }
+            Message::Credential(c) => self.credential_checked(&c),
+            Message::CredentialSkipped { target, why } => self.credential_skipped(&target, &why),
             Message::Tick => self.tick(now),
             Message::Stop { .. } => {}
         }
@@ -184,6 +191,7 @@ impl Owner {
         self.generation = next.id;
         self.config = config.clone();
         self.reschedule(now);
+        self.sync_credentials();
         self.tick(now);
     }
 
@@ -204,6 +212,7 @@ impl Owner {
             line.log();
         }
         self.publish_all();
+        self.publish_credentials();
     }
 
     /// Counts `count` `local_exhausted` failures; writes the summary line
@@ -235,6 +244,7 @@ impl Owner {
             table: self.table.clone(),
             incidents: self.published_incidents.clone(),
             schedule: self.schedule.clone(),
+            credentials: Arc::new(self.credentials.clone()),
         };
         self.publish.send_replace(Arc::new(snapshot));
     }
