@@ -164,9 +164,10 @@ fn run_verify(
         },
         None => None,
     };
-    let prober = verify::prober_for(&config);
+    let dialer = verify::dialer_for(&config);
+    let prober = verify::prober_with(&config, &dialer);
     let now = verify::now_unix();
-    let mut report = runtime.block_on(verify::run_report(&config, &prober, now));
+    let mut report = runtime.block_on(verify::run_full_report(&config, &prober, &dialer, now));
     if let Some((path, b)) = &before {
         report.drift = Some(verify::drift::compare(path, b, &report));
     }

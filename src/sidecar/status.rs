@@ -1,7 +1,8 @@
 //! `GET /status`: the sidecar's state as JSON — per target, each route's
 //! health, streaks, hold and last outcome (with the trust anchor and the
 //! interception verdict), the active route, the client certificate and the
-//! certificate findings (the same words as `verify`); the file descriptors
+//! certificate findings (the same words as `verify`); the credential's
+//! check state; the file descriptors
 //! of this process and the watched ones, with TCP states and the top remote
 //! endpoints; the operator's override and when it ends; and the incident
 //! windows (with their one-line rendering); the runtime's live tasks.
@@ -11,6 +12,7 @@ use tokio::time::Instant;
 
 use super::runtime::Runtime;
 use crate::config::Target;
+use crate::credential::state::CredentialState;
 use crate::health::{Level, RouteHealth, TargetHealth};
 use crate::verify::findings;
 
@@ -42,6 +44,18 @@ fn client_cert(t: &Target, now: i64) -> Value {
             "level": "fail",
         }),
     }
+}
+
+/// The target's credential as `/status` shows it (never a secret): the
+/// board's state, and the certificate credential's expiry level.
+fn credential_json(s: Option<&CredentialState>, t: &Target, now: i64) -> Value {
+    let Some(s) = s else { return Value::Null };
+    let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+    if let (Value::Object(m), Some(end)) = (&mut v, s.not_after) {
+        m.insert("seconds_left".into(), json!(end - now));
+        m.insert("level".into(), json!(t.cert_thresholds.level(end, now)));
+    }
+    v
 }
 
 /// Each evidence level of a route: its verdict, streaks and window.
@@ -90,7 +104,13 @@ fn route_json(r: &RouteHealth, now: Instant) -> Value {
 
 /// One target: where its traffic goes, its certificates and findings, its
 /// routes.
-fn target_json(t: &Target, h: &TargetHealth, now: Instant, wall: i64) -> Value {
+fn target_json(
+    t: &Target,
+    h: &TargetHealth,
+    credential: Option<&CredentialState>,
+    now: Instant,
+    wall: i64,
+) -> Value {
     let mut found: Vec<findings::Finding> = findings::client_cert(t, wall).into_iter().collect();
     for o in h.routes.iter().filter_map(|r| r.last_probe.as_ref()) {
         found.extend(findings::route_findings(t, o, wall));
@@ -110,6 +130,7 @@ fn target_json(t: &Target, h: &TargetHealth, now: Instant, wall: i64) -> Value {
             "fail_before_seconds": t.cert_thresholds.fail_before.as_secs(),
         },
         "findings": found,
+        "credential": credential_json(credential, t, wall),
         "routes": routes,
     })
 }
@@ -123,7 +144,11 @@ pub fn render(rt: &Runtime) -> String {
     let targets: Vec<Value> = config
         .targets
         .iter()
-        .filter_map(|t| Some(target_json(t, snapshot.target(&t.name)?, now, wall)))
+        .filter_map(|t| {
+            let health = snapshot.target(&t.name)?;
+            let credential = snapshot.credentials.get(&t.name);
+            Some(target_json(t, health, credential, now, wall))
+        })
         .collect();
     let incidents: Vec<Value> = snapshot
         .incidents

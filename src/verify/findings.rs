@@ -58,6 +58,8 @@ pub enum FindingKind {
     PeerCertExpiry,
     /// The chain on a route validated through an anchor the target does not expect.
     Intercepted,
+    /// A certificate credential's expiry (an Entra ID certificate).
+    CredentialCertExpiry,
 }
 
 /// One finding.
@@ -175,7 +177,7 @@ pub fn route_findings(target: &Target, c: &ProbeOutcome, now: i64) -> Vec<Findin
 }
 
 /// `expires 2026-05-01T00:00:00Z, in 3d 0h: inside fail_before (7d)`.
-fn expiry_words(
+pub(super) fn expiry_words(
     not_after: i64,
     text: &str,
     now: i64,

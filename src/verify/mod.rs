@@ -7,6 +7,8 @@
 //! # Layout
 //! - `mod.rs`: the run ([`run_report`]), the [`Report`] and its renderings.
 //! - [`findings`]: certificate and trust findings (pure).
+//! - [`credentials`]: the CREDENTIALS section (each credential checked
+//!   over every route).
 //! - [`baseline`]: the baseline file (versioned JSON) and what it keeps.
 //! - [`drift`]: a run compared with a baseline, grouped (pure).
 //! - `table`: aligned text tables.
@@ -15,6 +17,7 @@
 //! prints anything a probe did not produce; never prints a credential.
 
 pub(crate) mod baseline;
+pub mod credentials;
 pub mod drift;
 pub(crate) mod findings;
 pub(crate) mod table;
@@ -31,6 +34,7 @@ pub use drift::Drift;
 pub use findings::{Finding, Level};
 
 use crate::config::Config;
+use crate::credential::check::Checked;
 use crate::dial::{Dialer, Resolver, fmt_duration};
 use crate::probe::{ProbeOutcome, ProbeRunner, Prober};
 use crate::reason::Phase;
@@ -52,10 +56,17 @@ pub fn now_unix() -> i64 {
 /// The prober a config calls for (with a dialer of its own: the `verify`
 /// command has no running generation to share one with).
 pub fn prober_for(config: &Config) -> Arc<dyn ProbeRunner> {
-    Arc::new(Prober::new(
-        Dialer::new(Resolver::new(config.resolve.clone())),
-        config.probe.max_body,
-    ))
+    prober_with(config, &dialer_for(config))
+}
+
+/// A dialer of its own for `config` (the `verify` command's).
+pub fn dialer_for(config: &Config) -> Dialer {
+    Dialer::new(Resolver::new(config.resolve.clone()))
+}
+
+/// The prober of `config` dialing with `dialer`.
+pub fn prober_with(config: &Config, dialer: &Dialer) -> Arc<dyn ProbeRunner> {
+    Arc::new(Prober::new(dialer.clone(), config.probe.max_body))
 }
 
 /// Probes every target × allowed route once, concurrently. Results come back
@@ -126,6 +137,10 @@ pub struct Report {
     pub proxy_addresses: BTreeMap<String, Vec<String>>,
     /// The comparison with a baseline, when one was given.
     pub drift: Option<Drift>,
+    /// Each credential checked over each route of its target.
+    pub credentials: Vec<Checked>,
+    /// Each credential's kind, by target.
+    kinds: BTreeMap<String, &'static str>,
 }
 
 /// Runs every check and resolves the proxies, at the same time, and judges
@@ -134,6 +149,21 @@ pub async fn run_report(config: &Config, prober: &Arc<dyn ProbeRunner>, now: i64
     let (checks, proxy_addresses) =
         tokio::join!(run_checks(config, prober), proxy_addresses(config));
     Report::new(config, checks, proxy_addresses, now)
+}
+
+/// [`run_report`], with every credential checked over every route of its
+/// target at the same time, dialing with `dialer`.
+pub async fn run_full_report(
+    config: &Config,
+    prober: &Arc<dyn ProbeRunner>,
+    dialer: &Dialer,
+    now: i64,
+) -> Report {
+    let (report, creds) = tokio::join!(
+        run_report(config, prober, now),
+        credentials::run(config, dialer)
+    );
+    report.with_credentials(config, creds, now)
 }
 
 /// A check as the JSON report shows it: the outcome, with its findings and
@@ -145,6 +175,8 @@ struct JsonCheck<'a> {
     findings: Vec<&'a Finding>,
     #[serde(skip_serializing_if = "Option::is_none")]
     drift: Option<Vec<&'a drift::Change>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credential: Option<credentials::JsonCredential<'a>>,
 }
 
 impl Report {
@@ -161,7 +193,22 @@ impl Report {
             findings,
             proxy_addresses,
             drift: None,
+            credentials: Vec::new(),
+            kinds: BTreeMap::new(),
         }
+    }
+
+    /// The report with `creds`, the credential checks, and their
+    /// certificate findings at `now`.
+    pub fn with_credentials(mut self, config: &Config, creds: Vec<Checked>, now: i64) -> Self {
+        self.findings
+            .extend(credentials::findings(config, &creds, now));
+        for c in &creds {
+            self.kinds
+                .insert(c.target.clone(), credentials::kind_of(config, &c.target));
+        }
+        self.credentials = creds;
+        self
     }
 
     /// The resolved addresses of `route`'s proxy (empty for `direct`).
@@ -175,6 +222,7 @@ impl Report {
     /// adds information; it never changes the code.
     pub fn exit_code(&self) -> u8 {
         let failed = self.checks.iter().any(|c| !c.ok)
+            || !credentials::all_proven(&self.credentials)
             || self.findings.iter().any(|f| f.level == Level::Fail);
         if failed { EXIT_FAILED } else { EXIT_OK }
     }
@@ -196,6 +244,14 @@ impl Report {
                     })
                     .collect(),
                 drift: self.drift.as_ref().map(|d| d.of(&c.target, &c.route)),
+                credential: self
+                    .credentials
+                    .iter()
+                    .find(|k| k.target == c.target && k.route == c.route)
+                    .map(|k| {
+                        let kind = self.kinds.get(&k.target).copied().unwrap_or("-");
+                        credentials::json(k, kind)
+                    }),
             })
             .collect();
         serde_json::to_string_pretty(&checks).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
@@ -205,6 +261,10 @@ impl Report {
     /// findings, then the trust anchors of targets whose routes disagree.
     pub fn render_table(&self) -> String {
         let mut out = render_table(&self.checks);
+        if !self.credentials.is_empty() {
+            out.push('\n');
+            out.push_str(&credentials::rows_table(&self.kinds, &self.credentials));
+        }
         if !self.findings.is_empty() {
             let mut rows = vec![vec![
                 "LEVEL".to_string(),

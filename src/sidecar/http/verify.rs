@@ -66,9 +66,13 @@ impl Endpoints {
         tokio::spawn(async move {
             // The generation in force: its dialer is the app traffic's.
             let generation = this.rt.current();
-            let report =
-                verify::run_report(&generation.config, &generation.prober, verify::now_unix())
-                    .await;
+            let report = verify::run_full_report(
+                &generation.config,
+                &generation.prober,
+                &generation.dialer,
+                verify::now_unix(),
+            )
+            .await;
             let outcome = Arc::new((report.exit_code() == verify::EXIT_OK, report.render_json()));
             let mut gate = this.verify.lock().await;
             gate.in_flight = None;
