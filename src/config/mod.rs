@@ -213,6 +213,22 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// The URL as a browser writes it: the port only when it is not the
+    /// scheme's (what a signed `aud` claim must equal).
+    pub fn canonical_url(&self) -> String {
+        let (scheme, default) = if self.tls { ("https", 443) } else { ("http", 80) };
+        let host = if self.port == default {
+            if self.host.contains(':') {
+                format!("[{}]", self.host)
+            } else {
+                self.host.clone()
+            }
+        } else {
+            authority(&self.host, self.port)
+        };
+        format!("{scheme}://{host}{}", self.path_and_query)
+    }
+
     /// The URL, for display.
     pub fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };

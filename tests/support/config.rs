@@ -452,6 +452,17 @@ impl Target {
         self
     }
 
+    /// `credential = { kind = "...", ... }`: the app's own credential
+    /// (`[target.credential]`), string values.
+    pub fn credential(mut self, keys: &[(&str, &str)]) -> Self {
+        let items: Vec<String> = keys
+            .iter()
+            .map(|(k, v)| format!("{k} = {}", quoted(v)))
+            .collect();
+        self.0.set("credential", format!("{{ {} }}", items.join(", ")));
+        self
+    }
+
     /// A PEM client identity: `client_cert` and `client_key`.
     pub fn client_pem(self, cert: &str, key: &str) -> Self {
         self.client_cert(cert).client_key(key)
