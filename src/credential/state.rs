@@ -145,3 +145,81 @@ impl CredentialState {
         by_every.max(by_back_off)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checked(found: Found, at: SystemTime) -> Checked {
+        Checked {
+            target: "t".into(),
+            route: "provider".into(),
+            found,
+            reason: Some(if found == Found::Proven {
+                FailureReason::Ok
+            } else {
+                FailureReason::CredentialRejected
+            }),
+            code: (found == Found::Rejected).then(|| "20003".to_string()),
+            detail: "d".repeat(1000),
+            http_status: Some(401),
+            not_after: None,
+            back_off: None,
+            at,
+            took: Duration::ZERO,
+        }
+    }
+
+    fn fresh() -> CredentialState {
+        CredentialState {
+            kind: "twilio",
+            every_seconds: 60,
+            state: "pending",
+            found: None,
+            reason: None,
+            code: None,
+            detail: String::new(),
+            route: None,
+            last_check: None,
+            last_proven: None,
+            rejected_in_a_row: 0,
+            not_after: None,
+            skipped_since: None,
+            fingerprint: 1,
+            not_before: None,
+        }
+    }
+
+    #[test]
+    fn rejections_count_in_a_row_until_a_proof() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut s = fresh();
+        assert!(s.record(&checked(Found::Rejected, t0)));
+        assert!(!s.record(&checked(Found::Rejected, t0)));
+        assert_eq!(s.rejected_in_a_row, 2);
+        assert_eq!(s.code.as_deref(), Some("20003"));
+        assert_eq!(s.detail.chars().count(), MAX_DETAIL);
+        s.skip("no working route", t0);
+        assert_eq!(s.state, "skipped");
+        assert_eq!(s.rejected_in_a_row, 2, "a skip keeps the count");
+        assert!(s.record(&checked(Found::Proven, t0)));
+        assert_eq!(s.rejected_in_a_row, 0);
+        assert_eq!(s.skipped_since, None);
+        assert_eq!(s.state, "proven");
+    }
+
+    #[test]
+    fn the_next_check_is_due_after_every_and_after_a_back_off() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let every = Duration::from_secs(60);
+        let mut s = fresh();
+        assert_eq!(s.due_in(every, t0), Duration::ZERO, "never checked: now");
+        s.record(&checked(Found::Proven, t0));
+        assert_eq!(s.due_in(every, t0 + Duration::from_secs(20)), Duration::from_secs(40));
+        assert_eq!(s.due_in(every, t0 + Duration::from_secs(90)), Duration::ZERO);
+        let mut c = checked(Found::BackingOff, t0);
+        c.back_off = Some(Duration::from_secs(600));
+        s.record(&c);
+        assert_eq!(s.due_in(every, t0 + Duration::from_secs(100)), Duration::from_secs(500));
+    }
+}

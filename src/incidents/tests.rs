@@ -254,3 +254,42 @@ fn the_file_is_compacted_as_it_grows() {
     assert_eq!(reopened.windows().count(), MAX_WINDOWS);
     assert!(only_file(dir.path()));
 }
+
+#[test]
+fn a_credential_window_is_keyed_by_its_cause_and_only_a_proof_closes_it() {
+    let mut log = IncidentLog::in_memory();
+    let Change::Opened(c) = log.open_credential("entra", "provider", "AADSTS7000222", at(1, 0))
+    else {
+        panic!("opened");
+    };
+    assert_eq!(c.reason, FailureReason::CredentialRejected);
+    assert!(!c.is_route_window());
+    // A second rejection joins it.
+    assert!(matches!(
+        log.open_credential("entra", "direct", "again", at(1, 5)),
+        Change::Joined(_)
+    ));
+    // The route flaps: a route window of its own opens and closes...
+    assert!(matches!(
+        log.open_target("entra", "provider", FailureReason::ProxyUpstreamError, "502", at(1, 10)),
+        Change::Opened(_)
+    ));
+    assert!(matches!(
+        log.close_target("entra", at(1, 12)),
+        Some(Change::Closed(w)) if w.is_route_window()
+    ));
+    // ...and the credential window is still open.
+    assert_eq!(log.open_credential_targets(), vec!["entra".to_string()]);
+    // Another target's rejection is its own window, not merged.
+    assert!(matches!(
+        log.open_credential("sms", "provider", "20003", at(1, 15)),
+        Change::Opened(w) if w.impact == vec!["sms".to_string()]
+    ));
+    let Some(Change::Closed(w)) = log.close_credential("entra", at(2, 0)) else {
+        panic!("closed");
+    };
+    assert_eq!(w.id, c.id);
+    assert_eq!(w.end, Some(unix(at(2, 0))));
+    assert!(log.close_credential("entra", at(2, 1)).is_none());
+    assert_eq!(log.open_credential_targets(), vec!["sms".to_string()]);
+}
