@@ -2,7 +2,7 @@
 //! in a browser. Server-rendered HTML from the same state `/status` reads:
 //! a grid of targets × routes (state in words, reason, detail with the
 //! proxy's CONNECT reply, phase timings, certificate days left, last probe),
-//! the incident windows, descriptor usage per watched process, a "Verify
+//! each credential's last check, the incident windows, descriptor usage per watched process, a "Verify
 //! now" button (`POST /verify`) and the operator's overrides
 //! (`POST /routes/<target>`, with a `ttl`).
 //!
@@ -21,6 +21,7 @@
 //!   [`render`], the page's skeleton and the order of its sections;
 //! - `text`: escaping, and times as people read them;
 //! - `routes`: the grid of targets × routes and its summary line;
+//! - `credentials`: the credentials table (part of the live section);
 //! - `incidents`, `fds`: the other live sections;
 //! - `controls`: "Verify now", the overrides, the admin token field;
 //! - `style.css`, `script.js`: the page's one style sheet and one script,
@@ -30,6 +31,7 @@
 //! script sends, checked by [`super::admin`] and made by [`super::http`].
 
 mod controls;
+mod credentials;
 mod fds;
 mod incidents;
 mod routes;
@@ -115,6 +117,7 @@ pub fn render(rt: &Runtime) -> String {
         esc(&routes::summary(&config, &table.targets, now)),
     );
     routes::table(&mut h, &config, &table.targets, now, wall);
+    credentials::table(&mut h, &snapshot.credentials, wall);
     h.push_str("</section>\n");
     incidents::section(&mut h, windows, wall);
     fds::section(&mut h, &config);
