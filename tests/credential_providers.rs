@@ -253,6 +253,21 @@ async fn an_entra_certificate_credential_is_proven_by_a_verified_ps256_assertion
         check(&pki, &c, &target).await,
         Verdict::Proven("access token issued (HTTP 200)".into())
     );
+    // The same assertion with its signature changed: the stand-in verifies.
+    let loaded = provider::load(&c).expect("load");
+    let call = provider::first(&c, &loaded, &target, SystemTime::now()).expect("first");
+    let body = String::from_utf8(call.body.to_vec()).expect("form");
+    let (head, sig) = body.rsplit_once('.').expect("signed");
+    let flipped = if sig.starts_with('A') { "B" } else { "A" };
+    let forged = Call {
+        body: Bytes::from(format!("{head}.{flipped}{}", &sig[1..])),
+        ..call
+    };
+    let v = provider::next(&c, &loaded, 0, &forged, &send(&pki.ca_pem, &forged).await);
+    assert!(
+        matches!(v, Step::Done(Verdict::Rejected { ref code, .. }) if code == "AADSTS50012"),
+        "{v:?}"
+    );
     let (other_cert, other_key, _) = rsa_cert(&ws, "other");
     let line = format!("client_cert = \"{other_cert}\"\nclient_key = \"{other_key}\"");
     let (unknown, _) = credential(&ws, &url, &entra_table(&url, &line));
@@ -264,7 +279,12 @@ async fn an_entra_certificate_credential_is_proven_by_a_verified_ps256_assertion
     assert_eq!(code(v), "AADSTS700027");
     assert_eq!(
         entra.seen(),
-        [AssertionCheck::Good, AssertionCheck::UnknownCertificate].map(EntraSaw::Assertion)
+        [
+            AssertionCheck::Good,
+            AssertionCheck::BadSignature,
+            AssertionCheck::UnknownCertificate
+        ]
+        .map(EntraSaw::Assertion)
     );
 }
 

@@ -51,7 +51,7 @@ enum Material {
     /// key secret.
     Secret(Secret<String>),
     /// An Entra certificate credential.
-    Certificate(cert::CertCredential),
+    Certificate(Box<cert::CertCredential>),
 }
 
 impl std::fmt::Debug for Loaded {
@@ -173,7 +173,7 @@ pub fn load(c: &Credential) -> Result<Loaded, CannotRun> {
         CredentialKind::AzureAd {
             secret: AzureSecret::Certificate { cert, key },
             ..
-        } => Material::Certificate(cert::load(cert, key)?),
+        } => Material::Certificate(Box::new(cert::load(cert, key)?)),
     };
     Ok(Loaded { material })
 }
