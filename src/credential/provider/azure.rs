@@ -76,7 +76,7 @@ fn assertion(
         "x5t#S256": cert.x5t_s256,
     });
     let claims = serde_json::json!({
-        "aud": url.url(),
+        "aud": audience(url),
         "iss": client_id,
         "sub": client_id,
         "jti": jti()?,
@@ -91,6 +91,23 @@ fn assertion(
         &claims.to_string(),
     )
     .map_err(|e| CannotRun(format!("the client assertion: {e}; check client_key")))
+}
+
+/// The token URL as Microsoft documents it, the assertion's `aud`: the
+/// default port left out (`Endpoint::url` always writes one, and Entra
+/// compares the audience as a string).
+fn audience(url: &Endpoint) -> String {
+    let default = if url.tls { 443 } else { 80 };
+    if url.port != default {
+        return url.url();
+    }
+    let scheme = if url.tls { "https" } else { "http" };
+    let host = if url.host.contains(':') {
+        format!("[{}]", url.host)
+    } else {
+        url.host.clone()
+    };
+    format!("{scheme}://{host}{}", url.path_and_query)
 }
 
 /// A fresh random id, UUID-shaped hex.
@@ -218,6 +235,25 @@ mod tests {
             f,
             "scope=https%3A%2F%2Fgraph.microsoft.com%2F.default&client_secret=a%20b%2Bc%26d%3D%C3%A9~"
         );
+    }
+
+    #[test]
+    fn the_audience_is_the_token_url_without_a_default_port() {
+        let mut ep = Endpoint {
+            tls: true,
+            host: "login.microsoftonline.com".into(),
+            port: 443,
+            path_and_query: "/contoso/oauth2/v2.0/token".into(),
+        };
+        assert_eq!(
+            audience(&ep),
+            "https://login.microsoftonline.com/contoso/oauth2/v2.0/token"
+        );
+        ep.port = 8443;
+        assert_eq!(audience(&ep), ep.url());
+        ep.host = "::1".into();
+        ep.port = 443;
+        assert_eq!(audience(&ep), "https://[::1]/contoso/oauth2/v2.0/token");
     }
 
     #[test]

@@ -402,7 +402,7 @@ fn a_certificate_credential_sends_a_ps256_assertion_that_verifies() {
     let claims = json_part(token, 1);
     assert_eq!(
         claims["aud"],
-        "https://login.test:443/contoso/oauth2/v2.0/token"
+        "https://login.test/contoso/oauth2/v2.0/token"
     );
     assert_eq!(
         (&claims["iss"], &claims["sub"]),
