@@ -74,8 +74,12 @@ pub fn read_text(path: &Path, limit: u64) -> Result<String, ReadError> {
 const MAX_HASHED: u64 = 8 * 1024 * 1024;
 
 /// A hash of `path`'s content (symlinks followed), or `None` when it cannot
-/// be read: what the reload watcher compares.
+/// be read or is not a regular file (opening a FIFO would block the config
+/// compiler and the reload watcher): what the reload watcher compares.
 pub fn content_hash(path: &Path) -> Option<u64> {
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
     content_hash_of(&read_bytes(path, MAX_HASHED).ok()?)
 }
 
@@ -85,4 +89,26 @@ pub fn content_hash_of(bytes: &[u8]) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
     Some(h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_is_not_hashed_and_does_not_block() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("secret");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.expect("mkfifo").success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(content_hash(&fifo));
+        });
+        let hash = rx.recv_timeout(std::time::Duration::from_secs(5));
+        assert_eq!(hash.expect("content_hash blocked on a FIFO"), None);
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").expect("write");
+        assert_eq!(content_hash(&file), content_hash_of(b"x"));
+    }
 }

@@ -37,6 +37,8 @@
 //! - [`sidecar`]: `run` — the runtime that wires the parts: scheduler,
 //!   listeners (the admin surface and its status page), reload, shutdown,
 //!   and the process's signals.
+//! - [`credential`]: credential checks: what each provider's check sends
+//!   and how its answers read (pure).
 //! - [`files`]: bounded reads (and content hashes) of the files the config names.
 //! - [`secret`]: the redacting wrapper for credentials.
 //! - [`demo`]: `egress-sentinel demo`, the incident replayed on loopback;

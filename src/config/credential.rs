@@ -219,7 +219,10 @@ impl Compiler<'_> {
         let client_id =
             self.required(c.client_id.as_ref(), &c.kind, &key("client_id"), "azure-ad")?;
         for (v, k) in [(&tenant, "tenant"), (&client_id, "client_id")] {
-            if !v.get_ref().chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.')
+            if !v
+                .get_ref()
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.')
                 || v.get_ref().is_empty()
                 || v.get_ref().len() > 128
             {
@@ -232,7 +235,11 @@ impl Compiler<'_> {
         }
         let scope = match &c.scope {
             Some(s) if s.get_ref().trim().is_empty() || s.get_ref().len() > 512 => {
-                return Err(self.err(s.span(), &key("scope"), "expected a scope such as `https://graph.microsoft.com/.default`"));
+                return Err(self.err(
+                    s.span(),
+                    &key("scope"),
+                    "expected a scope such as `https://graph.microsoft.com/.default`",
+                ));
             }
             Some(s) => s.get_ref().clone(),
             None => AZURE_DEFAULT_SCOPE.to_string(),
@@ -277,7 +284,12 @@ impl Compiler<'_> {
 
     fn twilio(&self, i: usize, c: &RawCredential) -> Result<CredentialKind> {
         let key = |k: &str| format!("target[{i}].credential.{k}");
-        let sid = self.required(c.account_sid.as_ref(), &c.kind, &key("account_sid"), "twilio")?;
+        let sid = self.required(
+            c.account_sid.as_ref(),
+            &c.kind,
+            &key("account_sid"),
+            "twilio",
+        )?;
         self.sid(sid, "AC", &key("account_sid"))?;
         let auth = match (&c.auth_token_file, &c.api_key_sid, &c.api_key_secret_file) {
             (Some(f), None, None) => TwilioAuth::AuthToken {
@@ -314,9 +326,8 @@ impl Compiler<'_> {
     /// A Twilio SID: `prefix` and 32 hex digits.
     fn sid(&self, v: &Spanned<String>, prefix: &str, key: &str) -> Result<()> {
         let s = v.get_ref();
-        let ok = s.len() == 34
-            && s.starts_with(prefix)
-            && s[2..].chars().all(|c| c.is_ascii_hexdigit());
+        let ok =
+            s.len() == 34 && s.starts_with(prefix) && s[2..].chars().all(|c| c.is_ascii_hexdigit());
         if ok {
             Ok(())
         } else {
@@ -351,7 +362,11 @@ impl Compiler<'_> {
         let key = format!("target[{i}].credential.token_url");
         let CredentialKind::AzureAd { tenant, .. } = kind else {
             if let Some(u) = &c.token_url {
-                return Err(self.err(u.span(), &key, "twilio makes no token request: remove `token_url`"));
+                return Err(self.err(
+                    u.span(),
+                    &key,
+                    "twilio makes no token request: remove `token_url`",
+                ));
             }
             return Ok(None);
         };
@@ -364,7 +379,10 @@ impl Compiler<'_> {
             )?,
         };
         if !ep.tls {
-            let span = c.token_url.as_ref().map_or_else(|| c.kind.span(), |u| u.span());
+            let span = c
+                .token_url
+                .as_ref()
+                .map_or_else(|| c.kind.span(), |u| u.span());
             return Err(self.err(
                 span,
                 &key,
@@ -375,7 +393,12 @@ impl Compiler<'_> {
     }
 
     /// Keys of another kind are a mistake worth naming.
-    fn refuse_foreign_keys(&self, i: usize, c: &RawCredential, kind: &CredentialKind) -> Result<()> {
+    fn refuse_foreign_keys(
+        &self,
+        i: usize,
+        c: &RawCredential,
+        kind: &CredentialKind,
+    ) -> Result<()> {
         let azure = [
             ("tenant", &c.tenant),
             ("client_id", &c.client_id),
@@ -399,7 +422,10 @@ impl Compiler<'_> {
                 return Err(self.err(
                     v.span(),
                     &format!("target[{i}].credential.{name}"),
-                    format!("`{name}` does not belong to a `{}` credential", c.kind.get_ref()),
+                    format!(
+                        "`{name}` does not belong to a `{}` credential",
+                        c.kind.get_ref()
+                    ),
                 ));
             }
         }

@@ -10,12 +10,15 @@
 //!
 //! # Layout
 //! - [`stand_ins`]: the demo CA, the upstreams and the provider's proxy.
+//! - [`providers`]: credential providers' stand-ins (Entra ID, Twilio)
+//!   that check real secrets and signatures.
 //! - `app`: the app, calling each upstream through the sidecar.
 //! - `operator`: `/status` watched, each change on the timeline.
 //! - `story`: the summary, and whether the story held.
 
 mod app;
 mod operator;
+pub mod providers;
 pub mod stand_ins;
 mod story;
 

@@ -77,6 +77,13 @@ pub struct Running {
     task: JoinHandle<()>,
 }
 
+impl Running {
+    /// `task`, listening at `addr`, stopped when the value is dropped.
+    pub(crate) fn new(addr: SocketAddr, task: JoinHandle<()>) -> Self {
+        Self { addr, task }
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         self.task.abort();
@@ -89,17 +96,7 @@ pub async fn upstream(
     status: u16,
     body: &'static str,
 ) -> Result<Running, StandInError> {
-    let (certs, key) = (pki.server.0.clone(), pki.server.1.clone_key());
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(StandInError::Protocols)?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(StandInError::ServerCertificate)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let acceptor = acceptor(pki, &[b"h2", b"http/1.1"])?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
@@ -125,6 +122,21 @@ pub async fn upstream(
         }
     });
     Ok(Running { addr, task })
+}
+
+/// A TLS acceptor with the demo server identity, offering `alpn`.
+pub(crate) fn acceptor(pki: &DemoPki, alpn: &[&[u8]]) -> Result<TlsAcceptor, StandInError> {
+    let (certs, key) = (pki.server.0.clone(), pki.server.1.clone_key());
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(StandInError::Protocols)?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(StandInError::ServerCertificate)?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Serves HTTP on an accepted TLS connection until it closes: HTTP/2 when

@@ -6,13 +6,32 @@
 //!
 //! Nothing here logs, and no value built here shows a secret in `Debug`
 //! or in a verdict's text.
+//!
+//! # Layout
+//! - `azure`: Entra ID's token request (a secret or a certificate's
+//!   assertion) and its answers.
+//! - `twilio`: Twilio's account read with Basic auth and its answers.
+//! - `cert`: an Entra certificate credential's two PEM files.
+//! - [`jwt`]: base64url and JWT signing (PS256, RS256, ES256).
+//! - `reply`: reading answers safely (JSON, `Retry-After`, sanitised
+//!   text, our secrets scrubbed).
 
+mod azure;
+mod cert;
+pub mod jwt;
+mod reply;
+#[cfg(test)]
+mod tests;
+mod twilio;
+
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use crate::config::{Credential, Endpoint};
+use crate::config::{AzureSecret, Credential, CredentialKind, Endpoint, TwilioAuth};
+use crate::secret::Secret;
 
 /// Why a check cannot run: a file that cannot be read or parsed, a key of
 /// the wrong type. The text names the file and what to do, never its
@@ -23,7 +42,16 @@ pub struct CannotRun(pub String);
 /// What the credential's files gave, secrets wrapped. Dropped after the
 /// check.
 pub struct Loaded {
-    _private: (),
+    material: Material,
+}
+
+/// The per-provider material a check needs.
+enum Material {
+    /// A secret string: an Entra client secret, a Twilio auth token or API
+    /// key secret.
+    Secret(Secret<String>),
+    /// An Entra certificate credential.
+    Certificate(Box<cert::CertCredential>),
 }
 
 impl std::fmt::Debug for Loaded {
@@ -36,7 +64,18 @@ impl Loaded {
     /// The end of the credential's validity, where the files say (a
     /// certificate credential's `notAfter`, Unix seconds).
     pub fn not_after(&self) -> Option<i64> {
-        None
+        match &self.material {
+            Material::Certificate(c) => Some(c.not_after),
+            Material::Secret(_) => None,
+        }
+    }
+
+    /// The secret string, where the material is one.
+    fn secret(&self) -> Option<&str> {
+        match &self.material {
+            Material::Secret(s) => Some(s.expose()),
+            Material::Certificate(_) => None,
+        }
     }
 }
 
@@ -116,8 +155,27 @@ pub enum Step {
 
 /// Reads the credential's files. Blocking.
 pub fn load(c: &Credential) -> Result<Loaded, CannotRun> {
-    let _ = c;
-    Err(CannotRun("not implemented".into()))
+    let material = match &c.kind {
+        CredentialKind::AzureAd {
+            secret: AzureSecret::ClientSecret { file },
+            ..
+        }
+        | CredentialKind::Twilio {
+            auth: TwilioAuth::AuthToken { file },
+            ..
+        }
+        | CredentialKind::Twilio {
+            auth: TwilioAuth::ApiKey {
+                secret_file: file, ..
+            },
+            ..
+        } => Material::Secret(read_secret(file)?),
+        CredentialKind::AzureAd {
+            secret: AzureSecret::Certificate { cert, key },
+            ..
+        } => Material::Certificate(Box::new(cert::load(cert, key)?)),
+    };
+    Ok(Loaded { material })
 }
 
 /// The first request of a check of `c` on the target at `target`.
@@ -127,12 +185,100 @@ pub fn first(
     target: &Endpoint,
     now: SystemTime,
 ) -> Result<Call, CannotRun> {
-    let _ = (c, loaded, target, now);
-    Err(CannotRun("not implemented".into()))
+    match &c.kind {
+        CredentialKind::AzureAd {
+            client_id, scope, ..
+        } => {
+            let url = c.token_url.as_ref().ok_or_else(|| {
+                CannotRun("azure-ad needs a token URL; set `token_url` or `tenant`".into())
+            })?;
+            azure::token_request(url, client_id, scope, &loaded.material, now)
+        }
+        CredentialKind::Twilio { account_sid, auth } => {
+            twilio::account_read(target, account_sid, auth, &loaded.material)
+        }
+    }
 }
 
 /// Reads the answer to `call` (the `n`th request of the check, from 0).
 pub fn next(c: &Credential, loaded: &Loaded, n: usize, call: &Call, reply: &Reply) -> Step {
-    let _ = (c, loaded, n, call, reply);
-    Step::Done(Verdict::Failed("not implemented".into()))
+    let verdict = if n > 0 {
+        Verdict::Failed(format!("{}: no request {n} in this check", c.kind_name()))
+    } else {
+        match &c.kind {
+            CredentialKind::AzureAd { .. } => azure::classify(reply),
+            CredentialKind::Twilio { .. } => twilio::classify(call.what, reply),
+        }
+    };
+    Step::Done(reply::scrub(verdict, loaded.secret(), call))
+}
+
+/// The most bytes read from a credential file.
+const MAX_FILE: u64 = 256 * 1024;
+
+/// `path`'s bytes, when it is a regular file (symlinks followed): a FIFO
+/// or a device would block the read, a directory is a wrong path.
+fn read_file(path: &Path) -> Result<Vec<u8>, CannotRun> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        CannotRun(format!(
+            "cannot read {}: {e}; check the path and that the secret is mounted",
+            path.display()
+        ))
+    })?;
+    if !meta.is_file() {
+        return Err(CannotRun(format!(
+            "{} is {}, not a regular file; point the credential at the file holding it",
+            path.display(),
+            file_kind(&meta)
+        )));
+    }
+    crate::files::read_bytes(path, MAX_FILE)
+        .map_err(|e| CannotRun(format!("{e}; check the file and its permissions")))
+}
+
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if meta.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
+    }
+}
+
+/// A secret file's content, surrounding whitespace trimmed.
+fn read_secret(path: &Path) -> Result<Secret<String>, CannotRun> {
+    let bytes = read_file(path)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        CannotRun(format!(
+            "{} is not UTF-8 text; it should hold the secret alone",
+            path.display()
+        ))
+    })?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(CannotRun(format!(
+            "{} is empty; write the secret into it",
+            path.display()
+        )));
+    }
+    if secret.chars().any(char::is_control) {
+        return Err(CannotRun(format!(
+            "{} holds more than one line or control characters; it should hold the secret alone",
+            path.display()
+        )));
+    }
+    Ok(Secret::new(secret.to_string()))
 }
