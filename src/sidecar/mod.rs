@@ -37,7 +37,7 @@ pub(crate) mod page;
 pub(crate) mod reload;
 pub mod runtime;
 mod checks;
-mod scheduler;
+pub mod scheduler;
 pub mod signals;
 pub(crate) mod status;
 

@@ -94,20 +94,9 @@ fn assertion(
 }
 
 /// The token URL as Microsoft documents it, the assertion's `aud`: the
-/// default port left out (`Endpoint::url` always writes one, and Entra
-/// compares the audience as a string).
+/// default port left out (Entra compares the audience as a string).
 fn audience(url: &Endpoint) -> String {
-    let default = if url.tls { 443 } else { 80 };
-    if url.port != default {
-        return url.url();
-    }
-    let scheme = if url.tls { "https" } else { "http" };
-    let host = if url.host.contains(':') {
-        format!("[{}]", url.host)
-    } else {
-        url.host.clone()
-    };
-    format!("{scheme}://{host}{}", url.path_and_query)
+    url.canonical_url()
 }
 
 /// A fresh random id, UUID-shaped hex.
