@@ -22,10 +22,10 @@
 //! - [`meter`]: byte counting on app tunnels.
 //! - [`logs`]: the log line formats (text and JSON) and their redaction.
 
+mod credentials;
 pub mod logs;
 pub mod meter;
 pub mod process;
-mod credentials;
 mod recorder;
 
 pub use recorder::{Metrics, alive_tasks};

@@ -54,7 +54,11 @@ fn azure_ad_with_a_secret_gets_the_default_scope_token_url_and_interval() {
             file: Path::new("/nonexistent/secret").to_path_buf()
         }
     );
-    let url = cred.token_url.as_ref().expect("a token URL").canonical_url();
+    let url = cred
+        .token_url
+        .as_ref()
+        .expect("a token URL")
+        .canonical_url();
     assert_eq!(
         url,
         "https://login.microsoftonline.com/contoso.test/oauth2/v2.0/token"
@@ -149,7 +153,11 @@ fn mistakes_are_refused_with_the_key_and_what_to_do() {
             "credential.kind",
             "not in this build yet",
         ),
-        ("kind = \"twilio\"\nbogus = 1\n", "credential", "unknown field"),
+        (
+            "kind = \"twilio\"\nbogus = 1\n",
+            "credential",
+            "unknown field",
+        ),
     ];
     for (text, key, words) in cases {
         let e = err(text);
@@ -191,11 +199,22 @@ fn the_credential_has_its_own_fingerprint_and_leaves_the_targets_alone() {
     let fa = ta.credential.as_ref().expect("credential").fingerprint;
     let fb = tb.credential.as_ref().expect("credential").fingerprint;
     assert_ne!(fa, fb, "a changed credential is checked again");
-    assert_eq!(fa, with("5m").targets[0].credential.as_ref().expect("c").fingerprint);
+    assert_eq!(
+        fa,
+        with("5m").targets[0]
+            .credential
+            .as_ref()
+            .expect("c")
+            .fingerprint
+    );
     // The file's content is part of it (a rotated secret is checked again),
     // and the file is watched for reload.
     std::fs::write(&token, "second\n").expect("write");
-    let fc = with("5m").targets[0].credential.as_ref().expect("c").fingerprint;
+    let fc = with("5m").targets[0]
+        .credential
+        .as_ref()
+        .expect("c")
+        .fingerprint;
     assert_ne!(fa, fc);
     assert!(a.files.iter().any(|(p, _)| *p == token), "{:?}", a.files);
     // No file at all is not a config error: the check will say so.

@@ -216,7 +216,11 @@ impl Endpoint {
     /// The URL as a browser writes it: the port only when it is not the
     /// scheme's (what a signed `aud` claim must equal).
     pub fn canonical_url(&self) -> String {
-        let (scheme, default) = if self.tls { ("https", 443) } else { ("http", 80) };
+        let (scheme, default) = if self.tls {
+            ("https", 443)
+        } else {
+            ("http", 80)
+        };
         let host = if self.port == default {
             if self.host.contains(':') {
                 format!("[{}]", self.host)

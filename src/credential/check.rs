@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::provider::{self, CannotRun, Call, Loaded, Reply, Step, Verdict};
+use super::provider::{self, Call, CannotRun, Loaded, Reply, Step, Verdict};
 use crate::config::{Credential, Http2Mode, Route, Target};
 use crate::probe::{Outgoing, Prober};
 use crate::reason::FailureReason;
@@ -82,7 +82,12 @@ pub struct Checked {
 }
 
 /// Checks `target`'s credential `cred` over `route` once.
-pub async fn run(prober: &Prober, target: &Target, cred: &Arc<Credential>, route: &Route) -> Checked {
+pub async fn run(
+    prober: &Prober,
+    target: &Target,
+    cred: &Arc<Credential>,
+    route: &Route,
+) -> Checked {
     let start = Instant::now();
     let mut c = Checked {
         target: target.name.clone(),
@@ -117,7 +122,9 @@ async fn load(cred: &Arc<Credential>) -> Result<Loaded, CannotRun> {
     let read = tokio::task::spawn_blocking(move || provider::load(&c));
     match tokio::time::timeout(READ_TIMEOUT, read).await {
         Ok(Ok(r)) => r,
-        Ok(Err(_)) => Err(CannotRun("reading the credential's files stopped unexpectedly".into())),
+        Ok(Err(_)) => Err(CannotRun(
+            "reading the credential's files stopped unexpectedly".into(),
+        )),
         Err(_) => Err(CannotRun(format!(
             "reading {} took more than {} s: is it on a hung mount?",
             files(cred),
@@ -127,7 +134,11 @@ async fn load(cred: &Arc<Credential>) -> Result<Loaded, CannotRun> {
 }
 
 fn files(cred: &Credential) -> String {
-    let names: Vec<String> = cred.files().iter().map(|p| p.display().to_string()).collect();
+    let names: Vec<String> = cred
+        .files()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     names.join(", ")
 }
 
@@ -178,7 +189,10 @@ fn judge(c: &mut Checked, verdict: Verdict, call: &Call) {
     let (found, reason, detail) = match verdict {
         Verdict::Proven(d) => (Found::Proven, FailureReason::Ok, d),
         Verdict::Rejected { code, detail } => {
-            let d = format!("{} refused the credential: {code}: {detail}", call.endpoint.host);
+            let d = format!(
+                "{} refused the credential: {code}: {detail}",
+                call.endpoint.host
+            );
             c.code = Some(code);
             (Found::Rejected, FailureReason::CredentialRejected, d)
         }
@@ -193,7 +207,10 @@ fn judge(c: &mut Checked, verdict: Verdict, call: &Call) {
             (
                 Found::BackingOff,
                 FailureReason::HttpStatus,
-                format!("{detail}; next check in {} s at the earliest", after.as_secs()),
+                format!(
+                    "{detail}; next check in {} s at the earliest",
+                    after.as_secs()
+                ),
             )
         }
     };
@@ -212,7 +229,8 @@ async fn send(
     call: &Call,
     deadline: Instant,
 ) -> Result<Reply, (FailureReason, String)> {
-    let own = call.endpoint.host == target.endpoint.host && call.endpoint.port == target.endpoint.port;
+    let own =
+        call.endpoint.host == target.endpoint.host && call.endpoint.port == target.endpoint.port;
     let other;
     let (tls, http2) = if own {
         (&target.tls, target.http2)

@@ -139,9 +139,9 @@ impl CredentialState {
         let by_every = last.map_or(Duration::ZERO, |l| {
             (l + every).duration_since(now).unwrap_or(Duration::ZERO)
         });
-        let by_back_off = self
-            .not_before
-            .map_or(Duration::ZERO, |t| t.duration_since(now).unwrap_or(Duration::ZERO));
+        let by_back_off = self.not_before.map_or(Duration::ZERO, |t| {
+            t.duration_since(now).unwrap_or(Duration::ZERO)
+        });
         by_every.max(by_back_off)
     }
 }
@@ -215,11 +215,20 @@ mod tests {
         let mut s = fresh();
         assert_eq!(s.due_in(every, t0), Duration::ZERO, "never checked: now");
         s.record(&checked(Found::Proven, t0));
-        assert_eq!(s.due_in(every, t0 + Duration::from_secs(20)), Duration::from_secs(40));
-        assert_eq!(s.due_in(every, t0 + Duration::from_secs(90)), Duration::ZERO);
+        assert_eq!(
+            s.due_in(every, t0 + Duration::from_secs(20)),
+            Duration::from_secs(40)
+        );
+        assert_eq!(
+            s.due_in(every, t0 + Duration::from_secs(90)),
+            Duration::ZERO
+        );
         let mut c = checked(Found::BackingOff, t0);
         c.back_off = Some(Duration::from_secs(600));
         s.record(&c);
-        assert_eq!(s.due_in(every, t0 + Duration::from_secs(100)), Duration::from_secs(500));
+        assert_eq!(
+            s.due_in(every, t0 + Duration::from_secs(100)),
+            Duration::from_secs(500)
+        );
     }
 }

@@ -412,9 +412,9 @@ impl IncidentLog {
     }
 
     fn open_credential_window(&mut self, target: &str) -> Option<&mut IncidentWindow> {
-        self.windows.iter_mut().find(|w| {
-            w.end.is_none() && !w.is_route_window() && w.open_targets.contains(target)
-        })
+        self.windows
+            .iter_mut()
+            .find(|w| w.end.is_none() && !w.is_route_window() && w.open_targets.contains(target))
     }
 
     /// Targets with an open credential window.

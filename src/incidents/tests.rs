@@ -271,7 +271,13 @@ fn a_credential_window_is_keyed_by_its_cause_and_only_a_proof_closes_it() {
     ));
     // The route flaps: a route window of its own opens and closes...
     assert!(matches!(
-        log.open_target("entra", "provider", FailureReason::ProxyUpstreamError, "502", at(1, 10)),
+        log.open_target(
+            "entra",
+            "provider",
+            FailureReason::ProxyUpstreamError,
+            "502",
+            at(1, 10)
+        ),
         Change::Opened(_)
     ));
     assert!(matches!(

@@ -66,7 +66,14 @@ impl Prober {
             .map_err(|e| Failure::new(e.reason(), e.phase(), e.to_string()))?;
         let connect = tunnel.connect;
         let (stream, info) = self
-            .handshake(out.tls, &ep.host, tunnel.stream, deadline, &mut phases, &mut seen)
+            .handshake(
+                out.tls,
+                &ep.host,
+                tunnel.stream,
+                deadline,
+                &mut phases,
+                &mut seen,
+            )
             .await?;
         let h2 = info.alpn.as_deref() == Some("h2");
         if out.http2 == Http2Mode::Required && !h2 {

@@ -289,14 +289,14 @@ impl Prober {
         seen: &mut Seen,
     ) -> Result<(BoxStream, TlsInfo), Failure> {
         let done = timed(phases, Phase::Tls, deadline, tls.handshake(stream, host))
-        .await
-        .map_err(|after| {
-            Failure::new(
-                FailureReason::Timeout,
-                Phase::Tls,
-                format!("TLS with {host} timed out after {}", fmt_duration(after)),
-            )
-        })?;
+            .await
+            .map_err(|after| {
+                Failure::new(
+                    FailureReason::Timeout,
+                    Phase::Tls,
+                    format!("TLS with {host} timed out after {}", fmt_duration(after)),
+                )
+            })?;
         match done {
             Ok((stream, info)) => {
                 seen.alpn = info.alpn.clone();

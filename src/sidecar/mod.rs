@@ -32,11 +32,11 @@
 
 pub(crate) mod admin;
 pub mod allocator;
+mod checks;
 pub(crate) mod http;
 pub(crate) mod page;
 pub(crate) mod reload;
 pub mod runtime;
-mod checks;
 pub mod scheduler;
 pub mod signals;
 pub(crate) mod status;

@@ -12,10 +12,9 @@ impl Metrics {
         let l = [("target", c.target.as_str()), ("route", c.route.as_str())];
         let ok = c.found == Found::Proven;
         self.gauge(CREDENTIAL_SUCCESS, &l, if ok { 1.0 } else { 0.0 });
-        let at = c
-            .at
-            .duration_since(std::time::SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+        let at =
+            c.at.duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
         self.gauge(CREDENTIAL_LAST_CHECK, &l, at);
         if let Some(reason) = c.reason.filter(|r| *r != FailureReason::Ok) {
             self.counter(
@@ -39,7 +38,11 @@ impl Metrics {
             }
             self.counter(
                 CREDENTIAL_FAILURES,
-                &[("target", target), ("route", route), ("reason", reason.as_str())],
+                &[
+                    ("target", target),
+                    ("route", route),
+                    ("reason", reason.as_str()),
+                ],
                 0,
             );
         }

@@ -87,9 +87,7 @@ impl Metrics {
             let help = SharedString::const_str(help);
             match *name {
                 PROBE_FAILURES | FAILOVERS | FORWARD_CONNECTIONS | CERT_READ_ERRORS
-                | CREDENTIAL_FAILURES => {
-                    recorder.describe_counter(key, None, help)
-                }
+                | CREDENTIAL_FAILURES => recorder.describe_counter(key, None, help),
                 FORWARD_BYTES => recorder.describe_counter(key, None, help),
                 PROBE_DURATION | FORWARD_REQUEST_DURATION => {
                     recorder.describe_histogram(key, Some(metrics::Unit::Seconds), help)

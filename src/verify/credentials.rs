@@ -23,7 +23,9 @@ pub async fn run(config: &Config, dialer: &Dialer) -> Vec<Checked> {
     let mut set = JoinSet::new();
     let mut index = 0usize;
     for target in &config.targets {
-        let Some(cred) = &target.credential else { continue };
+        let Some(cred) = &target.credential else {
+            continue;
+        };
         for route in &target.routes {
             let (t, c, r, p) = (target.clone(), cred.clone(), route.clone(), prober.clone());
             let i = index;
@@ -90,10 +92,18 @@ pub fn all_proven(checks: &[Checked]) -> bool {
 /// The CREDENTIALS table, with each target's credential kind from `kinds`.
 pub fn rows_table(kinds: &BTreeMap<String, &'static str>, checks: &[Checked]) -> String {
     let mut rows = vec![
-        ["TARGET", "ROUTE", "KIND", "RESULT", "REASON", "CODE", "CREDENTIALS"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>(),
+        [
+            "TARGET",
+            "ROUTE",
+            "KIND",
+            "RESULT",
+            "REASON",
+            "CODE",
+            "CREDENTIALS",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>(),
     ];
     for c in checks {
         rows.push(vec![

@@ -459,7 +459,8 @@ impl Target {
             .iter()
             .map(|(k, v)| format!("{k} = {}", quoted(v)))
             .collect();
-        self.0.set("credential", format!("{{ {} }}", items.join(", ")));
+        self.0
+            .set("credential", format!("{{ {} }}", items.join(", ")));
         self
     }
 

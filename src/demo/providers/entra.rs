@@ -84,6 +84,8 @@ struct State {
     secrets: Vec<(String, Secret<String>)>,
     /// (client id, thumbprint, certificate DER).
     certs: Vec<(String, String, Vec<u8>)>,
+    /// Secrets past their end date (registered, but refused as expired).
+    expired: Vec<Secret<String>>,
     log: Log<EntraSaw>,
 }
 
@@ -103,6 +105,7 @@ impl Entra {
             mode: EntraMode::Normal,
             secrets: Vec::new(),
             certs: Vec::new(),
+            expired: Vec::new(),
             log: Log::new(),
         }));
         let s = state.clone();
@@ -129,6 +132,15 @@ impl Entra {
         lock(&self.state)
             .secrets
             .push((client_id.to_string(), Secret::new(secret.to_string())));
+    }
+
+    /// Registers application `client_id` with a client secret that has
+    /// expired (Entra still knows it: `AADSTS7000222`, not a wrong one).
+    pub fn add_expired_secret(&self, client_id: &str, secret: &str) {
+        self.add_secret(client_id, secret);
+        lock(&self.state)
+            .expired
+            .push(Secret::new(secret.to_string()));
     }
 
     /// Registers a certificate (DER) as a credential of `client_id`.
@@ -269,7 +281,7 @@ fn check_secret(s: &State, client_id: &str, secret: &str) -> (SecretCheck, Answe
             error(401, "invalid_client", 7000215, &text),
         );
     }
-    if s.mode == EntraMode::SecretsExpired {
+    if s.mode == EntraMode::SecretsExpired || s.expired.iter().any(|e| e.expose() == secret) {
         let text = format!(
             "The provided client secret keys for app '{client_id}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds."
         );

@@ -23,7 +23,9 @@ impl Owner {
         for target in self.incidents.open_credential_targets() {
             // A window stays open until a check proves the credential
             // again; only a credential no longer configured closes it here.
-            if !next.contains_key(&target) && self.incidents.close_credential(&target, now).is_some() {
+            if !next.contains_key(&target)
+                && self.incidents.close_credential(&target, now).is_some()
+            {
                 tracing::info!(target = %target, "credential incident window closed: the credential is no longer configured as it was");
                 changed = true;
             }
@@ -52,7 +54,10 @@ impl Owner {
         log(c, changed);
         let now = SystemTime::now();
         let change = match c.found {
-            Found::Rejected => Some(self.incidents.open_credential(&c.target, &c.route, &c.detail, now)),
+            Found::Rejected => Some(
+                self.incidents
+                    .open_credential(&c.target, &c.route, &c.detail, now),
+            ),
             Found::Proven => self.incidents.close_credential(&c.target, now),
             _ => None,
         };

@@ -281,7 +281,9 @@ impl Runtime {
 
     /// Feeds a credential check's result to the owner.
     pub async fn report_credential(&self, checked: crate::credential::check::Checked) {
-        self.inbox.send(Message::Credential(Box::new(checked))).await;
+        self.inbox
+            .send(Message::Credential(Box::new(checked)))
+            .await;
     }
 
     /// `target`'s credential check is skipped: `why`.
