@@ -32,7 +32,19 @@ use support::{Workspace, app, promtool};
 /// contract) that the sidecar on this branch does not export yet. Each
 /// comes with the branch that adds it; the scrape test fails once one is
 /// exported, so that it is taken off this list and checked like the rest.
-const NOT_YET_EXPORTED: &[&str] = &[];
+const NOT_YET_EXPORTED: &[&str] = &[
+    // The credential checks (issue 25): the credential-check branch exports
+    // them; take them off when it lands, with a credential target in
+    // `scrape_of_a_sidecar_with_every_kind_of_target` so that a scrape
+    // holds them.
+    "egress_credential_check_interval_seconds",
+    "egress_credential_failures_total",
+    "egress_credential_last_check_timestamp_seconds",
+    "egress_credential_not_after_timestamp_seconds",
+    "egress_credential_rejected_in_a_row",
+    "egress_credential_skipped",
+    "egress_credential_success",
+];
 
 /// The unit-test group that is a whole healthy fleet.
 const HEALTHY_GROUP: &str = "a healthy fleet pages nobody";
