@@ -32,19 +32,7 @@ use support::{Workspace, app, promtool};
 /// contract) that the sidecar on this branch does not export yet. Each
 /// comes with the branch that adds it; the scrape test fails once one is
 /// exported, so that it is taken off this list and checked like the rest.
-const NOT_YET_EXPORTED: &[&str] = &[
-    // The credential checks (issue 25): the credential-check branch exports
-    // them; take them off when it lands, with a credential target in
-    // `scrape_of_a_sidecar_with_every_kind_of_target` so that a scrape
-    // holds them.
-    "egress_credential_check_interval_seconds",
-    "egress_credential_failures_total",
-    "egress_credential_last_check_timestamp_seconds",
-    "egress_credential_not_after_timestamp_seconds",
-    "egress_credential_rejected_in_a_row",
-    "egress_credential_skipped",
-    "egress_credential_success",
-];
+const NOT_YET_EXPORTED: &[&str] = &[];
 
 /// The unit-test group that is a whole healthy fleet.
 const HEALTHY_GROUP: &str = "a healthy fleet pages nobody";
@@ -357,7 +345,8 @@ async fn every_metric_the_rules_and_the_dashboard_use_is_one_the_sidecar_exports
 }
 
 /// A sidecar with a proxied and a direct route, a proxy-only target, a
-/// client certificate, a watched process, a proxy name with two addresses,
+/// client certificate, a certificate credential checked against a stand-in
+/// Entra ID, a watched process, a proxy name with two addresses,
 /// app traffic on both routes and a failover between them: the scrape
 /// then holds every series the sidecar can export. Scrapes until `wanted`
 /// are all there (some are sampled in the background) or 10 s passed.
@@ -374,6 +363,16 @@ async fn scrape_of_a_sidecar_with_every_kind_of_target(wanted: &BTreeSet<&str>) 
     ws.write("client.pem", &client.cert_pem);
     ws.write("client.key", &client.key_pem);
     let port = up.port();
+    // A certificate credential (Entra ID) checked against its stand-in:
+    // the credential series, its certificate's end included.
+    let demo = egress_sentinel::demo::stand_ins::pki(&["login.test"]).expect("demo pki");
+    let entra = egress_sentinel::demo::providers::Entra::start(&demo, "login.test", "contoso")
+        .await
+        .expect("entra stand-in");
+    let (_, _, der) = ws.rsa_cert("app");
+    entra.add_certificate("app-id", &der);
+    ws.write("demo-ca.pem", &demo.ca_pem);
+    let entra_url = format!("https://login.test:{}/", entra.addr().port());
     let config = Toml::new()
         .probe(|p| p.timings("300ms", "100ms", "2s"))
         .resolve("push.test", "127.0.0.1")
@@ -397,6 +396,21 @@ async fn scrape_of_a_sidecar_with_every_kind_of_target(wanted: &BTreeSet<&str>) 
             Target::new("sms", &format!("https://sms.test:{port}/"))
                 .routes(&["provider"])
                 .ca_file("ca.pem"),
+        )
+        .resolve("login.test", "127.0.0.1")
+        .target(
+            Target::new("graph", &entra_url)
+                .direct_to("127.0.0.1/32")
+                .ca_file("demo-ca.pem")
+                .expect_status(&["200-499"])
+                .credential(&[
+                    ("kind", "azure-ad"),
+                    ("tenant", "contoso"),
+                    ("client_id", "app-id"),
+                    ("client_cert", "app.crt"),
+                    ("client_key", "app.key"),
+                    ("token_url", &entra.token_url()),
+                ]),
         )
         .forward(|f| f.deny_unmatched());
     // The app whose descriptors the sidecar watches.

@@ -119,22 +119,7 @@ fn code(v: Verdict) -> String {
 
 /// A self-signed RSA certificate (PEM) and its key, by openssl.
 fn rsa_cert(ws: &Workspace, stem: &str) -> (String, String, Vec<u8>) {
-    let (cert, key) = (
-        ws.path(&format!("{stem}.crt")),
-        ws.path(&format!("{stem}.key")),
-    );
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
-        ])
-        .args(["-subj", "/CN=egress-sentinel test app", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "openssl req failed");
-    let der = CertificateDer::from_pem_file(&cert).expect("cert").to_vec();
+    let (cert, key, der) = ws.rsa_cert(stem);
     (cert.display().to_string(), key.display().to_string(), der)
 }
 

@@ -69,6 +69,31 @@ impl Workspace {
         p
     }
 
+    /// A self-signed RSA certificate and its key (an Entra ID certificate
+    /// credential), made by openssl: `<stem>.crt`, `<stem>.key`, and the
+    /// certificate's DER.
+    pub fn rsa_cert(&self, stem: &str) -> (PathBuf, PathBuf, Vec<u8>) {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let (cert, key) = (
+            self.path(&format!("{stem}.crt")),
+            self.path(&format!("{stem}.key")),
+        );
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+            ])
+            .args(["-subj", "/CN=egress-sentinel test app", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl req failed");
+        let der = CertificateDer::from_pem_file(&cert).expect("cert").to_vec();
+        (cert, key, der)
+    }
+
     /// Writes `config.toml` and loads it; panics with the error if invalid.
     pub fn config(&self, toml: impl std::fmt::Display) -> Config {
         let toml = toml.to_string();
