@@ -74,6 +74,9 @@ pub enum EntraSaw {
     Unavailable,
     /// Not a client-credentials token request.
     Malformed,
+    /// Not the token endpoint at all (a probe's `GET /`): answered 404,
+    /// neither counted nor kept.
+    OtherPath,
 }
 
 struct State {
@@ -157,7 +160,7 @@ impl Entra {
         lock(&self.state).mode = mode;
     }
 
-    /// Requests answered so far.
+    /// Token requests answered so far (other paths are not counted).
     pub fn requests(&self) -> usize {
         lock(&self.state).log.requests
     }
@@ -171,7 +174,9 @@ impl Entra {
 fn answer(state: &Mutex<State>, asked: &Asked) -> Answer {
     let mut s = lock(state);
     let (saw, answer) = decide(&s, asked);
-    s.log.record(saw);
+    if saw != EntraSaw::OtherPath {
+        s.log.record(saw);
+    }
     answer
 }
 
@@ -213,7 +218,7 @@ fn percent_decode(s: &str) -> String {
 fn decide(s: &State, asked: &Asked) -> (EntraSaw, Answer) {
     let ours = format!("/{}/oauth2/v2.0/token", s.tenant);
     if asked.method != http::Method::POST || !asked.path.ends_with("/oauth2/v2.0/token") {
-        return (EntraSaw::Malformed, Answer::json(404, json!({})));
+        return (EntraSaw::OtherPath, Answer::json(404, json!({})));
     }
     if asked.path != ours {
         let tenant = asked.path.split('/').nth(1).unwrap_or("");

@@ -42,6 +42,9 @@ pub enum TwilioSaw {
     Unavailable,
     /// No such resource (404 20404).
     NotFound,
+    /// Not the accounts API at all (a probe's `GET /`): answered 404,
+    /// neither counted nor kept.
+    OtherPath,
 }
 
 struct State {
@@ -99,7 +102,7 @@ impl Twilio {
         lock(&self.state).mode = mode;
     }
 
-    /// Requests answered so far.
+    /// API requests answered so far (other paths are not counted).
     pub fn requests(&self) -> usize {
         lock(&self.state).log.requests
     }
@@ -113,7 +116,9 @@ impl Twilio {
 fn answer(state: &Mutex<State>, asked: &Asked) -> Answer {
     let mut s = lock(state);
     let (saw, answer) = decide(&s, asked);
-    s.log.record(saw);
+    if saw != TwilioSaw::OtherPath {
+        s.log.record(saw);
+    }
     answer
 }
 
@@ -141,7 +146,7 @@ fn decide(s: &State, asked: &Asked) -> (TwilioSaw, Answer) {
     ) {
         (Some(sid), _) => (sid, true),
         (None, Some(sid)) if !sid.contains('/') => (sid, false),
-        _ => return (TwilioSaw::NotFound, not_found()),
+        _ => return (TwilioSaw::OtherPath, not_found()),
     };
     if asked.method != http::Method::GET || sid.is_empty() {
         return (TwilioSaw::NotFound, not_found());
