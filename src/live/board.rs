@@ -1,27 +1,12 @@
-//! `verify --watch`: a live view for a provider's change window. Every
-//! target × route is checked again and again (each pair on its own loop,
-//! so a hanging route never delays the others), with the prober and dialer
-//! `verify` uses.
-//!
-//! On a terminal the table is redrawn in place, one line per pair, with
-//! the latest changes below it; without one (a pipe, a file, CI) only the
-//! changes are printed, one line each, the first result of every pair
-//! included so the log says where it started. When `stop` completes
-//! (Ctrl-C), a summary lists every change seen and the state of each pair.
-//!
-//! [`Board`] is the pure part (results in, changes and text out); [`run`]
-//! owns the loops, the clock and the terminal.
+//! The live view's pure part: every pair's last result (a probe, or a
+//! credential check), every change, and the text they make (the table,
+//! the screen, the summary). Results in, text out; no clock, no I/O.
 
 use std::fmt::Write as _;
-use std::future::Future;
-use std::io::{self, Write};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
-
 use crate::config::Config;
+use crate::credential::check::{Checked, Found};
 use crate::dial::fmt_duration;
 use crate::dial::tls::rfc3339;
 use crate::probe::ProbeOutcome;
@@ -41,25 +26,41 @@ const CHANGE_ON_SCREEN: usize = 150;
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct State {
     ok: bool,
-    reason: FailureReason,
+    /// The failure reason (`ok`), or what a credential check found when it
+    /// has no reason (`cannot_run`).
+    reason: &'static str,
     connect_status: Option<u16>,
     http_status: Option<u16>,
+    /// A provider's own code (a credential check's rejection).
+    code: Option<String>,
 }
 
 impl State {
     fn of(o: &ProbeOutcome) -> Self {
         Self {
             ok: o.ok,
-            reason: o.reason,
+            reason: o.reason.as_str(),
             connect_status: o.connect_status,
             http_status: o.http_status,
+            code: None,
         }
     }
 
-    /// `PASS ok`, `FAIL proxy_upstream_error (CONNECT 502)`.
+    fn of_credential(c: &Checked) -> Self {
+        Self {
+            ok: c.found == Found::Proven,
+            reason: c.reason.map_or(c.found.as_str(), FailureReason::as_str),
+            connect_status: None,
+            http_status: c.http_status,
+            code: c.code.clone(),
+        }
+    }
+
+    /// `PASS ok`, `FAIL proxy_upstream_error (CONNECT 502)`,
+    /// `FAIL credential_rejected (AADSTS7000222, HTTP 401)`.
     fn words(&self) -> String {
         let mut s = format!("{} {}", if self.ok { "PASS" } else { "FAIL" }, self.reason);
-        let mut codes = Vec::new();
+        let mut codes: Vec<String> = self.code.iter().cloned().collect();
         if let Some(c) = self.connect_status {
             codes.push(format!("CONNECT {c}"));
         }
@@ -108,15 +109,36 @@ impl Change {
     }
 }
 
-/// One pair's row.
+/// One pair's row: its probes, or its credential's checks.
 #[derive(Debug, Clone)]
 struct Row {
     target: String,
     route: String,
-    last: Option<ProbeOutcome>,
+    /// A credential check's row (`<route> credential`).
+    credential: bool,
+    last: Option<Last>,
     /// When its state last changed.
     since: Option<SystemTime>,
     checks: u64,
+}
+
+/// A row's last result.
+#[derive(Debug, Clone)]
+struct Last {
+    state: State,
+    detail: String,
+    took: Duration,
+}
+
+impl Row {
+    /// The route column: `provider`, or `provider credential`.
+    fn label(&self) -> String {
+        if self.credential {
+            format!("{} credential", self.route)
+        } else {
+            self.route.clone()
+        }
+    }
 }
 
 /// The live view's state: every pair's last result and every change.
@@ -130,19 +152,21 @@ pub struct Board {
 impl Board {
     /// A board for every target × route of `config`, in config order.
     pub fn new(config: &Config, started: SystemTime) -> Self {
-        let rows = config
-            .targets
-            .iter()
-            .flat_map(|t| {
-                t.routes.iter().map(|r| Row {
-                    target: t.name.clone(),
-                    route: r.name.clone(),
-                    last: None,
-                    since: None,
-                    checks: 0,
-                })
-            })
-            .collect();
+        let row = |t: &str, r: &str, credential| Row {
+            target: t.to_string(),
+            route: r.to_string(),
+            credential,
+            last: None,
+            since: None,
+            checks: 0,
+        };
+        let mut rows: Vec<Row> = Vec::new();
+        for t in &config.targets {
+            rows.extend(t.routes.iter().map(|r| row(&t.name, &r.name, false)));
+        }
+        for t in config.targets.iter().filter(|t| t.credential.is_some()) {
+            rows.extend(t.routes.iter().map(|r| row(&t.name, &r.name, true)));
+        }
         Self {
             rows,
             changes: Vec::new(),
@@ -152,25 +176,50 @@ impl Board {
 
     /// Takes one result in at `at`; returns the change it shows, if any.
     pub fn observe(&mut self, outcome: ProbeOutcome, at: SystemTime) -> Option<Change> {
+        let last = Last {
+            state: State::of(&outcome),
+            detail: outcome.detail,
+            took: outcome.duration,
+        };
+        self.take(&outcome.target, &outcome.route, false, last, at)
+    }
+
+    /// Takes one credential check in at `at`; returns the change it shows.
+    pub fn observe_credential(&mut self, c: Checked, at: SystemTime) -> Option<Change> {
+        let last = Last {
+            state: State::of_credential(&c),
+            detail: c.detail,
+            took: c.took,
+        };
+        self.take(&c.target, &c.route, true, last, at)
+    }
+
+    fn take(
+        &mut self,
+        target: &str,
+        route: &str,
+        credential: bool,
+        last: Last,
+        at: SystemTime,
+    ) -> Option<Change> {
         let row = self
             .rows
             .iter_mut()
-            .find(|r| r.target == outcome.target && r.route == outcome.route)?;
+            .find(|r| r.target == target && r.route == route && r.credential == credential)?;
         row.checks += 1;
-        let before = row.last.as_ref().map(State::of);
-        let after = State::of(&outcome);
-        let change = (before.as_ref() != Some(&after)).then(|| Change {
+        let before = row.last.as_ref().map(|l| l.state.clone());
+        let change = (before.as_ref() != Some(&last.state)).then(|| Change {
             at,
-            target: outcome.target.clone(),
-            route: outcome.route.clone(),
+            target: target.to_string(),
+            route: row.label(),
             before,
-            after,
-            detail: outcome.detail.clone(),
+            after: last.state.clone(),
+            detail: last.detail.clone(),
         });
         if change.is_some() {
             row.since = Some(at);
         }
-        row.last = Some(outcome);
+        row.last = Some(last);
         if let Some(c) = &change {
             self.changes.push(c.clone());
         }
@@ -200,11 +249,14 @@ impl Board {
                     "-".into(),
                     String::new(),
                 ),
-                Some(o) => (
-                    if o.ok { "PASS" } else { "FAIL" }.to_string(),
-                    o.reason.as_str().to_string(),
-                    fmt_duration(o.duration),
-                    shorten(&o.detail, DETAIL_IN_TABLE),
+                Some(l) => (
+                    if l.state.ok { "PASS" } else { "FAIL" }.to_string(),
+                    match &l.state.code {
+                        Some(code) => format!("{} {code}", l.state.reason),
+                        None => l.state.reason.to_string(),
+                    },
+                    fmt_duration(l.took),
+                    shorten(&l.detail, DETAIL_IN_TABLE),
                 ),
             };
             let since = r
@@ -213,7 +265,7 @@ impl Board {
                 .unwrap_or_else(|| "-".into());
             rows.push(vec![
                 r.target.clone(),
-                r.route.clone(),
+                r.label(),
                 state,
                 reason,
                 total,
@@ -247,7 +299,7 @@ impl Board {
         let failing = self
             .rows
             .iter()
-            .filter(|r| r.last.as_ref().is_some_and(|o| !o.ok))
+            .filter(|r| r.last.as_ref().is_some_and(|l| !l.state.ok))
             .count();
         let changes: Vec<&Change> = self.changes.iter().filter(|c| c.before.is_some()).collect();
         let mut s = format!(
@@ -270,13 +322,15 @@ impl Board {
         s.push_str("Now:\n");
         for r in &self.rows {
             let (words, since) = match (&r.last, r.since) {
-                (Some(o), Some(at)) => (State::of(o).words(), format!(" since {}", clock(at))),
+                (Some(l), Some(at)) => (l.state.words(), format!(" since {}", clock(at))),
                 _ => ("not checked".to_string(), String::new()),
             };
             let _ = writeln!(
                 s,
                 "  {}/{}: {words}{since}, {} checks",
-                r.target, r.route, r.checks
+                r.target,
+                r.label(),
+                r.checks
             );
         }
         s
@@ -284,7 +338,7 @@ impl Board {
 }
 
 /// `12:00:01Z`.
-fn clock(t: SystemTime) -> String {
+pub(super) fn clock(t: SystemTime) -> String {
     let secs = t
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
@@ -308,94 +362,6 @@ fn shorten(s: &str, max: usize) -> String {
     let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
     out.push('…');
     out
-}
-
-/// Clears a terminal and puts the cursor top left.
-const CLEAR: &str = "\x1b[H\x1b[2J";
-
-/// Watches every target × route of `config`, checking each pair every
-/// `interval`, until `stop` completes; writes to `out` (redrawn in place
-/// when `tty`, else one line per change), then the summary. Returns the
-/// board for callers that want more.
-pub async fn run(
-    config: Config,
-    interval: Duration,
-    out: &mut (dyn Write + Send),
-    tty: bool,
-    stop: impl Future<Output = ()>,
-) -> io::Result<Board> {
-    let started = SystemTime::now();
-    let mut board = Board::new(&config, started);
-    let heading = format!(
-        "egress-sentinel verify --watch · {} · every {} · Ctrl-C for the summary",
-        config.file.display(),
-        fmt_duration(interval)
-    );
-    let prober = crate::verify::prober_for(&config);
-    let (tx, mut rx) = mpsc::channel::<ProbeOutcome>(64);
-    let mut loops = JoinSet::new();
-    for target in &config.targets {
-        for route in &target.routes {
-            let (target, route, prober, tx) = (
-                Arc::clone(target),
-                Arc::clone(route),
-                prober.clone(),
-                tx.clone(),
-            );
-            loops.spawn(async move {
-                let mut tick = tokio::time::interval(interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    let outcome = prober.probe(&target, &route).await;
-                    if tx.send(outcome).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    }
-    drop(tx);
-    if tty {
-        draw(out, &board, &heading)?;
-    } else {
-        writeln!(out, "{heading}")?;
-        out.flush()?;
-    }
-    // On a terminal the "since" column ages even when nothing changes.
-    let mut redraw = tokio::time::interval(Duration::from_secs(1));
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            () = &mut stop => break,
-            got = rx.recv() => {
-                let Some(outcome) = got else { break };
-                let change = board.observe(outcome, SystemTime::now());
-                if tty {
-                    draw(out, &board, &heading)?;
-                } else if let Some(c) = change {
-                    writeln!(out, "{}", c.line())?;
-                    out.flush()?;
-                }
-            }
-            _ = redraw.tick(), if tty => draw(out, &board, &heading)?,
-        }
-    }
-    loops.abort_all();
-    let now = SystemTime::now();
-    if tty {
-        draw(out, &board, &heading)?;
-    }
-    write!(out, "\n{}", board.summary(now))?;
-    out.flush()?;
-    Ok(board)
-}
-
-fn draw(out: &mut (dyn Write + Send), board: &Board, heading: &str) -> io::Result<()> {
-    let now = SystemTime::now();
-    let heading = format!("{heading} · {}", clock(now));
-    write!(out, "{CLEAR}{}", board.screen(&heading, now))?;
-    out.flush()
 }
 
 #[cfg(test)]
