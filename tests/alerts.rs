@@ -561,7 +561,10 @@ fn every_shipped_runbook_url_is_absolute_and_the_readmes_sed_sets_its_base() {
             urls.iter().all(|u| u.starts_with(mine)),
             "{file} after the README's sed: {urls:?}"
         );
-        assert!(!read(file).contains("YOUR-ORG"), "{file} kept the placeholder");
+        assert!(
+            !read(file).contains("YOUR-ORG"),
+            "{file} kept the placeholder"
+        );
     }
     assert_eq!(
         rules::prometheus_rule_for(&read(rules::RULES)),

@@ -7,6 +7,12 @@
 //!   every file its config names mounted;
 //! - the config in each ConfigMap passes `check-config` of the built binary,
 //!   and the verify Job's command line runs that binary's `verify`;
+//! - the admin token is on: `[admin] token_file` is where a required
+//!   (not `optional`) Secret is mounted, and `run` refuses to start without
+//!   it;
+//! - the NetworkPolicy, evaluated rule by rule, allows and refuses what
+//!   its table says (DNS, the proxy, the listed ranges; not the app's
+//!   database or other Services), and the README's patch adds the database;
 //! - the Dockerfile pins its base images by digest and the pin script fills
 //!   them; `.dockerignore` keeps what the build reads.
 //!
@@ -1433,8 +1439,13 @@ fn the_sidecar_refuses_to_start_when_the_admin_token_secret_is_missing() {
         .replace("\"127.0.0.1:3128\"", "\"127.0.0.1:0\"");
     let path = ws.write("egress-sentinel.toml", &local);
     for (what, setup) in [
-        ("missing", &(|p: &Path| std::fs::remove_file(p).expect("rm")) as &dyn Fn(&Path)),
-        ("short", &|p: &Path| std::fs::write(p, "abc\n").expect("write")),
+        (
+            "missing",
+            &(|p: &Path| std::fs::remove_file(p).expect("rm")) as &dyn Fn(&Path),
+        ),
+        ("short", &|p: &Path| {
+            std::fs::write(p, "abc\n").expect("write")
+        }),
     ] {
         setup(Path::new(token));
         let mut child = Command::new(support::binary())
@@ -1524,11 +1535,16 @@ fn peer_admits(peer: &Value, d: &Destination) -> bool {
 }
 
 fn port_admits(port: &Value, d: &Destination) -> bool {
-    let protocol = port.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+    let protocol = port
+        .get("protocol")
+        .and_then(Value::as_str)
+        .unwrap_or("TCP");
     let range = match port.get("port") {
         None => 0..=u64::MAX,
         Some(p) => {
-            let from = p.as_u64().expect("numeric ports only (the sidecar's pod names none)");
+            let from = p
+                .as_u64()
+                .expect("numeric ports only (the sidecar's pod names none)");
             from..=port.get("endPort").and_then(Value::as_u64).unwrap_or(from)
         }
     };
@@ -1563,23 +1579,99 @@ fn egress_allowed(docs: &[Value], d: &Destination) -> bool {
 fn destinations() -> Vec<(Destination, bool)> {
     let dns = json!({"k8s-app": "kube-dns"});
     vec![
-        (pod(dest("cluster DNS (UDP)", "10.244.0.10", "UDP", 53), "kube-system", dns.clone()), true),
-        (pod(dest("cluster DNS (TCP)", "10.244.0.10", "TCP", 53), "kube-system", dns.clone()), true),
-        (dest("the provider's proxy", "192.0.2.10", "TCP", 3128), true),
+        (
+            pod(
+                dest("cluster DNS (UDP)", "10.244.0.10", "UDP", 53),
+                "kube-system",
+                dns.clone(),
+            ),
+            true,
+        ),
+        (
+            pod(
+                dest("cluster DNS (TCP)", "10.244.0.10", "TCP", 53),
+                "kube-system",
+                dns.clone(),
+            ),
+            true,
+        ),
+        (
+            dest("the provider's proxy", "192.0.2.10", "TCP", 3128),
+            true,
+        ),
         (dest("apns' range, HTTPS", "198.51.100.7", "TCP", 443), true),
-        (dest("azure-ad's range, HTTPS", "203.0.113.200", "TCP", 443), true),
-        (dest("another address beside the proxy", "192.0.2.11", "TCP", 3128), false),
-        (dest("the proxy's host on 443", "192.0.2.10", "TCP", 443), false),
-        (dest("apns' range on plain HTTP", "198.51.100.7", "TCP", 80), false),
-        (dest("apns' range over UDP (QUIC)", "198.51.100.7", "UDP", 443), false),
+        (
+            dest("azure-ad's range, HTTPS", "203.0.113.200", "TCP", 443),
+            true,
+        ),
+        (
+            dest(
+                "another address beside the proxy",
+                "192.0.2.11",
+                "TCP",
+                3128,
+            ),
+            false,
+        ),
+        (
+            dest("the proxy's host on 443", "192.0.2.10", "TCP", 443),
+            false,
+        ),
+        (
+            dest("apns' range on plain HTTP", "198.51.100.7", "TCP", 80),
+            false,
+        ),
+        (
+            dest("apns' range over UDP (QUIC)", "198.51.100.7", "UDP", 443),
+            false,
+        ),
         (dest("a public resolver", "8.8.8.8", "UDP", 53), false),
-        (dest("anywhere else on the internet", "1.1.1.1", "TCP", 443), false),
-        (pod(dest("the app's database", "10.0.0.5", "TCP", 5432), NAMESPACE, json!({"app": "postgres"})), false),
-        (pod(dest("another Service's pods in the namespace", "10.244.1.20", "TCP", 8080), NAMESPACE, json!({"app": "billing"})), false),
-        (pod(dest("a Service in another namespace", "10.244.2.30", "TCP", 443), "payments", json!({"app": "payments"})), false),
-        (pod(dest("DNS pods' other ports", "10.244.0.10", "TCP", 9153), "kube-system", dns), false),
+        (
+            dest("anywhere else on the internet", "1.1.1.1", "TCP", 443),
+            false,
+        ),
+        (
+            pod(
+                dest("the app's database", "10.0.0.5", "TCP", 5432),
+                NAMESPACE,
+                json!({"app": "postgres"}),
+            ),
+            false,
+        ),
+        (
+            pod(
+                dest(
+                    "another Service's pods in the namespace",
+                    "10.244.1.20",
+                    "TCP",
+                    8080,
+                ),
+                NAMESPACE,
+                json!({"app": "billing"}),
+            ),
+            false,
+        ),
+        (
+            pod(
+                dest("a Service in another namespace", "10.244.2.30", "TCP", 443),
+                "payments",
+                json!({"app": "payments"}),
+            ),
+            false,
+        ),
+        (
+            pod(
+                dest("DNS pods' other ports", "10.244.0.10", "TCP", 9153),
+                "kube-system",
+                dns,
+            ),
+            false,
+        ),
         (dest("the Kubernetes API", "10.96.0.1", "TCP", 443), false),
-        (dest("the cloud metadata service", "169.254.169.254", "TCP", 80), false),
+        (
+            dest("the cloud metadata service", "169.254.169.254", "TCP", 80),
+            false,
+        ),
     ]
 }
 
@@ -1619,37 +1711,52 @@ fn copy_k8s(to: &Path) {
 
 #[test]
 fn the_networkpolicy_allows_dns_the_proxy_and_the_listed_ranges_and_refuses_in_cluster_destinations()
-{
+ {
     let Some(kubectl) = kubectl() else { return };
     let docs = documents(&render(&kubectl, "failover"));
     assert!(docs.iter().any(|d| kind(d) == "NetworkPolicy"));
     let table = destinations();
     let problems = table_problems(&docs, &table);
-    assert!(problems.is_empty(), "failover:\n  {}", problems.join("\n  "));
+    assert!(
+        problems.is_empty(),
+        "failover:\n  {}",
+        problems.join("\n  ")
+    );
 
     // The evaluator is no rubber stamp: an allow-all rule fails the table.
     let mut open = docs.clone();
-    let at = open.iter().position(|d| kind(d) == "NetworkPolicy").expect("policy");
+    let at = open
+        .iter()
+        .position(|d| kind(d) == "NetworkPolicy")
+        .expect("policy");
     open[at]["spec"]["egress"]
         .as_array_mut()
         .expect("egress")
         .push(json!({}));
-    assert!(table_problems(&open, &table)
-        .iter()
-        .any(|p| p.starts_with("the app's database")));
+    assert!(
+        table_problems(&open, &table)
+            .iter()
+            .any(|p| p.starts_with("the app's database"))
+    );
 
     // Where a user looks, it says what it refuses.
-    let header = std::fs::read_to_string(
-        repo().join("k8s/components/networkpolicy/networkpolicy.yaml"),
-    )
-    .expect("policy");
+    let header =
+        std::fs::read_to_string(repo().join("k8s/components/networkpolicy/networkpolicy.yaml"))
+            .expect("policy");
     let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
     let section = readme
         .split("**The NetworkPolicy")
         .nth(1)
         .expect("README: the NetworkPolicy paragraph");
     for text in [&header, &section.to_string()] {
-        for word in ["database", "other Services", "192.0.2.10", "198.51.100.0/24", "203.0.113.0/24", "53"] {
+        for word in [
+            "database",
+            "other Services",
+            "192.0.2.10",
+            "198.51.100.0/24",
+            "203.0.113.0/24",
+            "53",
+        ] {
             assert!(text.contains(word), "{word:?} not said");
         }
     }
@@ -1666,7 +1773,11 @@ fn the_networkpolicy_allows_dns_the_proxy_and_the_listed_ranges_and_refuses_in_c
     std::fs::create_dir_all(&mine).expect("mkdir");
     std::fs::write(mine.join("kustomization.yaml"), patch).expect("write");
     let out = run(Command::new(&kubectl).arg("kustomize").arg(&mine));
-    assert!(out.status.success(), "the README's patch:\n{}", printed(&out));
+    assert!(
+        out.status.success(),
+        "the README's patch:\n{}",
+        printed(&out)
+    );
     let patched = documents(&String::from_utf8(out.stdout).expect("utf-8"));
     let table: Vec<(Destination, bool)> = destinations()
         .into_iter()

@@ -110,7 +110,12 @@ impl Sidecar {
 
     /// The stdout lines so far, as written.
     fn stdout_raw(&self) -> Vec<String> {
-        self.stdout.as_ref().expect("stdout read").lock().expect("lines").clone()
+        self.stdout
+            .as_ref()
+            .expect("stdout read")
+            .lock()
+            .expect("lines")
+            .clone()
     }
 
     fn signal(&self, s: Signal) {
@@ -214,9 +219,10 @@ impl Scene {
         let text = support::scenario::daemon_config(&self.proxy.url(), self.up.port())
             .state_dir("state")
             .to_string();
-        self.config = self
-            .ws
-            .write("config.toml", &format!("{text}\n[compliance]\nsink = {sink:?}\n"));
+        self.config = self.ws.write(
+            "config.toml",
+            &format!("{text}\n[compliance]\nsink = {sink:?}\n"),
+        );
     }
 
     async fn direct(&self, sidecar: &Sidecar) -> (SocketAddr, SocketAddr) {
@@ -288,9 +294,13 @@ async fn with_sink_both_the_same_thousand_trail_lines_are_on_stdout_and_in_the_f
     assert!(
         raw.iter().all(|l| l.starts_with(r#"{"log":"compliance","#)),
         "stdout holds something else: {:?}",
-        raw.iter().find(|l| !l.starts_with(r#"{"log":"compliance","#))
+        raw.iter()
+            .find(|l| !l.starts_with(r#"{"log":"compliance","#))
     );
-    assert!(logs.iter().all(|v| v.get("log") != Some(&"compliance".into())));
+    assert!(
+        logs.iter()
+            .all(|v| v.get("log") != Some(&"compliance".into()))
+    );
     assert_eq!(sample(&m, DROPPED, &[]), Some(0.0), "{m}");
 }
 
@@ -307,7 +317,10 @@ async fn a_stdout_nobody_reads_never_stalls_tunnels_and_the_drops_are_counted() 
     .await
     .expect("2 000 tunnels with stdout blocked: the relay stalled");
     let took = began.elapsed();
-    assert!(took < Duration::from_secs(60), "2 000 tunnels took {took:?}");
+    assert!(
+        took < Duration::from_secs(60),
+        "2 000 tunnels took {took:?}"
+    );
 
     // The file has every line; the copy dropped what did not fit.
     eventually(Duration::from_secs(10), "2 000 trail lines", || async {
@@ -375,6 +388,10 @@ async fn sink_file_writes_nothing_to_stdout_and_a_reload_to_both_starts_the_copy
     let copies = trail_copies(&sidecar.stdout_json());
     let file = file_lines(&scene.state);
     assert_eq!(file.len(), 20);
-    assert_eq!(counted(&copies), counted(&file[10..]), "the copies after the reload");
+    assert_eq!(
+        counted(&copies),
+        counted(&file[10..]),
+        "the copies after the reload"
+    );
     assert!(sidecar.stop().await.success());
 }

@@ -76,7 +76,9 @@ impl StdoutCopy {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         d.1 += 1;
         let now = Instant::now();
-        if d.0.is_none_or(|at| now.duration_since(at) >= DROP_LOG_EVERY) {
+        if d.0
+            .is_none_or(|at| now.duration_since(at) >= DROP_LOG_EVERY)
+        {
             tracing::warn!(
                 dropped = d.1,
                 dropped_total = total,

@@ -17,8 +17,9 @@ use toml::Spanned;
 use super::compile::{Compiler, MAX_SECRET_FILE, Result};
 use super::raw::{RawConfig, RawForward};
 use super::{
-    AdminSettings, ComplianceSettings, ForwardDefault, ForwardSettings, Listen, ProbeSettings, RelayMode, Route,
-    RunSettings, RuntimeSettings, ShutdownSettings, TrailSink, defaults, parse_duration,
+    AdminSettings, ComplianceSettings, ForwardDefault, ForwardSettings, Listen, ProbeSettings,
+    RelayMode, Route, RunSettings, RuntimeSettings, ShutdownSettings, TrailSink, defaults,
+    parse_duration,
 };
 use crate::secret::Secret;
 

@@ -97,10 +97,12 @@ impl Metrics {
             let key = KeyName::from_const_str(name);
             let help = SharedString::const_str(help);
             match *name {
-                PROBE_FAILURES | FAILOVERS | FORWARD_CONNECTIONS | CERT_READ_ERRORS
-                | CREDENTIAL_FAILURES | COMPLIANCE_STDOUT_DROPPED => {
-                    recorder.describe_counter(key, None, help)
-                }
+                PROBE_FAILURES
+                | FAILOVERS
+                | FORWARD_CONNECTIONS
+                | CERT_READ_ERRORS
+                | CREDENTIAL_FAILURES
+                | COMPLIANCE_STDOUT_DROPPED => recorder.describe_counter(key, None, help),
                 FORWARD_BYTES => recorder.describe_counter(key, None, help),
                 PROBE_DURATION | FORWARD_REQUEST_DURATION => {
                     recorder.describe_histogram(key, Some(metrics::Unit::Seconds), help)

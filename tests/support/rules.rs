@@ -19,7 +19,8 @@ pub const PROMETHEUS_RULE: &str = "k8s/alerts/prometheusrule.yaml";
 pub const RUNBOOK: &str = "k8s/RUNBOOK.md";
 /// The base of every shipped `runbook_url` (a placeholder the README's
 /// `sed` replaces): the runbook's absolute URL, without the `#entry`.
-pub const RUNBOOK_URL: &str = "https://github.com/YOUR-ORG/egress-sentinel/blob/main/k8s/RUNBOOK.md";
+pub const RUNBOOK_URL: &str =
+    "https://github.com/YOUR-ORG/egress-sentinel/blob/main/k8s/RUNBOOK.md";
 /// The Grafana dashboard.
 pub const DASHBOARD: &str = "k8s/dashboards/egress-sentinel.json";
 
