@@ -28,7 +28,7 @@ pub mod meter;
 pub mod process;
 mod recorder;
 
-pub use recorder::{Metrics, alive_tasks};
+pub use recorder::{Metrics, alive_tasks, compliance_stdout_dropped};
 
 /// `egress_probe_success{target,route}`: 0/1 of the last probe.
 pub const PROBE_SUCCESS: &str = "egress_probe_success";
@@ -126,6 +126,11 @@ pub const CREDENTIAL_INTERVAL: &str = "egress_credential_check_interval_seconds"
 /// `egress_credential_skipped{target}`: 1 while checks are skipped because
 /// the target has no working route.
 pub const CREDENTIAL_SKIPPED: &str = "egress_credential_skipped";
+
+/// `egress_compliance_stdout_dropped_total`: trail lines left out of the
+/// stdout copy (`[compliance] sink = "both"`) because stdout was too slow;
+/// the file still has them.
+pub const COMPLIANCE_STDOUT_DROPPED: &str = "egress_compliance_stdout_dropped_total";
 
 /// Latency buckets from 1 ms to 30 s.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -260,6 +265,10 @@ const HELP: &[(&str, &str)] = &[
     (
         CREDENTIAL_SKIPPED,
         "1 while the target's credential checks are skipped because it has no working route.",
+    ),
+    (
+        COMPLIANCE_STDOUT_DROPPED,
+        "Compliance trail lines left out of the stdout copy ([compliance] sink = \"both\") because stdout did not keep up; the trail file has every line.",
     ),
     (
         RUNTIME_ALIVE_TASKS,

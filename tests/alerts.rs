@@ -194,7 +194,7 @@ fn every_alert_follows_the_mixin_conventions_and_has_a_runbook_entry() {
         }
         assert_eq!(
             annotations.get("runbook_url"),
-            Some(&format!("{}#{}", rules::RUNBOOK, name.to_lowercase())),
+            Some(&format!("{}#{}", rules::RUNBOOK_URL, name.to_lowercase())),
             "{name}: runbook_url"
         );
         // A `for:` of at least a minute: no alert pages on one scrape.
@@ -483,4 +483,92 @@ fn the_rules_hold_no_hard_coded_certificate_days() {
             );
         }
     }
+}
+
+/// Every `runbook_url:` value in a YAML text (anchors and aliases
+/// included: `&a "url"` gives the url, `*a` nothing).
+fn runbook_urls(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("runbook_url:"))
+        .map(str::trim)
+        .filter(|v| !v.starts_with('*'))
+        .map(|v| {
+            let v = match v.strip_prefix('&') {
+                Some(anchored) => anchored.split_once(' ').map_or("", |(_, rest)| rest),
+                None => v,
+            };
+            v.trim().trim_matches(['"', '\'']).to_string()
+        })
+        .collect()
+}
+
+/// The three files of `k8s/alerts` that hold `runbook_url`s.
+const RUNBOOK_FILES: [&str; 3] = [rules::RULES, rules::RULES_TEST, rules::PROMETHEUS_RULE];
+
+#[test]
+fn every_shipped_runbook_url_is_absolute_and_the_readmes_sed_sets_its_base() {
+    // What ships: absolute https:// URLs on the one base, one per alert.
+    let mut alerts_seen = BTreeSet::new();
+    for file in RUNBOOK_FILES {
+        let urls = runbook_urls(&rules::read(file));
+        assert!(!urls.is_empty(), "{file}: no runbook_url");
+        for url in &urls {
+            assert!(
+                url.starts_with("https://"),
+                "{file}: runbook_url {url:?} is relative: receivers cannot open it"
+            );
+            let (base, entry) = url.split_once('#').expect("a #entry");
+            assert_eq!(base, rules::RUNBOOK_URL, "{file}: another base in {url}");
+            alerts_seen.insert(entry.to_string());
+        }
+    }
+    let alerts: BTreeSet<String> = rules::alerts()
+        .iter()
+        .map(|a| a.name.to_lowercase())
+        .collect();
+    assert_eq!(alerts_seen, alerts, "a runbook_url per alert");
+
+    // The check catches a relative one.
+    assert_eq!(
+        runbook_urls("  runbook_url: &x \"k8s/RUNBOOK.md#a\"\n  runbook_url: *x\n"),
+        ["k8s/RUNBOOK.md#a"]
+    );
+
+    // The README's command sets the base once, everywhere, and the
+    // PrometheusRule is still the one generated from the rules.
+    let readme = rules::read("README.md");
+    let block = readme
+        .split("<!-- runbook base -->\n```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README: the runbook base command");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("k8s/alerts")).expect("mkdir");
+    for file in RUNBOOK_FILES {
+        std::fs::write(dir.path().join(file), rules::read(file)).expect("copy");
+    }
+    let out = std::process::Command::new("bash")
+        .args(["-euc", block])
+        .current_dir(dir.path())
+        .output()
+        .expect("bash");
+    assert!(out.status.success(), "{out:?}");
+    let mine = "https://github.example.com/sre/egress-sentinel/blob/main/k8s/RUNBOOK.md#";
+    let read = |file: &str| std::fs::read_to_string(dir.path().join(file)).expect("read");
+    for file in RUNBOOK_FILES {
+        let urls = runbook_urls(&read(file));
+        assert!(
+            urls.iter().all(|u| u.starts_with(mine)),
+            "{file} after the README's sed: {urls:?}"
+        );
+        assert!(
+            !read(file).contains("YOUR-ORG"),
+            "{file} kept the placeholder"
+        );
+    }
+    assert_eq!(
+        rules::prometheus_rule_for(&read(rules::RULES)),
+        read(rules::PROMETHEUS_RULE),
+        "after the sed, the PrometheusRule is no longer the generated one"
+    );
 }

@@ -7,6 +7,12 @@
 //!   every file its config names mounted;
 //! - the config in each ConfigMap passes `check-config` of the built binary,
 //!   and the verify Job's command line runs that binary's `verify`;
+//! - the admin token is on: `[admin] token_file` is where a required
+//!   (not `optional`) Secret is mounted, and `run` refuses to start without
+//!   it;
+//! - the NetworkPolicy, evaluated rule by rule, allows and refuses what
+//!   its table says (DNS, the proxy, the listed ranges; not the app's
+//!   database or other Services), and the README's patch adds the database;
 //! - the Dockerfile pins its base images by digest and the pin script fills
 //!   them; `.dockerignore` keeps what the build reads.
 //!
@@ -721,7 +727,10 @@ fn localise(ws: &Workspace, toml_text: &str) -> String {
             .expect("file name")
             .to_string_lossy()
             .into_owned();
-        let content = if file.ends_with("key.pem") {
+        let content = if file == "token" {
+            // An admin token: one line of at least 16 characters.
+            "0123456789abcdef0123456789abcdef\n".to_string()
+        } else if file.ends_with("key.pem") {
             leaf.key_pem.clone()
         } else if file.ends_with(".pem") {
             leaf.cert_pem.clone()
@@ -1344,4 +1353,439 @@ fn dockerignore_keeps_what_the_build_reads_and_nothing_else() {
             .iter()
             .any(|k| k.starts_with("target") || k.starts_with(".git"))
     );
+}
+
+// ---------------------------------------------------------------------------
+// The admin token
+
+/// The sidecar's pod templates of an overlay, with the rendering.
+fn sidecar_pods(kubectl: &Path, overlay: &str) -> (Vec<Value>, Vec<Value>) {
+    let docs = documents(&render(kubectl, overlay));
+    let pods = pod_templates(&docs)
+        .into_iter()
+        .filter(|(_, t)| !sidecars(&t["spec"]).is_empty())
+        .map(|(_, t)| t.clone())
+        .collect();
+    (docs, pods)
+}
+
+#[test]
+fn every_overlay_mounts_the_admin_token_its_config_names_from_a_required_secret() {
+    let Some(kubectl) = kubectl() else { return };
+    for overlay in overlays() {
+        let (docs, pods) = sidecar_pods(&kubectl, &overlay);
+        assert!(!pods.is_empty(), "{overlay}: no sidecar");
+        for template in &pods {
+            let spec = &template["spec"];
+            let sidecar = sidecars(spec)[0];
+            let (_, text) = config_of(&docs, spec, sidecar).expect("config");
+            let config: toml::Value = toml::from_str(&text).expect("TOML");
+            let token = config
+                .get("admin")
+                .and_then(|a| a.get("token_file"))
+                .and_then(toml::Value::as_str)
+                .unwrap_or_else(|| {
+                    panic!("{overlay}: [admin] token_file is not set: any process in the pod can change routing")
+                });
+            let (mount, volume) = mount_of(spec, sidecar, token)
+                .unwrap_or_else(|| panic!("{overlay}: nothing is mounted at {token}"));
+            let key = &token[str_at(mount, "/mountPath").trim_end_matches('/').len() + 1..];
+            assert_eq!(key, "token", "{overlay}: {token} is not the Secret's key");
+            let secret = volume
+                .get("secret")
+                .unwrap_or_else(|| panic!("{overlay}: {token} is not from a Secret: {volume}"));
+            assert_eq!(
+                str_at(secret, "/secretName"),
+                "egress-sentinel-admin-token",
+                "{overlay}"
+            );
+            assert_ne!(
+                secret.get("optional"),
+                Some(&json!(true)),
+                "{overlay}: the admin token Secret is optional: without it the pod starts with the admin open"
+            );
+            assert!(
+                array_at(secret, "/items").is_empty(),
+                "{overlay}: items would rename the key"
+            );
+        }
+    }
+    // The Job reads the same config, so it mounts the token too.
+    let job = job();
+    let spec = job.pointer("/spec/template/spec").expect("pod spec");
+    let container = &array_at(spec, "/containers")[0];
+    let (_, volume) = mount_of(spec, container, "/var/run/secrets/egress-admin/token")
+        .expect("the Job mounts the admin token");
+    assert_eq!(
+        str_at(volume, "/secret/secretName"),
+        "egress-sentinel-admin-token"
+    );
+}
+
+#[test]
+fn the_sidecar_refuses_to_start_when_the_admin_token_secret_is_missing() {
+    let Some(kubectl) = kubectl() else { return };
+    let (docs, pods) = sidecar_pods(&kubectl, "failover");
+    let spec = &pods[0]["spec"];
+    let (_, text) = config_of(&docs, spec, sidecars(spec)[0]).expect("config");
+    let ws = Workspace::new();
+    let local = localise(&ws, &text);
+    let config: toml::Value = toml::from_str(&local).expect("TOML");
+    let token = config["admin"]["token_file"].as_str().expect("token_file");
+    // Its listeners on free ports, so only the token can stop it.
+    let local = local
+        .replace("\"0.0.0.0:9464\"", "\"127.0.0.1:0\"")
+        .replace("\"127.0.0.1:9465\"", "\"127.0.0.1:0\"")
+        .replace("\"127.0.0.1:3128\"", "\"127.0.0.1:0\"");
+    let path = ws.write("egress-sentinel.toml", &local);
+    for (what, setup) in [
+        (
+            "missing",
+            &(|p: &Path| std::fs::remove_file(p).expect("rm")) as &dyn Fn(&Path),
+        ),
+        ("short", &|p: &Path| {
+            std::fs::write(p, "abc\n").expect("write")
+        }),
+    ] {
+        setup(Path::new(token));
+        let mut child = Command::new(support::binary())
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                panic!("{what} token: `run` kept running with the admin open");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+            .expect("stderr");
+        assert_eq!(status.code(), Some(2), "{what}: {stderr}");
+        assert!(stderr.contains("admin.token_file"), "{what}: {stderr}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The NetworkPolicy, evaluated
+
+/// The namespace the README applies the overlays in (`-n sso`).
+const NAMESPACE: &str = "sso";
+
+/// Somewhere the app's pod may try to connect.
+struct Destination {
+    /// What it is, for messages.
+    what: &'static str,
+    ip: std::net::Ipv4Addr,
+    protocol: &'static str,
+    port: u64,
+    /// A pod in the cluster: its namespace and its labels.
+    pod: Option<(&'static str, Value)>,
+}
+
+fn dest(what: &'static str, ip: &str, protocol: &'static str, port: u64) -> Destination {
+    Destination {
+        what,
+        ip: ip.parse().expect("IPv4"),
+        protocol,
+        port,
+        pod: None,
+    }
+}
+
+fn pod(mut d: Destination, namespace: &'static str, labels: Value) -> Destination {
+    d.pod = Some((namespace, labels));
+    d
+}
+
+fn in_cidr(ip: std::net::Ipv4Addr, cidr: &str) -> bool {
+    let (net, bits) = cidr.split_once('/').unwrap_or((cidr, "32"));
+    let (Ok(net), Ok(bits)) = (net.parse::<std::net::Ipv4Addr>(), bits.parse::<u32>()) else {
+        return false; // IPv6: not an IPv4 destination's
+    };
+    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+    u32::from(ip) & mask == u32::from(net) & mask
+}
+
+/// Whether one `to:` peer admits `d` (a pod peer without a
+/// namespaceSelector means the policy's own namespace).
+fn peer_admits(peer: &Value, d: &Destination) -> bool {
+    if let Some(block) = peer.get("ipBlock") {
+        return in_cidr(d.ip, str_at(block, "/cidr"))
+            && !array_at(block, "/except")
+                .iter()
+                .any(|e| in_cidr(d.ip, e.as_str().unwrap_or("")));
+    }
+    let Some((namespace, labels)) = &d.pod else {
+        return false;
+    };
+    let in_namespace = match peer.get("namespaceSelector") {
+        Some(s) => selects(s, &json!({"kubernetes.io/metadata.name": namespace})),
+        None => *namespace == NAMESPACE,
+    };
+    in_namespace && peer.get("podSelector").is_none_or(|s| selects(s, labels))
+}
+
+fn port_admits(port: &Value, d: &Destination) -> bool {
+    let protocol = port
+        .get("protocol")
+        .and_then(Value::as_str)
+        .unwrap_or("TCP");
+    let range = match port.get("port") {
+        None => 0..=u64::MAX,
+        Some(p) => {
+            let from = p
+                .as_u64()
+                .expect("numeric ports only (the sidecar's pod names none)");
+            from..=port.get("endPort").and_then(Value::as_u64).unwrap_or(from)
+        }
+    };
+    protocol == d.protocol && range.contains(&d.port)
+}
+
+/// Whether the NetworkPolicies of `docs` let the app's pod reach `d`:
+/// no policy selecting it for egress allows all; else some rule of one
+/// must admit both the peer and the port.
+fn egress_allowed(docs: &[Value], d: &Destination) -> bool {
+    let app = json!({"app": "sso"});
+    let policies: Vec<&Value> = docs
+        .iter()
+        .filter(|p| kind(p) == "NetworkPolicy")
+        .filter(|p| selects(p.pointer("/spec/podSelector").unwrap_or(&Value::Null), &app))
+        .filter(|p| array_at(p, "/spec/policyTypes").contains(&json!("Egress")))
+        .collect();
+    if policies.is_empty() {
+        return true;
+    }
+    policies.iter().any(|p| {
+        array_at(p, "/spec/egress").iter().any(|rule| {
+            let to = array_at(rule, "/to");
+            let ports = array_at(rule, "/ports");
+            (to.is_empty() || to.iter().any(|peer| peer_admits(peer, d)))
+                && (ports.is_empty() || ports.iter().any(|port| port_admits(port, d)))
+        })
+    })
+}
+
+/// The table: each destination, and whether the shipped policy allows it.
+fn destinations() -> Vec<(Destination, bool)> {
+    let dns = json!({"k8s-app": "kube-dns"});
+    vec![
+        (
+            pod(
+                dest("cluster DNS (UDP)", "10.244.0.10", "UDP", 53),
+                "kube-system",
+                dns.clone(),
+            ),
+            true,
+        ),
+        (
+            pod(
+                dest("cluster DNS (TCP)", "10.244.0.10", "TCP", 53),
+                "kube-system",
+                dns.clone(),
+            ),
+            true,
+        ),
+        (
+            dest("the provider's proxy", "192.0.2.10", "TCP", 3128),
+            true,
+        ),
+        (dest("apns' range, HTTPS", "198.51.100.7", "TCP", 443), true),
+        (
+            dest("azure-ad's range, HTTPS", "203.0.113.200", "TCP", 443),
+            true,
+        ),
+        (
+            dest(
+                "another address beside the proxy",
+                "192.0.2.11",
+                "TCP",
+                3128,
+            ),
+            false,
+        ),
+        (
+            dest("the proxy's host on 443", "192.0.2.10", "TCP", 443),
+            false,
+        ),
+        (
+            dest("apns' range on plain HTTP", "198.51.100.7", "TCP", 80),
+            false,
+        ),
+        (
+            dest("apns' range over UDP (QUIC)", "198.51.100.7", "UDP", 443),
+            false,
+        ),
+        (dest("a public resolver", "8.8.8.8", "UDP", 53), false),
+        (
+            dest("anywhere else on the internet", "1.1.1.1", "TCP", 443),
+            false,
+        ),
+        (
+            pod(
+                dest("the app's database", "10.0.0.5", "TCP", 5432),
+                NAMESPACE,
+                json!({"app": "postgres"}),
+            ),
+            false,
+        ),
+        (
+            pod(
+                dest(
+                    "another Service's pods in the namespace",
+                    "10.244.1.20",
+                    "TCP",
+                    8080,
+                ),
+                NAMESPACE,
+                json!({"app": "billing"}),
+            ),
+            false,
+        ),
+        (
+            pod(
+                dest("a Service in another namespace", "10.244.2.30", "TCP", 443),
+                "payments",
+                json!({"app": "payments"}),
+            ),
+            false,
+        ),
+        (
+            pod(
+                dest("DNS pods' other ports", "10.244.0.10", "TCP", 9153),
+                "kube-system",
+                dns,
+            ),
+            false,
+        ),
+        (dest("the Kubernetes API", "10.96.0.1", "TCP", 443), false),
+        (
+            dest("the cloud metadata service", "169.254.169.254", "TCP", 80),
+            false,
+        ),
+    ]
+}
+
+fn table_problems(docs: &[Value], table: &[(Destination, bool)]) -> Vec<String> {
+    table
+        .iter()
+        .filter(|(d, want)| egress_allowed(docs, d) != *want)
+        .map(|(d, want)| {
+            format!(
+                "{} ({}/{} {}): want {}",
+                d.what,
+                d.ip,
+                d.port,
+                d.protocol,
+                if *want { "allowed" } else { "refused" }
+            )
+        })
+        .collect()
+}
+
+/// A copy of `k8s/` in a temporary folder, for overlays of its overlays.
+fn copy_k8s(to: &Path) {
+    fn walk(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for e in std::fs::read_dir(from).expect("read_dir") {
+            let e = e.expect("entry");
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path, &to.join(e.file_name()));
+            } else {
+                std::fs::copy(&path, to.join(e.file_name())).expect("copy");
+            }
+        }
+    }
+    walk(&repo().join("k8s"), &to.join("k8s"));
+}
+
+#[test]
+fn the_networkpolicy_allows_dns_the_proxy_and_the_listed_ranges_and_refuses_in_cluster_destinations()
+ {
+    let Some(kubectl) = kubectl() else { return };
+    let docs = documents(&render(&kubectl, "failover"));
+    assert!(docs.iter().any(|d| kind(d) == "NetworkPolicy"));
+    let table = destinations();
+    let problems = table_problems(&docs, &table);
+    assert!(
+        problems.is_empty(),
+        "failover:\n  {}",
+        problems.join("\n  ")
+    );
+
+    // The evaluator is no rubber stamp: an allow-all rule fails the table.
+    let mut open = docs.clone();
+    let at = open
+        .iter()
+        .position(|d| kind(d) == "NetworkPolicy")
+        .expect("policy");
+    open[at]["spec"]["egress"]
+        .as_array_mut()
+        .expect("egress")
+        .push(json!({}));
+    assert!(
+        table_problems(&open, &table)
+            .iter()
+            .any(|p| p.starts_with("the app's database"))
+    );
+
+    // Where a user looks, it says what it refuses.
+    let header =
+        std::fs::read_to_string(repo().join("k8s/components/networkpolicy/networkpolicy.yaml"))
+            .expect("policy");
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
+    let section = readme
+        .split("**The NetworkPolicy")
+        .nth(1)
+        .expect("README: the NetworkPolicy paragraph");
+    for text in [&header, &section.to_string()] {
+        for word in [
+            "database",
+            "other Services",
+            "192.0.2.10",
+            "198.51.100.0/24",
+            "203.0.113.0/24",
+            "53",
+        ] {
+            assert!(text.contains(word), "{word:?} not said");
+        }
+    }
+
+    // The README's patch adds the database, and only it.
+    let patch = section
+        .split("<!-- networkpolicy patch -->\n```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README: the NetworkPolicy patch example");
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_k8s(dir.path());
+    let mine = dir.path().join("k8s/overlays/with-database");
+    std::fs::create_dir_all(&mine).expect("mkdir");
+    std::fs::write(mine.join("kustomization.yaml"), patch).expect("write");
+    let out = run(Command::new(&kubectl).arg("kustomize").arg(&mine));
+    assert!(
+        out.status.success(),
+        "the README's patch:\n{}",
+        printed(&out)
+    );
+    let patched = documents(&String::from_utf8(out.stdout).expect("utf-8"));
+    let table: Vec<(Destination, bool)> = destinations()
+        .into_iter()
+        .map(|(d, want)| {
+            let database = d.what == "the app's database";
+            (d, want || database)
+        })
+        .collect();
+    let problems = table_problems(&patched, &table);
+    assert!(problems.is_empty(), "patched:\n  {}", problems.join("\n  "));
 }

@@ -73,8 +73,17 @@ fn the_readme_says_for_every_key_whether_a_reload_applies_it() {
     let top = schema_keys("");
     for key in &top {
         let tables = [
-            "listen", "probe", "run", "shutdown", "admin", "watch", "tls", "forward", "runtime",
+            "listen",
+            "probe",
+            "run",
+            "shutdown",
+            "admin",
+            "watch",
+            "tls",
+            "forward",
+            "runtime",
             "dns",
+            "compliance",
         ];
         // `[resolve]`'s keys are names, one row for the table.
         if key == "resolve" {

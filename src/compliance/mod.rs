@@ -16,6 +16,11 @@
 //! direct connections during a failover are thousands of trail lines and
 //! a handful of log lines.
 //!
+//! With `[compliance] sink = "both"`, each trail line is also copied to
+//! stdout, marked `"log":"compliance"`, so the record leaves the pod with
+//! the container's log ([`stdout_copy`]). The file stays the record: the
+//! copy is best effort and never holds a connection up.
+//!
 //! It never decides anything: the forward proxy reports, this writes.
 //!
 //! # Layout
@@ -23,6 +28,7 @@
 //!   the runtime holds.
 //! - `rotating_file`: one JSON Lines file rotated by size.
 //! - `summary`: the log's [`Summary`] of direct connections (pure).
+//! - [`stdout_copy`]: the trail's bounded, never-blocking copy on stdout.
 
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
@@ -31,10 +37,11 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::config::{Config, Route};
+use crate::config::{Config, Route, TrailSink};
 use crate::telemetry::logs::rfc3339_millis;
 
 mod rotating_file;
+pub mod stdout_copy;
 mod summary;
 
 use rotating_file::RotatingFile;
@@ -150,6 +157,8 @@ pub struct TrailSettings {
     pub max_bytes: u64,
     /// Rotated files kept (`.1` … `.N`).
     pub keep: u32,
+    /// Where trail lines go besides the file.
+    pub sink: TrailSink,
 }
 
 impl TrailSettings {
@@ -161,6 +170,7 @@ impl TrailSettings {
             access_log: f.access_log,
             max_bytes: f.trail_max_bytes,
             keep: f.trail_keep,
+            sink: config.compliance.sink,
         }
     }
 }
@@ -211,6 +221,7 @@ fn announce(settings: &TrailSettings, config: &Config) {
             access_log = settings.access_log,
             max_bytes = settings.max_bytes,
             keep = settings.keep,
+            stdout_copy = settings.sink == TrailSink::Both,
             "compliance trail on: every direct connection is written there"
         ),
         (None, None) => tracing::warn!(
@@ -270,6 +281,10 @@ impl Trail {
         if to_trail {
             if let Some(f) = files.direct.as_mut() {
                 f.append(&line);
+            }
+            // After the file, which is the record: the copy may drop it.
+            if files.settings.sink == TrailSink::Both {
+                stdout_copy::offer(&line);
             }
         }
         if let Some(f) = files.access.as_mut() {

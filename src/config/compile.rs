@@ -88,6 +88,7 @@ impl Compiler<'_> {
         let routes = self.routes(&raw.routes, &base_roots, probe.timeout)?;
         let targets = self.targets(&raw.targets, &raw.tls, &base_roots, &routes, &probe)?;
         let forward = self.forward(&raw.forward, &routes)?;
+        let compliance = self.compliance(&raw)?;
         let state_dir = raw.state_dir.as_ref().map(|s| self.path(s.get_ref()));
         let run = self.run(&raw)?;
         let shutdown = self.shutdown(&raw)?;
@@ -108,6 +109,7 @@ impl Compiler<'_> {
             routes,
             targets,
             forward,
+            compliance,
             state_dir,
             run,
             shutdown,

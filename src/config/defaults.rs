@@ -73,6 +73,10 @@ pub const FORWARD_TRAIL_MAX_BYTES: u64 = 8 * 1024 * 1024;
 /// `[forward] trail_keep`: rotated trail files kept (`.1` … `.N`).
 pub const FORWARD_TRAIL_KEEP: u32 = 3;
 
+/// `[compliance] sink`: the trail in its file only (`both`: a copy on
+/// stdout too).
+pub const COMPLIANCE_SINK: crate::config::TrailSink = crate::config::TrailSink::File;
+
 /// `[forward] relay`: how tunnels move bytes.
 pub const FORWARD_RELAY: crate::config::RelayMode = crate::config::RelayMode::Copy;
 /// `[forward] buffer_pool` (bytes): the most the relay holds in large

@@ -13,8 +13,8 @@
 //! - `raw`: the TOML schema as written; `presets`, `defaults`, `duration`.
 //! - `compile`: parsing, the `Compiler` and its shared helpers, and the
 //!   order the tables are compiled (and mistakes reported) in.
-//! - `settings`: `[listen]`, `[probe]`, `[admin]`, `[forward]`, `[run]`,
-//!   `[shutdown]`, `[runtime]`, `[watch]`.
+//! - `settings`: `[listen]`, `[probe]`, `[admin]`, `[forward]`,
+//!   `[compliance]`, `[run]`, `[shutdown]`, `[runtime]`, `[watch]`.
 //! - `resolve`: `[resolve]` and `[dns]`.
 //! - `roots`: `[tls]` roots and CA files.
 //! - `routes`: `[[route]]` and the route lists that name them.
@@ -82,6 +82,8 @@ pub struct Config {
     pub targets: Vec<Arc<Target>>,
     /// Policy of the app-facing forward proxy.
     pub forward: ForwardSettings,
+    /// Where the compliance trail goes besides its file.
+    pub compliance: ComplianceSettings,
     /// Where incident windows persist across restarts.
     pub state_dir: Option<PathBuf>,
     /// The sidecar's lifecycle settings.
@@ -426,6 +428,25 @@ pub enum ForwardDefault {
     Proxy,
     /// Refused.
     Deny,
+}
+
+/// `[compliance]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComplianceSettings {
+    /// Where each trail line goes besides `state_dir/direct.jsonl` (the
+    /// record, always written when the trail is on).
+    pub sink: TrailSink,
+}
+
+/// `[compliance] sink`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrailSink {
+    /// The file only.
+    File,
+    /// The file, and a copy of each line on stdout (marked
+    /// `"log":"compliance"`) for the cluster's log collector; the copy is
+    /// best effort, the file is not.
+    Both,
 }
 
 /// `[forward]`.

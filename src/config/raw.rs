@@ -39,6 +39,9 @@ pub(crate) struct RawConfig {
     /// Admin listener settings.
     #[serde(default)]
     pub admin: RawAdmin,
+    /// Where the compliance trail goes besides its file.
+    #[serde(default)]
+    pub compliance: RawCompliance,
     /// Where incident windows are kept across restarts.
     pub state_dir: Option<Spanned<String>>,
     /// Lifecycle of `run`.
@@ -60,6 +63,14 @@ pub(crate) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRuntime {
     pub worker_threads: Option<Spanned<i64>>,
+}
+
+/// `[compliance]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCompliance {
+    /// `"file"` (the default) or `"both"`: the file and a copy on stdout.
+    pub sink: Option<Spanned<String>>,
 }
 
 /// `[dns]`.

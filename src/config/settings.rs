@@ -1,5 +1,6 @@
 //! Compiling the sidecar's own settings: `[listen]`, `[probe]`, `[admin]`,
-//! `[forward]`, `[run]`, `[shutdown]`, `[runtime]` and `[watch]` — every
+//! `[forward]`, `[compliance]`, `[run]`, `[shutdown]`, `[runtime]` and
+//! `[watch]` — every
 //! table that is not a target, a route, TLS trust or name resolution.
 //!
 //! Owns each key's default and range check, every failure located. It
@@ -16,8 +17,9 @@ use toml::Spanned;
 use super::compile::{Compiler, MAX_SECRET_FILE, Result};
 use super::raw::{RawConfig, RawForward};
 use super::{
-    AdminSettings, ForwardDefault, ForwardSettings, Listen, ProbeSettings, RelayMode, Route,
-    RunSettings, RuntimeSettings, ShutdownSettings, defaults, parse_duration,
+    AdminSettings, ComplianceSettings, ForwardDefault, ForwardSettings, Listen, ProbeSettings,
+    RelayMode, Route, RunSettings, RuntimeSettings, ShutdownSettings, TrailSink, defaults,
+    parse_duration,
 };
 use crate::secret::Secret;
 
@@ -241,6 +243,17 @@ impl Compiler<'_> {
                 defaults::FORWARD_FAILBACK_GRACE,
             )?,
         })
+    }
+
+    /// `[compliance]`: where the trail goes besides its file.
+    pub(super) fn compliance(&self, raw: &RawConfig) -> Result<ComplianceSettings> {
+        let sink = self.either(
+            raw.compliance.sink.as_ref(),
+            "compliance.sink",
+            [("file", TrailSink::File), ("both", TrailSink::Both)],
+            defaults::COMPLIANCE_SINK,
+        )?;
+        Ok(ComplianceSettings { sink })
     }
 
     /// A number that must lie in `range`; `None` when the key is absent.

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use metrics::{Key, KeyName, Label, Recorder, SharedString};
@@ -51,6 +52,16 @@ fn labels(pairs: &[(&'static str, &str)]) -> Vec<Label> {
         .collect()
 }
 
+/// Trail lines left out of the stdout copy, by the whole process: there is
+/// one stdout, so one count, which every instance's `/metrics` shows.
+static STDOUT_DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts `n` more trail lines left out of the stdout copy
+/// ([`COMPLIANCE_STDOUT_DROPPED`]); returns the total so far.
+pub fn compliance_stdout_dropped(n: u64) -> u64 {
+    STDOUT_DROPPED.fetch_add(n, Ordering::Relaxed) + n
+}
+
 /// Tasks alive in the tokio runtime the caller runs on (`None` outside
 /// one): what `egress_runtime_alive_tasks` and `/status` show.
 pub fn alive_tasks() -> Option<usize> {
@@ -86,8 +97,12 @@ impl Metrics {
             let key = KeyName::from_const_str(name);
             let help = SharedString::const_str(help);
             match *name {
-                PROBE_FAILURES | FAILOVERS | FORWARD_CONNECTIONS | CERT_READ_ERRORS
-                | CREDENTIAL_FAILURES => recorder.describe_counter(key, None, help),
+                PROBE_FAILURES
+                | FAILOVERS
+                | FORWARD_CONNECTIONS
+                | CERT_READ_ERRORS
+                | CREDENTIAL_FAILURES
+                | COMPLIANCE_STDOUT_DROPPED => recorder.describe_counter(key, None, help),
                 FORWARD_BYTES => recorder.describe_counter(key, None, help),
                 PROBE_DURATION | FORWARD_REQUEST_DURATION => {
                     recorder.describe_histogram(key, Some(metrics::Unit::Seconds), help)
@@ -111,6 +126,10 @@ impl Metrics {
         if let Some(n) = alive_tasks() {
             self.gauge(RUNTIME_ALIVE_TASKS, &[], n as f64);
         }
+        // From the start at 0, so rate() has a zero to start from.
+        self.recorder
+            .register_counter(&Key::from_static_name(COMPLIANCE_STDOUT_DROPPED), &META)
+            .absolute(STDOUT_DROPPED.load(Ordering::Relaxed));
         let mut text = self.handle.render();
         text.push_str(&process::ProcessSample::current().render());
         text

@@ -17,6 +17,10 @@ pub const RULES_TEST: &str = "k8s/alerts/egress-sentinel.rules.test.yaml";
 pub const PROMETHEUS_RULE: &str = "k8s/alerts/prometheusrule.yaml";
 /// The runbook every alert's `runbook_url` points into.
 pub const RUNBOOK: &str = "k8s/RUNBOOK.md";
+/// The base of every shipped `runbook_url` (a placeholder the README's
+/// `sed` replaces): the runbook's absolute URL, without the `#entry`.
+pub const RUNBOOK_URL: &str =
+    "https://github.com/YOUR-ORG/egress-sentinel/blob/main/k8s/RUNBOOK.md";
 /// The Grafana dashboard.
 pub const DASHBOARD: &str = "k8s/dashboards/egress-sentinel.json";
 
