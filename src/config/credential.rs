@@ -171,6 +171,9 @@ impl Credential {
     }
 }
 
+/// One kind's keys, by name, as written.
+type Keys<'a> = &'a [(&'a str, &'a Option<Spanned<String>>)];
+
 /// The kinds this build checks, for messages.
 const KINDS: &str = "`apns-token`, `fcm`, `azure-ad`, `twilio`";
 
@@ -361,8 +364,7 @@ impl Compiler<'_> {
     fn apns(&self, i: usize, c: &RawCredential) -> Result<CredentialKind> {
         let key = |k: &str| format!("target[{i}].credential.{k}");
         let need = |v: Option<&'_ Spanned<String>>, k: &str| {
-            self.required(v, &c.kind, &key(k), "apns-token")
-                .map(|v| v.clone())
+            self.required(v, &c.kind, &key(k), "apns-token").cloned()
         };
         let key_file = need(c.key_file.as_ref(), "key_file")?;
         let key_id = need(c.key_id.as_ref(), "key_id")?;
@@ -508,7 +510,7 @@ impl Compiler<'_> {
             CredentialKind::ApnsToken { .. } => 2,
             CredentialKind::Fcm { .. } => 3,
         };
-        let groups: [&[(&str, &Option<Spanned<String>>)]; 4] = [&azure, &twilio, &apns, &fcm];
+        let groups: [Keys<'_>; 4] = [&azure, &twilio, &apns, &fcm];
         let foreign = groups
             .iter()
             .enumerate()
