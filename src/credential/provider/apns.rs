@@ -300,3 +300,66 @@ mod tests {
         assert!(n <= TOKEN_CACHE_SIZE, "{n}");
     }
 }
+
+#[cfg(test)]
+mod answers {
+    use super::*;
+    use http::HeaderMap;
+
+    fn reply(status: u16, reason: &str) -> Reply {
+        Reply {
+            status,
+            headers: HeaderMap::new(),
+            body: Bytes::from(format!(r#"{{"reason":"{reason}"}}"#)),
+        }
+    }
+
+    fn call() -> Call {
+        Call {
+            endpoint: Endpoint {
+                tls: true,
+                host: "api.push.apple.com".into(),
+                port: 443,
+                path_and_query: "/".into(),
+            },
+            method: Method::POST,
+            headers: Vec::new(),
+            body: Bytes::new(),
+            what: "push to a dummy device",
+        }
+    }
+
+    #[test]
+    fn apples_reasons_are_read_as_documented() {
+        let m = Material::Secret(Secret::new("x".into()));
+        let v = |status, reason| classify(&m, &call(), &reply(status, reason));
+        assert!(matches!(v(400, "BadDeviceToken"), Verdict::Proven(_)));
+        for (status, reason) in [
+            (403, "InvalidProviderToken"),
+            (403, "ExpiredProviderToken"),
+            (403, "MissingProviderToken"),
+            (400, "TopicDisallowed"),
+            (400, "BadTopic"),
+            (400, "DeviceTokenNotForTopic"),
+        ] {
+            assert!(
+                matches!(v(status, reason), Verdict::Rejected { code, .. } if code == reason),
+                "{reason}"
+            );
+        }
+        assert!(matches!(
+            v(429, "TooManyProviderTokenUpdates"),
+            Verdict::BackOff { after, .. } if after >= TOKEN_MIN_RENEWAL
+        ));
+        assert!(matches!(v(429, "TooManyRequests"), Verdict::Failed(_)));
+        let mut busy = reply(503, "ServiceUnavailable");
+        busy.headers
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        assert!(matches!(
+            classify(&m, &call(), &busy),
+            Verdict::BackOff { after, .. } if after == Duration::from_secs(60)
+        ));
+        assert!(matches!(v(410, "Unregistered"), Verdict::Failed(_)));
+        assert!(matches!(v(500, "InternalServerError"), Verdict::Failed(_)));
+    }
+}

@@ -303,3 +303,176 @@ fn details(error: Option<&Value>) -> impl Iterator<Item = &Value> {
         .into_iter()
         .flatten()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderMap;
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            headers: HeaderMap::new(),
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
+    fn google(status: u16, word: &str, message: &str, details: &str) -> Reply {
+        reply(
+            status,
+            &format!(
+                r#"{{"error":{{"code":{status},"message":"{message}","status":"{word}","details":{details}}}}}"#
+            ),
+        )
+    }
+
+    #[test]
+    fn the_dummy_registration_token_refused_proves_the_account() {
+        let invalid = google(
+            400,
+            "INVALID_ARGUMENT",
+            "The registration token is not a valid FCM registration token",
+            r#"[{"@type":"type.googleapis.com/google.firebase.fcm.v1.FcmError","errorCode":"INVALID_ARGUMENT"}]"#,
+        );
+        assert_eq!(send_answer(&invalid), Verdict::Proven(PROVEN.into()));
+        let unregistered = google(
+            404,
+            "NOT_FOUND",
+            "Requested entity was not found.",
+            r#"[{"@type":"type.googleapis.com/google.firebase.fcm.v1.FcmError","errorCode":"UNREGISTERED"}]"#,
+        );
+        assert_eq!(send_answer(&unregistered), Verdict::Proven(PROVEN.into()));
+        // INVALID_ARGUMENT about something else proves nothing.
+        let other = google(
+            400,
+            "INVALID_ARGUMENT",
+            "Invalid JSON payload received.",
+            "[]",
+        );
+        assert!(matches!(send_answer(&other), Verdict::Failed(_)));
+        let missing = google(404, "NOT_FOUND", "Requested entity was not found.", "[]");
+        assert!(matches!(send_answer(&missing), Verdict::Failed(_)));
+    }
+
+    #[test]
+    fn refusals_at_send_are_rejections_with_googles_status_word() {
+        let disabled = google(
+            403,
+            "PERMISSION_DENIED",
+            "Firebase Cloud Messaging API has not been used in project 1 before or it is disabled.",
+            r#"[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"SERVICE_DISABLED"}]"#,
+        );
+        let Verdict::Rejected { code, detail } = send_answer(&disabled) else {
+            panic!("not a rejection")
+        };
+        assert_eq!(code, "PERMISSION_DENIED");
+        assert!(detail.starts_with("FCM 403 PERMISSION_DENIED (SERVICE_DISABLED): Firebase"));
+        let unauthenticated = google(
+            401,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials.",
+            "[]",
+        );
+        assert!(
+            matches!(send_answer(&unauthenticated), Verdict::Rejected { code, .. } if code == "UNAUTHENTICATED")
+        );
+        assert!(
+            matches!(send_answer(&reply(500, "oops")), Verdict::Failed(d) if d.contains("HTTP 500"))
+        );
+    }
+
+    #[test]
+    fn token_endpoint_errors_are_told_apart() {
+        let m = Material::Secret(crate::secret::Secret::new("x".into()));
+        let grant = reply(
+            400,
+            r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#,
+        );
+        assert_eq!(
+            token_answer(&m, None, &grant).err(),
+            Some(Verdict::Rejected {
+                code: "invalid_grant".into(),
+                detail: "token exchange: invalid_grant: Invalid JWT Signature.".into()
+            })
+        );
+        let client = reply(
+            401,
+            r#"{"error":"unauthorized_client","error_description":"x"}"#,
+        );
+        assert!(
+            matches!(token_answer(&m, None, &client), Err(Verdict::Rejected { code, .. }) if code == "unauthorized_client")
+        );
+        let scope = reply(400, r#"{"error":"invalid_scope","error_description":"x"}"#);
+        assert!(matches!(
+            token_answer(&m, None, &scope),
+            Err(Verdict::Misconfigured(_))
+        ));
+        let empty = reply(200, r#"{"access_token":""}"#);
+        assert!(matches!(
+            token_answer(&m, None, &empty),
+            Err(Verdict::Failed(_))
+        ));
+        let mut busy = reply(429, "{}");
+        busy.headers
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+        assert!(matches!(
+            token_answer(&m, None, &busy),
+            Err(Verdict::BackOff { .. })
+        ));
+    }
+
+    fn service_account(dir: &Path, token_uri: &str) -> Material {
+        let out = std::process::Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ])
+            .output()
+            .expect("openssl");
+        let pem = String::from_utf8(out.stdout).expect("pem");
+        let doc = serde_json::json!({
+            "client_email": "a@p.iam.gserviceaccount.com",
+            "private_key": pem,
+            "token_uri": token_uri,
+            "project_id": "p-1",
+        });
+        let file = dir.join("sa.json");
+        std::fs::write(&file, doc.to_string()).expect("write");
+        Material::Fcm(Box::new(load(&file).expect("load")))
+    }
+
+    #[test]
+    fn the_token_buys_a_send_on_the_targets_host_and_the_token_uri_must_be_https() {
+        let dir = tempfile::tempdir().expect("dir");
+        let m = service_account(dir.path(), "https://oauth2.test/token");
+        let call = token_request(None, &m, SystemTime::now()).expect("call");
+        assert_eq!(call.endpoint.url(), "https://oauth2.test:443/token");
+        let body = String::from_utf8(call.body.to_vec()).expect("form");
+        assert!(body.starts_with(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion="
+        ));
+        let target = Endpoint {
+            tls: true,
+            host: "fcm.test".into(),
+            port: 8443,
+            path_and_query: "/".into(),
+        };
+        let ok = reply(200, r#"{"access_token":"ya29.canary","expires_in":3599}"#);
+        let send = token_answer(&m, Some(&target), &ok).expect("send");
+        assert_eq!(
+            send.endpoint.url(),
+            "https://fcm.test:8443/v1/projects/p-1/messages:send"
+        );
+        let (_, auth) = &send.headers[0];
+        assert!(auth.is_sensitive());
+        assert!(!format!("{send:?}").contains("canary"));
+        let plain = service_account(dir.path(), "http://oauth2.test/token");
+        let Err(CannotRun(why)) = token_request(None, &plain, SystemTime::now()) else {
+            panic!("an http token_uri was used")
+        };
+        assert!(why.contains("sa.json") && why.contains("https://"), "{why}");
+    }
+}
