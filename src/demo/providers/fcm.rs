@@ -224,10 +224,9 @@ fn exchange(s: &State, asked: &Asked) -> (FcmSaw, Answer, Issued) {
         return (FcmSaw::Malformed, a, None);
     }
     let parts = form("assertion").and_then(|a| jws_parts(&a));
-    let Some((header, claims, sig, input)) = parts.filter(|(h, ..)| h["alg"] == "RS256") else {
+    let Some((_, claims, sig, input)) = parts.filter(|(h, ..)| h["alg"] == "RS256") else {
         return refuse(FcmSaw::Malformed, "Invalid JWT: invalid header or payload.");
     };
-    let _ = header;
     if s.mode == FcmMode::KeyRevoked {
         return refuse(FcmSaw::KeyRevoked, "Invalid JWT Signature.");
     }
