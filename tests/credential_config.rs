@@ -150,8 +150,8 @@ fn mistakes_are_refused_with_the_key_and_what_to_do() {
         ),
         (
             "kind = \"apns-token\"\n",
-            "credential.kind",
-            "not in this build yet",
+            "credential.key_file",
+            "needs `key_file`",
         ),
         (
             "kind = \"twilio\"\nbogus = 1\n",
@@ -164,6 +164,151 @@ fn mistakes_are_refused_with_the_key_and_what_to_do() {
         assert!(e.contains(key), "{text:?}: {e}");
         assert!(e.contains(words), "{text:?}: {e}");
     }
+}
+
+const APNS: &str = "kind = \"apns-token\"\nkey_file = \"AuthKey_ABC123DEFG.p8\"\nkey_id = \"ABC123DEFG\"\nteam_id = \"DEF123GHIJ\"\ntopic = \"com.example.app\"\n";
+
+#[test]
+fn apns_token_takes_a_p8_key_its_ids_and_a_topic() {
+    let c = parse(APNS).expect("valid");
+    let cred = c.targets[0].credential.as_ref().expect("credential");
+    assert_eq!(cred.kind_name(), "apns-token");
+    assert_eq!(cred.token_url, None, "the check goes to the target itself");
+    assert_eq!(
+        cred.kind,
+        CredentialKind::ApnsToken {
+            key_file: Path::new("/nonexistent/AuthKey_ABC123DEFG.p8").to_path_buf(),
+            key_id: "ABC123DEFG".into(),
+            team_id: "DEF123GHIJ".into(),
+            topic: "com.example.app".into(),
+        }
+    );
+    assert_eq!(
+        cred.files(),
+        [&Path::new("/nonexistent/AuthKey_ABC123DEFG.p8").to_path_buf()]
+    );
+    assert!(
+        c.files
+            .iter()
+            .any(|(p, _)| p.ends_with("AuthKey_ABC123DEFG.p8"))
+    );
+}
+
+#[test]
+fn fcm_takes_a_service_account_file_and_may_override_its_token_uri() {
+    let c = parse("kind = \"fcm\"\nservice_account_file = \"sa.json\"\n").expect("valid");
+    let cred = c.targets[0].credential.as_ref().expect("credential");
+    assert_eq!(cred.kind_name(), "fcm");
+    assert_eq!(
+        cred.token_url, None,
+        "the file's token_uri, read at check time"
+    );
+    assert_eq!(
+        cred.kind,
+        CredentialKind::Fcm {
+            service_account_file: Path::new("/nonexistent/sa.json").to_path_buf()
+        }
+    );
+    let c = parse(
+        "kind = \"fcm\"\nservice_account_file = \"sa.json\"\ntoken_url = \"https://oauth2.test:8443/token\"\n",
+    )
+    .expect("valid");
+    let url = c.targets[0]
+        .credential
+        .as_ref()
+        .expect("c")
+        .token_url
+        .as_ref()
+        .expect("url")
+        .url();
+    assert_eq!(url, "https://oauth2.test:8443/token");
+}
+
+#[test]
+fn push_credential_mistakes_are_refused_with_the_key_and_what_to_do() {
+    let without = |key: &str| {
+        APNS.lines()
+            .filter(|l| !l.starts_with(key))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
+    let cases: Vec<(String, &str, &str)> = vec![
+        (without("key_id"), "credential.key_id", "needs `key_id`"),
+        (without("topic"), "credential.topic", "needs `topic`"),
+        (
+            APNS.replace("DEF123GHIJ", "def123"),
+            "credential.team_id",
+            "10 characters A-Z and 0-9",
+        ),
+        (
+            APNS.replace("\"ABC123DEFG\"", "\"ABC-123\""),
+            "credential.key_id",
+            "10 characters A-Z and 0-9",
+        ),
+        (
+            APNS.replace("com.example.app", "com example"),
+            "credential.topic",
+            "bundle id",
+        ),
+        (
+            format!("{APNS}service_account_file = \"sa.json\"\n"),
+            "credential.service_account_file",
+            "does not belong to a `apns-token` credential",
+        ),
+        (
+            format!("{APNS}token_url = \"https://login.test/token\"\n"),
+            "credential.token_url",
+            "makes no token request",
+        ),
+        (
+            "kind = \"fcm\"\n".into(),
+            "credential.service_account_file",
+            "needs `service_account_file`",
+        ),
+        (
+            "kind = \"fcm\"\nservice_account_file = \"sa.json\"\nkey_id = \"ABC123DEFG\"\n".into(),
+            "credential.key_id",
+            "does not belong to a `fcm` credential",
+        ),
+        (
+            "kind = \"fcm\"\nservice_account_file = \"sa.json\"\ntenant = \"t\"\n".into(),
+            "credential.tenant",
+            "does not belong",
+        ),
+        (
+            "kind = \"fcm\"\nservice_account_file = \"sa.json\"\ntoken_url = \"http://oauth2.test/token\"\n".into(),
+            "credential.token_url",
+            "https://",
+        ),
+        (
+            format!("kind = \"twilio\"\naccount_sid = \"{SID}\"\nauth_token_file = \"t\"\ntopic = \"x\"\n"),
+            "credential.topic",
+            "does not belong",
+        ),
+    ];
+    for (text, key, words) in &cases {
+        let e = err(text);
+        assert!(e.contains(key), "{text:?}: {e}");
+        assert!(e.contains(words), "{text:?}: {e}");
+    }
+}
+
+#[test]
+fn a_p8_key_change_changes_the_credential_fingerprint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(dir.path().join("AuthKey_ABC123DEFG.p8"), "one").expect("write");
+    let fp = || {
+        parse_in(&path, APNS).expect("valid").targets[0]
+            .credential
+            .as_ref()
+            .expect("c")
+            .fingerprint
+    };
+    let a = fp();
+    assert_eq!(a, fp());
+    std::fs::write(dir.path().join("AuthKey_ABC123DEFG.p8"), "two").expect("write");
+    assert_ne!(a, fp());
 }
 
 #[test]

@@ -33,6 +33,13 @@ pub(crate) struct RawCredential {
     pub auth_token_file: Option<Spanned<String>>,
     pub api_key_sid: Option<Spanned<String>>,
     pub api_key_secret_file: Option<Spanned<String>>,
+    // apns-token
+    pub key_file: Option<Spanned<String>>,
+    pub key_id: Option<Spanned<String>>,
+    pub team_id: Option<Spanned<String>>,
+    pub topic: Option<Spanned<String>>,
+    // fcm
+    pub service_account_file: Option<Spanned<String>>,
 }
 
 /// The default `every`.
@@ -49,7 +56,9 @@ pub struct Credential {
     pub kind: CredentialKind,
     /// How often it is checked (jittered).
     pub every: Duration,
-    /// Where the token request goes, for kinds that make one.
+    /// Where the token request goes, for kinds that make one: Entra's
+    /// (always set), FCM's `token_url` as written (`None`: the service
+    /// account file's `token_uri`, read at check time).
     pub token_url: Option<Endpoint>,
     /// Identifies the table and its files' contents: a reload that changes
     /// it checks again at once.
@@ -77,6 +86,24 @@ pub enum CredentialKind {
         account_sid: String,
         /// The auth token, or an API key.
         auth: TwilioAuth,
+    },
+    /// An APNs provider token signed with a `.p8` key (ES256), sent to the
+    /// target's own host.
+    ApnsToken {
+        /// The `.p8` key (PKCS#8 PEM, P-256).
+        key_file: PathBuf,
+        /// The key's id in Apple's developer account (10 characters).
+        key_id: String,
+        /// The team id (10 characters): the token's issuer.
+        team_id: String,
+        /// The app's bundle id (`apns-topic`).
+        topic: String,
+    },
+    /// An FCM HTTP v1 service account: an OAuth token traded for a signed
+    /// assertion, then a `validate_only` send on the target's host.
+    Fcm {
+        /// The service-account JSON Google issues.
+        service_account_file: PathBuf,
     },
 }
 
@@ -120,6 +147,8 @@ impl Credential {
         match self.kind {
             CredentialKind::AzureAd { .. } => "azure-ad",
             CredentialKind::Twilio { .. } => "twilio",
+            CredentialKind::ApnsToken { .. } => "apns-token",
+            CredentialKind::Fcm { .. } => "fcm",
         }
     }
 
@@ -134,12 +163,19 @@ impl Credential {
                 TwilioAuth::AuthToken { file } => vec![file],
                 TwilioAuth::ApiKey { secret_file, .. } => vec![secret_file],
             },
+            CredentialKind::ApnsToken { key_file, .. } => vec![key_file],
+            CredentialKind::Fcm {
+                service_account_file,
+            } => vec![service_account_file],
         }
     }
 }
 
+/// One kind's keys, by name, as written.
+type Keys<'a> = &'a [(&'a str, &'a Option<Spanned<String>>)];
+
 /// The kinds this build checks, for messages.
-const KINDS: &str = "`azure-ad`, `twilio`";
+const KINDS: &str = "`apns-token`, `fcm`, `azure-ad`, `twilio`";
 
 impl Compiler<'_> {
     /// `target[i].credential`, if any; `endpoint` is the target's URL.
@@ -176,16 +212,18 @@ impl Compiler<'_> {
         let kind = match c.kind.get_ref().as_str() {
             "azure-ad" => self.azure(i, c)?,
             "twilio" => self.twilio(i, c)?,
-            "apns-token" | "fcm" => {
-                return Err(self.err(
-                    c.kind.span(),
-                    &key("kind"),
-                    format!(
-                        "`{}` credential checks are not in this build yet; this build checks {KINDS}",
-                        c.kind.get_ref()
-                    ),
-                ));
-            }
+            "apns-token" => self.apns(i, c)?,
+            "fcm" => CredentialKind::Fcm {
+                service_account_file: self.file(
+                    self.required(
+                        c.service_account_file.as_ref(),
+                        &c.kind,
+                        &key("service_account_file"),
+                        "fcm",
+                    )?
+                    .get_ref(),
+                ),
+            },
             other => {
                 return Err(self.err(
                     c.kind.span(),
@@ -323,6 +361,48 @@ impl Compiler<'_> {
         })
     }
 
+    fn apns(&self, i: usize, c: &RawCredential) -> Result<CredentialKind> {
+        let key = |k: &str| format!("target[{i}].credential.{k}");
+        let need = |v: Option<&'_ Spanned<String>>, k: &str| {
+            self.required(v, &c.kind, &key(k), "apns-token").cloned()
+        };
+        let key_file = need(c.key_file.as_ref(), "key_file")?;
+        let key_id = need(c.key_id.as_ref(), "key_id")?;
+        let team_id = need(c.team_id.as_ref(), "team_id")?;
+        let topic = need(c.topic.as_ref(), "topic")?;
+        for (v, k, what) in [
+            (&key_id, "key_id", "the Key ID Apple shows for the .p8 key"),
+            (&team_id, "team_id", "the Team ID of the developer account"),
+        ] {
+            let s = v.get_ref();
+            if s.len() != 10
+                || !s
+                    .chars()
+                    .all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit())
+            {
+                return Err(self.err(
+                    v.span(),
+                    &key(k),
+                    format!("expected 10 characters A-Z and 0-9: {what}"),
+                ));
+            }
+        }
+        let t = topic.get_ref();
+        if t.is_empty() || t.len() > 255 || !t.chars().all(|ch| ch.is_ascii_graphic()) {
+            return Err(self.err(
+                topic.span(),
+                &key("topic"),
+                "expected the app's bundle id, e.g. `com.example.app`",
+            ));
+        }
+        Ok(CredentialKind::ApnsToken {
+            key_file: self.file(key_file.get_ref()),
+            key_id: key_id.get_ref().clone(),
+            team_id: team_id.get_ref().clone(),
+            topic: t.clone(),
+        })
+    }
+
     /// A Twilio SID: `prefix` and 32 hex digits.
     fn sid(&self, v: &Spanned<String>, prefix: &str, key: &str) -> Result<()> {
         let s = v.get_ref();
@@ -352,7 +432,8 @@ impl Compiler<'_> {
         })
     }
 
-    /// The token endpoint: `token_url`, else Entra's for the tenant.
+    /// The token endpoint: `token_url`, else Entra's for the tenant (for
+    /// FCM, `None` means the service account's `token_uri`).
     fn token_url(
         &self,
         i: usize,
@@ -360,23 +441,26 @@ impl Compiler<'_> {
         kind: &CredentialKind,
     ) -> Result<Option<Endpoint>> {
         let key = format!("target[{i}].credential.token_url");
-        let CredentialKind::AzureAd { tenant, .. } = kind else {
-            if let Some(u) = &c.token_url {
-                return Err(self.err(
-                    u.span(),
-                    &key,
-                    "twilio makes no token request: remove `token_url`",
-                ));
+        let ep = match (kind, &c.token_url) {
+            (CredentialKind::AzureAd { .. } | CredentialKind::Fcm { .. }, Some(u)) => {
+                self.endpoint(u.get_ref(), u.span(), &key)?
             }
-            return Ok(None);
-        };
-        let ep = match &c.token_url {
-            Some(u) => self.endpoint(u.get_ref(), u.span(), &key)?,
-            None => self.endpoint(
+            (CredentialKind::AzureAd { tenant, .. }, None) => self.endpoint(
                 &format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"),
                 c.kind.span(),
                 &key,
             )?,
+            (_, None) => return Ok(None),
+            (_, Some(u)) => {
+                return Err(self.err(
+                    u.span(),
+                    &key,
+                    format!(
+                        "{} makes no token request: remove `token_url`",
+                        c.kind.get_ref()
+                    ),
+                ));
+            }
         };
         if !ep.tls {
             let span = c
@@ -413,10 +497,25 @@ impl Compiler<'_> {
             ("api_key_sid", &c.api_key_sid),
             ("api_key_secret_file", &c.api_key_secret_file),
         ];
-        let foreign: &[(&str, &Option<Spanned<String>>)] = match kind {
-            CredentialKind::AzureAd { .. } => &twilio,
-            CredentialKind::Twilio { .. } => &azure,
+        let apns = [
+            ("key_file", &c.key_file),
+            ("key_id", &c.key_id),
+            ("team_id", &c.team_id),
+            ("topic", &c.topic),
+        ];
+        let fcm = [("service_account_file", &c.service_account_file)];
+        let own = match kind {
+            CredentialKind::AzureAd { .. } => 0,
+            CredentialKind::Twilio { .. } => 1,
+            CredentialKind::ApnsToken { .. } => 2,
+            CredentialKind::Fcm { .. } => 3,
         };
+        let groups: [Keys<'_>; 4] = [&azure, &twilio, &apns, &fcm];
+        let foreign = groups
+            .iter()
+            .enumerate()
+            .filter(|(g, _)| *g != own)
+            .flat_map(|(_, keys)| keys.iter());
         for (name, v) in foreign {
             if let Some(v) = v {
                 return Err(self.err(

@@ -44,6 +44,11 @@ pub(super) fn token_request(
             ));
             fields.push(("client_assertion", assertion(url, client_id, cert, now)?));
         }
+        Material::Apns(_) | Material::Fcm(_) => {
+            return Err(CannotRun(
+                "azure-ad: the loaded material is not a secret or certificate; load the credential again".into(),
+            ));
+        }
     }
     Ok(Call {
         endpoint: url.clone(),

@@ -11,13 +11,19 @@
 //! - `azure`: Entra ID's token request (a secret or a certificate's
 //!   assertion) and its answers.
 //! - `twilio`: Twilio's account read with Basic auth and its answers.
+//! - [`apns`]: APNs provider tokens (ES256, reused by Apple's rule in a
+//!   process-wide cache), the push to a dummy device and APNs' reasons.
+//! - `fcm`: a service account's token exchange (RS256 assertion), the
+//!   `validate_only` send and Google's errors.
 //! - `cert`: an Entra certificate credential's two PEM files.
 //! - [`jwt`]: base64url and JWT signing (PS256, RS256, ES256).
 //! - `reply`: reading answers safely (JSON, `Retry-After`, sanitised
 //!   text, our secrets scrubbed).
 
+pub mod apns;
 mod azure;
 mod cert;
+mod fcm;
 pub mod jwt;
 mod reply;
 #[cfg(test)]
@@ -25,6 +31,7 @@ mod tests;
 mod twilio;
 
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -43,6 +50,9 @@ pub struct CannotRun(pub String);
 /// check.
 pub struct Loaded {
     material: Material,
+    /// The target `first` was called for: a later request of the check
+    /// (FCM's send, after its token exchange) goes to its host.
+    target: Mutex<Option<Endpoint>>,
 }
 
 /// The per-provider material a check needs.
@@ -52,6 +62,10 @@ enum Material {
     Secret(Secret<String>),
     /// An Entra certificate credential.
     Certificate(Box<cert::CertCredential>),
+    /// An APNs `.p8` key.
+    Apns(Box<apns::ApnsKey>),
+    /// An FCM service account.
+    Fcm(Box<fcm::ServiceAccount>),
 }
 
 impl std::fmt::Debug for Loaded {
@@ -61,12 +75,19 @@ impl std::fmt::Debug for Loaded {
 }
 
 impl Loaded {
+    fn new(material: Material) -> Self {
+        Self {
+            material,
+            target: Mutex::new(None),
+        }
+    }
+
     /// The end of the credential's validity, where the files say (a
     /// certificate credential's `notAfter`, Unix seconds).
     pub fn not_after(&self) -> Option<i64> {
         match &self.material {
             Material::Certificate(c) => Some(c.not_after),
-            Material::Secret(_) => None,
+            _ => None,
         }
     }
 
@@ -74,7 +95,7 @@ impl Loaded {
     fn secret(&self) -> Option<&str> {
         match &self.material {
             Material::Secret(s) => Some(s.expose()),
-            Material::Certificate(_) => None,
+            _ => None,
         }
     }
 }
@@ -174,8 +195,17 @@ pub fn load(c: &Credential) -> Result<Loaded, CannotRun> {
             secret: AzureSecret::Certificate { cert, key },
             ..
         } => Material::Certificate(Box::new(cert::load(cert, key)?)),
+        CredentialKind::ApnsToken {
+            key_file,
+            key_id,
+            team_id,
+            ..
+        } => Material::Apns(Box::new(apns::load(key_file, key_id, team_id)?)),
+        CredentialKind::Fcm {
+            service_account_file,
+        } => Material::Fcm(Box::new(fcm::load(service_account_file)?)),
     };
-    Ok(Loaded { material })
+    Ok(Loaded::new(material))
 }
 
 /// The first request of a check of `c` on the target at `target`.
@@ -185,6 +215,7 @@ pub fn first(
     target: &Endpoint,
     now: SystemTime,
 ) -> Result<Call, CannotRun> {
+    *loaded.target.lock().unwrap_or_else(PoisonError::into_inner) = Some(target.clone());
     match &c.kind {
         CredentialKind::AzureAd {
             client_id, scope, ..
@@ -197,18 +228,33 @@ pub fn first(
         CredentialKind::Twilio { account_sid, auth } => {
             twilio::account_read(target, account_sid, auth, &loaded.material)
         }
+        CredentialKind::ApnsToken {
+            key_id,
+            team_id,
+            topic,
+            ..
+        } => apns::device_push(target, key_id, team_id, topic, &loaded.material, now),
+        CredentialKind::Fcm { .. } => {
+            fcm::token_request(c.token_url.as_ref(), &loaded.material, now)
+        }
     }
 }
 
 /// Reads the answer to `call` (the `n`th request of the check, from 0).
 pub fn next(c: &Credential, loaded: &Loaded, n: usize, call: &Call, reply: &Reply) -> Step {
-    let verdict = if n > 0 {
-        Verdict::Failed(format!("{}: no request {n} in this check", c.kind_name()))
-    } else {
-        match &c.kind {
-            CredentialKind::AzureAd { .. } => azure::classify(reply),
-            CredentialKind::Twilio { .. } => twilio::classify(call.what, reply),
+    let verdict = match (&c.kind, n) {
+        (CredentialKind::AzureAd { .. }, 0) => azure::classify(reply),
+        (CredentialKind::Twilio { .. }, 0) => twilio::classify(call.what, reply),
+        (CredentialKind::ApnsToken { .. }, 0) => apns::classify(&loaded.material, call, reply),
+        (CredentialKind::Fcm { .. }, 0) => {
+            let target = loaded.target.lock().unwrap_or_else(PoisonError::into_inner);
+            match fcm::token_answer(&loaded.material, target.as_ref(), reply) {
+                Ok(send) => return Step::Next(send),
+                Err(v) => v,
+            }
         }
+        (CredentialKind::Fcm { .. }, 1) => fcm::send_answer(reply),
+        _ => Verdict::Failed(format!("{}: no request {n} in this check", c.kind_name())),
     };
     Step::Done(reply::scrub(verdict, loaded.secret(), call))
 }

@@ -141,7 +141,8 @@ pub(super) fn scrub(verdict: Verdict, secret: Option<&str>, call: &Call) -> Verd
         }
     }
     for pair in String::from_utf8_lossy(&call.body).split('&') {
-        if let Some(("client_secret" | "client_assertion", v)) = pair.split_once('=') {
+        if let Some(("client_secret" | "client_assertion" | "assertion", v)) = pair.split_once('=')
+        {
             needles.push(v.to_string());
         }
     }

@@ -115,9 +115,7 @@ fn azure_verdict(r: &Reply) -> Verdict {
     let c = azure(AzureSecret::ClientSecret {
         file: "unused".into(),
     });
-    let loaded = Loaded {
-        material: Material::Secret(Secret::new(CANARY.into())),
-    };
+    let loaded = Loaded::new(Material::Secret(Secret::new(CANARY.into())));
     let call = first(&c, &loaded, &token_url(), SystemTime::now()).expect("call");
     verdict(next(&c, &loaded, 0, &call, r))
 }
@@ -207,9 +205,7 @@ fn twilio_verdict(r: &Reply) -> Verdict {
     let c = twilio(TwilioAuth::AuthToken {
         file: "unused".into(),
     });
-    let loaded = Loaded {
-        material: Material::Secret(Secret::new(CANARY.into())),
-    };
+    let loaded = Loaded::new(Material::Secret(Secret::new(CANARY.into())));
     let target = Endpoint {
         path_and_query: "/".into(),
         ..token_url()

@@ -181,7 +181,7 @@ fn answer(state: &Mutex<State>, asked: &Asked) -> Answer {
 }
 
 /// The form's value for `key`, decoded.
-fn form_value(body: &[u8], key: &str) -> Option<String> {
+pub(super) fn form_value(body: &[u8], key: &str) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?;
     text.split('&')
         .filter_map(|p| p.split_once('='))

@@ -1,19 +1,28 @@
 //! Stand-ins for the providers whose credentials a sidecar checks: Entra
-//! ID's token endpoint and Twilio's REST API, each a TLS server on
-//! 127.0.0.1 (HTTP/1.1, the demo CA's identity) that checks what it is sent
-//! for real (a client secret, a certificate's signed assertion, Basic auth)
-//! and answers the way the provider does, in its words. Each counts its
+//! ID's token endpoint, Twilio's REST API, APNs and FCM, each a TLS server
+//! on 127.0.0.1 (the demo CA's identity; HTTP/1.1, and HTTP/2 for APNs)
+//! that checks what it is sent for real (a client secret, Basic auth, a
+//! signed assertion or provider token verified with the registered public
+//! key) and answers the way the provider does, in its words. Each counts its
 //! requests and keeps its last results, never a secret; its mode is
 //! switched at run time.
 //!
 //! # Layout
 //! - [`entra`]: `POST /{tenant}/oauth2/v2.0/token`.
 //! - [`twilio`]: `GET /2010-04-01/Accounts/{sid}.json` and `…/Balance.json`.
+//! - [`apns`]: `POST /3/device/{token}` with a provider token (HTTP/2 or
+//!   HTTP/1.1).
+//! - [`fcm`]: Google's token endpoint `POST /token` and FCM's
+//!   `POST /v1/projects/{id}/messages:send`, on one server.
 
+pub mod apns;
 pub mod entra;
+pub mod fcm;
 pub mod twilio;
 
+pub use apns::{Apns, ApnsMode, ApnsSaw};
 pub use entra::{AssertionCheck, Entra, EntraMode, EntraSaw, SecretCheck};
+pub use fcm::{Fcm, FcmMode, FcmSaw};
 pub use twilio::{Twilio, TwilioMode, TwilioSaw};
 
 use std::collections::VecDeque;
@@ -39,6 +48,8 @@ pub(crate) struct Asked {
     pub method: Method,
     /// The path (and query).
     pub path: String,
+    /// HTTP/1.1 or HTTP/2.
+    pub version: http::Version,
     /// The headers.
     pub headers: HeaderMap,
     /// The body (64 KiB at most).
@@ -104,7 +115,19 @@ pub(crate) async fn listen<F>(pki: &DemoPki, answer: F) -> Result<Running, Stand
 where
     F: Fn(Asked) -> Answer + Send + Sync + 'static,
 {
-    let acceptor = acceptor(pki, &[b"http/1.1"])?;
+    listen_alpn(pki, &[b"http/1.1"], answer).await
+}
+
+/// [`listen`], offering `alpn` (HTTP/2 when the client picks `h2`).
+pub(crate) async fn listen_alpn<F>(
+    pki: &DemoPki,
+    alpn: &[&[u8]],
+    answer: F,
+) -> Result<Running, StandInError>
+where
+    F: Fn(Asked) -> Answer + Send + Sync + 'static,
+{
+    let acceptor = acceptor(pki, alpn)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let answer = Arc::new(answer);
@@ -146,6 +169,7 @@ where
     let a = answer(Asked {
         method: parts.method,
         path,
+        version: parts.version,
         headers: parts.headers,
         body,
     });
@@ -161,6 +185,35 @@ where
         }
     }
     r
+}
+
+/// A compact JWS split: its header and claims (JSON), its signature, and
+/// the signed input (`header.claims`). `None` when it is not one.
+pub(crate) fn jws_parts(
+    token: &str,
+) -> Option<(serde_json::Value, serde_json::Value, Vec<u8>, String)> {
+    use crate::credential::provider::jwt::b64_decode;
+    let parts: Vec<&str> = token.split('.').collect();
+    let [h, c, sig] = parts.as_slice() else {
+        return None;
+    };
+    let decode = |p: &str| b64_decode(p).and_then(|b| serde_json::from_slice(&b).ok());
+    Some((decode(h)?, decode(c)?, b64_decode(sig)?, format!("{h}.{c}")))
+}
+
+/// SHA-256 of `token`: what a stand-in keeps to count distinct tokens
+/// without keeping them.
+pub(crate) fn digest(token: &str) -> [u8; 32] {
+    let mut d = [0u8; 32];
+    d.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
+    d
+}
+
+/// Unix seconds now.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// A random token, base64url: access tokens and trace ids that mean
