@@ -100,7 +100,7 @@ async fn check(pki: &DemoPki, c: &Credential, target: &Endpoint) -> Verdict {
     let loaded = provider::load(c).expect("load");
     let call = provider::first(c, &loaded, target, SystemTime::now()).expect("first");
     let reply = send(&pki.ca_pem, &call).await;
-    let Step::Done(verdict) = provider::next(c, &loaded, 0, &call, &reply) else {
+    let Step::Done(verdict) = provider::next(c, &loaded, target, 0, &call, &reply) else {
         panic!("a single-request check asked for more")
     };
     let shown = format!("{c:?} {loaded:?} {call:?} {verdict:?}");
@@ -248,7 +248,14 @@ async fn an_entra_certificate_credential_is_proven_by_a_verified_ps256_assertion
         body: Bytes::from(format!("{head}.{flipped}{}", &sig[1..])),
         ..call
     };
-    let v = provider::next(&c, &loaded, 0, &forged, &send(&pki.ca_pem, &forged).await);
+    let v = provider::next(
+        &c,
+        &loaded,
+        &target,
+        0,
+        &forged,
+        &send(&pki.ca_pem, &forged).await,
+    );
     assert!(
         matches!(v, Step::Done(Verdict::Rejected { ref code, .. }) if code == "AADSTS50012"),
         "{v:?}"

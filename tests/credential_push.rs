@@ -147,7 +147,7 @@ async fn check_at(
     for n in 0..3 {
         sent.extend(sent_credential(&call));
         let reply = send(&pki.ca_pem, &call, h2).await;
-        match provider::next(c, &loaded, n, &call, &reply) {
+        match provider::next(c, &loaded, target, n, &call, &reply) {
             Step::Next(more) => {
                 assert_no_secrets(&format!("{more:?}"), keys, &sent);
                 call = more;

@@ -171,7 +171,7 @@ async fn exchange(
             }
         };
         c.http_status = Some(reply.status);
-        match provider::next(cred, loaded, n, &call, &reply) {
+        match provider::next(cred, loaded, &target.endpoint, n, &call, &reply) {
             Step::Next(more) => call = more,
             Step::Done(verdict) => {
                 judge(c, verdict, &call);

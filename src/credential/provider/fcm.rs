@@ -197,17 +197,14 @@ fn token_uri(sa: &ServiceAccount) -> Result<Endpoint, CannotRun> {
 /// The token endpoint's answer: the send it allows, or a verdict.
 pub(super) fn token_answer(
     material: &Material,
-    target: Option<&Endpoint>,
+    target: &Endpoint,
     reply: &Reply,
 ) -> Result<Call, Verdict> {
     let body = json(reply);
     if reply.status == 200 {
         let token = body.as_ref().and_then(|b| field(b, "access_token"));
-        return match (token, target) {
-            (Some(t), Some(target)) if !t.is_empty() => send(material, target, t),
-            (Some(t), None) if !t.is_empty() => Err(Verdict::Failed(
-                "fcm: no target for the send; the check must start with its first request".into(),
-            )),
+        return match token {
+            Some(t) if !t.is_empty() => send(material, target, t),
             _ => Err(Verdict::Failed(
                 "token exchange: HTTP 200 without an access_token".into(),
             )),
@@ -384,12 +381,18 @@ mod tests {
     #[test]
     fn token_endpoint_errors_are_told_apart() {
         let m = Material::Secret(crate::secret::Secret::new("x".into()));
+        let target = Endpoint {
+            tls: true,
+            host: "fcm.googleapis.com".into(),
+            port: 443,
+            path_and_query: "/".into(),
+        };
         let grant = reply(
             400,
             r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#,
         );
         assert_eq!(
-            token_answer(&m, None, &grant).err(),
+            token_answer(&m, &target, &grant).err(),
             Some(Verdict::Rejected {
                 code: "invalid_grant".into(),
                 detail: "token exchange: invalid_grant: Invalid JWT Signature.".into()
@@ -400,23 +403,23 @@ mod tests {
             r#"{"error":"unauthorized_client","error_description":"x"}"#,
         );
         assert!(
-            matches!(token_answer(&m, None, &client), Err(Verdict::Rejected { code, .. }) if code == "unauthorized_client")
+            matches!(token_answer(&m, &target, &client), Err(Verdict::Rejected { code, .. }) if code == "unauthorized_client")
         );
         let scope = reply(400, r#"{"error":"invalid_scope","error_description":"x"}"#);
         assert!(matches!(
-            token_answer(&m, None, &scope),
+            token_answer(&m, &target, &scope),
             Err(Verdict::Misconfigured(_))
         ));
         let empty = reply(200, r#"{"access_token":""}"#);
         assert!(matches!(
-            token_answer(&m, None, &empty),
+            token_answer(&m, &target, &empty),
             Err(Verdict::Failed(_))
         ));
         let mut busy = reply(429, "{}");
         busy.headers
             .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
         assert!(matches!(
-            token_answer(&m, None, &busy),
+            token_answer(&m, &target, &busy),
             Err(Verdict::BackOff { .. })
         ));
     }
@@ -461,7 +464,7 @@ mod tests {
             path_and_query: "/".into(),
         };
         let ok = reply(200, r#"{"access_token":"ya29.canary","expires_in":3599}"#);
-        let send = token_answer(&m, Some(&target), &ok).expect("send");
+        let send = token_answer(&m, &target, &ok).expect("send");
         assert_eq!(
             send.endpoint.url(),
             "https://fcm.test:8443/v1/projects/p-1/messages:send"

@@ -31,7 +31,6 @@ mod tests;
 mod twilio;
 
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -50,9 +49,6 @@ pub struct CannotRun(pub String);
 /// check.
 pub struct Loaded {
     material: Material,
-    /// The target `first` was called for: a later request of the check
-    /// (FCM's send, after its token exchange) goes to its host.
-    target: Mutex<Option<Endpoint>>,
 }
 
 /// The per-provider material a check needs.
@@ -76,10 +72,7 @@ impl std::fmt::Debug for Loaded {
 
 impl Loaded {
     fn new(material: Material) -> Self {
-        Self {
-            material,
-            target: Mutex::new(None),
-        }
+        Self { material }
     }
 
     /// The end of the credential's validity, where the files say (a
@@ -215,7 +208,6 @@ pub fn first(
     target: &Endpoint,
     now: SystemTime,
 ) -> Result<Call, CannotRun> {
-    *loaded.target.lock().unwrap_or_else(PoisonError::into_inner) = Some(target.clone());
     match &c.kind {
         CredentialKind::AzureAd {
             client_id, scope, ..
@@ -240,15 +232,22 @@ pub fn first(
     }
 }
 
-/// Reads the answer to `call` (the `n`th request of the check, from 0).
-pub fn next(c: &Credential, loaded: &Loaded, n: usize, call: &Call, reply: &Reply) -> Step {
+/// Reads the answer to `call`, the `n`th request (from 0) of the check of
+/// `c` on the target at `target`.
+pub fn next(
+    c: &Credential,
+    loaded: &Loaded,
+    target: &Endpoint,
+    n: usize,
+    call: &Call,
+    reply: &Reply,
+) -> Step {
     let verdict = match (&c.kind, n) {
         (CredentialKind::AzureAd { .. }, 0) => azure::classify(reply),
         (CredentialKind::Twilio { .. }, 0) => twilio::classify(call.what, reply),
         (CredentialKind::ApnsToken { .. }, 0) => apns::classify(&loaded.material, call, reply),
         (CredentialKind::Fcm { .. }, 0) => {
-            let target = loaded.target.lock().unwrap_or_else(PoisonError::into_inner);
-            match fcm::token_answer(&loaded.material, target.as_ref(), reply) {
+            match fcm::token_answer(&loaded.material, target, reply) {
                 Ok(send) => return Step::Next(send),
                 Err(v) => v,
             }

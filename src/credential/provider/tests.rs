@@ -117,7 +117,7 @@ fn azure_verdict(r: &Reply) -> Verdict {
     });
     let loaded = Loaded::new(Material::Secret(Secret::new(CANARY.into())));
     let call = first(&c, &loaded, &token_url(), SystemTime::now()).expect("call");
-    verdict(next(&c, &loaded, 0, &call, r))
+    verdict(next(&c, &loaded, &token_url(), 0, &call, r))
 }
 
 const EXPIRED: &str = r#"{"error":"invalid_client","error_description":"AADSTS7000222: The provided client secret keys for app '6a1f2c3d-0000-4000-8000-000000000001' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds. Trace ID: 0f3a5d7e-1111-4222-8333-944455556666 Correlation ID: 2b4c6d8e-aaaa-4bbb-8ccc-dddd0000eeee Timestamp: 2026-01-27 10:15:02Z","error_codes":[7000222],"timestamp":"2026-01-27 10:15:02Z","trace_id":"0f3a5d7e-1111-4222-8333-944455556666","correlation_id":"2b4c6d8e-aaaa-4bbb-8ccc-dddd0000eeee","error_uri":"https://login.microsoftonline.com/error?code=7000222"}"#;
@@ -211,7 +211,7 @@ fn twilio_verdict(r: &Reply) -> Verdict {
         ..token_url()
     };
     let call = first(&c, &loaded, &target, SystemTime::now()).expect("call");
-    verdict(next(&c, &loaded, 0, &call, r))
+    verdict(next(&c, &loaded, &target, 0, &call, r))
 }
 
 #[test]
