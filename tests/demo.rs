@@ -1,5 +1,7 @@
 //! `egress-sentinel demo` (the README's first command) tells the incident's
-//! story end to end and exits 0.
+//! story end to end and exits 0: the proxy incident, then the expired
+//! Azure AD secret named by `POST /verify` (`AADSTS7000222`) with nothing
+//! failing over.
 
 mod support;
 
@@ -26,6 +28,10 @@ async fn the_demo_detects_fails_over_reports_sms_and_fails_back() {
         "ok (100%)  failed over to direct",
         "detection: ",
         "push: failover ",
+        "ENTRA ID  the app's client secret reaches its end date",
+        "sidecar  verify: azure-ad credential rejected (credential_rejected, AADSTS7000222)",
+        "azure-ad credential: POST /verify names it: credential_rejected, AADSTS7000222",
+        "nothing failed over for it: going direct does not fix a credential",
     ] {
         assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
     }
@@ -45,4 +51,12 @@ async fn the_demo_detects_fails_over_reports_sms_and_fails_back() {
     impacted.sort_unstable();
     assert_eq!(impacted, ["azure-ad", "push", "sms"], "{stdout}");
     assert!(!stdout.contains("lost"), "{stdout}");
+    // After the secret expired, no traffic moved.
+    let after: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.contains("ENTRA ID  the app's client secret"))
+        .filter(|l| l.contains("traffic moves"))
+        .collect();
+    assert!(after.is_empty(), "{after:?}");
+    assert!(!stdout.contains("demo-client-secret-not-a-real-one"), "the secret never shows");
 }

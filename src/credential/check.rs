@@ -189,10 +189,12 @@ fn judge(c: &mut Checked, verdict: Verdict, call: &Call) {
     let (found, reason, detail) = match verdict {
         Verdict::Proven(d) => (Found::Proven, FailureReason::Ok, d),
         Verdict::Rejected { code, detail } => {
-            let d = format!(
-                "{} refused the credential: {code}: {detail}",
-                call.endpoint.host
-            );
+            let host = &call.endpoint.host;
+            let d = if detail.contains(code.as_str()) {
+                format!("{host} refused the credential: {detail}")
+            } else {
+                format!("{host} refused the credential: {code}: {detail}")
+            };
             c.code = Some(code);
             (Found::Rejected, FailureReason::CredentialRejected, d)
         }

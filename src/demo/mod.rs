@@ -4,7 +4,10 @@
 //! the provider's change makes the proxy answer CONNECT with 502; the
 //! sidecar detects it, names it, moves push and Azure AD direct (SMS may
 //! not go direct and is reported down); the change is reverted and traffic
-//! returns. Prints a live timeline and what it measured; checks its story.
+//! returns. Then Entra ID starts refusing the app's client secret as
+//! expired, and the operator's `POST /verify` names it (`AADSTS7000222`)
+//! while nothing fails over: a credential is not a route. Prints a live
+//! timeline and what it measured; checks its story.
 //!
 //! Watches the sidecar the way an operator would: through `/status`.
 //!
@@ -35,14 +38,23 @@ use tokio::time::Instant;
 use crate::config::{Config, ConfigError};
 use crate::sidecar::{Hooks, Listeners, run_with};
 use app::{Answer, App, AppError};
-use operator::{Watch, fetch_status};
+use operator::{Watch, fetch_status, post_verify};
 use stand_ins::{DemoPki, ProviderProxy, Running, StandInError};
 use story::{Timeline, summarize};
 
 /// When the provider breaks its proxy, fixes it, and the demo ends.
 const BREAK_AT: Duration = Duration::from_secs(3);
 const FIX_AT: Duration = Duration::from_secs(10);
-const END_AT: Duration = Duration::from_secs(14);
+/// When Entra ID starts refusing the app's client secret as expired, and
+/// when the operator asks the sidecar to verify everything now.
+const EXPIRE_AT: Duration = Duration::from_millis(12_500);
+const VERIFY_AT: Duration = Duration::from_millis(13_000);
+const END_AT: Duration = Duration::from_secs(15);
+/// The app's Entra ID registration (the stand-in's tenant, client id and
+/// client secret: a demo value, never a real one).
+const DEMO_TENANT: &str = "demo";
+const DEMO_CLIENT_ID: &str = "00000000-0000-0000-0000-00000000dead";
+const DEMO_SECRET: &str = "demo-client-secret-not-a-real-one";
 /// How often the app calls each upstream.
 const APP_EVERY: Duration = Duration::from_millis(200);
 
@@ -125,7 +137,7 @@ pub async fn run(out: Box<dyn Write + Send>) -> Result<(), DemoError> {
             tokio::spawn(call_upstream(app, i, ports[i], clock, log))
         })
         .collect();
-    let (watch, timeline) = replay(&clock, &stand_ins.proxy, sidecar.admin).await;
+    let (watch, timeline) = replay(&clock, &stand_ins, sidecar.admin).await;
     for t in app_tasks {
         let _ = t.await;
     }
@@ -140,13 +152,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The stand-ins, running: the demo CA, the three upstreams and the
-/// provider's proxy.
+/// The stand-ins, running: the demo CA, the three upstreams, Entra ID's
+/// token endpoint and the provider's proxy.
 struct StandIns {
     /// The demo CA and the upstreams' identity.
     pki: DemoPki,
     /// The upstreams, in [`UPSTREAMS`]' order.
     upstreams: [Running; 3],
+    /// Entra ID's token endpoint, which knows the app's client secret.
+    entra: providers::Entra,
     /// The provider's forward proxy.
     proxy: ProviderProxy,
 }
@@ -164,10 +178,13 @@ impl StandIns {
             "{\"issuer\":\"https://login.demo.test/demo/v2.0\"}",
         )
         .await?;
+        let entra = providers::Entra::start(&pki, "login.demo.test", DEMO_TENANT).await?;
+        entra.add_secret(DEMO_CLIENT_ID, DEMO_SECRET);
         let proxy = ProviderProxy::start().await?;
         Ok(Self {
             pki,
             upstreams: [push, sms, login],
+            entra,
             proxy,
         })
     }
@@ -188,7 +205,12 @@ fn write_config(stand_ins: &StandIns) -> Result<(Config, RemoveOnDrop), DemoErro
     })?;
     let cleanup = RemoveOnDrop(dir.clone());
     std::fs::write(dir.join("demo-ca.pem"), &stand_ins.pki.ca_pem)?;
-    let text = demo_config(stand_ins.proxy.addr, stand_ins.ports());
+    std::fs::write(dir.join("azure-client-secret"), DEMO_SECRET)?;
+    let text = demo_config(
+        stand_ins.proxy.addr,
+        stand_ins.ports(),
+        &stand_ins.entra.token_url(),
+    );
     let config = Config::parse(&dir.join("demo.toml"), &text).map_err(DemoError::Config)?;
     Ok((config, cleanup))
 }
@@ -307,22 +329,37 @@ fn app_saw(name: &str, answer: &Answer) -> String {
 }
 
 /// Plays the provider until [`END_AT`]: breaks its proxy at [`BREAK_AT`]
-/// and fixes it at [`FIX_AT`], watching `/status` meanwhile.
-async fn replay(clock: &Clock, proxy: &ProviderProxy, admin: SocketAddr) -> (Watch, Timeline) {
+/// and fixes it at [`FIX_AT`]; Entra ID refuses the app's secret as
+/// expired from [`EXPIRE_AT`], and the operator runs `POST /verify` at
+/// [`VERIFY_AT`]; `/status` is watched meanwhile.
+async fn replay(clock: &Clock, stand_ins: &StandIns, admin: SocketAddr) -> (Watch, Timeline) {
     let mut watch = Watch::default();
-    let mut broke = None;
-    let mut fixed = None;
+    let (mut broke, mut fixed, mut verified) = (None, None, None);
+    let mut expired = false;
     while clock.start.elapsed() < END_AT {
         let now = clock.start.elapsed();
         if broke.is_none() && now >= BREAK_AT {
-            proxy.set_broken(true);
+            stand_ins.proxy.set_broken(true);
             broke = Some(now);
             clock.say("PROVIDER  a configuration change: the proxy now answers CONNECT with 502 Bad Gateway");
         }
         if fixed.is_none() && now >= FIX_AT {
-            proxy.set_broken(false);
+            stand_ins.proxy.set_broken(false);
             fixed = Some(now);
             clock.say("PROVIDER  the change is reverted: the proxy tunnels again");
+        }
+        if !expired && now >= EXPIRE_AT {
+            stand_ins
+                .entra
+                .set_mode(providers::EntraMode::SecretsExpired);
+            expired = true;
+            clock.say("ENTRA ID  the app's client secret reaches its end date: token requests are refused");
+        }
+        if verified.is_none() && now >= VERIFY_AT {
+            clock.say("operator POST /verify: every probe and every credential check, now");
+            let report = post_verify(admin).await.unwrap_or(Value::Null);
+            clock.say(&story::verify_words(&report));
+            verified = Some(report);
         }
         if let Some(status) = fetch_status(admin).await {
             watch.update(&status, clock);
@@ -332,6 +369,8 @@ async fn replay(clock: &Clock, proxy: &ProviderProxy, admin: SocketAddr) -> (Wat
     let timeline = Timeline {
         broke: broke.unwrap_or(BREAK_AT),
         fixed: fixed.unwrap_or(FIX_AT),
+        expired: EXPIRE_AT,
+        verified: verified.unwrap_or(Value::Null),
     };
     (watch, timeline)
 }
@@ -344,7 +383,7 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-fn demo_config(proxy: SocketAddr, ports: [u16; 3]) -> String {
+fn demo_config(proxy: SocketAddr, ports: [u16; 3], token_url: &str) -> String {
     format!(
         r#"
 [listen]
@@ -405,6 +444,13 @@ url = "https://login.demo.test:{}/common/v2.0/.well-known/openid-configuration"
 expect_ca = "demo-ca.pem"
 routes = ["provider", "direct"]
 allow_addresses = ["127.0.0.1/32"]
+
+[target.credential]
+kind = "azure-ad"
+tenant = "{DEMO_TENANT}"
+client_id = "{DEMO_CLIENT_ID}"
+client_secret_file = "azure-client-secret"
+token_url = "{token_url}"
 
 [forward]
 default = "deny"

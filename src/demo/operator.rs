@@ -98,11 +98,24 @@ impl Watch {
 /// `GET /status` on the admin listener, as JSON; `None` when the sidecar
 /// did not answer with JSON within 2 s (the watcher tries again).
 pub(super) async fn fetch_status(admin: SocketAddr) -> Option<Value> {
+    let head = format!("GET /status HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    json_exchange(admin, &head, Duration::from_secs(2)).await
+}
+
+/// `POST /verify` on the admin listener (every probe and every credential
+/// check, now), as JSON; `None` when no JSON came within 10 s.
+pub(super) async fn post_verify(admin: SocketAddr) -> Option<Value> {
+    let head = format!(
+        "POST /verify HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    json_exchange(admin, &head, Duration::from_secs(10)).await
+}
+
+/// Sends `head` to `admin` and reads a JSON body, within `within`.
+async fn json_exchange(admin: SocketAddr, head: &str, within: Duration) -> Option<Value> {
     let work = async {
         let mut s = TcpStream::connect(admin).await.ok()?;
-        s.write_all(b"GET /status HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-            .await
-            .ok()?;
+        s.write_all(head.as_bytes()).await.ok()?;
         let mut raw = Vec::new();
         (&mut s)
             .take(4 * 1024 * 1024)
@@ -113,8 +126,5 @@ pub(super) async fn fetch_status(admin: SocketAddr) -> Option<Value> {
         let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
         serde_json::from_str(body).ok()
     };
-    tokio::time::timeout(Duration::from_secs(2), work)
-        .await
-        .ok()
-        .flatten()
+    tokio::time::timeout(within, work).await.ok().flatten()
 }

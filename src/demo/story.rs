@@ -18,6 +18,43 @@ pub(super) struct Timeline {
     pub(super) broke: Duration,
     /// Since the start, when it tunneled again.
     pub(super) fixed: Duration,
+    /// Since the start, when Entra ID started refusing the secret.
+    pub(super) expired: Duration,
+    /// What the operator's `POST /verify` answered (JSON, or null).
+    pub(super) verified: Value,
+}
+
+/// The azure-ad target's credential in a `POST /verify` report: the check
+/// over the route it went (the first one that has one).
+fn azure_credential(report: &Value) -> Option<&Value> {
+    report
+        .as_array()?
+        .iter()
+        .filter(|c| c["target"] == "azure-ad")
+        .map(|c| &c["credential"])
+        .find(|c| !c.is_null())
+}
+
+/// The timeline's line for the operator's `POST /verify`.
+pub(super) fn verify_words(report: &Value) -> String {
+    match azure_credential(report) {
+        Some(c) => format!(
+            "sidecar  verify: azure-ad credential {} ({}{}): {}",
+            c["result"].as_str().unwrap_or("?"),
+            c["reason"].as_str().unwrap_or("?"),
+            c["code"]
+                .as_str()
+                .map(|code| format!(", {code}"))
+                .unwrap_or_default(),
+            c["detail"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(110)
+                .collect::<String>()
+        ),
+        None => "sidecar  verify: no credential check in the report".to_string(),
+    }
 }
 
 /// Prints the summary and checks the story: every problem found, in order.
@@ -49,8 +86,9 @@ pub(super) fn summarize(
     problems.extend(detection(clock, watch, timeline));
     problems.extend(failovers(clock, watch, timeline));
     problems.extend(incident_window(clock, status));
+    problems.extend(credential(clock, watch, timeline));
     if problems.is_empty() {
-        clock.plain("\nThe sidecar caught the provider's change, named it, kept push and Azure AD logins working, reported SMS, and failed back.");
+        clock.plain("\nThe sidecar caught the provider's change, named it, kept push and Azure AD logins working, reported SMS, and failed back; then it named the expired Azure AD secret without moving any traffic.");
         Ok(())
     } else {
         Err(DemoError::StoryFailed { problems })
@@ -192,4 +230,38 @@ fn incident_window(clock: &Clock, status: &Value) -> Option<String> {
         lasted.unwrap_or(0)
     ));
     None
+}
+
+/// The expired secret: `POST /verify` named it (`credential_rejected`,
+/// `AADSTS7000222`), and nothing failed over after it.
+fn credential(clock: &Clock, watch: &Watch, timeline: &Timeline) -> Vec<String> {
+    let mut problems = Vec::new();
+    let c = azure_credential(&timeline.verified);
+    let code = c.and_then(|c| c["code"].as_str()).unwrap_or("");
+    let reason = c.and_then(|c| c["reason"].as_str()).unwrap_or("");
+    if code == "AADSTS7000222" && reason == "credential_rejected" {
+        clock.plain(&format!(
+            "  azure-ad credential: POST /verify names it: {reason}, {code} (the client secret expired at {})",
+            secs(timeline.expired)
+        ));
+    } else {
+        problems.push(format!(
+            "POST /verify did not name the expired secret (reason {reason:?}, code {code:?})"
+        ));
+    }
+    let moved: Vec<String> = watch
+        .moves
+        .iter()
+        .filter(|(t, ..)| *t >= timeline.expired)
+        .map(|(_, n, from, to)| format!("{n}: {from} -> {to}"))
+        .collect();
+    if moved.is_empty() {
+        clock.plain("  nothing failed over for it: going direct does not fix a credential");
+    } else {
+        problems.push(format!(
+            "traffic moved after the secret expired: {}",
+            moved.join(", ")
+        ));
+    }
+    problems
 }
