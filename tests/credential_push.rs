@@ -23,6 +23,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use support::Workspace;
 use support::config::{Target, Toml};
+use support::pki::{p256, rsa_pem};
 
 const APNS: &str = "api.push.apple.demo.test";
 const FCM: &str = "fcm.googleapis.demo.test";
@@ -167,23 +168,6 @@ fn code(v: &Verdict) -> &str {
         Verdict::Rejected { code, .. } => code,
         v => panic!("not a rejection: {v:?}"),
     }
-}
-
-/// A P-256 key (`.p8`, PKCS#8 PEM) and its uncompressed public key.
-fn p256() -> (String, Vec<u8>) {
-    let kp = rcgen::KeyPair::generate().expect("p256");
-    (kp.serialize_pem(), kp.public_key_raw().to_vec())
-}
-
-/// A 2048-bit RSA key, PKCS#8 PEM, by openssl.
-fn rsa_pem() -> String {
-    let out = std::process::Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA"])
-        .args(["-pkeyopt", "rsa_keygen_bits:2048"])
-        .output()
-        .expect("openssl genpkey");
-    assert!(out.status.success(), "openssl genpkey failed");
-    String::from_utf8(out.stdout).expect("pem")
 }
 
 fn apns_table(key_file: &std::path::Path, key_id: &str, topic: &str) -> String {

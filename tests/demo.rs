@@ -58,5 +58,8 @@ async fn the_demo_detects_fails_over_reports_sms_and_fails_back() {
         .filter(|l| l.contains("traffic moves"))
         .collect();
     assert!(after.is_empty(), "{after:?}");
-    assert!(!stdout.contains("demo-client-secret-not-a-real-one"), "the secret never shows");
+    assert!(
+        !stdout.contains("demo-client-secret-not-a-real-one"),
+        "the secret never shows"
+    );
 }

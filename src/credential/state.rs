@@ -50,9 +50,17 @@ pub struct CredentialState {
     /// state and its schedule.
     #[serde(skip)]
     pub fingerprint: u64,
-    /// Not before this is the next check due (a provider's back-off).
-    #[serde(skip)]
+    /// Not before this is the next check due (a provider's back-off,
+    /// Unix seconds in `/status`).
+    #[serde(serialize_with = "unix_opt")]
     pub not_before: Option<SystemTime>,
+}
+
+fn unix_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_some(&unix(*t)),
+        None => s.serialize_none(),
+    }
 }
 
 /// Every credential's state, by target name.

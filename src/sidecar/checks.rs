@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::runtime::Runtime;
 use crate::config::{Credential, Target};
@@ -34,45 +35,43 @@ pub(super) struct CredentialLoop {
 
 impl CredentialLoop {
     /// Runs until `stop` turns true or the loop is aborted (a reload).
+    /// Scheduled on tokio's clock; only its start reads the board's wall
+    /// times (where the last generation's loop left the schedule).
     pub(super) async fn run(self, stop: &mut watch::Receiver<bool>, mut rng: u64) {
         let name = &self.target.name;
         let mut every = self.every(&mut rng);
+        let due = self
+            .rt
+            .snapshot()
+            .credentials
+            .get(name)
+            .map_or(Duration::ZERO, |s| s.due_in(every, SystemTime::now()));
+        let mut next_at = Instant::now() + due;
         let mut skipping = false;
         loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(next_at) => {}
+                _ = stop.changed() => return,
+            }
             if *stop.borrow() {
                 return;
             }
-            let snapshot = self.rt.snapshot();
-            let due = snapshot
-                .credentials
-                .get(name)
-                .map_or(Duration::ZERO, |s| s.due_in(every, SystemTime::now()));
-            let wait = if due > Duration::ZERO {
-                due.min(every)
-            } else {
-                match snapshot.check_route(name) {
-                    CheckRoute::Over(route) => {
-                        skipping = false;
-                        let back_off = self.check(&route).await;
-                        every = self.every(&mut rng);
-                        // From this check, not from the board (the owner
-                        // may not have applied it yet).
-                        back_off.map_or(every, |b| b.max(every))
+            next_at = match self.rt.snapshot().check_route(name) {
+                CheckRoute::Over(route) => {
+                    skipping = false;
+                    let back_off = self.check(&route).await;
+                    every = self.every(&mut rng);
+                    Instant::now() + back_off.map_or(every, |b| b.max(every))
+                }
+                CheckRoute::NotYet => Instant::now() + LOOK_AGAIN,
+                CheckRoute::Skip(why) => {
+                    if !skipping {
+                        self.rt.skip_credential(name, why).await;
+                        skipping = true;
                     }
-                    CheckRoute::NotYet => LOOK_AGAIN,
-                    CheckRoute::Skip(why) => {
-                        if !skipping {
-                            self.rt.skip_credential(name, why).await;
-                            skipping = true;
-                        }
-                        LOOK_AGAIN
-                    }
+                    Instant::now() + LOOK_AGAIN
                 }
             };
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => return,
-            }
         }
     }
 

@@ -155,3 +155,21 @@ pub fn rogue_ca() -> &'static Ca {
     static CA: OnceLock<Ca> = OnceLock::new();
     CA.get_or_init(|| Ca::new("Intercepting Proxy CA"))
 }
+
+/// A P-256 key as an APNs `.p8` (PKCS#8 PEM) and its uncompressed public
+/// key (what Apple keeps).
+pub fn p256() -> (String, Vec<u8>) {
+    let kp = rcgen::KeyPair::generate().expect("p256");
+    (kp.serialize_pem(), kp.public_key_raw().to_vec())
+}
+
+/// A 2048-bit RSA key, PKCS#8 PEM, by openssl (a service account's).
+pub fn rsa_pem() -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA"])
+        .args(["-pkeyopt", "rsa_keygen_bits:2048"])
+        .output()
+        .expect("openssl genpkey");
+    assert!(out.status.success(), "openssl genpkey failed");
+    String::from_utf8(out.stdout).expect("pem")
+}

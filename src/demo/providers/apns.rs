@@ -52,7 +52,8 @@ pub enum ApnsSaw {
     TooManyUpdates,
     /// Refused by [`ApnsMode::Unavailable`].
     Unavailable,
-    /// Another path or method.
+    /// Another path or method (a probe's `GET /`): answered, neither
+    /// counted nor kept.
     NotFound,
 }
 
@@ -158,7 +159,10 @@ fn answer(state: &Mutex<State>, asked: &Asked) -> Answer {
     }
     let (saw, mut answer) = decide(&s, asked);
     answer.headers.push(("apns-id", random_token(16)));
-    s.log.record(saw);
+    // A probe's `GET /` is not a push: neither counted nor kept.
+    if saw != ApnsSaw::NotFound {
+        s.log.record(saw);
+    }
     answer
 }
 

@@ -66,7 +66,8 @@ pub enum FcmSaw {
     ApiDisabled,
     /// Refused by [`FcmMode::Unavailable`].
     Unavailable,
-    /// Another path or method.
+    /// Another path or method (a probe's `GET /`): answered, neither
+    /// counted nor kept.
     NotFound,
 }
 
@@ -206,7 +207,10 @@ fn answer(state: &Mutex<State>, asked: &Asked) -> Answer {
     } else {
         send(&s, asked)
     };
-    s.log.record(saw);
+    // A probe's `GET /` is not a send: neither counted nor kept.
+    if saw != FcmSaw::NotFound {
+        s.log.record(saw);
+    }
     answer
 }
 
