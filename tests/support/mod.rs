@@ -4,9 +4,10 @@
 //! (`blackhole`), the platform's address parsers (`platform`), promtool
 //! and a real Prometheus server (`promtool`, `prometheus`), the shipped
 //! alert rules and dashboard as data (`rules`), headless Chromium driven
-//! over DevTools (`chromium`), raw HTTP exchanges with any header
-//! (`raw`), Debian tools found or skipped (`tools`), the sidecar's TOML
-//! built from typed calls (`config`), and a free loopback port.
+//! over DevTools (`chromium`), a program in a tmux pane (`tmux`), raw
+//! HTTP exchanges with any header (`raw`), Debian tools found or skipped
+//! (`tools`), the sidecar's TOML built from typed calls (`config`), and a
+//! free loopback port.
 //! Everything listens on loopback only.
 
 // Each test binary uses a different part of the fixtures.
@@ -32,6 +33,7 @@ pub mod sidecar;
 pub mod spawned;
 pub mod squid;
 pub mod stub_dns;
+pub mod tmux;
 pub mod tools;
 pub mod upstream;
 
