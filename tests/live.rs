@@ -13,81 +13,11 @@ use std::time::{Duration, Instant};
 use support::Workspace;
 use support::proxy::{Mode, ScriptProxy};
 use support::scenario;
+use support::tmux::Tmux;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 const INTERVAL: Duration = Duration::from_millis(500);
-
-/// A tmux server of its own (its own socket), killed when dropped.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    /// Starts `command` in a detached 200×50 session.
-    async fn start(command: &str) -> Self {
-        let socket = format!("egress-live-{}", std::process::id());
-        let t = Self { socket };
-        t.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "live",
-            "-x",
-            "200",
-            "-y",
-            "50",
-            command,
-        ])
-        .await;
-        t
-    }
-
-    async fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .await
-            .expect("run tmux");
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The visible screen.
-    async fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "live"]).await
-    }
-
-    /// Polls the screen until `check` holds; returns it and when it held.
-    async fn wait_for(&self, within: Duration, what: &str, check: impl Fn(&str) -> bool) -> String {
-        let start = Instant::now();
-        loop {
-            let screen = self.screen().await;
-            if check(&screen) {
-                return screen;
-            }
-            assert!(
-                start.elapsed() < within,
-                "no {what} within {within:?}; the screen:\n{screen}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .output();
-    }
-}
 
 /// The table line of `target`/`route` on `screen`.
 fn row<'a>(screen: &'a str, target: &str, route: &str) -> Option<&'a str> {
@@ -124,7 +54,7 @@ async fn provider_change_window_in_tmux_shows_the_502_within_two_intervals_and_c
         shell_quote(&config),
         shell_quote(&exit_file)
     );
-    let tmux = Tmux::start(&command).await;
+    let tmux = Tmux::start("live", &command).await;
 
     let screen = tmux
         .wait_for(
@@ -178,7 +108,7 @@ async fn provider_change_window_in_tmux_shows_the_502_within_two_intervals_and_c
         "the table scrolled instead of being redrawn:\n{screen}"
     );
 
-    tmux.run(&["send-keys", "-t", "live", "C-c"]).await;
+    tmux.keys("C-c").await;
     let start = Instant::now();
     let code = loop {
         if let Ok(c) = std::fs::read_to_string(&exit_file) {

@@ -85,7 +85,7 @@ impl Tmux {
                 start.elapsed() < within,
                 "no {what} within {within:?}; the screen:\n{screen}"
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 }
