@@ -84,6 +84,7 @@ fn the_readme_says_for_every_key_whether_a_reload_applies_it() {
             "runtime",
             "dns",
             "compliance",
+            "status",
         ];
         // `[resolve]`'s keys are names, one row for the table.
         if key == "resolve" {

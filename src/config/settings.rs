@@ -18,8 +18,8 @@ use super::compile::{Compiler, MAX_SECRET_FILE, Result};
 use super::raw::{RawConfig, RawForward};
 use super::{
     AdminSettings, ComplianceSettings, ForwardDefault, ForwardSettings, Listen, ProbeSettings,
-    RelayMode, Route, RunSettings, RuntimeSettings, ShutdownSettings, TrailSink, defaults,
-    parse_duration,
+    RelayMode, Route, RunSettings, RuntimeSettings, ShutdownSettings, StatusSettings, TrailSink,
+    defaults, parse_duration,
 };
 use crate::secret::Secret;
 
@@ -254,6 +254,24 @@ impl Compiler<'_> {
             defaults::COMPLIANCE_SINK,
         )?;
         Ok(ComplianceSettings { sink })
+    }
+
+    /// `[status]`: the last-hour strip's cell, whole seconds from 1 s.
+    pub(super) fn status(&self, raw: &RawConfig) -> Result<StatusSettings> {
+        let v = raw.status.history_cell.as_ref();
+        let cell = self.duration_up_to(v, "status.history_cell", defaults::MAX_HISTORY_CELL)?;
+        if let (Some(v), Some(d)) = (v, cell)
+            && d.subsec_nanos() != 0
+        {
+            return Err(self.err(
+                v.span(),
+                "status.history_cell",
+                "must be whole seconds (from \"1s\"; \"1m\" by default)",
+            ));
+        }
+        Ok(StatusSettings {
+            history_cell: cell.unwrap_or(defaults::STATUS_HISTORY_CELL),
+        })
     }
 
     /// A number that must lie in `range`; `None` when the key is absent.
