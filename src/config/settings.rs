@@ -496,4 +496,25 @@ mod tests {
             assert!(e.contains("c.toml:2:"), "located: {e}");
         }
     }
+
+    #[test]
+    fn the_history_cell_is_a_minute_unless_set_in_whole_seconds_from_one() {
+        let path = std::path::Path::new("c.toml");
+        let c = compile(path, TARGET).expect("defaults");
+        assert_eq!(c.status.history_cell, std::time::Duration::from_secs(60));
+        let text = format!("[status]\nhistory_cell = \"1s\"\n{TARGET}");
+        let c = compile(path, &text).expect("1s");
+        assert_eq!(c.status.history_cell, std::time::Duration::from_secs(1));
+        for (value, says) in [
+            ("\"500ms\"", "whole seconds"),
+            ("\"1500ms\"", "whole seconds"),
+            ("\"0s\"", "greater than zero"),
+            ("\"1h\"", "at most"),
+        ] {
+            let text = format!("[status]\nhistory_cell = {value}\n{TARGET}");
+            let e = compile(path, &text).expect_err(value).to_string();
+            assert!(e.contains("status.history_cell") && e.contains(says), "{value}: {e}");
+            assert!(e.contains("c.toml:2:"), "located: {e}");
+        }
+    }
 }
