@@ -9,7 +9,9 @@
 //! `EGRESS_WRITE_SCREENSHOT=1` also as `docs/status-page.png`. With 1 s
 //! cells, a proxy failing for 20 s shows in the last hour's strip as
 //! failing cells naming the reason on hover and on focus, with a probe-time
-//! point per cell, and `GET /history` says the same per cell.
+//! point per cell, and `GET /history` says the same per cell (its
+//! screenshot, with `EGRESS_WRITE_SCREENSHOT=1`, is
+//! `docs/status-page-history.png`).
 
 mod support;
 
@@ -456,6 +458,12 @@ async fn a_proxy_failing_for_20s_shows_in_the_last_hour_strip_and_history_agrees
             "the page requested {u}"
         );
     }
-    browser.screenshot(&ws.path("history-strip.png")).await;
+    let shot = browser
+        .screenshot(&ws.path("status-page-history.png"))
+        .await;
+    if std::env::var("EGRESS_WRITE_SCREENSHOT").as_deref() == Ok("1") {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+        std::fs::copy(&shot, docs.join("status-page-history.png")).expect("copy the screenshot");
+    }
     sidecar.stop().await;
 }

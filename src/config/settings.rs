@@ -513,7 +513,10 @@ mod tests {
         ] {
             let text = format!("[status]\nhistory_cell = {value}\n{TARGET}");
             let e = compile(path, &text).expect_err(value).to_string();
-            assert!(e.contains("status.history_cell") && e.contains(says), "{value}: {e}");
+            assert!(
+                e.contains("status.history_cell") && e.contains(says),
+                "{value}: {e}"
+            );
             assert!(e.contains("c.toml:2:"), "located: {e}");
         }
     }

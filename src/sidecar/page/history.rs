@@ -31,8 +31,8 @@ const CELL_W: f64 = WIDTH / CELLS as f64;
 /// The incident band, the cells and the probe-time chart, top to bottom.
 const BAND: (f64, f64) = (0.0, 5.0);
 const STRIP: (f64, f64) = (7.0, 18.0);
-const CHART: (f64, f64) = (29.0, 32.0);
-const HEIGHT: f64 = 62.0;
+const CHART: (f64, f64) = (33.0, 30.0);
+const HEIGHT: f64 = 64.0;
 
 /// One pair's strip, as drawn and as said.
 struct Pair<'a> {
@@ -53,14 +53,14 @@ pub(super) fn section(
 ) {
     let now = unix_ms(wall);
     let cell = history.cell();
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<section id=\"history\" aria-labelledby=\"history-h\"><h2 id=\"history-h\">The last hour</h2>\
 <p class=\"meta\">Per target and route, {CELLS} cells of {} each, oldest on the left: \
 <span class=\"key h-pass\">pass</span>, <span class=\"key h-fail\">fail</span>, \
 <span class=\"key h-mixed\">mixed</span>, <span class=\"key h-degraded\">degraded</span>, \
 <span class=\"key h-none\">no probe</span>; incident windows above the cells; \
-below, the probe time (p50 solid, max dotted). Focus or hover a cell for its reason.</p>\n",
+below, the probe time (p50 solid, max dotted). Focus or hover a cell for its reason.</p>",
         esc(&span(cell)),
     );
     for t in &config.targets {
@@ -284,7 +284,7 @@ fn chart(h: &mut String, p: &Pair<'_>) {
         let _ = write!(
             h,
             "<text class=\"h-scale\" x=\"{WIDTH}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            CHART.0 - 1.0,
+            CHART.0 - 1.5,
             esc(&fmt_duration(Duration::from_secs_f64(scale)))
         );
     }
