@@ -27,7 +27,8 @@
 //!   and the drift report against a baseline.
 //! - [`live`]: `verify --watch`, the live view for a change window.
 //! - [`health`]: the route table (pure): fall/rise, hold-down, active
-//!   routes, fed typed observations from probes and app traffic.
+//!   routes, fed typed observations from probes and app traffic; the last
+//!   hour's cells per target × route (`health::history`).
 //! - [`incidents`]: incident windows, merged by cause, persisted in `state_dir`.
 //! - [`compliance`]: the trail of direct connections (and the optional
 //!   access log) in `state_dir`, and the operational log's summary of them.

@@ -6,17 +6,24 @@
 //! itself when the proxy recovers; under a token, the buttons work once the
 //! token is pasted. The page requests nothing from any host but the
 //! sidecar. A screenshot is saved in the test's temp dir, and with
-//! `EGRESS_WRITE_SCREENSHOT=1` also as `docs/status-page.png`.
+//! `EGRESS_WRITE_SCREENSHOT=1` also as `docs/status-page.png`. With 1 s
+//! cells, a proxy failing for 20 s shows in the last hour's strip as
+//! failing cells naming the reason on hover and on focus, with a probe-time
+//! point per cell, and `GET /history` says the same per cell (its
+//! screenshot, with `EGRESS_WRITE_SCREENSHOT=1`, is
+//! `docs/status-page-history.png`).
 
 mod support;
 
 use std::time::Duration;
 
+use serde_json::Value;
 use support::Workspace;
 use support::chromium::{Browser, CHROMIUM};
+use support::config::Toml;
 use support::proxy::{Mode, ScriptProxy};
 use support::scenario;
-use support::sidecar::{Running, eventually};
+use support::sidecar::{Running, eventually, request};
 
 fn chromium() -> bool {
     support::tools::available(CHROMIUM, "EGRESS_REQUIRE_CHROMIUM", "chromium").is_some()
@@ -38,6 +45,11 @@ async fn failed_over(sidecar: &Running) {
         },
     )
     .await;
+}
+
+/// The scenario with one-second cells in the last hour's strip.
+fn one_second_cells(toml: Toml) -> Toml {
+    toml.raw("\n[status]\nhistory_cell = \"1s\"\n")
 }
 
 /// Every `src`, `href` and `action` in `html` is relative (or `data:`):
@@ -71,7 +83,8 @@ async fn the_status_page_names_the_failing_proxy_route_and_verify_now_shows_the_
     let up = scenario::upstream().await;
     let proxy = ScriptProxy::start(Mode::Status(502, "Bad Gateway")).await;
     let ws = Workspace::new();
-    let sidecar = Running::start(ws.config(scenario::config(&proxy.url(), up.port()))).await;
+    let config = one_second_cells(scenario::config(&proxy.url(), up.port()));
+    let sidecar = Running::start(ws.config(config)).await;
     failed_over(&sidecar).await;
     let origin = format!("http://{}", sidecar.admin);
 
@@ -294,5 +307,163 @@ async fn under_a_token_the_buttons_work_once_it_is_pasted_and_it_never_enters_a_
         !browser.dom().await.contains(TOKEN),
         "the token is in the page's markup"
     );
+    sidecar.stop().await;
+}
+
+/// The states of a pair's strip on the page, by cell start (Unix seconds).
+async fn strip_states(browser: &mut Browser, target: &str, route: &str) -> Vec<(i64, String)> {
+    let js = format!(
+        "JSON.stringify(Array.from(document.querySelectorAll('div.history[data-target=\"{target}\"][data-route=\"{route}\"] g.cell')).map(g => [Number(g.dataset.start), g.dataset.state]))"
+    );
+    let v = browser.eval(&js).await;
+    serde_json::from_str(v.as_str().unwrap_or("[]")).expect("cells")
+}
+
+/// `GET /history`'s states of a pair, by cell start.
+fn history_states(history: &Value, target: &str, route: &str) -> Vec<(i64, String)> {
+    let pair = history["pairs"]
+        .as_array()
+        .and_then(|p| {
+            p.iter()
+                .find(|p| p["target"] == target && p["route"] == route)
+        })
+        .unwrap_or_else(|| panic!("{target}/{route} in /history"));
+    pair["cells"]
+        .as_array()
+        .map(|cells| {
+            cells
+                .iter()
+                .map(|c| {
+                    let start = c["start"].as_i64().unwrap_or(0);
+                    (start, c["state"].as_str().unwrap_or("").to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_failing_for_20s_shows_in_the_last_hour_strip_and_history_agrees() {
+    if !chromium() {
+        return;
+    }
+    let up = scenario::upstream().await;
+    let proxy = ScriptProxy::start(Mode::Tunnel).await;
+    let ws = Workspace::new();
+    let config = one_second_cells(scenario::config(&proxy.url(), up.port()));
+    let sidecar = Running::start(ws.config(config)).await;
+    let origin = format!("http://{}", sidecar.admin);
+    eventually(
+        Duration::from_secs(15),
+        "apns healthy on the proxy",
+        || async {
+            let s = sidecar.status().await;
+            (s["targets"][0]["routes"][0]["healthy"] == true).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.set_mode(Mode::Status(502, "Bad Gateway"));
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    proxy.set_mode(Mode::Tunnel);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let mut browser = Browser::start().await;
+    browser.goto(&format!("{origin}/")).await;
+    let (code, body) = request(sidecar.admin, "GET", "/history").await;
+    assert_eq!(code, 200, "{body}");
+    let history: Value = serde_json::from_str(&body).expect("/history JSON");
+    let strip = "div.history[data-target=\"apns\"][data-route=\"provider\"]";
+
+    // The strip: 60 cells, the failing ones among them, about 20 of them.
+    let page = strip_states(&mut browser, "apns", "provider").await;
+    assert_eq!(page.len(), 60, "{page:?}");
+    let failing = page.iter().filter(|(_, s)| s == "fail").count();
+    assert!(
+        (15..=22).contains(&failing),
+        "{failing} failing cells: {page:?}"
+    );
+    assert!(page.iter().any(|(_, s)| s == "pass"), "{page:?}");
+    // The reason on hover (the SVG <title>) and on focus (the label).
+    let fail = format!("{strip} g.cell[data-state=\"fail\"]");
+    let title = browser
+        .eval(&format!("Array.from(document.querySelectorAll('{fail} > title')).every(t => t.textContent.includes('proxy_upstream_error') && t.textContent.includes('502 Bad Gateway'))"))
+        .await;
+    assert_eq!(title, true, "every failing cell's title names the reason");
+    let focused = browser
+        .eval(&format!("document.querySelector('{fail}').focus(); document.activeElement.getAttribute('aria-label')"))
+        .await;
+    let focused = focused.as_str().unwrap_or("").to_string();
+    assert!(
+        focused.contains("fail") && focused.contains("proxy_upstream_error"),
+        "{focused}"
+    );
+    // A probe-time point per cell with data, on the p50 and the max line.
+    let with_data = page.iter().filter(|(_, s)| s != "none").count();
+    for series in ["p50", "max"] {
+        let n = browser
+            .eval(&format!("document.querySelector('{strip} polyline[data-series=\"{series}\"]').points.numberOfItems"))
+            .await;
+        assert_eq!(n.as_u64(), Some(with_data as u64), "{series}");
+    }
+    let circles = browser
+        .eval(&format!(
+            "document.querySelectorAll('{strip} circle.h-pt').length"
+        ))
+        .await;
+    assert_eq!(circles.as_u64(), Some(with_data as u64));
+    // The incident window, on the same axis; the sentence for a terminal.
+    let band = browser
+        .eval(&format!(
+            "document.querySelectorAll('{strip} rect.h-incident').length"
+        ))
+        .await;
+    assert!(band.as_u64().unwrap_or(0) >= 1, "no incident band");
+    let summary = browser
+        .eval(&format!(
+            "document.querySelector('{strip} .summary').innerText"
+        ))
+        .await;
+    let summary = summary.as_str().unwrap_or("");
+    assert!(
+        summary.starts_with("last hour: ") && summary.contains("fail (proxy_upstream_error "),
+        "{summary}"
+    );
+
+    // `/history` agrees with the page, cell by cell (the page's newest cell
+    // may still have been filling when `/history` was read).
+    let json = history_states(&history, "apns", "provider");
+    assert_eq!(json.len(), 60);
+    assert_eq!(history["cell_seconds"], 1.0);
+    let (newest, _) = page[page.len() - 1];
+    for (start, state) in page.iter().filter(|(s, _)| *s < newest) {
+        if let Some((_, j)) = json.iter().find(|(s, _)| s == start) {
+            assert_eq!(j, state, "cell {start}: page {state}, /history {j}");
+        }
+    }
+    let overlap = page
+        .iter()
+        .filter(|(s, _)| json.iter().any(|(j, _)| j == s))
+        .count();
+    assert!(overlap >= 55, "{overlap}");
+    let incidents = history["incidents"].as_array().map_or(0, Vec::len);
+    assert!(incidents >= 1, "{history}");
+
+    // Nothing from another origin, in the markup or on the wire.
+    let html = browser.dom().await;
+    only_relative_references(&html).unwrap_or_else(|r| panic!("external reference {r}"));
+    for u in &browser.requested_urls() {
+        assert!(
+            u.starts_with(&format!("{origin}/")) || u.starts_with("data:"),
+            "the page requested {u}"
+        );
+    }
+    let shot = browser
+        .screenshot(&ws.path("status-page-history.png"))
+        .await;
+    if std::env::var("EGRESS_WRITE_SCREENSHOT").as_deref() == Ok("1") {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+        std::fs::copy(&shot, docs.join("status-page-history.png")).expect("copy the screenshot");
+    }
     sidecar.stop().await;
 }

@@ -4,7 +4,8 @@
 //! and raises `egress_config_restart_required` (in `/status` and on the
 //! page too) until a reload changes it back; and the keys that once were
 //! fixed at start (`[forward] max_connections`, `[run] reload_poll`) take
-//! effect on reload.
+//! effect on reload, and so does `[status] history_cell` (the history
+//! starts again in the new cells).
 
 mod support;
 
@@ -84,6 +85,7 @@ fn the_readme_says_for_every_key_whether_a_reload_applies_it() {
             "runtime",
             "dns",
             "compliance",
+            "status",
         ];
         // `[resolve]`'s keys are names, one row for the table.
         if key == "resolve" {
@@ -289,5 +291,45 @@ async fn reload_poll_takes_effect_on_reload() {
         (sidecar.status().await["config_reload"]["generation"] == 3).then_some(())
     })
     .await;
+    sidecar.stop().await;
+}
+
+/// `GET /history` as JSON.
+async fn history(sidecar: &Running) -> serde_json::Value {
+    let (code, body) = request(sidecar.admin, "GET", "/history").await;
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("/history JSON")
+}
+
+/// The cells of `/history`'s first pair that hold a probe.
+fn probed_cells(h: &serde_json::Value) -> usize {
+    h["pairs"][0]["cells"]
+        .as_array()
+        .map_or(0, |c| c.iter().filter(|c| c["state"] != "none").count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_cell_takes_effect_on_reload_and_starts_the_history_again() {
+    let ws = Workspace::new();
+    let one_second = |cell: &str| {
+        base()
+            .probe(|p| p.timings("200ms", "200ms", "1s"))
+            .raw(&format!("\n[status]\nhistory_cell = \"{cell}\"\n"))
+    };
+    let sidecar = Running::start(ws.config(one_second("1s"))).await;
+    let h = eventually(Duration::from_secs(10), "3 cells probed", || async {
+        let h = history(&sidecar).await;
+        (probed_cells(&h) >= 3).then_some(h)
+    })
+    .await;
+    assert_eq!(h["cell_seconds"], 1.0);
+    assert_eq!(h["pairs"][0]["cells"].as_array().map(Vec::len), Some(60));
+
+    ws.config(one_second("2s"));
+    reload(&sidecar, 1).await;
+    let h = history(&sidecar).await;
+    assert_eq!(h["cell_seconds"], 2.0);
+    assert_eq!(h["pairs"][0]["cells"].as_array().map(Vec::len), Some(60));
+    assert!(probed_cells(&h) <= 2, "the history started again: {h}");
     sidecar.stop().await;
 }

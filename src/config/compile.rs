@@ -89,6 +89,7 @@ impl Compiler<'_> {
         let targets = self.targets(&raw.targets, &raw.tls, &base_roots, &routes, &probe)?;
         let forward = self.forward(&raw.forward, &routes)?;
         let compliance = self.compliance(&raw)?;
+        let status = self.status(&raw)?;
         let state_dir = raw.state_dir.as_ref().map(|s| self.path(s.get_ref()));
         let run = self.run(&raw)?;
         let shutdown = self.shutdown(&raw)?;
@@ -110,6 +111,7 @@ impl Compiler<'_> {
             targets,
             forward,
             compliance,
+            status,
             state_dir,
             run,
             shutdown,

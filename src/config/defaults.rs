@@ -98,3 +98,8 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(25);
 
 /// `[run] reload_poll`: how often the config and the files it names are checked.
 pub const RUN_RELOAD_POLL: Duration = Duration::from_secs(5);
+
+/// `[status] history_cell`: one minute, so the strip's 60 cells span an hour.
+pub const STATUS_HISTORY_CELL: Duration = Duration::from_secs(60);
+/// `[status] history_cell` at most: 60 cells span a day.
+pub const MAX_HISTORY_CELL: Duration = Duration::from_secs(24 * 60);

@@ -84,6 +84,8 @@ pub struct Config {
     pub forward: ForwardSettings,
     /// Where the compliance trail goes besides its file.
     pub compliance: ComplianceSettings,
+    /// The status page's last-hour strip and `/history`.
+    pub status: StatusSettings,
     /// Where incident windows persist across restarts.
     pub state_dir: Option<PathBuf>,
     /// The sidecar's lifecycle settings.
@@ -436,6 +438,14 @@ pub struct ComplianceSettings {
     /// Where each trail line goes besides `state_dir/direct.jsonl` (the
     /// record, always written when the trail is on).
     pub sink: TrailSink,
+}
+
+/// `[status]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusSettings {
+    /// One cell of the last-hour strip: the history keeps
+    /// [`crate::health::history::CELLS`] of them per target × route.
+    pub history_cell: Duration,
 }
 
 /// `[compliance] sink`.

@@ -42,6 +42,9 @@ pub(crate) struct RawConfig {
     /// Where the compliance trail goes besides its file.
     #[serde(default)]
     pub compliance: RawCompliance,
+    /// The status page and `/history`.
+    #[serde(default)]
+    pub status: RawStatus,
     /// Where incident windows are kept across restarts.
     pub state_dir: Option<Spanned<String>>,
     /// Lifecycle of `run`.
@@ -71,6 +74,14 @@ pub(crate) struct RawRuntime {
 pub(crate) struct RawCompliance {
     /// `"file"` (the default) or `"both"`: the file and a copy on stdout.
     pub sink: Option<Spanned<String>>,
+}
+
+/// `[status]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStatus {
+    /// One cell of the last-hour strip (`"1m"`; down to `"1s"` for tests).
+    pub history_cell: Option<Spanned<String>>,
 }
 
 /// `[dns]`.

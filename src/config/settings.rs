@@ -18,8 +18,8 @@ use super::compile::{Compiler, MAX_SECRET_FILE, Result};
 use super::raw::{RawConfig, RawForward};
 use super::{
     AdminSettings, ComplianceSettings, ForwardDefault, ForwardSettings, Listen, ProbeSettings,
-    RelayMode, Route, RunSettings, RuntimeSettings, ShutdownSettings, TrailSink, defaults,
-    parse_duration,
+    RelayMode, Route, RunSettings, RuntimeSettings, ShutdownSettings, StatusSettings, TrailSink,
+    defaults, parse_duration,
 };
 use crate::secret::Secret;
 
@@ -256,6 +256,24 @@ impl Compiler<'_> {
         Ok(ComplianceSettings { sink })
     }
 
+    /// `[status]`: the last-hour strip's cell, whole seconds from 1 s.
+    pub(super) fn status(&self, raw: &RawConfig) -> Result<StatusSettings> {
+        let v = raw.status.history_cell.as_ref();
+        let cell = self.duration_up_to(v, "status.history_cell", defaults::MAX_HISTORY_CELL)?;
+        if let (Some(v), Some(d)) = (v, cell)
+            && d.subsec_nanos() != 0
+        {
+            return Err(self.err(
+                v.span(),
+                "status.history_cell",
+                "must be whole seconds (from \"1s\"; \"1m\" by default)",
+            ));
+        }
+        Ok(StatusSettings {
+            history_cell: cell.unwrap_or(defaults::STATUS_HISTORY_CELL),
+        })
+    }
+
     /// A number that must lie in `range`; `None` when the key is absent.
     fn in_range<T: PartialOrd + Copy>(
         &self,
@@ -475,6 +493,30 @@ mod tests {
             let e = compile(path, &text).expect_err(value).to_string();
             assert!(e.contains(&format!("{table}.{key}")), "{e}");
             assert!(e.contains(says), "{value}: {e}");
+            assert!(e.contains("c.toml:2:"), "located: {e}");
+        }
+    }
+
+    #[test]
+    fn the_history_cell_is_a_minute_unless_set_in_whole_seconds_from_one() {
+        let path = std::path::Path::new("c.toml");
+        let c = compile(path, TARGET).expect("defaults");
+        assert_eq!(c.status.history_cell, std::time::Duration::from_secs(60));
+        let text = format!("[status]\nhistory_cell = \"1s\"\n{TARGET}");
+        let c = compile(path, &text).expect("1s");
+        assert_eq!(c.status.history_cell, std::time::Duration::from_secs(1));
+        for (value, says) in [
+            ("\"500ms\"", "whole seconds"),
+            ("\"1500ms\"", "whole seconds"),
+            ("\"0s\"", "greater than zero"),
+            ("\"1h\"", "at most"),
+        ] {
+            let text = format!("[status]\nhistory_cell = {value}\n{TARGET}");
+            let e = compile(path, &text).expect_err(value).to_string();
+            assert!(
+                e.contains("status.history_cell") && e.contains(says),
+                "{value}: {e}"
+            );
             assert!(e.contains("c.toml:2:"), "located: {e}");
         }
     }

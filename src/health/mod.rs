@@ -16,8 +16,12 @@
 //! an app asks for can take a route down, and no tunnel that stands can
 //! hide a failing TLS handshake or HTTP answer. This process's own
 //! exhaustion (`local_exhausted`) is evidence of nothing.
+//!
+//! [`history`] keeps the last hour per target × route (pure, bounded), fed
+//! by the same owner with each counted probe.
 
 pub(crate) mod events;
+pub mod history;
 pub(crate) mod level;
 pub(crate) mod route;
 pub(crate) mod snapshot;

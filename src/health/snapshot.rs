@@ -1,5 +1,5 @@
 //! What the one owner of route state publishes: the route table, the
-//! incident windows and the probe schedule as they stood at one moment,
+//! incident windows, the last hour's cells and the probe schedule as they stood at one moment,
 //! behind an `Arc` in a `tokio::sync::watch`. Readers (the forward proxy,
 //! the scheduler, `/status`, the page, the metrics) borrow one snapshot per
 //! unit of work and read everything from it: the routes to try and the
@@ -46,6 +46,9 @@ pub struct Snapshot {
     pub schedule: BTreeMap<(String, String), PairSchedule>,
     /// Each target's credential, where it has one.
     pub credentials: Arc<crate::credential::state::Board>,
+    /// The last [`CELLS`](super::history::CELLS) cells per target × route
+    /// (the page's strip, `/history`): a new `Arc` only when a cell changed.
+    pub history: Arc<super::history::History>,
 }
 
 /// Whether a credential check of a target can run now, and over which

@@ -1,5 +1,5 @@
 //! The sidecar's own HTTP listeners: metrics (`/metrics`, `/healthz`,
-//! `/readyz`) and admin (`/` the status page, `/status`, `POST /verify`,
+//! `/readyz`) and admin (`/` the status page, `/status`, `/history`, `POST /verify`,
 //! `POST /routes/<target>`). Accepting is [`crate::accept`]'s job; this module
 //! owns what is said on a connection: the routing, the admin checks
 //! ([`super::admin`]) in front of every state change, and the bounds on
@@ -23,10 +23,12 @@
 //!   open connections and the eviction past [`SOFT_CAP`];
 //! - `body`: reading a request body within [`MAX_BODY`] and [`BODY_TIMEOUT`];
 //! - `reply`: [`Reply`] and the helpers that shape one;
+//! - `history`: `GET /history`, the last hour per target × route as JSON;
 //! - `verify`: `POST /verify`, one shared run and its cool-down;
 //! - `overrides`: `POST /routes/<target>`, the operator's override.
 
 mod body;
+mod history;
 mod listener;
 mod overrides;
 mod reply;
@@ -133,6 +135,16 @@ impl Endpoints {
             (Surface::Admin, &Method::GET, "/status") => {
                 json(StatusCode::OK, status::render(&self.rt))
             }
+            (Surface::Admin, &Method::GET, "/history") => {
+                let snapshot = self.rt.snapshot();
+                let body = history::render(
+                    &self.rt.config(),
+                    &snapshot.history,
+                    &snapshot.incidents,
+                    std::time::SystemTime::now(),
+                );
+                json(StatusCode::OK, body)
+            }
             (Surface::Admin, &Method::POST, "/verify") => {
                 if let Err(r) = self.admit(&req, conn).await {
                     return r;
@@ -149,7 +161,7 @@ impl Endpoints {
                 self.post_override(req, conn).await
             }
             (Surface::Metrics, _, "/metrics" | "/healthz" | "/readyz")
-            | (Surface::Admin, _, "/" | "/status" | "/verify") => {
+            | (Surface::Admin, _, "/" | "/status" | "/history" | "/verify") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
             }
             _ => text(StatusCode::NOT_FOUND, "not found"),

@@ -2,7 +2,7 @@
 //! in a browser. Server-rendered HTML from the same state `/status` reads:
 //! a grid of targets × routes (state in words, reason, detail with the
 //! proxy's CONNECT reply, phase timings, certificate days left, last probe),
-//! each credential's last check, the incident windows, descriptor usage per watched process, a "Verify
+//! each credential's last check, the last hour per target × route, the incident windows, descriptor usage per watched process, a "Verify
 //! now" button (`POST /verify`) and the operator's overrides
 //! (`POST /routes/<target>`, with a `ttl`).
 //!
@@ -22,6 +22,8 @@
 //! - `text`: escaping, and times as people read them;
 //! - `routes`: the grid of targets × routes and its summary line;
 //! - `credentials`: the credentials table (part of the live section);
+//! - `history`: the last hour per target × route, a strip of cells and
+//!   the probe time in inline SVG, incident windows on the same axis;
 //! - `incidents`, `fds`: the other live sections;
 //! - `controls`: "Verify now", the overrides, the admin token field;
 //! - `style.css`, `script.js`: the page's one style sheet and one script,
@@ -33,6 +35,7 @@
 mod controls;
 mod credentials;
 mod fds;
+mod history;
 mod incidents;
 mod routes;
 mod text;
@@ -119,6 +122,7 @@ pub fn render(rt: &Runtime) -> String {
     routes::table(&mut h, &config, &table.targets, now, wall);
     credentials::table(&mut h, &snapshot.credentials, wall);
     h.push_str("</section>\n");
+    history::section(&mut h, &config, &snapshot.history, windows, wall);
     incidents::section(&mut h, windows, wall);
     fds::section(&mut h, &config);
 

@@ -21,7 +21,7 @@
     if (document.hidden) return Promise.resolve();
     return fetch('/', { cache: 'no-store' }).then(function (r) { return r.text(); }).then(function (html) {
       var doc = new DOMParser().parseFromString(html, 'text/html');
-      ['live', 'incidents', 'fds'].forEach(function (id) {
+      ['live', 'history', 'incidents', 'fds'].forEach(function (id) {
         var fresh = doc.getElementById(id), old = document.getElementById(id);
         if (fresh && old) old.replaceWith(document.adoptNode(fresh));
       });

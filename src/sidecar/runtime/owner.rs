@@ -2,7 +2,8 @@
 //! incident log, the probe schedule and the summary of this process's own
 //! exhaustion; takes [`Message`]s from the [`Inbox`] in batches; turns each
 //! observation into table events and each event into logs, metrics,
-//! incident windows, woken probes and fail-back closes (`events.rs`); and
+//! incident windows, woken probes and fail-back closes (`events.rs`);
+//! records each counted probe in the last hour's cells; and
 //! after each batch publishes one [`Snapshot`] for every reader.
 //!
 //! Nothing else changes route state, and nothing here waits on a reader: a
@@ -11,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::time::Instant;
@@ -20,7 +22,8 @@ use super::inbox::Message;
 use super::{Runtime, settings, specs};
 use crate::config::Config;
 use crate::generation::Generation;
-use crate::health::{Observation, PairSchedule, RouteTable, Snapshot};
+use crate::health::history::{History, Sample, unix_ms};
+use crate::health::{Observation, PairSchedule, RouteState, RouteTable, Snapshot};
 use crate::incidents::{IncidentLog, IncidentWindow};
 use crate::reason::FailureReason;
 
@@ -46,6 +49,10 @@ pub(super) struct Owner {
     pub(super) credentials: crate::credential::state::Board,
     /// Where snapshots go.
     publish: watch::Sender<Arc<Snapshot>>,
+    /// The last hour per pair, and its copy as last published (kept while
+    /// no cell changed).
+    history: History,
+    published_history: Arc<History>,
 }
 
 /// Acknowledgements to send once the batch's snapshot is published.
@@ -78,6 +85,8 @@ impl Owner {
             config,
             credentials: (*first.credentials).clone(),
             publish,
+            history: (*first.history).clone(),
+            published_history: first.history.clone(),
         };
         owner.incidents_changed();
         owner.sync_credentials();
@@ -96,6 +105,7 @@ impl Owner {
             incidents: Arc::new(incidents.windows().cloned().collect()),
             schedule: schedule_for(config, BTreeMap::new(), now),
             credentials: Arc::new(crate::credential::state::sync(&Default::default(), config)),
+            history: Arc::new(History::new(config.status.history_cell)),
         }
     }
 
@@ -140,7 +150,13 @@ impl Owner {
                     self.exhausted(exhaustion::Who::Probe, &outcome.detail, 1);
                 }
                 let target = outcome.target.clone();
+                let counted = (outcome.reason != FailureReason::LocalExhausted)
+                    .then(|| (outcome.ok, outcome.reason, outcome.detail.clone()));
+                let duration = outcome.duration;
                 let events = self.table.observe(now, Observation::Probe(outcome));
+                if let Some((ok, reason, detail)) = counted {
+                    self.history_probe(&key, ok, reason, &detail, duration, now);
+                }
                 self.apply(&events);
                 self.publish_target(&target);
                 if let Some(done) = done {
@@ -192,6 +208,7 @@ impl Owner {
         self.config = config.clone();
         self.reschedule(now);
         self.sync_credentials();
+        self.history_install();
         self.tick(now);
     }
 
@@ -213,6 +230,9 @@ impl Owner {
         }
         self.publish_all();
         self.publish_credentials();
+        if self.history.prune(unix_ms(SystemTime::now())) {
+            self.published_history = Arc::new(self.history.clone());
+        }
     }
 
     /// Counts `count` `local_exhausted` failures; writes the summary line
@@ -245,8 +265,50 @@ impl Owner {
             incidents: self.published_incidents.clone(),
             schedule: self.schedule.clone(),
             credentials: Arc::new(self.credentials.clone()),
+            history: self.published_history.clone(),
         };
         self.publish.send_replace(Arc::new(snapshot));
+    }
+
+    /// Records a counted probe in the pair's cell of the last hour, with
+    /// whether the route stood degraded once the probe was counted.
+    fn history_probe(
+        &mut self,
+        key: &(String, String),
+        ok: bool,
+        reason: FailureReason,
+        detail: &str,
+        duration: std::time::Duration,
+        now: Instant,
+    ) {
+        let degraded = self
+            .table
+            .targets
+            .get(&key.0)
+            .and_then(|t| t.route(&key.1))
+            .is_some_and(|r| r.state(now) == RouteState::Degraded);
+        let sample = Sample {
+            ok,
+            reason,
+            detail,
+            duration,
+            degraded,
+        };
+        let wall = unix_ms(SystemTime::now());
+        self.history.record(wall, &key.0, &key.1, &sample);
+        self.published_history = Arc::new(self.history.clone());
+    }
+
+    /// A new generation: a new cell size starts the history again; pairs
+    /// no longer configured go.
+    fn history_install(&mut self) {
+        let cell = self.config.status.history_cell;
+        if self.history.cell() != cell {
+            self.history = History::new(cell);
+        }
+        let pairs: Vec<(String, String)> = self.schedule.keys().cloned().collect();
+        self.history.retain(&pairs);
+        self.published_history = Arc::new(self.history.clone());
     }
 
     /// A receiver of the snapshots (for work that reads them later).
