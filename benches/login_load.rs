@@ -356,7 +356,7 @@ fn table(paths: &[Path_], rates: &[u64], cells: &Cells, loaded: bool) {
         "CPU ms/1k"
     };
     println!(
-        "{:<23} {:>5} {:>7} {:>7} {:>22} {:>22} {:>6} {:>20} {:>9}",
+        "{:<23} {:>5} {:>7} {:>7} {:>22} {:>22} {:>6} {:>24} {:>9}",
         "path",
         "rate",
         "p50 ms",
@@ -378,7 +378,7 @@ fn table(paths: &[Path_], rates: &[u64], cells: &Cells, loaded: bool) {
                 format!("{:.1}", spread(&c.cpu).0)
             };
             println!(
-                "{:<23} {:>5} {:>7.2} {:>7.2} {:>22} {:>22} {:>6.2} {:>20} {:>9}",
+                "{:<23} {:>5} {:>7.2} {:>7.2} {:>22} {:>22} {:>6.2} {:>24} {:>9}",
                 p.name,
                 rate,
                 median_ms(&c.p50),
