@@ -285,64 +285,39 @@ async fn probes_done(port: u16) -> f64 {
         .sum()
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let rounds = env_or("BENCH_ROUNDS", 5).max(1);
-    let bytes = env_or("BENCH_BYTES", 512 * MIB);
-    let agg_n = env_or("BENCH_AGG_TUNNELS", 50);
-    let agg_each = env_or("BENCH_AGG_BYTES", 16 * MIB);
-    let dials_n = env_or("BENCH_DIALS", 1000);
-    let rtt_n = env_or("BENCH_RTT", 2000);
-    let idle_n = env_or("BENCH_IDLE", 500);
-    let footprint_secs = env_or("BENCH_FOOTPRINT_SECS", 30);
-    let ends = Ends {
-        sink: sink().await,
-        echo: echo(),
-    };
-    let paths = all_paths(ends);
-    let mut results: Vec<Results> = paths.iter().map(|_| Results::default()).collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for (p, r) in paths.iter().zip(results.iter_mut()) {
-        let mut warm = Vec::new();
-        dials(p, ends, 20, &mut warm).await;
-        r.rss_start = p.pid().map(|pid| status_kib(pid, "VmRSS:"));
-    }
-    println!(
-        "{} rounds, interleaved; one tunnel: {} MiB; {agg_n} tunnels × {} MiB at once; {dials_n} new tunnels; {rtt_n} round trips of 1 KiB, alone and beside 4 bulk tunnels",
-        rounds,
-        bytes / MIB,
-        agg_each / MIB
-    );
-    for round in 0..rounds {
-        // A different path goes first each round.
-        let n = paths.len();
-        for k in 0..n {
-            let i = (k + round as usize) % n;
-            let (p, r) = (&paths[i], &mut results[i]);
-            let s = open(p.entry, ends, ends.sink).await;
-            let cpu0 = p.pid().map(cpu_ns);
-            let start = Instant::now();
-            send_acked(s, bytes).await;
-            let secs = start.elapsed().as_secs_f64();
-            r.single.push((bytes / MIB) as f64 / secs);
-            if let (Some(c), Some(pid)) = (cpu0, p.pid()) {
-                r.single_cpu
-                    .push(cpu_ns(pid).saturating_sub(c) as f64 / 1e9 / (bytes as f64 / GIB));
-            }
-            let (agg, cpu) = bulk(p, ends, agg_n, agg_each).await;
-            r.agg.push(agg);
-            r.agg_cpu.push(cpu / ((agg_n * agg_each) as f64 / GIB));
-            dials(p, ends, dials_n / rounds, &mut r.dials).await;
-            round_trips(p, ends, rtt_n / rounds, &mut r.rtt).await;
-            round_trips_loaded(p, ends, rtt_n / rounds, &mut r.rtt_loaded).await;
-        }
-        eprintln!("round {} of {rounds} done", round + 1);
-    }
-    for (p, r) in paths.iter().zip(results.iter_mut()) {
-        r.rss_after = p.pid().map(|pid| status_kib(pid, "VmRSS:"));
-        r.idle_kib = idle_cost(p, ends, idle_n).await;
-    }
+/// What each round measures, from the environment.
+struct Sizes {
+    rounds: u64,
+    bytes: u64,
+    agg_n: u64,
+    agg_each: u64,
+    dials_n: u64,
+    rtt_n: u64,
+}
 
+/// One round's measurements along one path.
+async fn measure_path(p: &Path_, r: &mut Results, ends: Ends, z: &Sizes) {
+    let (rounds, bytes, agg_n, agg_each) = (z.rounds, z.bytes, z.agg_n, z.agg_each);
+    let (dials_n, rtt_n) = (z.dials_n, z.rtt_n);
+    let s = open(p.entry, ends, ends.sink).await;
+    let cpu0 = p.pid().map(cpu_ns);
+    let start = Instant::now();
+    send_acked(s, bytes).await;
+    let secs = start.elapsed().as_secs_f64();
+    r.single.push((bytes / MIB) as f64 / secs);
+    if let (Some(c), Some(pid)) = (cpu0, p.pid()) {
+        r.single_cpu
+            .push(cpu_ns(pid).saturating_sub(c) as f64 / 1e9 / (bytes as f64 / GIB));
+    }
+    let (agg, cpu) = bulk(p, ends, agg_n, agg_each).await;
+    r.agg.push(agg);
+    r.agg_cpu.push(cpu / ((agg_n * agg_each) as f64 / GIB));
+    dials(p, ends, dials_n / rounds, &mut r.dials).await;
+    round_trips(p, ends, rtt_n / rounds, &mut r.rtt).await;
+    round_trips_loaded(p, ends, rtt_n / rounds, &mut r.rtt_loaded).await;
+}
+
+fn throughput_table(paths: &[Path_], results: &[Results]) {
     let direct_single = sorted(results[0].single.clone());
     let direct_agg = sorted(results[0].agg.clone());
     let direct_dials = sorted(results[0].dials.clone());
@@ -392,6 +367,9 @@ async fn main() {
             pct(&d, 0.99) - pct(&direct_dials, 0.99),
         );
     }
+}
+
+fn latency_table(paths: &[Path_], results: &[Results]) {
     println!();
     println!(
         "{:<24} {:>9} {:>9} {:>12} {:>12} | {:>10} {:>10} {:>12}",
@@ -421,17 +399,72 @@ async fn main() {
             r.idle_kib.map_or("-".to_string(), |c| format!("{c:.1}")),
         );
     }
-    drop(paths);
-    if footprint_secs > 0 {
-        println!();
-        println!("egress-sentinel probing 4 targets x 2 routes every 1 s, {footprint_secs} s:");
-        println!(
-            "{:<16} {:>9} {:>9} {:>9} {:>13} {:>7}",
-            "worker_threads", "RSS MiB", "RssAnon", "RssFile", "CPU ms/probe", "probes"
-        );
-        for workers in [1, 2] {
-            let (rss, anon, file, cpu, probes) = footprint(workers, footprint_secs).await;
-            println!("{workers:<16} {rss:>9.1} {anon:>9.1} {file:>9.1} {cpu:>13.2} {probes:>7.0}");
-        }
+}
+
+async fn footprint_table(footprint_secs: u64) {
+    if footprint_secs == 0 {
+        return;
     }
+    println!();
+    println!("egress-sentinel probing 4 targets x 2 routes every 1 s, {footprint_secs} s:");
+    println!(
+        "{:<16} {:>9} {:>9} {:>9} {:>13} {:>7}",
+        "worker_threads", "RSS MiB", "RssAnon", "RssFile", "CPU ms/probe", "probes"
+    );
+    for workers in [1, 2] {
+        let (rss, anon, file, cpu, probes) = footprint(workers, footprint_secs).await;
+        println!("{workers:<16} {rss:>9.1} {anon:>9.1} {file:>9.1} {cpu:>13.2} {probes:>7.0}");
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let z = Sizes {
+        rounds: env_or("BENCH_ROUNDS", 5).max(1),
+        bytes: env_or("BENCH_BYTES", 512 * MIB),
+        agg_n: env_or("BENCH_AGG_TUNNELS", 50),
+        agg_each: env_or("BENCH_AGG_BYTES", 16 * MIB),
+        dials_n: env_or("BENCH_DIALS", 1000),
+        rtt_n: env_or("BENCH_RTT", 2000),
+    };
+    let idle_n = env_or("BENCH_IDLE", 500);
+    let footprint_secs = env_or("BENCH_FOOTPRINT_SECS", 30);
+    let ends = Ends {
+        sink: sink().await,
+        echo: echo(),
+    };
+    let paths = all_paths(ends);
+    let mut results: Vec<Results> = paths.iter().map(|_| Results::default()).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (p, r) in paths.iter().zip(results.iter_mut()) {
+        let mut warm = Vec::new();
+        dials(p, ends, 20, &mut warm).await;
+        r.rss_start = p.pid().map(|pid| status_kib(pid, "VmRSS:"));
+    }
+    println!(
+        "{} rounds, interleaved; one tunnel: {} MiB; {} tunnels × {} MiB at once; {} new tunnels; {} round trips of 1 KiB, alone and beside 4 bulk tunnels",
+        z.rounds,
+        z.bytes / MIB,
+        z.agg_n,
+        z.agg_each / MIB,
+        z.dials_n,
+        z.rtt_n
+    );
+    for round in 0..z.rounds {
+        // A different path goes first each round.
+        let n = paths.len();
+        for k in 0..n {
+            let i = (k + round as usize) % n;
+            measure_path(&paths[i], &mut results[i], ends, &z).await;
+        }
+        eprintln!("round {} of {} done", round + 1, z.rounds);
+    }
+    for (p, r) in paths.iter().zip(results.iter_mut()) {
+        r.rss_after = p.pid().map(|pid| status_kib(pid, "VmRSS:"));
+        r.idle_kib = idle_cost(p, ends, idle_n).await;
+    }
+    throughput_table(&paths, &results);
+    latency_table(&paths, &results);
+    drop(paths);
+    footprint_table(footprint_secs).await;
 }
