@@ -26,63 +26,26 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const MIB: u64 = 1 << 20;
+use common::{
+    BulkLoad, Ends, Entry, MIB, Path_, all_paths, cpu_ns, env_or, free_port, local, open, pct,
+    sidecar_binary, sink, sorted, status_kib, wait_listening,
+};
+
 const GIB: f64 = (1u64 << 30) as f64;
 /// The size of one request and of its answer in the latency test.
 const RTT_BYTES: usize = 1024;
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-// === the far end: a sink and an echo ===
-
-/// A sink: reads and discards; answers one byte per MiB so the sender knows
-/// the data arrived (no credit for bytes still in buffers).
-async fn sink() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                continue;
-            };
-            s.set_nodelay(true).ok();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 256 * 1024];
-                let mut total = 0u64;
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            let before = total / MIB;
-                            total += n as u64;
-                            for _ in before..total / MIB {
-                                if s.write_all(b".").await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
+// === the far end: an echo (the sink is in common) ===
 
 /// An echo of 1 KiB requests: reads 1 KiB, answers 1 KiB. On its own
 /// thread, so the bench's bulk senders do not delay its answers.
@@ -117,341 +80,6 @@ async fn serve_echo(l: TcpListener) {
             });
         }
     }
-}
-
-/// Where the paths lead.
-#[derive(Clone, Copy)]
-struct Ends {
-    sink: SocketAddr,
-    echo: SocketAddr,
-}
-
-// === the paths ===
-
-/// How a path is entered.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Entry {
-    /// Straight to the destination.
-    Direct,
-    /// `CONNECT` through a forward proxy at this address.
-    Connect(SocketAddr),
-    /// A TCP forwarder: one port per destination (sink, echo).
-    Forwarder { sink: SocketAddr, echo: SocketAddr },
-}
-
-struct Path_ {
-    name: &'static str,
-    entry: Entry,
-    child: Option<Child>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Drop for Path_ {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.child {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Path_ {
-    fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn wait_listening(addr: SocketAddr, child: &mut Child, name: &str) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if let Ok(Some(s)) = child.try_wait() {
-            panic!("{name} exited: {s}");
-        }
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{name} did not listen on {addr}");
-}
-
-fn spawn(name: &'static str, cmd: &mut Command, entry: Entry, dir: tempfile::TempDir) -> Path_ {
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-    let probe = match entry {
-        Entry::Connect(a) => a,
-        Entry::Forwarder { sink, .. } => sink,
-        Entry::Direct => unreachable!("nothing to start"),
-    };
-    wait_listening(probe, &mut child, name);
-    Path_ {
-        name,
-        entry,
-        child: Some(child),
-        _dir: Some(dir),
-    }
-}
-
-/// The release binary cargo built, or `BENCH_SIDECAR_BIN` (to compare builds).
-fn sidecar_binary() -> PathBuf {
-    std::env::var_os("BENCH_SIDECAR_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_egress-sentinel")))
-}
-
-/// egress-sentinel with `relay`, a `direct` target for each end (the same
-/// dialer and policy checks as production traffic).
-fn sidecar(name: &'static str, ends: Ends, relay: &str) -> Path_ {
-    let dir = tempfile::tempdir().expect("dir");
-    let port = free_port();
-    let config = format!(
-        r#"
-[listen]
-metrics = "off"
-admin = "off"
-proxy = "127.0.0.1:{port}"
-
-[probe]
-interval = "1h"
-timeout = "5s"
-
-[tls]
-roots = "webpki"
-
-[[target]]
-name = "sink"
-url = "https://127.0.0.1:{sink}/"
-routes = ["direct"]
-allow_addresses = ["127.0.0.1/32"]
-
-[[target]]
-name = "echo"
-url = "https://127.0.0.1:{echo}/"
-routes = ["direct"]
-allow_addresses = ["127.0.0.1/32"]
-
-[forward]
-default = "deny"
-max_connections = 100000
-relay = "{relay}"
-"#,
-        sink = ends.sink.port(),
-        echo = ends.echo.port(),
-    );
-    let config = match std::env::var("BENCH_WORKERS") {
-        Ok(n) => format!("[runtime]\nworker_threads = {n}\n{config}"),
-        Err(_) => config,
-    };
-    let path = dir.path().join("bench.toml");
-    std::fs::write(&path, config).expect("config");
-    spawn(
-        name,
-        Command::new(sidecar_binary())
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "error"),
-        Entry::Connect(local(port)),
-        dir,
-    )
-}
-
-fn installed(bin: &str, package: &str) -> Option<&'static Path> {
-    let p: &'static Path = Box::leak(PathBuf::from(bin).into_boxed_path());
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("{bin} not installed: skipped (apt-get install {package})");
-        None
-    }
-}
-
-fn tinyproxy() -> Option<Path_> {
-    let bin = installed("/usr/bin/tinyproxy", "tinyproxy")?;
-    let dir = tempfile::tempdir().expect("dir");
-    let port = free_port();
-    let conf = dir.path().join("tinyproxy.conf");
-    std::fs::write(
-        &conf,
-        format!("Port {port}\nListen 127.0.0.1\nTimeout 600\nMaxClients 20000\nAllow 127.0.0.1\nLogLevel Critical\nUser nobody\nGroup nogroup\n"),
-    )
-    .expect("conf");
-    Some(spawn(
-        "tinyproxy",
-        Command::new(bin).args(["-d", "-c"]).arg(&conf),
-        Entry::Connect(local(port)),
-        dir,
-    ))
-}
-
-fn squid() -> Option<Path_> {
-    let bin = installed("/usr/sbin/squid", "squid")?;
-    let dir = tempfile::tempdir().expect("dir");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
-            .expect("chmod");
-    }
-    let port = free_port();
-    let d = dir.path().display();
-    let conf = dir.path().join("squid.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "http_port 127.0.0.1:{port}\nhttp_access allow all\ncache deny all\ncache_mem 8 MB\npid_filename none\naccess_log none\ncache_log {d}/cache.log\ncoredump_dir {d}\ndns_nameservers 127.0.0.1\nmax_filedescriptors 65536\nshutdown_lifetime 0 seconds\n"
-        ),
-    )
-    .expect("conf");
-    Some(spawn(
-        "squid",
-        Command::new(bin).args(["-N", "-f"]).arg(&conf),
-        Entry::Connect(local(port)),
-        dir,
-    ))
-}
-
-/// HAProxy as a TCP forwarder with splice both ways and 1 MiB pipes.
-fn haproxy(ends: Ends) -> Option<Path_> {
-    let bin = installed("/usr/sbin/haproxy", "haproxy")?;
-    let dir = tempfile::tempdir().expect("dir");
-    let (sink_port, echo_port) = (free_port(), free_port());
-    let conf = dir.path().join("haproxy.cfg");
-    std::fs::write(
-        &conf,
-        format!(
-            "global\n  maxconn 4000\n  tune.pipesize 1048576\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 600s\n  timeout server 600s\n  option splice-request\n  option splice-response\n\nlisten sink\n  bind 127.0.0.1:{sink_port}\n  server s {}\n\nlisten echo\n  bind 127.0.0.1:{echo_port}\n  server e {}\n",
-            ends.sink, ends.echo
-        ),
-    )
-    .expect("conf");
-    Some(spawn(
-        "haproxy-splice",
-        Command::new(bin).args(["-db", "-f"]).arg(&conf),
-        Entry::Forwarder {
-            sink: local(sink_port),
-            echo: local(echo_port),
-        },
-        dir,
-    ))
-}
-
-/// Opens a stream to `to` (the sink or the echo of `ends`) along `entry`.
-async fn open(entry: Entry, ends: Ends, to: SocketAddr) -> TcpStream {
-    let first = match entry {
-        Entry::Direct => to,
-        Entry::Connect(p) => p,
-        Entry::Forwarder { sink, echo } => {
-            if to == ends.sink {
-                sink
-            } else {
-                echo
-            }
-        }
-    };
-    let mut s = TcpStream::connect(first).await.expect("connect");
-    s.set_nodelay(true).ok();
-    if let Entry::Connect(_) = entry {
-        s.write_all(format!("CONNECT {to} HTTP/1.1\r\nHost: {to}\r\n\r\n").as_bytes())
-            .await
-            .expect("write");
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            let n = s.read(&mut b).await.expect("read reply");
-            assert!(n == 1, "proxy closed: {}", String::from_utf8_lossy(&head));
-            head.push(b[0]);
-        }
-        assert!(
-            head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"),
-            "{}",
-            String::from_utf8_lossy(&head)
-        );
-    }
-    s
-}
-
-// === measurements ===
-
-/// On-CPU time of a process, its threads and its children: schedstat (ns)
-/// of every live thread, plus what its children that exited used (`cutime`
-/// and `cstime`, in clock ticks: tinyproxy forks workers).
-fn cpu_ns(pid: u32) -> u64 {
-    let reaped: u64 = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let after = s.rsplit_once(") ")?.1.to_string();
-            let f: Vec<u64> = after
-                .split_whitespace()
-                .map(|v| v.parse().unwrap_or(0))
-                .collect();
-            // cutime and cstime: fields 16 and 17 of stat, 14 and 15 here.
-            Some((f.get(13)? + f.get(14)?) * 10_000_000)
-        })
-        .unwrap_or(0);
-    reaped + live_cpu_ns(pid)
-}
-
-fn live_cpu_ns(pid: u32) -> u64 {
-    let own: u64 = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| {
-            d.flatten()
-                .filter_map(|t| {
-                    std::fs::read_to_string(t.path().join("schedstat"))
-                        .ok()?
-                        .split_whitespace()
-                        .next()?
-                        .parse::<u64>()
-                        .ok()
-                })
-                .sum()
-        })
-        .unwrap_or(0);
-    own + children(pid).into_iter().map(cpu_ns).sum::<u64>()
-}
-
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| {
-            d.flatten()
-                .flat_map(|t| {
-                    std::fs::read_to_string(t.path().join("children"))
-                        .unwrap_or_default()
-                        .split_whitespace()
-                        .filter_map(|c| c.parse().ok())
-                        .collect::<Vec<u32>>()
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// A `/proc/PID/status` field (KiB) of a process and its children.
-fn status_kib(pid: u32, key: &str) -> u64 {
-    let own = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0);
-    own + children(pid)
-        .into_iter()
-        .map(|c| status_kib(c, key))
-        .sum::<u64>()
 }
 
 /// Sends `bytes` through `s` and waits for the sink's acknowledgements.
@@ -538,34 +166,9 @@ async fn timed_round_trips(entry: Entry, ends: Ends, n: u64, out: &mut Vec<f64>)
 
 /// Round trips while 4 bulk tunnels run on the same path.
 async fn round_trips_loaded(p: &Path_, ends: Ends, n: u64, out: &mut Vec<f64>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut bulk = Vec::new();
-    for _ in 0..4 {
-        let s = open(p.entry, ends, ends.sink).await;
-        let stop = stop.clone();
-        bulk.push(tokio::spawn(async move {
-            let (mut r, mut w) = s.into_split();
-            let drain = tokio::spawn(async move {
-                let mut b = [0u8; 64];
-                while matches!(r.read(&mut b).await, Ok(n) if n > 0) {}
-            });
-            let chunk = vec![0x5au8; MIB as usize];
-            while !stop.load(Ordering::Relaxed) {
-                if w.write_all(&chunk).await.is_err() {
-                    break;
-                }
-            }
-            drop(w);
-            drain.abort();
-        }));
-    }
-    // Let the bulk reach full speed (and borrow its large buffers).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let load = BulkLoad::start(p.entry, ends, 4).await;
     round_trips(p, ends, n, out).await;
-    stop.store(true, Ordering::Relaxed);
-    for b in bulk {
-        let _ = b.await;
-    }
+    load.stop().await;
 }
 
 /// KiB per idle tunnel: RSS growth over `n` open, idle tunnels.
@@ -586,18 +189,6 @@ async fn idle_cost(p: &Path_, ends: Ends, n: u64) -> Option<f64> {
     let after = status_kib(pid, "VmRSS:");
     drop(held);
     Some(after.saturating_sub(before) as f64 / n as f64)
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v
 }
 
 /// Everything measured for one path.
@@ -694,76 +285,39 @@ async fn probes_done(port: u16) -> f64 {
         .sum()
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let rounds = env_or("BENCH_ROUNDS", 5).max(1);
-    let bytes = env_or("BENCH_BYTES", 512 * MIB);
-    let agg_n = env_or("BENCH_AGG_TUNNELS", 50);
-    let agg_each = env_or("BENCH_AGG_BYTES", 16 * MIB);
-    let dials_n = env_or("BENCH_DIALS", 1000);
-    let rtt_n = env_or("BENCH_RTT", 2000);
-    let idle_n = env_or("BENCH_IDLE", 500);
-    let footprint_secs = env_or("BENCH_FOOTPRINT_SECS", 30);
-    let ends = Ends {
-        sink: sink().await,
-        echo: echo(),
-    };
-    let mut paths = vec![
-        Path_ {
-            name: "direct",
-            entry: Entry::Direct,
-            child: None,
-            _dir: None,
-        },
-        sidecar("egress-sentinel copy", ends, "copy"),
-        sidecar("egress-sentinel splice", ends, "splice"),
-    ];
-    paths.extend(squid());
-    paths.extend(tinyproxy());
-    paths.extend(haproxy(ends));
-    let mut results: Vec<Results> = paths.iter().map(|_| Results::default()).collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for (p, r) in paths.iter().zip(results.iter_mut()) {
-        let mut warm = Vec::new();
-        dials(p, ends, 20, &mut warm).await;
-        r.rss_start = p.pid().map(|pid| status_kib(pid, "VmRSS:"));
-    }
-    println!(
-        "{} rounds, interleaved; one tunnel: {} MiB; {agg_n} tunnels × {} MiB at once; {dials_n} new tunnels; {rtt_n} round trips of 1 KiB, alone and beside 4 bulk tunnels",
-        rounds,
-        bytes / MIB,
-        agg_each / MIB
-    );
-    for round in 0..rounds {
-        // A different path goes first each round.
-        let n = paths.len();
-        for k in 0..n {
-            let i = (k + round as usize) % n;
-            let (p, r) = (&paths[i], &mut results[i]);
-            let s = open(p.entry, ends, ends.sink).await;
-            let cpu0 = p.pid().map(cpu_ns);
-            let start = Instant::now();
-            send_acked(s, bytes).await;
-            let secs = start.elapsed().as_secs_f64();
-            r.single.push((bytes / MIB) as f64 / secs);
-            if let (Some(c), Some(pid)) = (cpu0, p.pid()) {
-                r.single_cpu
-                    .push(cpu_ns(pid).saturating_sub(c) as f64 / 1e9 / (bytes as f64 / GIB));
-            }
-            let (agg, cpu) = bulk(p, ends, agg_n, agg_each).await;
-            r.agg.push(agg);
-            r.agg_cpu.push(cpu / ((agg_n * agg_each) as f64 / GIB));
-            dials(p, ends, dials_n / rounds, &mut r.dials).await;
-            round_trips(p, ends, rtt_n / rounds, &mut r.rtt).await;
-            round_trips_loaded(p, ends, rtt_n / rounds, &mut r.rtt_loaded).await;
-        }
-        eprintln!("round {} of {rounds} done", round + 1);
-    }
-    for (p, r) in paths.iter().zip(results.iter_mut()) {
-        r.rss_after = p.pid().map(|pid| status_kib(pid, "VmRSS:"));
-        r.idle_kib = idle_cost(p, ends, idle_n).await;
-    }
+/// What each round measures, from the environment.
+struct Sizes {
+    rounds: u64,
+    bytes: u64,
+    agg_n: u64,
+    agg_each: u64,
+    dials_n: u64,
+    rtt_n: u64,
+}
 
+/// One round's measurements along one path.
+async fn measure_path(p: &Path_, r: &mut Results, ends: Ends, z: &Sizes) {
+    let (rounds, bytes, agg_n, agg_each) = (z.rounds, z.bytes, z.agg_n, z.agg_each);
+    let (dials_n, rtt_n) = (z.dials_n, z.rtt_n);
+    let s = open(p.entry, ends, ends.sink).await;
+    let cpu0 = p.pid().map(cpu_ns);
+    let start = Instant::now();
+    send_acked(s, bytes).await;
+    let secs = start.elapsed().as_secs_f64();
+    r.single.push((bytes / MIB) as f64 / secs);
+    if let (Some(c), Some(pid)) = (cpu0, p.pid()) {
+        r.single_cpu
+            .push(cpu_ns(pid).saturating_sub(c) as f64 / 1e9 / (bytes as f64 / GIB));
+    }
+    let (agg, cpu) = bulk(p, ends, agg_n, agg_each).await;
+    r.agg.push(agg);
+    r.agg_cpu.push(cpu / ((agg_n * agg_each) as f64 / GIB));
+    dials(p, ends, dials_n / rounds, &mut r.dials).await;
+    round_trips(p, ends, rtt_n / rounds, &mut r.rtt).await;
+    round_trips_loaded(p, ends, rtt_n / rounds, &mut r.rtt_loaded).await;
+}
+
+fn throughput_table(paths: &[Path_], results: &[Results]) {
     let direct_single = sorted(results[0].single.clone());
     let direct_agg = sorted(results[0].agg.clone());
     let direct_dials = sorted(results[0].dials.clone());
@@ -813,6 +367,9 @@ async fn main() {
             pct(&d, 0.99) - pct(&direct_dials, 0.99),
         );
     }
+}
+
+fn latency_table(paths: &[Path_], results: &[Results]) {
     println!();
     println!(
         "{:<24} {:>9} {:>9} {:>12} {:>12} | {:>10} {:>10} {:>12}",
@@ -842,17 +399,72 @@ async fn main() {
             r.idle_kib.map_or("-".to_string(), |c| format!("{c:.1}")),
         );
     }
-    drop(paths);
-    if footprint_secs > 0 {
-        println!();
-        println!("egress-sentinel probing 4 targets x 2 routes every 1 s, {footprint_secs} s:");
-        println!(
-            "{:<16} {:>9} {:>9} {:>9} {:>13} {:>7}",
-            "worker_threads", "RSS MiB", "RssAnon", "RssFile", "CPU ms/probe", "probes"
-        );
-        for workers in [1, 2] {
-            let (rss, anon, file, cpu, probes) = footprint(workers, footprint_secs).await;
-            println!("{workers:<16} {rss:>9.1} {anon:>9.1} {file:>9.1} {cpu:>13.2} {probes:>7.0}");
-        }
+}
+
+async fn footprint_table(footprint_secs: u64) {
+    if footprint_secs == 0 {
+        return;
     }
+    println!();
+    println!("egress-sentinel probing 4 targets x 2 routes every 1 s, {footprint_secs} s:");
+    println!(
+        "{:<16} {:>9} {:>9} {:>9} {:>13} {:>7}",
+        "worker_threads", "RSS MiB", "RssAnon", "RssFile", "CPU ms/probe", "probes"
+    );
+    for workers in [1, 2] {
+        let (rss, anon, file, cpu, probes) = footprint(workers, footprint_secs).await;
+        println!("{workers:<16} {rss:>9.1} {anon:>9.1} {file:>9.1} {cpu:>13.2} {probes:>7.0}");
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let z = Sizes {
+        rounds: env_or("BENCH_ROUNDS", 5).max(1),
+        bytes: env_or("BENCH_BYTES", 512 * MIB),
+        agg_n: env_or("BENCH_AGG_TUNNELS", 50),
+        agg_each: env_or("BENCH_AGG_BYTES", 16 * MIB),
+        dials_n: env_or("BENCH_DIALS", 1000),
+        rtt_n: env_or("BENCH_RTT", 2000),
+    };
+    let idle_n = env_or("BENCH_IDLE", 500);
+    let footprint_secs = env_or("BENCH_FOOTPRINT_SECS", 30);
+    let ends = Ends {
+        sink: sink().await,
+        echo: echo(),
+    };
+    let paths = all_paths(ends);
+    let mut results: Vec<Results> = paths.iter().map(|_| Results::default()).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (p, r) in paths.iter().zip(results.iter_mut()) {
+        let mut warm = Vec::new();
+        dials(p, ends, 20, &mut warm).await;
+        r.rss_start = p.pid().map(|pid| status_kib(pid, "VmRSS:"));
+    }
+    println!(
+        "{} rounds, interleaved; one tunnel: {} MiB; {} tunnels × {} MiB at once; {} new tunnels; {} round trips of 1 KiB, alone and beside 4 bulk tunnels",
+        z.rounds,
+        z.bytes / MIB,
+        z.agg_n,
+        z.agg_each / MIB,
+        z.dials_n,
+        z.rtt_n
+    );
+    for round in 0..z.rounds {
+        // A different path goes first each round.
+        let n = paths.len();
+        for k in 0..n {
+            let i = (k + round as usize) % n;
+            measure_path(&paths[i], &mut results[i], ends, &z).await;
+        }
+        eprintln!("round {} of {} done", round + 1, z.rounds);
+    }
+    for (p, r) in paths.iter().zip(results.iter_mut()) {
+        r.rss_after = p.pid().map(|pid| status_kib(pid, "VmRSS:"));
+        r.idle_kib = idle_cost(p, ends, idle_n).await;
+    }
+    throughput_table(&paths, &results);
+    latency_table(&paths, &results);
+    drop(paths);
+    footprint_table(footprint_secs).await;
 }
