@@ -17,7 +17,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use egress_sentinel::forward::relay::{LARGE, Moved, Pool, Relay};
+use egress_sentinel::forward::relay::{LARGE, LaneSignal, Moved, Pool, Relay};
 use egress_sentinel::telemetry::meter::ByteMeter;
 use metrics::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -84,10 +84,12 @@ async fn tunnel(mode: Mode, pool: Arc<Pool>, idle: Duration, half_close: Duratio
     let (upstream, up_side) = pair().await;
     let relay = tokio::spawn(async move {
         let meter = ByteMeter::new(Counter::noop(), Counter::noop());
+        let lane = LaneSignal::new();
         let relay = Relay {
             pool: &pool,
             idle,
             half_close,
+            lane: &lane,
         };
         let moved = match mode {
             Mode::Copy => relay.copy(app_side, meter.wrap(up_side)).await,

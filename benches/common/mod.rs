@@ -118,16 +118,34 @@ impl Path_ {
 }
 
 /// Direct, egress-sentinel (copy and splice), and whichever of Squid,
-/// tinyproxy and HAProxy are installed.
+/// tinyproxy and HAProxy are installed; with `BENCH_PATHS` (a
+/// comma-separated list of words: `direct,copy,splice,squid`), only the
+/// paths whose name holds one of them (direct always runs: the others are
+/// measured against it).
 pub fn all_paths(ends: Ends) -> Vec<Path_> {
-    let mut paths = vec![
-        Path_::direct(),
-        sidecar("egress-sentinel copy", ends, "copy"),
-        sidecar("egress-sentinel splice", ends, "splice"),
-    ];
-    paths.extend(squid());
-    paths.extend(tinyproxy());
-    paths.extend(haproxy(ends));
+    let wanted = std::env::var("BENCH_PATHS").ok();
+    let wants = |name: &str| match &wanted {
+        None => true,
+        Some(list) => list
+            .split(',')
+            .any(|w| !w.is_empty() && name.contains(w.trim())),
+    };
+    let mut paths = vec![Path_::direct()];
+    if wants("egress-sentinel copy") {
+        paths.push(sidecar("egress-sentinel copy", ends, "copy"));
+    }
+    if wants("egress-sentinel splice") {
+        paths.push(sidecar("egress-sentinel splice", ends, "splice"));
+    }
+    if wants("squid") {
+        paths.extend(squid());
+    }
+    if wants("tinyproxy") {
+        paths.extend(tinyproxy());
+    }
+    if wants("haproxy-splice") {
+        paths.extend(haproxy(ends));
+    }
     paths
 }
 

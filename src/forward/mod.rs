@@ -125,7 +125,10 @@ struct Proxy {
     active: Active,
     direct: Arc<DirectTunnels>,
     /// Large relay buffers and pipes, sized at start.
-    pool: relay::Pool,
+    pool: Arc<relay::Pool>,
+    /// Where tunnels are relayed: here while small, on the bulk lane while
+    /// they move bulk.
+    lanes: relay::Lanes,
 }
 
 /// Serves the forward proxy on `listener` until `stop` turns true, then
@@ -143,11 +146,13 @@ pub async fn serve(
     let pool = relay_pool(settings, fd_max);
     let pool_fds = pool.fds();
     drop(generation);
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
     let proxy = Arc::new(Proxy {
         routing,
         active: Active::default(),
         direct,
-        pool,
+        pool: Arc::new(pool),
+        lanes: relay::Lanes::new(workers),
     });
     // `[forward] max_connections` as the generation in force says, so a
     // reload changes it for the next connection.
@@ -317,12 +322,21 @@ impl Proxy {
         let record = Record::now(label, &req.destination(), &route.name, why);
         let meter = metrics.forward_meter(label, &route.name);
         let _guard = self.active.enter(metrics, &route.name);
-        let relay = relay::Relay {
-            pool: &self.pool,
-            idle: generation.config.forward.idle_timeout,
-            half_close: HALF_CLOSE,
+        let lane = Arc::new(relay::LaneSignal::new());
+        let work = {
+            let (pool, meter, lane) = (self.pool.clone(), meter.clone(), lane.clone());
+            let idle = generation.config.forward.idle_timeout;
+            async move {
+                let relay = relay::Relay {
+                    pool: &pool,
+                    idle,
+                    half_close: HALF_CLOSE,
+                    lane: &lane,
+                };
+                relay_tunnel(app, stream.stream, &meter, early, relay).await;
+            }
         };
-        let relay = relay_tunnel(app, stream.stream, &meter, early, relay);
+        let relay = self.lanes.run(work, lane);
         let end = tokio::select! {
             () = relay => "closed",
             () = closed(&mut ticket) => {

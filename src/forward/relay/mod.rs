@@ -11,6 +11,8 @@
 //! - `splice` (Linux): the same loop over two plain TCP sockets, moving bulk
 //!   through a borrowed pipe with `splice(2)`.
 //! - `pool`: the bounded pool of large buffers and pipes.
+//! - `lane`: where a tunnel is relayed: the bulk lane's low-priority
+//!   threads while it moves bulk, so logins never wait behind it.
 //! - `pipe` (Linux): one pipe and its `splice` calls.
 //!
 //! Cost per chunk, not copying, is what limits a relay on a fast path (the
@@ -20,6 +22,7 @@
 //! fairness budget, so a login's small request never waits behind a bulk
 //! transfer for long. Idle tunnels stay small: 4 KiB per direction.
 
+mod lane;
 mod pool;
 mod way;
 
@@ -34,6 +37,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
+pub use lane::{BULK_NICE, BULK_THREAD, LaneSignal, Lanes};
 pub use pool::{BufferLease, LARGE, Pool, PoolStats};
 
 use crate::telemetry::meter::ByteMeter;
@@ -56,6 +60,8 @@ pub struct Relay<'a> {
     pub idle: Duration,
     /// After one side finished, this long without a byte ends it.
     pub half_close: Duration,
+    /// Told while a direction moves bulk (see [`Lanes`]).
+    pub lane: &'a LaneSignal,
 }
 
 /// Counts the bytes the splice relay moves to and from the upstream, into
@@ -217,6 +223,7 @@ impl Relay<'_> {
             moved,
             on_read,
             on_write,
+            lane: self.lane,
         }
     }
 
@@ -255,11 +262,14 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    static LANE: LaneSignal = LaneSignal::new();
+
     fn relay(pool: &Pool) -> Relay<'_> {
         Relay {
             pool,
             idle: Duration::from_secs(300),
             half_close: Duration::from_secs(5),
+            lane: &LANE,
         }
     }
 

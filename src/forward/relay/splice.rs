@@ -12,6 +12,7 @@ use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 use super::End;
+use super::lane::BulkMark;
 use super::pool::{BufferLease, PipeLease};
 use super::way::{GIVE_BACK_AFTER, GROW_AFTER, SMALL, Share, Step, Way, step};
 
@@ -26,6 +27,7 @@ enum Large<'p> {
 pub(super) async fn relay(mut r: ReadHalf<'_>, mut w: WriteHalf<'_>, way: Way<'_>) -> End {
     let mut small = vec![0u8; SMALL];
     let mut large: Option<Large<'_>> = None;
+    let mut bulk: Option<BulkMark<'_>> = None;
     let mut full = 0u32;
     let mut share = Share::default();
     loop {
@@ -45,12 +47,16 @@ pub(super) async fn relay(mut r: ReadHalf<'_>, mut w: WriteHalf<'_>, way: Way<'_
                     cap,
                 )
             }
-            None => (step(&mut r, &mut w, &mut small, None, &way).await, SMALL),
+            None => {
+                let quiet = bulk.is_some().then_some(GIVE_BACK_AFTER);
+                (step(&mut r, &mut w, &mut small, quiet, &way).await, SMALL)
+            }
         };
         match step {
             Step::Moved { n, waited } => {
                 full = if n == cap { full + 1 } else { 0 };
-                if large.is_none() && full >= GROW_AFTER {
+                if bulk.is_none() && full >= GROW_AFTER {
+                    bulk = Some(way.bulk());
                     large = way
                         .pool
                         .pipe()
@@ -60,7 +66,7 @@ pub(super) async fn relay(mut r: ReadHalf<'_>, mut w: WriteHalf<'_>, way: Way<'_
                 }
                 share.moved(n, waited).await;
             }
-            Step::Quiet => large = None,
+            Step::Quiet => (large, bulk) = (None, None),
             Step::Eof => return End::Finished,
             Step::Failed => return End::Failed,
         }

@@ -1,7 +1,8 @@
 //! One direction of a tunnel through user-space buffers: read, write it
 //! all, again. It starts with a small buffer, borrows a large one from the
 //! pool once its reads keep filling the small one, and gives it back after a
-//! short quiet. It moves as much as is ready per wake-up, but yields to the
+//! short quiet. While it moves bulk the tunnel is relayed on the bulk lane
+//! (`lane`). It moves as much as is ready per wake-up, but yields to the
 //! other tunnels after [`FAIR_SHARE`] bytes.
 
 use std::future::poll_fn;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use super::lane::{BulkMark, LaneSignal};
 use super::pool::{BufferLease, Pool};
 use super::{End, Progress};
 
@@ -38,14 +40,22 @@ pub(super) struct Way<'a> {
     pub on_read: &'a (dyn Fn(u64) + Sync),
     /// Told the bytes of each write.
     pub on_write: &'a (dyn Fn(u64) + Sync),
+    /// Told while this direction moves bulk.
+    pub lane: &'a LaneSignal,
 }
 
-impl Way<'_> {
+impl<'a> Way<'a> {
     /// `n` bytes were written.
     pub(super) fn wrote(&self, n: usize) {
         self.moved.fetch_add(n as u64, Ordering::Relaxed);
         (self.on_write)(n as u64);
         self.progress.mark();
+    }
+
+    /// Marks the direction as moving bulk (the tunnel moves to the bulk
+    /// lane) until the mark is dropped.
+    pub(super) fn bulk(&self) -> BulkMark<'a> {
+        self.lane.mark()
     }
 }
 
@@ -165,24 +175,27 @@ where
 {
     let mut small = vec![0u8; SMALL];
     let mut large: Option<BufferLease<'_>> = None;
+    let mut bulk: Option<BulkMark<'_>> = None;
     let mut full = 0u32;
     let mut share = Share::default();
     loop {
-        let (buf, quiet): (&mut [u8], _) = match large.as_mut() {
-            Some(l) => (l, Some(GIVE_BACK_AFTER)),
-            None => (&mut small, None),
+        let buf: &mut [u8] = match large.as_mut() {
+            Some(l) => l,
+            None => &mut small,
         };
         let cap = buf.len();
+        let quiet = bulk.is_some().then_some(GIVE_BACK_AFTER);
         match step(&mut r, &mut w, buf, quiet, &way).await {
             Step::Moved { n, waited } => {
                 full = if n == cap { full + 1 } else { 0 };
-                if large.is_none() && full >= GROW_AFTER {
+                if bulk.is_none() && full >= GROW_AFTER {
+                    bulk = Some(way.bulk());
                     large = way.pool.buffer();
                     full = 0;
                 }
                 share.moved(n, waited).await;
             }
-            Step::Quiet => large = None,
+            Step::Quiet => (large, bulk) = (None, None),
             Step::Eof => return End::Finished,
             Step::Failed => return End::Failed,
         }
