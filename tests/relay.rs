@@ -17,7 +17,9 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use egress_sentinel::forward::relay::{LARGE, LaneSignal, Moved, Pool, Relay};
+use egress_sentinel::forward::relay::{
+    BULK_NICE, BULK_THREAD, LARGE, LaneSignal, Moved, Pool, Relay,
+};
 use egress_sentinel::telemetry::meter::ByteMeter;
 use metrics::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -574,6 +576,64 @@ fn route_active(m: &str, route: &str) -> bool {
 }
 
 /// Pipes this process holds open.
+/// A tunnel to the echo server kept busy both ways until it ends.
+struct Pump {
+    echoed: Arc<std::sync::atomic::AtomicUsize>,
+    ended: tokio::task::JoinHandle<()>,
+}
+
+impl Pump {
+    fn start(s: TcpStream) -> Self {
+        let echoed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (mut r, mut w) = s.into_split();
+        let count = echoed.clone();
+        let ended = tokio::spawn(async move {
+            let writer = async move {
+                let chunk = vec![5u8; 64 * 1024];
+                while w.write_all(&chunk).await.is_ok() {}
+            };
+            let reader = async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n @ 1..) = r.read(&mut buf).await {
+                    count.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                }
+            };
+            // The tunnel's end shows as the echo's end: the writer may
+            // block on a full buffer meanwhile.
+            tokio::select! {
+                () = reader => {}
+                () = async { writer.await; std::future::pending::<()>().await } => {}
+            }
+        });
+        Self { echoed, ended }
+    }
+
+    /// Waits until `n` bytes came back.
+    async fn wait_for(&self, n: usize) {
+        eventually(Duration::from_secs(10), "bulk echoed", || async {
+            (self.echoed.load(std::sync::atomic::Ordering::Relaxed) >= n).then_some(())
+        })
+        .await;
+    }
+}
+
+/// The nice value of this process's bulk lane threads, when one runs.
+fn bulk_lane_nice() -> Option<i32> {
+    std::fs::read_dir("/proc/self/task")
+        .ok()?
+        .flatten()
+        .find_map(|t| {
+            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            if comm.trim() != BULK_THREAD {
+                return None;
+            }
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            // After the parenthesised name: state is field 3; nice is 19.
+            let rest = stat.rsplit_once(')')?.1;
+            rest.split_whitespace().nth(16)?.parse().ok()
+        })
+}
+
 fn pipes_open() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| {
@@ -632,6 +692,15 @@ async fn through_the_forward_proxy_bytes_are_counted_and_fail_back_closes_direct
         kept.write_all(b"still here").await.expect("write");
         let mut ten = [0u8; 10];
         kept.read_exact(&mut ten).await.expect("echo");
+        // And one moving bulk all along: relayed on the bulk lane's
+        // low-priority threads, closed all the same.
+        let pump = Pump::start(connect(sidecar.proxy, echo.port()).await);
+        pump.wait_for(4 << 20).await;
+        assert_eq!(
+            bulk_lane_nice(),
+            Some(BULK_NICE),
+            "{relay}: a bulk tunnel runs on the bulk lane, at the lowest priority"
+        );
         proxy.set_mode(ProxyMode::Tunnel);
         // The start of the last scrape that did not see the fail-back: it
         // happened after that (a busy machine may take a while to scrape).
@@ -655,6 +724,11 @@ async fn through_the_forward_proxy_bytes_are_counted_and_fail_back_closes_direct
             after >= Duration::from_millis(900),
             "{relay}: closed after {after:?}"
         );
+        let pumped = tokio::time::timeout(Duration::from_secs(3), pump.ended).await;
+        assert!(
+            pumped.is_ok(),
+            "{relay}: the bulk direct tunnel stayed open after fail-back"
+        );
         let m = sidecar.metrics_text().await;
         assert_eq!(
             sample(
@@ -666,7 +740,7 @@ async fn through_the_forward_proxy_bytes_are_counted_and_fail_back_closes_direct
                     ("result", "closed_on_failback")
                 ]
             ),
-            Some(1.0),
+            Some(2.0),
             "{relay}"
         );
 

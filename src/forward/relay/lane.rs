@@ -159,7 +159,9 @@ fn build(workers: usize) -> Option<Runtime> {
         .worker_threads(workers)
         .thread_name(BULK_THREAD)
         .on_thread_start(lower_priority)
-        .enable_all()
+        // Timers only: the tunnels' sockets stay with the runtime that
+        // opened them, so the lane opens no descriptor of its own.
+        .enable_time()
         .build();
     match built {
         Ok(rt) => Some(rt),
