@@ -77,8 +77,11 @@ pub const FORWARD_TRAIL_KEEP: u32 = 3;
 /// stdout too).
 pub const COMPLIANCE_SINK: crate::config::TrailSink = crate::config::TrailSink::File;
 
-/// `[forward] relay`: how tunnels move bytes.
-pub const FORWARD_RELAY: crate::config::RelayMode = crate::config::RelayMode::Copy;
+/// `[forward] relay`: how tunnels move bytes. `splice` (where the system has
+/// it; copy elsewhere): it costs less CPU per GiB in every run, and with a
+/// client that reads in small pieces it moves more (benches/README.md,
+/// "The default relay").
+pub const FORWARD_RELAY: crate::config::RelayMode = crate::config::RelayMode::Splice;
 /// `[forward] buffer_pool` (bytes): the most the relay holds in large
 /// buffers and pipes, 64 tunnel directions moving bulk at 1 MiB at once.
 pub const FORWARD_BUFFER_POOL: u64 = 64 * 1024 * 1024;

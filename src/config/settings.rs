@@ -471,10 +471,10 @@ mod tests {
         assert_eq!(c.runtime.worker_threads, None);
         assert!((1..=defaults::RUNTIME_WORKER_THREADS).contains(&c.runtime.workers()));
         let text = format!(
-            "[runtime]\nworker_threads = 1\n\n[forward]\nrelay = \"splice\"\nbuffer_pool = 0\n{TARGET}"
+            "[runtime]\nworker_threads = 1\n\n[forward]\nrelay = \"copy\"\nbuffer_pool = 0\n{TARGET}"
         );
         let c = compile(path, &text).expect("set");
-        assert_eq!(c.forward.relay, RelayMode::Splice);
+        assert_eq!(c.forward.relay, RelayMode::Copy);
         assert_eq!(c.forward.buffer_pool, 0);
         assert_eq!(c.runtime.workers(), 1);
         for (table, key, value, says) in [
