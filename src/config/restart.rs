@@ -142,7 +142,7 @@ mod tests {
     fn each_restart_key_is_named_and_kept_at_its_running_value() {
         let running = config("state_dir = \"/var/lib/a\"\n[listen]\nproxy = \"127.0.0.1:3128\"\n");
         let mut next = config(
-            "state_dir = \"/var/lib/b\"\n[listen]\nproxy = \"127.0.0.1:3129\"\nmetrics = \"127.0.0.1:9999\"\nadmin = \"off\"\n[runtime]\nworker_threads = 3\n[forward]\nrelay = \"splice\"\nbuffer_pool = 1048576\nmax_connections = 7\n",
+            "state_dir = \"/var/lib/b\"\n[listen]\nproxy = \"127.0.0.1:3129\"\nmetrics = \"127.0.0.1:9999\"\nadmin = \"off\"\n[runtime]\nworker_threads = 3\n[forward]\nrelay = \"copy\"\nbuffer_pool = 1048576\nmax_connections = 7\n",
         );
         let keys = next.keep_restart_only(&running);
         assert_eq!(keys, RestartKey::ALL.to_vec());
@@ -155,7 +155,7 @@ mod tests {
         assert_eq!(next.forward.max_connections, 7);
         // Pinned, the next reload of the same file names the same keys.
         let mut again = config(
-            "state_dir = \"/var/lib/b\"\n[listen]\nproxy = \"127.0.0.1:3129\"\nmetrics = \"127.0.0.1:9999\"\nadmin = \"off\"\n[runtime]\nworker_threads = 3\n[forward]\nrelay = \"splice\"\nbuffer_pool = 1048576\n",
+            "state_dir = \"/var/lib/b\"\n[listen]\nproxy = \"127.0.0.1:3129\"\nmetrics = \"127.0.0.1:9999\"\nadmin = \"off\"\n[runtime]\nworker_threads = 3\n[forward]\nrelay = \"copy\"\nbuffer_pool = 1048576\n",
         );
         assert_eq!(again.keep_restart_only(&next), RestartKey::ALL.to_vec());
     }
