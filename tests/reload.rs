@@ -183,7 +183,7 @@ async fn a_restart_key_changed_by_a_reload_is_named_until_changed_back() {
             .state_dir("state-b")
             .listen("proxy", "127.0.0.1:1")
             .listen("metrics", "off")
-            .forward(|f| f.relay("splice").max_connections(7))
+            .forward(|f| f.relay("copy").max_connections(7))
             .raw("\n[runtime]\nworker_threads = 1\n"),
     );
     let s = reload(&sidecar, 1).await;
