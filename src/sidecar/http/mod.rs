@@ -84,8 +84,25 @@ pub struct Endpoints {
     pub ready: AtomicBool,
     /// `POST /verify` coordination.
     verify: tokio::sync::Mutex<VerifyGate>,
-    /// Held while a detailed descriptor sample runs: one at a time.
-    fd_detail: std::sync::Mutex<()>,
+    /// Held while a detailed descriptor sample runs (one at a time): when
+    /// the next may run.
+    fd_detail: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// A detailed descriptor sample waits this many times as long as the last
+/// one took: reading the TCP tables costs with every socket of the network
+/// namespace, TIME_WAIT included (a namespace busy with short connections
+/// holds tens of thousands), and the watch may spend at most 1 % of a core
+/// on it.
+const FD_DETAIL_DUTY: u32 = 100;
+/// ... but never waits longer than this: with the upkeep's 10 s between
+/// chances, inside the registry's idle timeout (at least 60 s), so the
+/// gauges it sets never go idle.
+const FD_DETAIL_MAX_GAP: std::time::Duration = std::time::Duration::from_secs(40);
+
+/// How long after a detailed sample that took `took` the next may run.
+fn fd_detail_gap(took: std::time::Duration) -> std::time::Duration {
+    took.saturating_mul(FD_DETAIL_DUTY).min(FD_DETAIL_MAX_GAP)
 }
 
 impl Endpoints {
@@ -95,7 +112,7 @@ impl Endpoints {
             rt,
             ready: AtomicBool::new(false),
             verify: tokio::sync::Mutex::new(VerifyGate::default()),
-            fd_detail: std::sync::Mutex::new(()),
+            fd_detail: std::sync::Mutex::new(None),
         }
     }
 
@@ -228,12 +245,44 @@ impl Endpoints {
     /// The whole sample, TCP sockets by state included. Reading the TCP
     /// tables costs with every socket of the network namespace (tens of ms
     /// with thousands): run it on a blocking thread, at upkeep. A sample
-    /// still running makes this one a no-op.
+    /// still running, or one due later ([`FD_DETAIL_DUTY`]), makes this one
+    /// a no-op.
     pub fn record_fd_detail(&self) {
-        let Ok(_one) = self.fd_detail.try_lock() else {
+        let Ok(mut next) = self.fd_detail.try_lock() else {
             return;
         };
+        let start = std::time::Instant::now();
+        if next.is_some_and(|n| start < n) {
+            return;
+        }
         let sample = crate::watch::sample(&self.rt.config().watch_processes);
         self.rt.metrics.record_watch(&sample);
+        let took = start.elapsed();
+        *next = Some(start + fd_detail_gap(took));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_costly_tcp_sample_waits_a_hundred_times_as_long_within_the_gauges_idle_timeout() {
+        // A small namespace: every upkeep chance (10 s) runs one.
+        assert_eq!(
+            fd_detail_gap(Duration::from_millis(2)),
+            Duration::from_millis(200)
+        );
+        // Tens of thousands of TIME_WAIT sockets: 1 % of a core at most.
+        assert_eq!(
+            fd_detail_gap(Duration::from_millis(300)),
+            Duration::from_secs(30)
+        );
+        // Never long enough for its gauges to go idle (60 s at least).
+        assert_eq!(
+            fd_detail_gap(Duration::from_secs(5)),
+            Duration::from_secs(40)
+        );
     }
 }
