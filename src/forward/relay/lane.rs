@@ -114,13 +114,17 @@ impl Lanes {
             let Some(bulk) = self.bulk() else {
                 return work.await;
             };
+            tracing::debug!("tunnel to the bulk lane");
             let signal = signal.clone();
             let task = Cancelling(bulk.spawn(async move {
                 let moved = until(&mut work, || !signal.is_bulk()).await;
                 moved.then_some(work)
             }));
             match task.await {
-                Ok(Some(back)) => work = back,
+                Ok(Some(back)) => {
+                    tracing::debug!("tunnel back from the bulk lane");
+                    work = back;
+                }
                 // Done, or cancelled because the lane is shutting down.
                 Ok(None) | Err(_) => return,
             }
