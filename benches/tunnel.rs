@@ -20,7 +20,9 @@
 //! BENCH_DIALS [1000 in all], BENCH_RTT [2000 in all], BENCH_IDLE [500],
 //! BENCH_FOOTPRINT_SECS [30; 0 skips], BENCH_WORKERS [the sidecar's
 //! default `[runtime] worker_threads`], BENCH_SIDECAR_BIN [the release
-//! binary cargo built]. Nothing leaves 127.0.0.1.
+//! binary cargo built], BENCH_ONLY [unset; `footprint` runs only the
+//! footprint part, for issue 27's before/after numbers]. Nothing leaves
+//! 127.0.0.1.
 
 #[allow(unused_imports)]
 #[path = "../tests/support/mod.rs"]
@@ -429,6 +431,10 @@ async fn main() {
     };
     let idle_n = env_or("BENCH_IDLE", 500);
     let footprint_secs = env_or("BENCH_FOOTPRINT_SECS", 30);
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "footprint") {
+        footprint_table(footprint_secs).await;
+        return;
+    }
     let ends = Ends {
         sink: sink().await,
         echo: echo(),
