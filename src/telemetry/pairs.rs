@@ -191,3 +191,45 @@ impl Slot<Gauge> {
         self.get(r, name, extra).set(value);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::{Metrics, ROUTE_DEGRADED};
+
+    fn exported(m: &Metrics) -> bool {
+        m.render()
+            .lines()
+            .any(|l| l.starts_with(ROUTE_DEGRADED) && l.contains("target=\"t1\""))
+    }
+
+    #[test]
+    fn a_route_gauge_that_went_idle_is_exported_again_when_set_again() {
+        let m = Metrics::new(Duration::from_millis(100));
+        m.route_degraded("t1", "direct", true);
+        assert!(exported(&m), "set: exported");
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!exported(&m), "idle for longer than the timeout: dropped");
+        // A handle kept from before would now write to the dropped series.
+        m.route_degraded("t1", "direct", false);
+        assert!(exported(&m), "set again: exported again");
+    }
+
+    #[test]
+    fn a_route_gauge_set_within_the_refresh_stays_one_series() {
+        let m = Metrics::new(Duration::from_secs(3600));
+        for degraded in [true, false, true] {
+            m.route_degraded("t1", "direct", degraded);
+        }
+        let text = m.render();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with(ROUTE_DEGRADED) && l.contains("t1"))
+            .collect();
+        assert_eq!(
+            lines,
+            [r#"egress_route_degraded{target="t1",route="direct"} 1"#]
+        );
+    }
+}

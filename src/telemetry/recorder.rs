@@ -185,7 +185,8 @@ impl Metrics {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         self.with_pair(&o.target, &o.route, |p, r| {
-            p.success.set(r, PROBE_SUCCESS, None, if o.ok { 1.0 } else { 0.0 });
+            p.success
+                .set(r, PROBE_SUCCESS, None, if o.ok { 1.0 } else { 0.0 });
             p.duration
                 .get(r, PROBE_DURATION, None)
                 .record(o.duration.as_secs_f64());
@@ -212,7 +213,8 @@ impl Metrics {
                 p.peer_not_after.set(r, CERT_NOT_AFTER, source, unix);
             }
             if let Some(i) = o.intercepted {
-                p.intercepted.set(r, TLS_INTERCEPTED, None, if i { 1.0 } else { 0.0 });
+                p.intercepted
+                    .set(r, TLS_INTERCEPTED, None, if i { 1.0 } else { 0.0 });
             }
         });
         if !o.ok {
@@ -377,8 +379,10 @@ impl Metrics {
     /// Sets the health and active gauges of one target × route.
     pub fn route_state(&self, target: &str, route: &str, healthy: bool, active: bool) {
         self.with_pair(target, route, |p, r| {
-            p.healthy.set(r, ROUTE_HEALTHY, None, if healthy { 1.0 } else { 0.0 });
-            p.active.set(r, ROUTE_ACTIVE, None, if active { 1.0 } else { 0.0 });
+            p.healthy
+                .set(r, ROUTE_HEALTHY, None, if healthy { 1.0 } else { 0.0 });
+            p.active
+                .set(r, ROUTE_ACTIVE, None, if active { 1.0 } else { 0.0 });
         });
     }
 
@@ -421,7 +425,8 @@ impl Metrics {
     /// Sets whether the route is degraded.
     pub fn route_degraded(&self, target: &str, route: &str, degraded: bool) {
         self.with_pair(target, route, |p, r| {
-            p.degraded.set(r, ROUTE_DEGRADED, None, if degraded { 1.0 } else { 0.0 });
+            p.degraded
+                .set(r, ROUTE_DEGRADED, None, if degraded { 1.0 } else { 0.0 });
         });
     }
 
@@ -465,7 +470,8 @@ impl Metrics {
     /// Whether an operator's override confines `target` to `route` now.
     pub fn route_override(&self, target: &str, route: &str, on: bool) {
         self.with_pair(target, route, |p, r| {
-            p.overridden.set(r, ROUTE_OVERRIDE, None, if on { 1.0 } else { 0.0 });
+            p.overridden
+                .set(r, ROUTE_OVERRIDE, None, if on { 1.0 } else { 0.0 });
         });
     }
 
