@@ -151,3 +151,59 @@ fn sha256(parts: &[&[u8]]) -> Digest {
     out.copy_from_slice(ctx.finish().as_ref());
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A self-signed certificate valid from 2020-01-01 to 2030-01-01.
+    fn cert(name: &str) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).expect("params");
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2030, 1, 1);
+        params.self_signed(&key).expect("cert").der().clone()
+    }
+
+    fn at(unix: u64) -> UnixTime {
+        UnixTime::since_unix_epoch(Duration::from_secs(unix))
+    }
+
+    #[test]
+    fn a_chain_is_path_built_once_while_no_certificate_changes_validity() {
+        let (leaf, other) = (cert("a.test"), cert("b.test"));
+        let memo = ChainMemo::default();
+        let builds = Cell::new(0);
+        let find = || {
+            builds.set(builds.get() + 1);
+            None
+        };
+        memo.verdict(&leaf, &[], at(1_800_000_000), find);
+        memo.verdict(&leaf, &[], at(1_800_000_100), find);
+        assert_eq!(builds.get(), 1, "same chain, same window: remembered");
+        memo.verdict(&leaf, &[other.clone()], at(1_800_000_100), find);
+        assert_eq!(builds.get(), 2, "another intermediate: another chain");
+        // 2030-01-01T00:00:00Z is the last valid second; one after, expired.
+        memo.verdict(&leaf, &[], at(1_893_456_000), find);
+        assert_eq!(builds.get(), 2, "the last valid second: same window");
+        memo.verdict(&leaf, &[], at(1_893_456_001), find);
+        assert_eq!(builds.get(), 3, "expired since: built again");
+    }
+
+    #[test]
+    fn a_leaf_is_parsed_once_and_the_memo_stays_bounded() {
+        let memo = ChainMemo::default();
+        let leaf = cert("a.test");
+        let first = memo.cert_info(&leaf).expect("parses");
+        assert_eq!(memo.cert_info(&leaf), Some(first.clone()));
+        assert_eq!(CertInfo::from_der(&leaf), Some(first));
+        for i in 0..KEEP + 3 {
+            memo.cert_info(&cert(&format!("n{i}.test")));
+        }
+        let kept = memo.leaves.lock().map(|l| l.len()).unwrap_or(0);
+        assert_eq!(kept, KEEP);
+    }
+}

@@ -139,6 +139,11 @@ impl TlsClient {
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = alpn;
+        // Every handshake has a verifier of its own (the recording one), and
+        // rustls resumes only with the verifier a session was made with: no
+        // session is ever resumed, so none is kept (each probe a full
+        // handshake, as it must be; the tickets upstreams send are dropped).
+        config.resumption = rustls::client::Resumption::disabled();
         Ok(Self {
             base: Arc::new(config),
             verifier,
