@@ -415,7 +415,10 @@ async fn footprint_table(footprint_secs: u64) {
         "worker_threads", "RSS MiB", "RssAnon", "RssFile", "CPU ms/probe", "probes"
     );
     let workers: Vec<u32> = match std::env::var("BENCH_FOOTPRINT_WORKERS") {
-        Ok(list) => list.split(',').filter_map(|w| w.trim().parse().ok()).collect(),
+        Ok(list) => list
+            .split(',')
+            .filter_map(|w| w.trim().parse().ok())
+            .collect(),
         Err(_) => vec![1, 2],
     };
     for workers in workers {
