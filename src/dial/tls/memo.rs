@@ -184,7 +184,7 @@ mod tests {
         memo.verdict(&leaf, &[], at(1_800_000_000), find);
         memo.verdict(&leaf, &[], at(1_800_000_100), find);
         assert_eq!(builds.get(), 1, "same chain, same window: remembered");
-        memo.verdict(&leaf, &[other.clone()], at(1_800_000_100), find);
+        memo.verdict(&leaf, std::slice::from_ref(&other), at(1_800_000_100), find);
         assert_eq!(builds.get(), 2, "another intermediate: another chain");
         // 2030-01-01T00:00:00Z is the last valid second; one after, expired.
         memo.verdict(&leaf, &[], at(1_893_456_000), find);
