@@ -20,7 +20,10 @@
 //! BENCH_DIALS [1000 in all], BENCH_RTT [2000 in all], BENCH_IDLE [500],
 //! BENCH_FOOTPRINT_SECS [30; 0 skips], BENCH_WORKERS [the sidecar's
 //! default `[runtime] worker_threads`], BENCH_SIDECAR_BIN [the release
-//! binary cargo built]. Nothing leaves 127.0.0.1.
+//! binary cargo built], BENCH_ONLY [unset; `footprint` runs only the
+//! footprint part, for issue 27's before/after numbers],
+//! BENCH_FOOTPRINT_WORKERS [1,2: the worker counts the footprint part
+//! runs]. Nothing leaves 127.0.0.1.
 
 #[allow(unused_imports)]
 #[path = "../tests/support/mod.rs"]
@@ -411,7 +414,14 @@ async fn footprint_table(footprint_secs: u64) {
         "{:<16} {:>9} {:>9} {:>9} {:>13} {:>7}",
         "worker_threads", "RSS MiB", "RssAnon", "RssFile", "CPU ms/probe", "probes"
     );
-    for workers in [1, 2] {
+    let workers: Vec<u32> = match std::env::var("BENCH_FOOTPRINT_WORKERS") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|w| w.trim().parse().ok())
+            .collect(),
+        Err(_) => vec![1, 2],
+    };
+    for workers in workers {
         let (rss, anon, file, cpu, probes) = footprint(workers, footprint_secs).await;
         println!("{workers:<16} {rss:>9.1} {anon:>9.1} {file:>9.1} {cpu:>13.2} {probes:>7.0}");
     }
@@ -429,6 +439,10 @@ async fn main() {
     };
     let idle_n = env_or("BENCH_IDLE", 500);
     let footprint_secs = env_or("BENCH_FOOTPRINT_SECS", 30);
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "footprint") {
+        footprint_table(footprint_secs).await;
+        return;
+    }
     let ends = Ends {
         sink: sink().await,
         echo: echo(),

@@ -17,7 +17,8 @@
 //! # Layout
 //! - this file: the names, help texts and buckets (the contract).
 //! - `recorder`: [`Metrics`], the per-instance recorder; `credentials`: its
-//!   credential-check series.
+//!   credential-check series; `pairs`: the handles it keeps per target ×
+//!   route, so a probe's gauge sets build no keys.
 //! - [`process`]: the standard `process_*` metrics from `/proc/self`.
 //! - [`meter`]: byte counting on app tunnels.
 //! - [`logs`]: the log line formats (text and JSON) and their redaction.
@@ -25,6 +26,7 @@
 mod credentials;
 pub mod logs;
 pub mod meter;
+mod pairs;
 pub mod process;
 mod recorder;
 

@@ -30,6 +30,7 @@ pub(crate) mod snapshot;
 mod tests;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
@@ -153,8 +154,9 @@ impl TargetHealth {
             .collect()
     }
 
-    /// Re-derives the active route; returns the previous one when it changed.
-    fn recompute(&mut self, now: Instant) -> Option<usize> {
+    /// The route that should be active at `now`, and whether the target
+    /// is down (no route eligible).
+    fn next_active(&self, now: Instant) -> (usize, bool) {
         let eligible = self
             .routes
             .iter()
@@ -164,8 +166,18 @@ impl TargetHealth {
             .iter()
             .position(|r| self.allowed(r))
             .unwrap_or(0);
-        self.down = eligible.is_none();
-        let next = eligible.unwrap_or(fallback);
+        (eligible.unwrap_or(fallback), eligible.is_none())
+    }
+
+    /// Whether [`recompute`](Self::recompute) at `now` would change anything.
+    fn would_change(&self, now: Instant) -> bool {
+        self.next_active(now) != (self.active, self.down)
+    }
+
+    /// Re-derives the active route; returns the previous one when it changed.
+    fn recompute(&mut self, now: Instant) -> Option<usize> {
+        let (next, down) = self.next_active(now);
+        self.down = down;
         if next == self.active {
             return None;
         }
@@ -198,12 +210,16 @@ struct Where<'a> {
 }
 
 /// Health of every target × route, and each target's active route.
+///
+/// Cloned for every snapshot the owner publishes, so each target is behind
+/// an `Arc`: a clone shares them, and a change copies only the target it
+/// changes (`Arc::make_mut`).
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     /// Hysteresis settings.
     pub settings: HealthSettings,
     /// Per target, by name.
-    pub targets: BTreeMap<String, TargetHealth>,
+    pub targets: BTreeMap<String, Arc<TargetHealth>>,
 }
 
 impl RouteTable {
@@ -213,7 +229,7 @@ impl RouteTable {
             settings,
             targets: targets
                 .iter()
-                .map(|s| (s.name.clone(), TargetHealth::new(s)))
+                .map(|s| (s.name.clone(), Arc::new(TargetHealth::new(s))))
                 .collect(),
         }
     }
@@ -229,6 +245,7 @@ impl RouteTable {
             let Some(old) = self.targets.get(name) else {
                 continue;
             };
+            let t = Arc::make_mut(t);
             for r in &mut t.routes {
                 if let Some(before) = old.route(&r.route) {
                     let direct = r.direct;
@@ -260,6 +277,7 @@ impl RouteTable {
         let Some(index) = t.routes.iter().position(|r| r.route == route_name) else {
             return Vec::new();
         };
+        let t = Arc::make_mut(t);
         let mut events = Vec::new();
         let counted = match obs {
             Observation::Probe(o) => {
@@ -409,7 +427,13 @@ impl RouteTable {
     pub fn tick(&mut self, now: Instant) -> Vec<Event> {
         let mut events = Vec::new();
         for (name, t) in &mut self.targets {
-            if t.override_until.is_some_and(|until| now >= until) {
+            let expired = t.override_until.is_some_and(|until| now >= until);
+            if !expired && !t.would_change(now) {
+                // Left shared with the snapshots that hold it.
+                continue;
+            }
+            let t = Arc::make_mut(t);
+            if expired {
                 events.push(Event::OverrideExpired {
                     target: name.clone(),
                     previous: t.route_override,
@@ -449,6 +473,7 @@ impl RouteTable {
         let Some(t) = self.targets.get_mut(target) else {
             return Vec::new();
         };
+        let t = Arc::make_mut(t);
         t.route_override = o;
         t.override_until = until.filter(|_| o != Override::Auto);
         Self::recompute_target(target, t, now).into_iter().collect()
@@ -468,7 +493,7 @@ impl RouteTable {
 
     /// The active route of `target`.
     pub fn active_route(&self, target: &str) -> Option<&str> {
-        self.targets.get(target).map(TargetHealth::active_route)
+        self.targets.get(target).map(|t| t.active_route())
     }
 
     /// The active route of `target` and the operator's override.

@@ -66,7 +66,7 @@ pub enum CheckRoute {
 impl Snapshot {
     /// The target called `name`.
     pub fn target(&self, name: &str) -> Option<&TargetHealth> {
-        self.table.targets.get(name)
+        self.table.targets.get(name).map(|t| &**t)
     }
 
     /// Where `target`'s `route` stands.

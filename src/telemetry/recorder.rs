@@ -10,13 +10,15 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use metrics::{Key, KeyName, Label, Recorder, SharedString};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 use metrics_util::MetricKindMask;
+
+use super::pairs::{Pair, Pairs, Reg};
 
 // Every name, help text and bucket: the contract this records into.
 use super::*;
@@ -37,6 +39,11 @@ pub struct Metrics {
     intercepted: Mutex<HashMap<(String, String), Option<String>>>,
     /// The last match count per watched name, so a change is logged once.
     matched: Mutex<HashMap<String, u64>>,
+    /// The series of each target × route, kept as handles.
+    pairs: Mutex<Pairs>,
+    /// How long a kept handle is used before it is registered again (a
+    /// quarter of the idle timeout: see `pairs`).
+    refresh: Duration,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -115,6 +122,8 @@ impl Metrics {
             handle,
             intercepted: Mutex::new(HashMap::new()),
             matched: Mutex::new(HashMap::new()),
+            pairs: Mutex::new(Pairs::default()),
+            refresh: idle / 4,
         };
         m.build_info();
         m
@@ -152,50 +161,74 @@ impl Metrics {
             .increment(by);
     }
 
+    /// Runs `f` on the kept handles of `target` × `route`.
+    fn with_pair(&self, target: &str, route: &str, f: impl FnOnce(&mut Pair, &Reg<'_>)) {
+        let r = Reg {
+            recorder: &self.recorder,
+            target,
+            route,
+            now: Instant::now(),
+            refresh: self.refresh,
+        };
+        let mut pairs = self
+            .pairs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = pairs.pair(target, route) {
+            f(p, &r);
+        }
+    }
+
     /// Records one probe's outcome.
     pub fn record_probe(&self, o: &ProbeOutcome, via_proxy: bool) {
-        let tr = [("target", o.target.as_str()), ("route", o.route.as_str())];
-        self.gauge(PROBE_SUCCESS, &tr, if o.ok { 1.0 } else { 0.0 });
-        self.recorder
-            .register_histogram(&Key::from_parts(PROBE_DURATION, labels(&tr)), &META)
-            .record(o.duration.as_secs_f64());
-        for phase in Phase::ALL {
-            if phase == Phase::Tunnel && !via_proxy {
-                continue;
-            }
-            let v = o
-                .phases
-                .get(phase)
-                .map_or(PHASE_NOT_RUN, |d| d.as_secs_f64());
-            self.gauge(PROBE_PHASE, &[tr[0], tr[1], ("phase", phase.as_str())], v);
-        }
         let finished = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        self.gauge(PROBE_LAST_TIMESTAMP, &tr, finished);
+        self.with_pair(&o.target, &o.route, |p, r| {
+            p.success
+                .set(r, PROBE_SUCCESS, None, if o.ok { 1.0 } else { 0.0 });
+            p.duration
+                .get(r, PROBE_DURATION, None)
+                .record(o.duration.as_secs_f64());
+            for phase in Phase::ALL {
+                if phase == Phase::Tunnel && !via_proxy {
+                    continue;
+                }
+                let v = o
+                    .phases
+                    .get(phase)
+                    .map_or(PHASE_NOT_RUN, |d| d.as_secs_f64());
+                if let Some(g) = p.phase(phase) {
+                    g.set(r, PROBE_PHASE, Some(("phase", phase.as_str())), v);
+                }
+            }
+            p.last.set(r, PROBE_LAST_TIMESTAMP, None, finished);
+            if via_proxy {
+                let status = f64::from(o.connect_status.unwrap_or(0));
+                p.connect_status.set(r, PROXY_CONNECT_STATUS, None, status);
+            }
+            if let Some(c) = &o.peer_cert {
+                let source = Some(("source", "peer"));
+                let unix = c.not_after_unix as f64;
+                p.peer_not_after.set(r, CERT_NOT_AFTER, source, unix);
+            }
+            if let Some(i) = o.intercepted {
+                p.intercepted
+                    .set(r, TLS_INTERCEPTED, None, if i { 1.0 } else { 0.0 });
+            }
+        });
         if !o.ok {
             self.counter(
                 PROBE_FAILURES,
-                &[tr[0], tr[1], ("reason", o.reason.as_str())],
+                &[
+                    ("target", o.target.as_str()),
+                    ("route", o.route.as_str()),
+                    ("reason", o.reason.as_str()),
+                ],
                 1,
             );
         }
-        if via_proxy {
-            self.gauge(
-                PROXY_CONNECT_STATUS,
-                &tr,
-                f64::from(o.connect_status.unwrap_or(0)),
-            );
-        }
-        if let Some(c) = &o.peer_cert {
-            self.gauge(
-                CERT_NOT_AFTER,
-                &[tr[0], tr[1], ("source", "peer")],
-                c.not_after_unix as f64,
-            );
-        }
         if let Some(intercepted) = o.intercepted {
-            self.gauge(TLS_INTERCEPTED, &tr, if intercepted { 1.0 } else { 0.0 });
             self.log_interception(o, intercepted);
         }
     }
@@ -234,6 +267,15 @@ impl Metrics {
     /// counts client certificates that could not be used and logs each one
     /// once, and publishes the certificate gauges.
     pub fn config_loaded(&self, config: &Config) {
+        self.pairs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|target, route| {
+                config
+                    .targets
+                    .iter()
+                    .any(|t| t.name == target && t.routes.iter().any(|r| r.name == route))
+            });
         for t in &config.targets {
             let Some(cert) = &t.client_cert else { continue };
             // Zero-initialised, so alert rules can use increase() from the start.
@@ -336,9 +378,12 @@ impl Metrics {
 
     /// Sets the health and active gauges of one target × route.
     pub fn route_state(&self, target: &str, route: &str, healthy: bool, active: bool) {
-        let tr = [("target", target), ("route", route)];
-        self.gauge(ROUTE_HEALTHY, &tr, if healthy { 1.0 } else { 0.0 });
-        self.gauge(ROUTE_ACTIVE, &tr, if active { 1.0 } else { 0.0 });
+        self.with_pair(target, route, |p, r| {
+            p.healthy
+                .set(r, ROUTE_HEALTHY, None, if healthy { 1.0 } else { 0.0 });
+            p.active
+                .set(r, ROUTE_ACTIVE, None, if active { 1.0 } else { 0.0 });
+        });
     }
 
     /// Registers `egress_probe_failures_total` at 0 for every failure reason
@@ -367,24 +412,22 @@ impl Metrics {
         route: &str,
         current: Option<crate::reason::FailureReason>,
     ) {
-        for reason in crate::reason::FailureReason::ALL {
-            let v = if Some(reason) == current { 1.0 } else { 0.0 };
-            self.gauge(
-                ROUTE_REASON,
-                &[
-                    ("target", target),
-                    ("route", route),
-                    ("reason", reason.as_str()),
-                ],
-                v,
-            );
-        }
+        self.with_pair(target, route, |p, r| {
+            for reason in crate::reason::FailureReason::ALL {
+                let v = if Some(reason) == current { 1.0 } else { 0.0 };
+                if let Some(g) = p.reason(reason) {
+                    g.set(r, ROUTE_REASON, Some(("reason", reason.as_str())), v);
+                }
+            }
+        });
     }
 
     /// Sets whether the route is degraded.
     pub fn route_degraded(&self, target: &str, route: &str, degraded: bool) {
-        let tr = [("target", target), ("route", route)];
-        self.gauge(ROUTE_DEGRADED, &tr, if degraded { 1.0 } else { 0.0 });
+        self.with_pair(target, route, |p, r| {
+            p.degraded
+                .set(r, ROUTE_DEGRADED, None, if degraded { 1.0 } else { 0.0 });
+        });
     }
 
     /// Sets whether an address of a proxy's name works.
@@ -426,11 +469,10 @@ impl Metrics {
 
     /// Whether an operator's override confines `target` to `route` now.
     pub fn route_override(&self, target: &str, route: &str, on: bool) {
-        self.gauge(
-            ROUTE_OVERRIDE,
-            &[("target", target), ("route", route)],
-            if on { 1.0 } else { 0.0 },
-        );
+        self.with_pair(target, route, |p, r| {
+            p.overridden
+                .set(r, ROUTE_OVERRIDE, None, if on { 1.0 } else { 0.0 });
+        });
     }
 
     /// Open descriptors of `process` by kind.

@@ -12,9 +12,13 @@
 //!   the target's `expect_ca`).
 //! - [`cert`]: what a report shows of a certificate ([`CertInfo`]) and the
 //!   RFC 3339 formatter.
+//! - `memo`: the leaves and verdicts a client already worked out, so a
+//!   handshake with a known chain neither parses its leaf nor builds its
+//!   path a second time.
 
 pub(crate) mod anchors;
 pub(crate) mod cert;
+mod memo;
 pub(crate) mod roots;
 
 use std::io;
@@ -29,6 +33,7 @@ use tokio_rustls::TlsConnector;
 use super::stream::BoxStream;
 pub use anchors::{AnchorInfo, NotAnAnchor, TrustExpectation, TrustVerdict};
 pub use cert::{CertInfo, rfc3339};
+use memo::ChainMemo;
 pub use roots::{CaFileError, RootsMode, base_roots, load_ca_file};
 
 /// Installs rustls' `ring` provider as the process default. Idempotent.
@@ -55,6 +60,8 @@ pub struct TlsClient {
     roots: Arc<RootCertStore>,
     /// Which anchors are expected; `None`: no interception verdict (proxies).
     expect: Option<Arc<TrustExpectation>>,
+    /// The leaves and verdicts seen so far with these settings.
+    memo: Arc<ChainMemo>,
 }
 
 impl std::fmt::Debug for TlsClient {
@@ -132,11 +139,17 @@ impl TlsClient {
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = alpn;
+        // Every handshake has a verifier of its own (the recording one), and
+        // rustls resumes only with the verifier a session was made with: no
+        // session is ever resumed, so none is kept (each probe a full
+        // handshake, as it must be; the tickets upstreams send are dropped).
+        config.resumption = rustls::client::Resumption::disabled();
         Ok(Self {
             base: Arc::new(config),
             verifier,
             roots,
             expect: None,
+            memo: Arc::default(),
         })
     }
 
@@ -151,6 +164,8 @@ impl TlsClient {
     /// Judges every verified chain against `expect` (targets; not proxies).
     pub fn expecting(mut self, expect: TrustExpectation) -> Self {
         self.expect = Some(Arc::new(expect));
+        // Verdicts were judged against the old expectation.
+        self.memo = Arc::default();
         self
     }
 
@@ -173,12 +188,13 @@ impl TlsClient {
                 inner: self.verifier.clone(),
                 roots: self.roots.clone(),
                 expect: self.expect.clone(),
+                memo: self.memo.clone(),
                 seen: seen.clone(),
             }));
         let peer_of = |seen: &Mutex<Seen>| {
             seen.lock()
                 .ok()
-                .and_then(|g| g.leaf.as_ref().and_then(CertInfo::from_der))
+                .and_then(|g| g.leaf.as_ref().and_then(|l| self.memo.cert_info(l)))
         };
         let trust_of = |seen: &Mutex<Seen>| seen.lock().ok().and_then(|g| g.trust.clone());
         let name = ServerName::try_from(server_name.to_string()).map_err(|_| TlsFailure {
@@ -229,6 +245,7 @@ struct Recording {
     inner: Arc<WebPkiServerVerifier>,
     roots: Arc<RootCertStore>,
     expect: Option<Arc<TrustExpectation>>,
+    memo: Arc<ChainMemo>,
     seen: Arc<Mutex<Seen>>,
 }
 
@@ -286,7 +303,9 @@ impl ServerCertVerifier for Recording {
             now,
         )?;
         if let Some(expect) = &self.expect {
-            let verdict = self.verdict(expect, end_entity, intermediates, now);
+            let verdict = self.memo.verdict(end_entity, intermediates, now, || {
+                self.verdict(expect, end_entity, intermediates, now)
+            });
             if let Ok(mut slot) = self.seen.lock() {
                 slot.trust = verdict;
             }

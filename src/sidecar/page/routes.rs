@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use tokio::time::Instant;
@@ -83,7 +84,7 @@ fn symbol(state: &str) -> &'static str {
 /// One sentence: how many targets are on their preferred route.
 pub(super) fn summary(
     config: &Config,
-    targets: &BTreeMap<String, TargetHealth>,
+    targets: &BTreeMap<String, Arc<TargetHealth>>,
     now: Instant,
 ) -> String {
     let mut moved = Vec::new();
@@ -127,7 +128,7 @@ pub(super) fn summary(
 pub(super) fn table(
     h: &mut String,
     config: &Config,
-    targets: &BTreeMap<String, TargetHealth>,
+    targets: &BTreeMap<String, Arc<TargetHealth>>,
     now: Instant,
     wall: SystemTime,
 ) {

@@ -6,6 +6,7 @@
 //! target has no working route. A credential never reaches the route
 //! table: it never moves a route's health and never fails over.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::owner::Owner;
@@ -30,7 +31,7 @@ impl Owner {
                 changed = true;
             }
         }
-        self.credentials = next;
+        self.credentials = Arc::new(next);
         for t in &self.config.targets {
             if t.credential.is_some() {
                 for r in &t.routes {
@@ -45,7 +46,7 @@ impl Owner {
 
     /// A check's result.
     pub(super) fn credential_checked(&mut self, c: &Checked) {
-        let Some(s) = self.credentials.get_mut(&c.target) else {
+        let Some(s) = Arc::make_mut(&mut self.credentials).get_mut(&c.target) else {
             return; // a check of a credential a reload removed
         };
         let changed = s.record(c);
@@ -71,7 +72,7 @@ impl Owner {
 
     /// The target's checks are skipped: it has no working route.
     pub(super) fn credential_skipped(&mut self, target: &str, why: &str) {
-        if let Some(s) = self.credentials.get_mut(target) {
+        if let Some(s) = Arc::make_mut(&mut self.credentials).get_mut(target) {
             if s.state != "skipped" {
                 tracing::info!(target = %target, "credential check skipped: {why}");
             }
@@ -82,7 +83,7 @@ impl Owner {
 
     /// Every credential's gauges, set again (upkeep).
     pub(super) fn publish_credentials(&self) {
-        for (target, s) in &self.credentials {
+        for (target, s) in self.credentials.iter() {
             self.rt.metrics.credential_state(target, s);
         }
     }

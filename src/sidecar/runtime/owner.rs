@@ -45,8 +45,8 @@ pub(super) struct Owner {
     /// The generation the table was built for, and its config.
     generation: u64,
     pub(super) config: Arc<Config>,
-    /// Each target's credential.
-    pub(super) credentials: crate::credential::state::Board,
+    /// Each target's credential (shared with the snapshots until it changes).
+    pub(super) credentials: Arc<crate::credential::state::Board>,
     /// Where snapshots go.
     publish: watch::Sender<Arc<Snapshot>>,
     /// The last hour per pair, and its copy as last published (kept while
@@ -83,7 +83,7 @@ impl Owner {
             exhaustion: Summary::default(),
             generation: first.generation,
             config,
-            credentials: (*first.credentials).clone(),
+            credentials: first.credentials.clone(),
             publish,
             history: (*first.history).clone(),
             published_history: first.history.clone(),
@@ -264,7 +264,7 @@ impl Owner {
             table: self.table.clone(),
             incidents: self.published_incidents.clone(),
             schedule: self.schedule.clone(),
-            credentials: Arc::new(self.credentials.clone()),
+            credentials: self.credentials.clone(),
             history: self.published_history.clone(),
         };
         self.publish.send_replace(Arc::new(snapshot));
