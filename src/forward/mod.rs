@@ -323,19 +323,16 @@ impl Proxy {
         let meter = metrics.forward_meter(label, &route.name);
         let _guard = self.active.enter(metrics, &route.name);
         let lane = Arc::new(relay::LaneSignal::new());
-        let work = {
-            let (pool, meter, lane) = (self.pool.clone(), meter.clone(), lane.clone());
-            let idle = generation.config.forward.idle_timeout;
-            async move {
-                let relay = relay::Relay {
-                    pool: &pool,
-                    idle,
-                    half_close: HALF_CLOSE,
-                    lane: &lane,
-                };
-                relay_tunnel(app, stream.stream, &meter, early, relay).await;
-            }
-        };
+        let work = Relaying {
+            app,
+            upstream: stream.stream,
+            early,
+            meter: meter.clone(),
+            pool: self.pool.clone(),
+            idle: generation.config.forward.idle_timeout,
+            lane: lane.clone(),
+        }
+        .work();
         let relay = self.lanes.run(work, lane);
         let end = tokio::select! {
             () = relay => "closed",
@@ -348,6 +345,33 @@ impl Proxy {
         self.routing
             .trail()
             .closed(&record.closed(meter.moved(), end));
+    }
+}
+
+/// What a tunnel's relay owns, to run wherever its lane says.
+struct Relaying {
+    app: TcpStream,
+    upstream: BoxStream,
+    early: bytes::Bytes,
+    meter: ByteMeter,
+    pool: Arc<relay::Pool>,
+    idle: Duration,
+    lane: Arc<relay::LaneSignal>,
+}
+
+impl Relaying {
+    /// The relay, boxed here rather than in the caller's future (which
+    /// would otherwise keep room for the unboxed future beside the box).
+    fn work(self) -> relay::Work {
+        Box::pin(async move {
+            let relay = relay::Relay {
+                pool: &self.pool,
+                idle: self.idle,
+                half_close: HALF_CLOSE,
+                lane: &self.lane,
+            };
+            relay_tunnel(self.app, self.upstream, &self.meter, self.early, relay).await;
+        })
     }
 }
 

@@ -31,6 +31,9 @@ pub const BULK_NICE: i32 = 19;
 /// The bulk lane's threads are named so, in `/proc` and in `top -H`.
 pub const BULK_THREAD: &str = "egress-bulk";
 
+/// A tunnel's relay, as [`Lanes::run`] takes it.
+pub type Work = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
 /// What a tunnel tells its lane: how many of its directions move bulk now.
 #[derive(Debug, Default)]
 pub struct LaneSignal {
@@ -102,11 +105,11 @@ impl Lanes {
     /// Runs `work` to its end: polled by the calling task while `signal`
     /// says it is small, by the bulk lane while it moves bulk. Dropping the
     /// returned future cancels `work` wherever it is.
-    pub async fn run<F>(&self, work: F, signal: Arc<LaneSignal>)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let mut work = Box::pin(work);
+    ///
+    /// `work` comes boxed: a tunnel's relay is a large future, and the
+    /// caller's own future would otherwise hold room for it beside the box
+    /// (8 KiB more per idle tunnel, measured).
+    pub async fn run(&self, mut work: Work, signal: Arc<LaneSignal>) {
         loop {
             if !until(&mut work, || signal.is_bulk()).await {
                 return;
@@ -230,7 +233,7 @@ mod tests {
             }
         };
         assert!(!lanes.bulk_started());
-        lanes.run(work, signal.clone()).await;
+        lanes.run(Box::pin(work), signal.clone()).await;
         let seen: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
         assert_eq!(seen.len(), 3, "{seen:?}");
         assert_ne!(seen[0], BULK_THREAD, "small: where it started");
@@ -257,7 +260,7 @@ mod tests {
             }
         };
         tokio::select! {
-            () = lanes.run(work, signal.clone()) => panic!("the work never ends"),
+            () = lanes.run(Box::pin(work), signal.clone()) => panic!("the work never ends"),
             on = on_lane_rx => assert_eq!(on.expect("ran"), BULK_THREAD),
         }
         // The run was dropped: the work is dropped on the lane.

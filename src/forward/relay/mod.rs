@@ -37,7 +37,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-pub use lane::{BULK_NICE, BULK_THREAD, LaneSignal, Lanes};
+pub use lane::{BULK_NICE, BULK_THREAD, LaneSignal, Lanes, Work};
 pub use pool::{BufferLease, LARGE, Pool, PoolStats};
 
 use crate::telemetry::meter::ByteMeter;
