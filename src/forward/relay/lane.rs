@@ -13,9 +13,13 @@
 //!
 //! A tunnel is moved whole between polls: its sockets stay registered
 //! with the runtime that opened them (whose I/O driver keeps running), only
-//! the task that polls the relay changes. The lane's runtime is built on
-//! the first bulk tunnel, so a sidecar that never relays bulk has no
-//! threads for it.
+//! the task that polls the relay changes. The cost: each readiness event
+//! of a bulk socket is still taken by a worker's driver, which wakes the
+//! lane (about 15 % of a core for one 1.2 GB/s download); the lane has
+//! timers only, so it opens no descriptor. Its runtime is built on the
+//! first bulk tunnel, so a sidecar that never relays bulk has no threads
+//! for it. Plain `http://` requests are not tunnels and stay on the
+//! workers.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
