@@ -87,8 +87,11 @@ pub struct Cell {
     reasons: Vec<(FailureReason, u32)>,
     /// The latest failure's detail, cut at [`MAX_DETAIL`] bytes.
     pub detail: String,
-    /// The first [`MAX_SAMPLES`] probe durations, in microseconds.
-    samples_us: Vec<u32>,
+    /// The first [`MAX_SAMPLES`] probe durations, in microseconds: kept
+    /// inline, so a cell owns no heap block unless it saw a failure.
+    samples_us: [u32; MAX_SAMPLES],
+    /// How many of `samples_us` are set.
+    samples: u8,
     /// The longest probe, in microseconds.
     max_us: u32,
 }
@@ -102,7 +105,8 @@ impl Cell {
             degraded: false,
             reasons: Vec::new(),
             detail: String::new(),
-            samples_us: Vec::new(),
+            samples_us: [0; MAX_SAMPLES],
+            samples: 0,
             max_us: 0,
         }
     }
@@ -120,8 +124,9 @@ impl Cell {
         }
         self.degraded |= s.degraded;
         let us = u32::try_from(s.duration.as_micros()).unwrap_or(u32::MAX);
-        if self.samples_us.len() < MAX_SAMPLES {
-            self.samples_us.push(us);
+        if let Some(slot) = self.samples_us.get_mut(usize::from(self.samples)) {
+            *slot = us;
+            self.samples += 1;
         }
         self.max_us = self.max_us.max(us);
     }
@@ -155,7 +160,8 @@ impl Cell {
 
     /// The median probe time (of the first [`MAX_SAMPLES`]).
     pub fn p50(&self) -> Option<Duration> {
-        let mut v = self.samples_us.clone();
+        let mut v = self.samples_us;
+        let v = &mut v[..usize::from(self.samples)];
         v.sort_unstable();
         let mid = v.get(v.len().checked_sub(1)? / 2)?;
         Some(Duration::from_micros(u64::from(*mid)))
@@ -163,7 +169,7 @@ impl Cell {
 
     /// The longest probe time.
     pub fn max(&self) -> Option<Duration> {
-        (!self.samples_us.is_empty()).then(|| Duration::from_micros(u64::from(self.max_us)))
+        (self.samples > 0).then(|| Duration::from_micros(u64::from(self.max_us)))
     }
 }
 
@@ -177,10 +183,30 @@ fn cut(s: &str, max: usize) -> &str {
 }
 
 /// One pair's cells, oldest first: at most [`CELLS`], only slots with a
-/// probe.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// probe. The ring is allocated for all [`CELLS`] from the start, and a
+/// clone (each probe while a reader holds the published copy) is too: the
+/// pair's memory is one block of the same size from its first probe on,
+/// not a buffer that grows through the first hour and leaves blocks of
+/// every size behind (issue 23).
+#[derive(Debug, PartialEq, Eq)]
 pub struct PairHistory {
     cells: VecDeque<Cell>,
+}
+
+impl Default for PairHistory {
+    fn default() -> Self {
+        Self {
+            cells: VecDeque::with_capacity(CELLS),
+        }
+    }
+}
+
+impl Clone for PairHistory {
+    fn clone(&self) -> Self {
+        let mut copy = Self::default();
+        copy.cells.extend(self.cells.iter().cloned());
+        copy
+    }
 }
 
 impl PairHistory {
@@ -466,6 +492,18 @@ mod tests {
     }
 
     #[test]
+    fn a_pair_and_every_copy_of_it_hold_room_for_the_whole_window() {
+        let mut h = History::new(Duration::from_secs(60));
+        h.record(T0, "apns", "direct", &pass(10));
+        let pair = h.pair("apns", "direct").expect("recorded");
+        assert_eq!(pair.stored(), 1);
+        assert!(pair.cells.capacity() >= CELLS, "{}", pair.cells.capacity());
+        let copy = pair.clone();
+        assert_eq!(&copy, pair);
+        assert!(copy.cells.capacity() >= CELLS, "{}", copy.cells.capacity());
+    }
+
+    #[test]
     fn p50_and_max_come_from_the_probe_times() {
         let mut h = History::new(Duration::from_secs(60));
         for ms in [40, 10, 30, 20, 900] {
@@ -482,7 +520,7 @@ mod tests {
         h.record(T0, "apns", "direct", &pass(9_000));
         let w = h.window(T0, "apns", "direct");
         let c = w[CELLS - 1].cell.expect("a cell");
-        assert_eq!(c.samples_us.len(), MAX_SAMPLES);
+        assert_eq!(usize::from(c.samples), MAX_SAMPLES);
         assert_eq!(c.max(), Some(Duration::from_millis(9_000)));
         assert_eq!(c.pass, 106);
     }
