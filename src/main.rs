@@ -90,10 +90,11 @@ fn main() -> ExitCode {
     egress_sentinel::dial::tls::install_default_provider();
     let code = match cli.command {
         Command::Run { config, log_format } => {
-            // One malloc arena: memory flat for weeks (re-executes once).
-            if let Some(e) = egress_sentinel::sidecar::allocator::one_arena() {
+            // One malloc arena, no per-thread caches: memory flat for
+            // weeks (re-executes once).
+            if let Some(e) = egress_sentinel::sidecar::allocator::settle() {
                 eprintln!(
-                    "warning: cannot restart with MALLOC_ARENA_MAX=1 ({e}); running with glibc's default arenas"
+                    "warning: cannot restart with MALLOC_ARENA_MAX=1 and glibc.malloc.tcache_count=0 ({e}); running with glibc's default malloc settings"
                 );
             }
             run_sidecar(config, log_format)
@@ -343,6 +344,7 @@ fn run_sidecar(path: PathBuf, log_format: Option<LogFormat>) -> u8 {
         }
     };
     init_logs("info", log_format);
+    egress_sentinel::sidecar::allocator::log_settings();
     let config = match load_logged(&path) {
         Ok(c) => c,
         Err(code) => return code,
