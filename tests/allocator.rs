@@ -48,6 +48,9 @@ async fn started(
     // Listening: the arguments (the config) came through the restart.
     sidecar.addr("forward proxy").await;
     let arena = env_of(sidecar.pid(), "MALLOC_ARENA_MAX");
+    // Restarted under its own name, not `exe` (what `ps` and `top` show).
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", sidecar.pid())).expect("comm");
+    assert_eq!(comm.trim(), "egress-sentinel");
     let (code, lines) = sidecar.stop().await;
     assert_eq!(code.code(), Some(0), "{}", lines.join("\n"));
     (arena, tunables_logged(&lines), lines)

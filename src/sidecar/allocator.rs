@@ -94,16 +94,29 @@ fn reexec(restart: &Restart) -> Option<std::io::Error> {
     use std::os::unix::process::CommandExt;
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_default();
-    // /proc/self/exe: the running file, however it was invoked.
-    let mut command = std::process::Command::new("/proc/self/exe");
-    command.arg0(arg0).args(args);
-    if restart.arena {
-        command.env(ARENA_MAX, "1");
+    let args: Vec<OsString> = args.collect();
+    // The running file by its own name (the process's name in `ps` and
+    // `top` comes from it: through `/proc/self/exe` it would be `exe`),
+    // else `/proc/self/exe`, which is that file however it was invoked,
+    // even replaced on disk since.
+    let named = std::env::current_exe().ok();
+    let mut error = None;
+    for program in named
+        .iter()
+        .map(|p| p.as_os_str())
+        .chain([OsStr::new("/proc/self/exe")])
+    {
+        let mut command = std::process::Command::new(program);
+        command.arg0(&arg0).args(&args);
+        if restart.arena {
+            command.env(ARENA_MAX, "1");
+        }
+        if let Some(t) = &restart.tunables {
+            command.env(TUNABLES, t);
+        }
+        error = Some(command.exec());
     }
-    if let Some(t) = &restart.tunables {
-        command.env(TUNABLES, t);
-    }
-    Some(command.exec())
+    error
 }
 
 #[cfg(not(unix))]
